@@ -1,1 +1,19 @@
+from .covid_semiseg import (
+    DATA_ENV_VAR,
+    IMAGE_SUFFIXES,
+    default_data_dir,
+    labeled_datalist,
+    labeled_splits,
+    split_datalist,
+    unlabeled_datalist,
+)
 
+__all__ = [
+    "DATA_ENV_VAR",
+    "IMAGE_SUFFIXES",
+    "default_data_dir",
+    "labeled_datalist",
+    "labeled_splits",
+    "split_datalist",
+    "unlabeled_datalist",
+]

@@ -1,1 +1,3 @@
+from .iteration import MultiScaleIteration, scaled_size
 
+__all__ = ["MultiScaleIteration", "scaled_size"]

@@ -1,1 +1,3 @@
+from .structure import DeepSupervisionLoss, EdgeLoss, StructureLoss, boundary_weight
 
+__all__ = ["StructureLoss", "EdgeLoss", "DeepSupervisionLoss", "boundary_weight"]

@@ -1,1 +1,12 @@
+from .infnet import INFNET_LIGHT, InfNet, InfNetOutput
+from .res2net import RES2NET_LAYERS, Res2Net, Res2NetBottleneck, res2net50_v1b_26w_4s
 
+__all__ = [
+    "InfNet",
+    "InfNetOutput",
+    "INFNET_LIGHT",
+    "Res2Net",
+    "Res2NetBottleneck",
+    "res2net50_v1b_26w_4s",
+    "RES2NET_LAYERS",
+]

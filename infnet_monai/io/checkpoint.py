@@ -1,0 +1,146 @@
+"""Self-describing model checkpoints: weights, network configuration and preprocessing in one file.
+
+A checkpoint written by :func:`save_model` is a plain dictionary of tensors, numbers and strings, so it loads with
+``torch.load(..., weights_only=True)``: nothing in it can execute code. :func:`load_model` refuses any file that
+needs full unpickling.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from infnet_monai import __version__
+from infnet_monai.networks.nets import InfNet
+
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "CheckpointError",
+    "save_model",
+    "load_checkpoint",
+    "load_model",
+    "atomic_torch_save",
+    "network_state_dict",
+]
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_FORMAT = "infnet-monai-model/1"
+
+
+class CheckpointError(RuntimeError):
+    """A model checkpoint is missing, unsafe or not an infnet-monai model."""
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
+    """``torch.save`` to a temporary file in the destination folder, then rename it into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def network_state_dict(network: nn.Module) -> dict[str, torch.Tensor]:
+    """State dict of ``network``, unwrapped from ``DataParallel``/``DistributedDataParallel``/``torch.compile``."""
+    module = getattr(network, "_orig_mod", network)
+    module = getattr(module, "module", module)
+    return module.state_dict()
+
+
+def save_model(
+    path: str | os.PathLike,
+    network: nn.Module,
+    network_kwargs: dict[str, Any],
+    preprocessing: dict[str, Any] | None = None,
+    metadata: dict[str, Any] | None = None,
+    fp16: bool = True,
+) -> Path:
+    """Write a self-describing checkpoint atomically.
+
+    Args:
+        path: destination file.
+        network: the trained :class:`~infnet_monai.networks.nets.InfNet`.
+        network_kwargs: the keyword arguments that rebuild it (``InfNet(**network_kwargs)``); tuples are stored as
+            lists.
+        preprocessing: how inputs were prepared (e.g. ``{"spatial_size": 352, "in_channels": 1}``).
+        metadata: free-form provenance (command, seed, epochs, metrics); numbers and strings only.
+        fp16: store floating-point weights in half precision (halves the file; they are cast back on load).
+
+    Returns:
+        the written path.
+    """
+    state = {}
+    for k, v in network_state_dict(network).items():
+        v = v.detach().cpu()
+        state[k] = v.half() if fp16 and v.is_floating_point() else v.clone()
+    checkpoint = {
+        "format": CHECKPOINT_FORMAT,
+        "infnet_monai_version": __version__,
+        "network": {k: list(v) if isinstance(v, tuple) else v for k, v in network_kwargs.items()},
+        "preprocessing": dict(preprocessing or {}),
+        "metadata": dict(metadata or {}),
+        "state_dict": state,
+    }
+    return atomic_torch_save(checkpoint, path)
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Load a checkpoint dictionary safely (``weights_only=True``).
+
+    Raises:
+        CheckpointError: the file is missing, unreadable, carries pickled code, or is not an infnet-monai model.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"model checkpoint '{path}' does not exist; pass --model with a valid file.")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # the unpickler raises several types for unsafe or corrupt files
+        raise CheckpointError(
+            f"refusing to load model checkpoint '{path}': it is not a plain weights file that loads with "
+            f"weights_only=True (it may carry pickled code, or be corrupt or truncated). Details: {e}"
+        ) from e
+    if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(
+            f"'{path}' is not an infnet-monai model checkpoint (expected a dictionary with "
+            f"format='{CHECKPOINT_FORMAT}'); export one with infnet_monai.io.save_model."
+        )
+    return checkpoint
+
+
+def load_model(
+    path: str | os.PathLike, device: str | torch.device = "cpu", eval_mode: bool = True
+) -> tuple[InfNet, dict[str, Any]]:
+    """Rebuild the network stored in a checkpoint and load its weights (in float32).
+
+    Returns:
+        ``(network, checkpoint)``: the network on ``device`` (in eval mode unless ``eval_mode=False``) and the
+        checkpoint dictionary without its state dict (``network``, ``preprocessing``, ``metadata``...).
+    """
+    checkpoint = load_checkpoint(path)
+    kwargs = dict(checkpoint.get("network", {}))
+    try:
+        network = InfNet(**kwargs)
+        state = {k: v.float() if v.is_floating_point() else v for k, v in checkpoint["state_dict"].items()}
+        network.load_state_dict(state)
+    except (TypeError, ValueError, RuntimeError, KeyError) as e:
+        raise CheckpointError(f"model checkpoint '{path}' does not match its network configuration: {e}") from e
+    network.to(device)
+    if eval_mode:
+        network.eval()
+    info = {k: v for k, v in checkpoint.items() if k != "state_dict"}
+    logger.debug("loaded %s (network %s)", path, kwargs)
+    return network, info

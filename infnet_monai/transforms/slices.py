@@ -1,0 +1,175 @@
+"""MONAI dictionary-transform chains for 2D CT slices (8-bit, lung-windowed), as used for training and inference.
+
+Intensity convention of the network input: the 8-bit slice is scaled to [0, 1], then standardised with the fixed
+constants :data:`SLICE_MEAN` and :data:`SLICE_STD`. The 3D pipeline maps Hounsfield units into the same [0, 1]
+range before this standardisation, so both doors feed the network the same distribution.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from monai.data import PILReader
+from monai.transforms import (
+    Compose,
+    EnsureChannelFirstd,
+    EnsureTyped,
+    LoadImaged,
+    NormalizeIntensityd,
+    RandAdjustContrastd,
+    RandAffined,
+    RandFlipd,
+    RandGaussianNoised,
+    RandScaleIntensityd,
+    RandShiftIntensityd,
+    RepeatChanneld,
+    Resized,
+    ScaleIntensityRanged,
+)
+
+__all__ = [
+    "SLICE_MEAN",
+    "SLICE_STD",
+    "DEFAULT_SPATIAL_SIZE",
+    "train_slice_transforms",
+    "val_slice_transforms",
+    "inference_slice_transforms",
+    "intensity_normalization",
+]
+
+# fixed standardisation of [0, 1] slices (mid-grey to 0, most of the range within +-2)
+SLICE_MEAN = 0.5
+SLICE_STD = 0.25
+DEFAULT_SPATIAL_SIZE = 352
+
+
+def _size(spatial_size: int | Sequence[int]) -> tuple[int, int]:
+    if isinstance(spatial_size, int):
+        return (spatial_size, spatial_size)
+    size = tuple(int(s) for s in spatial_size)
+    if len(size) != 2:
+        raise ValueError(f"spatial_size must be an int or two ints, got {spatial_size}.")
+    return size  # type: ignore[return-value]
+
+
+def _load(keys: Sequence[str], allow_missing_keys: bool = False) -> list:
+    # reverse_indexing=False keeps numpy's (rows, columns) order, so arrays match the PNG/JPG as viewed
+    return [
+        LoadImaged(keys, reader=PILReader(reverse_indexing=False), image_only=True, allow_missing_keys=allow_missing_keys),
+        EnsureChannelFirstd(keys, channel_dim="no_channel", allow_missing_keys=allow_missing_keys),
+    ]
+
+
+def _to_unit(keys: Sequence[str], allow_missing_keys: bool = False) -> ScaleIntensityRanged:
+    return ScaleIntensityRanged(
+        keys, a_min=0.0, a_max=255.0, b_min=0.0, b_max=1.0, clip=True, allow_missing_keys=allow_missing_keys
+    )
+
+
+def intensity_normalization(key: str = "image", in_channels: int = 1) -> list:
+    """Standardise a [0, 1] image with the fixed constants and replicate it to ``in_channels`` channels."""
+    out: list = [NormalizeIntensityd(key, subtrahend=SLICE_MEAN, divisor=SLICE_STD)]
+    if in_channels > 1:
+        out.append(RepeatChanneld(key, repeats=in_channels))
+    return out
+
+
+def train_slice_transforms(
+    spatial_size: int | Sequence[int] = DEFAULT_SPATIAL_SIZE,
+    in_channels: int = 1,
+    label_keys: Sequence[str] = ("label", "edge"),
+    rotate_degrees: float = 15.0,
+    scale_range: float = 0.15,
+    intensity_scale: tuple[float, float] = (-0.55, 0.3),
+    intensity_shift: float = 0.15,
+    gamma: tuple[float, float] = (0.6, 1.6),
+    noise_std: float = 0.02,
+    flip: bool = True,
+) -> Compose:
+    """Training chain: load, [0, 1] scaling, resize, spatial and intensity augmentation, standardisation.
+
+    The labeled slices, the darker ``coronacases`` slices and the brighter ``radiopaedia`` slices differ a lot in
+    intensity (median 118 / 52 / 152 of 255), so intensity augmentation is strong: a random scale of
+    ``1 + U(intensity_scale)`` (0.45x to 1.3x), a random shift of up to ``intensity_shift`` and a random gamma,
+    then clipping to [0, 1].
+
+    Args:
+        spatial_size: training size (height, width); aspect ratio is not kept, as in the paper.
+        in_channels: network input channels (the slice is replicated).
+        label_keys: keys resized and augmented with the image (missing keys are skipped, e.g. no edge map).
+        rotate_degrees: maximum in-plane rotation.
+        scale_range: maximum relative zoom in or out.
+        intensity_scale: range of the random intensity factor minus one.
+        intensity_shift: maximum absolute intensity offset (in [0, 1] units).
+        gamma: range of the random gamma.
+        noise_std: standard deviation of the additive Gaussian noise (0 disables).
+        flip: random flips along both axes.
+
+    Returns:
+        a :class:`monai.transforms.Compose` mapping ``{"image": path, "label": path, "edge": path}`` to tensors
+        ``image (in_channels, H, W)``, ``label (1, H, W)`` and ``edge (1, H, W)`` in [0, 1].
+    """
+    size = _size(spatial_size)
+    keys = ["image", *label_keys]
+    xforms: list = [
+        *_load(keys, allow_missing_keys=True),
+        _to_unit(keys, allow_missing_keys=True),
+        Resized(keys, spatial_size=size, mode="bilinear", allow_missing_keys=True),
+    ]
+    if flip:
+        xforms += [
+            RandFlipd(keys, prob=0.5, spatial_axis=0, allow_missing_keys=True),
+            RandFlipd(keys, prob=0.5, spatial_axis=1, allow_missing_keys=True),
+        ]
+    if rotate_degrees > 0 or scale_range > 0:
+        xforms.append(
+            RandAffined(
+                keys,
+                prob=0.7,
+                rotate_range=math.radians(rotate_degrees),
+                scale_range=(scale_range, scale_range),
+                mode="bilinear",
+                padding_mode="zeros",
+                allow_missing_keys=True,
+            )
+        )
+    xforms += [
+        RandScaleIntensityd("image", factors=intensity_scale, prob=0.8),
+        RandShiftIntensityd("image", offsets=intensity_shift, prob=0.5),
+        RandAdjustContrastd("image", gamma=gamma, prob=0.5),
+    ]
+    if noise_std > 0:
+        xforms.append(RandGaussianNoised("image", prob=0.3, std=noise_std))
+    xforms += [
+        ScaleIntensityRanged("image", a_min=0.0, a_max=1.0, b_min=0.0, b_max=1.0, clip=True),
+        *intensity_normalization("image", in_channels),
+        EnsureTyped(keys, track_meta=False, allow_missing_keys=True),
+    ]
+    return Compose(xforms)
+
+
+def val_slice_transforms(
+    spatial_size: int | Sequence[int] = DEFAULT_SPATIAL_SIZE, in_channels: int = 1, label_key: str | None = "label"
+) -> Compose:
+    """Validation chain: the image is resized to the network size, the label stays at its original size.
+
+    The image keeps its MONAI metadata so the prediction can be brought back to the original size with
+    :class:`monai.transforms.Invertd` before scoring, as the paper's protocol scores at the ground truth's size.
+    """
+    keys = ["image"] + ([label_key] if label_key else [])
+    return Compose(
+        [
+            *_load(keys),
+            _to_unit(keys),
+            Resized("image", spatial_size=_size(spatial_size), mode="bilinear"),
+            *intensity_normalization("image", in_channels),
+        ]
+    )
+
+
+def inference_slice_transforms(
+    spatial_size: int | Sequence[int] = DEFAULT_SPATIAL_SIZE, in_channels: int = 1
+) -> Compose:
+    """Inference chain for 8-bit slices (``{"image": path}``): the validation chain without a label."""
+    return val_slice_transforms(spatial_size, in_channels, label_key=None)
