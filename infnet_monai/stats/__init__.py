@@ -1,1 +1,7 @@
+# Copyright (c) infnet-monai contributors
+# Licensed under the MIT License.
+"""Statistics of 3D segmentations: infection burden per case and the cohort table columns."""
 
+from .burden import BURDEN_FIELDS, BURDEN_KEYS, MM3_PER_ML, infection_burden
+
+__all__ = ["BURDEN_FIELDS", "BURDEN_KEYS", "MM3_PER_ML", "infection_burden"]

@@ -1,0 +1,195 @@
+"""2D inference on folders of CT slice images (``predict-slices``): one 8-bit probability PNG per input image."""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, UnidentifiedImageError
+
+from infnet_monai.data.covid_semiseg import IMAGE_SUFFIXES
+from infnet_monai.io.checkpoint import load_model
+from infnet_monai.transforms.slices import DEFAULT_SPATIAL_SIZE, SLICE_MEAN, SLICE_STD
+from infnet_monai.utils.device import autocast_context, resolve_device
+from infnet_monai.utils.model_path import default_model_path
+
+__all__ = ["SlicePredictor", "SliceFolderReport", "predict_slice_folder", "write_png_atomic"]
+
+logger = logging.getLogger(__name__)
+
+
+def write_png_atomic(array: np.ndarray, path: Path) -> None:
+    """Write an 8-bit single-channel PNG through a temporary file renamed into place (no half-written files)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png.tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            Image.fromarray(array, mode="L").save(f, format="PNG")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class SlicePredictor:
+    """Infection probability maps for 2D slices with a trained Inf-Net.
+
+    A slice (any size, 8-bit grey, as in COVID-SemiSeg) is scaled to [0, 1], resized to the network size, standardised
+    as in training, run through the network (optionally also left-right flipped, averaging both), and the sigmoid
+    probability is resized back to the slice's size.
+
+    Args:
+        model_path: checkpoint written by :func:`infnet_monai.io.save_model`; the default is the shipped model.
+        device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+        flip_tta: average the prediction with that of the left-right flipped slice.
+        amp: mixed precision on CUDA (ignored on CPU).
+    """
+
+    def __init__(
+        self,
+        model_path: str | os.PathLike | None = None,
+        device: str = "auto",
+        flip_tta: bool = True,
+        amp: bool = True,
+    ) -> None:
+        self.device = resolve_device(device)
+        self.model_path = Path(model_path) if model_path is not None else default_model_path()
+        self.network, info = load_model(self.model_path, self.device)
+        prep = info.get("preprocessing", {})
+        size = prep.get("spatial_size", DEFAULT_SPATIAL_SIZE)
+        self.spatial_size = (int(size), int(size)) if isinstance(size, (int, float)) else tuple(int(s) for s in size)
+        self.in_channels = int(info.get("network", {}).get("in_channels", 1))
+        self.mean = float(prep.get("slice_mean", SLICE_MEAN))
+        self.std = float(prep.get("slice_std", SLICE_STD))
+        self.flip_tta = flip_tta
+        self.amp = amp
+        self.info = info
+
+    @torch.no_grad()
+    def predict_unit(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Probability maps for slices already scaled to [0, 1].
+
+        Args:
+            images: 2D float arrays ``(H_i, W_i)`` in [0, 1] (sizes may differ).
+
+        Returns:
+            float32 probability maps with the same sizes.
+        """
+        if not images:
+            return []
+        batch = torch.stack(
+            [
+                F.interpolate(
+                    torch.as_tensor(np.asarray(im, dtype=np.float32))[None, None],
+                    size=self.spatial_size,
+                    mode="bilinear",
+                    align_corners=False,
+                )[0]
+                for im in images
+            ]
+        ).to(self.device)
+        batch = (batch - self.mean) / self.std
+        if self.in_channels > 1:
+            batch = batch.repeat(1, self.in_channels, 1, 1)
+        with autocast_context(self.device, self.amp):
+            prob = torch.sigmoid(self.network(batch).float())
+            if self.flip_tta:
+                prob = 0.5 * (prob + torch.sigmoid(self.network(batch.flip(-1)).float()).flip(-1))
+        out = []
+        for p, im in zip(prob, images):
+            p = F.interpolate(p[None, :1], size=tuple(np.shape(im)), mode="bilinear", align_corners=False)
+            out.append(p[0, 0].clamp(0, 1).cpu().numpy())
+        return out
+
+    def predict_uint8(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Probability maps (0-255, uint8) for 8-bit slices ``(H_i, W_i)``."""
+        unit = [np.asarray(im, dtype=np.float32) / 255.0 for im in images]
+        return [np.round(p * 255.0).astype(np.uint8) for p in self.predict_unit(unit)]
+
+
+@dataclass
+class SliceFolderReport:
+    """Outcome of :func:`predict_slice_folder`: written files and failures (path, message)."""
+
+    written: list[Path] = field(default_factory=list)
+    failed: list[tuple[Path, str]] = field(default_factory=list)
+
+
+def _read_slice(path: Path) -> np.ndarray:
+    try:
+        with Image.open(path) as im:
+            im.load()
+            if im.mode not in ("L", "I;16", "I", "F"):
+                im = im.convert("L")
+            arr = np.asarray(im)
+    except (UnidentifiedImageError, OSError, ValueError) as e:
+        raise ValueError(f"'{path}' is not a readable image ({e}); remove it or replace it with a valid PNG/JPG.") from e
+    if arr.ndim != 2 or min(arr.shape) < 2:
+        raise ValueError(f"'{path}' has shape {arr.shape}; expected a 2D grey slice of at least 2x2 pixels.")
+    if arr.dtype != np.uint8:
+        raise ValueError(
+            f"'{path}' is a {arr.dtype} image; predict-slices expects 8-bit lung-windowed slices "
+            "(use `infnet-covid segment` for CT volumes in Hounsfield units)."
+        )
+    return arr
+
+
+def predict_slice_folder(
+    input_dir: str | os.PathLike,
+    output_dir: str | os.PathLike,
+    model_path: str | os.PathLike | None = None,
+    device: str = "auto",
+    batch_size: int = 8,
+    flip_tta: bool = True,
+    progress: Callable[[Iterable], Iterable] | None = None,
+) -> SliceFolderReport:
+    """Write ``output_dir/<stem>.png`` (8-bit probability, input height and width) for each slice in ``input_dir``.
+
+    Inputs are the ``.jpg``, ``.jpeg`` and ``.png`` files directly in ``input_dir`` (sorted). A file that cannot be
+    read is reported in the result and logged; the others are still processed. Outputs are written atomically.
+
+    Raises:
+        NotADirectoryError: ``input_dir`` is not a folder.
+        ValueError: ``output_dir`` is ``input_dir`` itself (inputs would be overwritten).
+    """
+    input_dir, output_dir = Path(input_dir), Path(output_dir)
+    if not input_dir.is_dir():
+        raise NotADirectoryError(f"input folder '{input_dir}' does not exist or is not a folder.")
+    if output_dir.resolve() == input_dir.resolve():
+        raise ValueError(f"output folder '{output_dir}' is the input folder; choose another so no input is overwritten.")
+    files = sorted(p for p in input_dir.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    stems: dict[str, Path] = {}
+    report = SliceFolderReport()
+    for p in files:
+        if p.stem in stems:
+            report.failed.append((p, f"'{p}' has the same name stem as '{stems[p.stem]}'; both would write {p.stem}.png."))
+        else:
+            stems[p.stem] = p
+    files = [p for p in files if stems.get(p.stem) == p]
+    if not files:
+        logger.warning("no .jpg/.jpeg/.png images in '%s'", input_dir)
+        return report
+    output_dir.mkdir(parents=True, exist_ok=True)
+    predictor = SlicePredictor(model_path, device=device, flip_tta=flip_tta)
+    batches = [files[i : i + batch_size] for i in range(0, len(files), batch_size)]
+    for chunk in progress(batches) if progress is not None else batches:
+        images, paths = [], []
+        for p in chunk:
+            try:
+                images.append(_read_slice(p))
+                paths.append(p)
+            except ValueError as e:
+                logger.error("%s", e)
+                report.failed.append((p, str(e)))
+        for p, prob in zip(paths, predictor.predict_uint8(images)):
+            out = output_dir / f"{p.stem}.png"
+            write_png_atomic(prob, out)
+            report.written.append(out)
+    return report

@@ -1,0 +1,520 @@
+"""Loading a :class:`~infnet_monai.io.cases.CTCase` as a validated 3D CT volume in Hounsfield units.
+
+:func:`load_ct` returns a ``monai.data.MetaTensor`` of shape ``(1, X, Y, Z)`` whose ``affine`` follows MONAI's
+convention (voxel index -> RAS world millimetres), exactly as ``monai.transforms.LoadImage`` produces it, so the
+pipeline can apply MONAI spatial transforms and invert them later:
+
+- NIfTI: ``LoadImage(reader=NibabelReader(...))``; the affine is nibabel's.
+- DICOM: ``LoadImage(reader=SimpleITKSeriesReader())`` on the case's sorted file list. ``SimpleITKSeriesReader`` is
+  a MONAI ``ImageReader`` over SimpleITK (GDCM) that follows ``monai.data.ITKReader`` conventions (array indexed
+  ``(X, Y, Z)``, LPS -> RAS affine), so no extra ``itk`` package is needed. GDCM applies RescaleSlope/Intercept.
+
+Before returning, the volume is checked and any problem raises :class:`CaseError` naming the file, the problem and
+what to do:
+
+==========================================  ==================================================================
+input                                       behaviour
+==========================================  ==================================================================
+missing / 0-byte / truncated / not an image refused
+2D image, 4D with more than one volume      refused (a 4D or 5D image with singleton extra dims is squeezed)
+fewer than ``MIN_SLICES`` (2) slices        refused (the 2-slice chest series is the smallest accepted input)
+NaN / Inf voxels                            refused, the count is given
+voxel spacing <= 0 or > 20 mm               refused
+stored values without rescale (>= 0, max    1024 is subtracted and a warning logged, when no rescale intercept
+> 1000)                                     is recorded (DICOM: no RescaleIntercept tag; NIfTI: scl_inter unset
+                                            or 0) and the histogram shows air (>= 1 % of voxels below -500 HU
+                                            after the shift) and soft tissue (>= 1 % within +-100 HU); else
+                                            refused
+no voxel below -500 HU                      refused (label map, normalised image or other units, not HU)
+values below -1024 HU                       set to -1024 (air); scanners store padding outside the field of view
+                                            as -2000/-2048/-3024, which is air for the segmentation
+DICOM: missing slice (gap > 1.5x median)    refused, the gap is named (no resampling is done)
+DICOM: non-uniform spacing (> 10 %)         refused
+DICOM: duplicate slice positions            refused
+DICOM: gantry tilt / sheared positions      refused when slices drift more than half a pixel in-plane
+DICOM: non-CT modality, multi-frame files   refused
+==========================================  ==================================================================
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+import SimpleITK as sitk
+import torch
+from monai.data import MetaTensor
+from monai.data.image_reader import ImageReader, NibabelReader
+from monai.data.utils import affine_to_spacing, orientation_ras_lps
+from monai.transforms import LoadImage
+from monai.utils import ImageMetaKey, MetaKeys, SpaceKeys, ensure_tuple
+from pydicom.dataset import Dataset
+
+from infnet_monai.io.cases import CT_SOP_CLASS_UIDS, CTCase, read_dicom_header
+
+__all__ = [
+    "CaseError",
+    "SimpleITKSeriesReader",
+    "load_ct",
+    "MIN_SLICES",
+    "MAX_SPACING_MM",
+    "AIR_HU",
+    "RAW_CT_OFFSET",
+]
+
+logger = logging.getLogger(__name__)
+
+MIN_SLICES = 2
+"""Fewest slices accepted. 2 is enough for the slice-wise 2D network; a single slice is a 2D image."""
+MAX_SPACING_MM = 20.0
+"""Largest voxel spacing accepted on any axis (mm)."""
+AIR_HU = -1024.0
+"""Lowest HU kept; lower values (padding outside the scan field of view) are set to this."""
+RAW_CT_OFFSET = 1024.0
+"""Offset subtracted from stored values that were written without their rescale intercept."""
+
+_MAX_GAP_RATIO = 1.5  # a gap above this multiple of the median slice spacing means missing slices
+_SPACING_TOLERANCE = 0.1  # relative deviation from the median spacing still called uniform
+_DUPLICATE_MM = 1e-3  # slices closer than this along the normal are duplicates
+_AIR_THRESHOLD_HU = -500.0  # a CT in HU always has voxels below this (air around the body, lungs)
+_RAW_MIN_FRACTION = 0.01  # fraction of voxels in the air and in the soft-tissue ranges for a raw-value image
+
+
+class CaseError(ValueError):
+    """A CT case cannot be used; the message names the file, the problem and what to do."""
+
+
+class SimpleITKSeriesReader(ImageReader):
+    """MONAI image reader for DICOM series (or single images) based on SimpleITK / GDCM.
+
+    It mirrors ``monai.data.ITKReader`` with ``reverse_indexing=False``: the array is indexed ``(X, Y, Z)`` (column,
+    row, slice), ``affine`` maps voxel indices to world millimetres in RAS (LPS -> RAS when ``affine_lps_to_ras``),
+    ``spatial_shape`` and ``original_channel_dim`` (``"no_channel"``) are set so that ``EnsureChannelFirst`` works.
+    RescaleSlope/Intercept are applied by GDCM; the output is float32.
+
+    Args:
+        affine_lps_to_ras: convert the affine from ITK's LPS to RAS (as ``NibabelReader`` returns). Default True.
+        output_pixel_type: SimpleITK pixel type of the read image. Default ``sitk.sitkFloat32``.
+
+    Example::
+
+        image = LoadImage(reader=SimpleITKSeriesReader(), image_only=True, ensure_channel_first=True)(file_list)
+    """
+
+    def __init__(self, affine_lps_to_ras: bool = True, output_pixel_type: int = sitk.sitkFloat32) -> None:
+        super().__init__()
+        self.affine_lps_to_ras = affine_lps_to_ras
+        self.output_pixel_type = output_pixel_type
+
+    def verify_suffix(self, filename: Sequence[str | os.PathLike] | str | os.PathLike) -> bool:
+        """SimpleITK is a hard dependency of this package, so any file or folder may be tried."""
+        return True
+
+    def read(self, data: Sequence[str | os.PathLike] | str | os.PathLike, **kwargs: Any) -> sitk.Image:
+        """Read one image from a list of slice files (in the given order) or from a folder.
+
+        Args:
+            data: the files of one series, sorted along the slice normal, or one file, or a folder (the first
+                series that GDCM finds in it is read).
+            kwargs: unused, for API compatibility.
+
+        Returns:
+            the SimpleITK image.
+        """
+        names = [str(p) for p in ensure_tuple(data)]
+        if len(names) == 1 and Path(names[0]).is_dir():
+            series_ids = sitk.ImageSeriesReader.GetGDCMSeriesIDs(names[0])
+            if not series_ids:
+                raise FileNotFoundError(f"{names[0]}: no DICOM series found in this folder.")
+            names = list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(names[0], series_ids[0]))
+        reader = sitk.ImageSeriesReader()
+        reader.SetFileNames(names)
+        reader.SetOutputPixelType(self.output_pixel_type)
+        return reader.Execute()
+
+    def get_data(self, img: sitk.Image) -> tuple[np.ndarray, dict]:
+        """Array ``(X, Y, Z)`` and MONAI metadata (``affine``, ``original_affine``, ``spatial_shape``, ...).
+
+        Args:
+            img: the image returned by :meth:`read`.
+
+        Returns:
+            the voxel array indexed ``(X, Y, Z)`` and the metadata dictionary.
+        """
+        if img.GetNumberOfComponentsPerPixel() != 1:
+            raise ValueError(f"expected a scalar image, got {img.GetNumberOfComponentsPerPixel()} components.")
+        array = sitk.GetArrayFromImage(img).T  # SimpleITK gives (Z, Y, X)
+        dim = img.GetDimension()
+        direction = np.asarray(img.GetDirection(), dtype=np.float64).reshape(dim, dim)
+        spacing = np.asarray(img.GetSpacing(), dtype=np.float64)
+        affine = np.eye(dim + 1)
+        affine[:dim, :dim] = direction @ np.diag(spacing)
+        affine[:dim, -1] = np.asarray(img.GetOrigin(), dtype=np.float64)
+        if self.affine_lps_to_ras:
+            affine = orientation_ras_lps(affine)
+        meta = {
+            MetaKeys.ORIGINAL_AFFINE: affine,
+            MetaKeys.AFFINE: affine.copy(),
+            MetaKeys.SPATIAL_SHAPE: np.asarray(img.GetSize()),
+            MetaKeys.SPACE: SpaceKeys.RAS if self.affine_lps_to_ras else SpaceKeys.LPS,
+            MetaKeys.ORIGINAL_CHANNEL_DIM: float("nan"),
+            "spacing": spacing,
+        }
+        return array, meta
+
+
+@dataclass
+class _SourceInfo:
+    modality: str | None = None
+    patient_id: str | None = None
+    series_instance_uid: str | None = None
+    rescale_missing: bool = False
+
+
+def load_ct(case: CTCase, min_slices: int = MIN_SLICES, max_spacing_mm: float = MAX_SPACING_MM) -> MetaTensor:
+    """Load and validate one CT case as a float32 volume in Hounsfield units.
+
+    Args:
+        case: a case from :func:`~infnet_monai.io.cases.discover_cases` (or built by hand).
+        min_slices: fewest slices accepted (default :data:`MIN_SLICES` = 2).
+        max_spacing_mm: largest voxel spacing accepted on any axis, in mm (default 20).
+
+    Returns:
+        ``MetaTensor`` of shape ``(1, X, Y, Z)``, float32, HU clipped below at -1024. ``.affine`` (float64, 4x4)
+        maps voxel indices to RAS world mm as MONAI's ``LoadImage`` gives it. ``.meta`` also holds
+        ``filename_or_obj`` (the case's source path), ``case_id``, ``source_kind`` (``"nifti"``/``"dicom"``),
+        ``patient_id``, ``series_instance_uid`` and ``modality`` (strings, ``""`` when unknown so that the
+        metadata collates), ``hu_correction`` (``"none"`` or ``"subtracted 1024"``) and ``clipped_below_air``
+        (number of voxels raised to -1024).
+
+    Raises:
+        CaseError: the case cannot be used; the message says why and what to do.
+    """
+    if case.error:
+        raise CaseError(case.error)
+    if case.kind == "nifti":
+        image, info = _load_nifti(case)
+    elif case.kind == "dicom":
+        image, info = _load_dicom(case, min_slices, max_spacing_mm)
+    else:
+        raise CaseError(f"{case.source_path}: unknown case kind {case.kind!r}; expected 'nifti' or 'dicom'.")
+    name = str(case.source_path)
+    if info.modality is not None and info.modality != "CT":
+        raise CaseError(f"{name}: modality is {info.modality}, not CT. Only CT images can be segmented.")
+    image = _check_shape(image, name, min_slices)
+    _check_spacing(image, name, max_spacing_mm)
+    image, correction, clipped = _to_hounsfield(image, name, info.rescale_missing)
+    image.meta[ImageMetaKey.FILENAME_OR_OBJ] = name
+    image.meta.update(
+        {
+            "case_id": case.case_id,
+            "source_kind": case.kind,
+            "patient_id": info.patient_id or case.patient_id or "",
+            "series_instance_uid": info.series_instance_uid or case.series_instance_uid or "",
+            "modality": info.modality or "",
+            "hu_correction": correction,
+            "clipped_below_air": clipped,
+        }
+    )
+    logger.info(
+        "%s: loaded %s, spacing %s mm%s.",
+        case.case_id,
+        "x".join(str(s) for s in image.shape[1:]),
+        ", ".join(f"{s:.3g}" for s in affine_to_spacing(image.affine, r=3).tolist()),
+        f", {clipped} voxel(s) below {AIR_HU:g} HU set to {AIR_HU:g}" if clipped else "",
+    )
+    return image
+
+
+def _check_file(path: Path) -> None:
+    if not path.exists():
+        raise CaseError(f"{path}: file not found (moved or deleted since the cases were listed). Check the input.")
+    if not path.is_file():
+        raise CaseError(f"{path}: not a regular file. Pass a NIfTI file or a DICOM series folder.")
+    if path.stat().st_size == 0:
+        raise CaseError(f"{path}: file is empty (0 bytes); the copy or export was interrupted. Copy it again.")
+
+
+def _load_with(reader: ImageReader, files: Sequence[Path] | Path, name: str) -> MetaTensor:
+    with warnings.catch_warnings():
+        # LoadImage also instantiates MONAI's default readers; without nvImageCodec one of them warns on every
+        # construction although it is never used here
+        warnings.filterwarnings("ignore", message="NvImgCodecPydicomReader", category=UserWarning)
+        loader = LoadImage(reader=reader, image_only=True, ensure_channel_first=True, dtype=np.float32)
+    try:
+        image = loader(files if isinstance(files, Path) else list(files))
+    except Exception as e:
+        raise CaseError(
+            f"{name}: the voxel data could not be read ({type(e).__name__}: {e}). The file is probably truncated "
+            "or corrupt, or uses an unsupported compression: export or copy it again."
+        ) from e
+    if not isinstance(image, MetaTensor):  # LoadImage always returns one with image_only=True
+        image = MetaTensor(image)
+    return image
+
+
+def _load_nifti(case: CTCase) -> tuple[MetaTensor, _SourceInfo]:
+    path = Path(case.files[0]) if case.files else Path(case.source_path)
+    _check_file(path)
+    try:
+        header_image = nib.load(path)
+        shape = tuple(int(s) for s in header_image.shape)
+        # nibabel moves scl_slope/scl_inter into the data proxy (1 and 0 when unset); writers store 1/0 for
+        # "no scaling", so only a non-zero intercept counts as a recorded rescale
+        inter = float(getattr(header_image.dataobj, "inter", 0.0) or 0.0)
+    except Exception as e:
+        raise CaseError(
+            f"{path}: not a readable NIfTI image ({type(e).__name__}: {e}). The file is truncated, corrupt or not "
+            "NIfTI despite its name: export it again as .nii/.nii.gz."
+        ) from e
+    if len(shape) < 3:
+        raise CaseError(
+            f"{path}: 2D image of shape {shape}; a 3D CT volume (X, Y, Z) is needed. Export the whole series."
+        )
+    extra = shape[3:]
+    if any(s > 1 for s in extra):
+        raise CaseError(
+            f"{path}: {len(shape)}D image of shape {shape} holds {int(np.prod(extra))} volumes; one 3D CT volume is "
+            "needed. Split it (e.g. nibabel's four_to_three) and give one volume per case."
+        )
+    image = _load_with(NibabelReader(squeeze_non_spatial_dims=True), path, str(path))
+    return image, _SourceInfo(rescale_missing=not np.isfinite(inter) or inter == 0.0)
+
+
+def _dicom_headers(case: CTCase) -> list[Dataset]:
+    if not case.files:
+        raise CaseError(f"{case.source_path}: no DICOM files listed for this case. List the cases again.")
+    headers = []
+    for path in case.files:
+        path = Path(path)
+        _check_file(path)
+        ds = read_dicom_header(path)
+        if ds is None:
+            raise CaseError(f"{path}: not a readable DICOM image. Remove it from the series folder or replace it.")
+        headers.append(ds)
+    return headers
+
+
+def _vector(ds: Dataset, keyword: str, n: int, path: Path) -> np.ndarray:
+    try:
+        value = np.asarray([float(v) for v in ds[keyword].value], dtype=np.float64)
+    except Exception as e:
+        raise CaseError(
+            f"{path}: DICOM tag {keyword} is missing or invalid ({e}); the slice geometry cannot be built. "
+            "Export the series with complete headers."
+        ) from None
+    if value.shape != (n,) or not np.all(np.isfinite(value)):
+        raise CaseError(f"{path}: DICOM tag {keyword} must hold {n} numbers, got {list(value)}.")
+    return value
+
+
+def _check_dicom_geometry(
+    case: CTCase, headers: list[Dataset], min_slices: int, max_spacing_mm: float
+) -> tuple[list[Path], np.ndarray]:
+    """Validate slice geometry from the headers; return the files sorted along the normal and the LPS affine."""
+    folder = case.source_path
+    files = [Path(p) for p in case.files]
+    for path, ds in zip(files, headers):
+        frames = ds.get("NumberOfFrames", 1)
+        try:
+            frames = int(frames or 1)
+        except (TypeError, ValueError):
+            frames = 1
+        if frames > 1:
+            raise CaseError(
+                f"{path}: multi-frame DICOM ({frames} frames in one file) is not supported. Convert the series "
+                "to NIfTI (e.g. with dcm2niix) and give the NIfTI file."
+            )
+    orientations = [_vector(ds, "ImageOrientationPatient", 6, p) for p, ds in zip(files, headers)]
+    positions = np.stack([_vector(ds, "ImagePositionPatient", 3, p) for p, ds in zip(files, headers)])
+    pixel_spacings = [_vector(ds, "PixelSpacing", 2, p) for p, ds in zip(files, headers)]
+    sizes = {(int(ds.Rows), int(ds.Columns)) for ds in headers}
+    if len(sizes) > 1:
+        raise CaseError(f"{folder}: slices of different sizes {sorted(sizes)} in one series. Export it again.")
+    for path, o, s in zip(files, orientations, pixel_spacings):
+        if not np.allclose(o, orientations[0], atol=1e-4) or not np.allclose(s, pixel_spacings[0], atol=1e-4):
+            raise CaseError(
+                f"{folder}: slice {path.name} has another orientation or pixel spacing than {files[0].name}; "
+                "the series is not one regular volume. Export it again or reformat it."
+            )
+    row_cos, col_cos = orientations[0][:3], orientations[0][3:]
+    normal = np.cross(row_cos, col_cos)
+    norm = float(np.linalg.norm(normal))
+    if norm < 1e-3:
+        raise CaseError(f"{files[0]}: ImageOrientationPatient {list(orientations[0])} is degenerate.")
+    normal /= norm
+    n = len(files)
+    if n < min_slices:
+        raise CaseError(
+            f"{folder}: {n} slice(s); at least {min_slices} slices are needed for a 3D volume. "
+            "Export the whole series."
+        )
+    along = positions @ normal
+    order = np.argsort(along, kind="stable")
+    along, positions = along[order], positions[order]
+    files = [files[i] for i in order]
+    gaps = np.diff(along)
+    dup = np.flatnonzero(gaps < _DUPLICATE_MM)
+    if dup.size:
+        i = int(dup[0])
+        raise CaseError(
+            f"{folder}: {dup.size} duplicate slice position(s), e.g. {files[i].name} and {files[i + 1].name} at "
+            f"{along[i]:.3f} mm along the slice normal. The folder mixes two acquisitions of one series: keep one."
+        )
+    median = float(np.median(gaps))
+    worst = int(np.argmax(np.abs(gaps - median)))
+    if gaps[worst] > _MAX_GAP_RATIO * median:
+        raise CaseError(
+            f"{folder}: gap of {gaps[worst]:.3g} mm between slices {files[worst].name} and {files[worst + 1].name} "
+            f"({gaps[worst] / median:.2g}x the median spacing of {median:.3g} mm): slice(s) are missing. Export the "
+            "complete series (volumes are not resampled)."
+        )
+    if abs(gaps[worst] - median) > _SPACING_TOLERANCE * median:
+        raise CaseError(
+            f"{folder}: non-uniform slice spacing: {gaps[worst]:.3g} mm between {files[worst].name} and "
+            f"{files[worst + 1].name}, median {median:.3g} mm. Resample the series to uniform spacing (e.g. convert "
+            "it to NIfTI with a tool that resamples) and give that file."
+        )
+    offsets = positions - positions[0]
+    inplane = offsets - np.outer(offsets @ normal, normal)
+    drift = float(np.max(np.linalg.norm(inplane, axis=1)))
+    pixel = pixel_spacings[0]
+    if drift > 0.5 * float(np.min(pixel)):
+        extent = float(along[-1] - along[0])
+        angle = float(np.degrees(np.arctan2(drift, extent)))
+        tilt_tag = headers[0].get("GantryDetectorTilt", None)
+        raise CaseError(
+            f"{folder}: slice positions are not stacked along the slice normal: they drift {drift:.3g} mm in-plane "
+            f"over {extent:.3g} mm (about {angle:.2g} degrees; GantryDetectorTilt={tilt_tag}). Gantry-tilted or "
+            "sheared series are not supported: correct the tilt (e.g. dcm2niix does) and give the NIfTI file."
+        )
+    for label, value in (("pixel spacing", float(np.min(pixel))), ("slice spacing", median)):
+        if not 0.0 < value <= max_spacing_mm:
+            raise CaseError(
+                f"{folder}: {label} of {value:.3g} mm is outside (0, {max_spacing_mm:g}] mm. Check the DICOM "
+                "headers (PixelSpacing, ImagePositionPatient)."
+            )
+    lps = np.eye(4)
+    lps[:3, 0] = row_cos * pixel[1]  # PixelSpacing is (between rows, between columns)
+    lps[:3, 1] = col_cos * pixel[0]
+    lps[:3, 2] = normal * median
+    lps[:3, 3] = positions[0]
+    return files, lps
+
+
+def _load_dicom(case: CTCase, min_slices: int, max_spacing_mm: float) -> tuple[MetaTensor, _SourceInfo]:
+    headers = _dicom_headers(case)
+    files, lps = _check_dicom_geometry(case, headers, min_slices, max_spacing_mm)
+    first = headers[0]
+    modality = str(first.get("Modality", "") or "").strip().upper() or None
+    if modality is None:
+        if str(first.get("SOPClassUID", "")).strip() in CT_SOP_CLASS_UIDS:
+            modality = "CT"
+            logger.debug("%s: no Modality tag; CT inferred from the SOP class.", case.source_path)
+    if modality is not None and modality != "CT":
+        raise CaseError(f"{case.source_path}: modality is {modality}, not CT. Only CT images can be segmented.")
+    image = _load_with(SimpleITKSeriesReader(), files, str(case.source_path))
+    expected = orientation_ras_lps(lps)
+    got = np.asarray(image.affine, dtype=np.float64)
+    rows, cols = int(first.Rows), int(first.Columns)
+    if tuple(image.shape) != (1, cols, rows, len(files)) or not np.allclose(got, expected, atol=1e-2, rtol=1e-3):
+        raise CaseError(
+            f"{case.source_path}: the volume read by SimpleITK (shape {tuple(image.shape)}, affine {got.tolist()}) "
+            f"does not match the DICOM headers (shape {(1, cols, rows, len(files))}, affine {expected.tolist()}). "
+            "Convert the series to NIfTI (e.g. with dcm2niix) and give the NIfTI file."
+        )
+    info = _SourceInfo(
+        modality=modality,
+        patient_id=str(first.get("PatientID", "") or "").strip() or None,
+        series_instance_uid=str(first.get("SeriesInstanceUID", "") or "").strip() or None,
+        rescale_missing=all("RescaleIntercept" not in ds for ds in headers),
+    )
+    return image, info
+
+
+def _check_shape(image: MetaTensor, name: str, min_slices: int) -> MetaTensor:
+    shape = tuple(image.shape)
+    if len(shape) == 3:
+        raise CaseError(f"{name}: 2D image of shape {shape[1:]}; a 3D CT volume is needed. Export the whole series.")
+    if len(shape) != 4 or shape[0] != 1:
+        raise CaseError(
+            f"{name}: image of shape {shape} (channel first) is not one 3D volume. Give one 3D CT volume per case."
+        )
+    if shape[3] < min_slices:
+        raise CaseError(
+            f"{name}: {shape[3]} slice(s) of {shape[1]}x{shape[2]}; at least {min_slices} slices are needed for a 3D "
+            "volume. Export the whole series."
+        )
+    if min(shape[1:3]) < 2:
+        raise CaseError(f"{name}: slices of {shape[1]}x{shape[2]} voxels are too small to be a CT image.")
+    return image
+
+
+def _check_spacing(image: MetaTensor, name: str, max_spacing_mm: float) -> None:
+    affine = np.asarray(image.affine, dtype=np.float64)
+    spacing = affine_to_spacing(affine, r=3)
+    if not np.all(np.isfinite(affine)) or np.any(spacing <= 0) or np.any(spacing > max_spacing_mm):
+        raise CaseError(
+            f"{name}: voxel spacing {np.round(spacing, 4).tolist()} mm is outside (0, {max_spacing_mm:g}] mm on some "
+            "axis. Check the image header (NIfTI pixdim/sform/qform or DICOM PixelSpacing and slice positions)."
+        )
+    if abs(np.linalg.det(affine[:3, :3])) < 1e-9:
+        raise CaseError(f"{name}: the image affine {affine.tolist()} is singular. Fix the image header.")
+
+
+def _to_hounsfield(image: MetaTensor, name: str, rescale_missing: bool) -> tuple[MetaTensor, str, int]:
+    """Check that ``image`` holds HU, correct raw stored values, clip padding to air."""
+    finite = torch.isfinite(image)
+    n_bad = int(finite.numel() - finite.sum())
+    if n_bad:
+        raise CaseError(
+            f"{name}: {n_bad} voxel(s) are NaN or infinite. The image is damaged or was processed with errors: "
+            "export the original CT again."
+        )
+    del finite
+    vmin, vmax = float(image.min()), float(image.max())
+    correction = "none"
+    if vmin >= 0.0 and vmax > 1000.0:
+        total = image.numel()
+        air = int((image <= RAW_CT_OFFSET + _AIR_THRESHOLD_HU).sum()) / total
+        soft = int(((image >= RAW_CT_OFFSET - 100.0) & (image <= RAW_CT_OFFSET + 100.0)).sum()) / total
+        fits = air >= _RAW_MIN_FRACTION and soft >= _RAW_MIN_FRACTION
+        if not (rescale_missing and fits):
+            reason = (
+                "its header records a rescale slope/intercept, so the values should already be HU"
+                if not rescale_missing
+                else f"the histogram does not look like raw CT ({air:.1%} air-like, {soft:.1%} soft-tissue-like)"
+            )
+            raise CaseError(
+                f"{name}: values range from {vmin:g} to {vmax:g} with none below 0, so they are not Hounsfield units, "
+                f"and {reason}. Convert the image to HU (HU = stored value x slope + intercept) and try again."
+            )
+        logger.warning(
+            "%s: values range from %g to %g without a rescale intercept; treating them as raw CT values and "
+            "subtracting %g to get HU (%.1f%% air-like, %.1f%% soft-tissue-like voxels).",
+            name,
+            vmin,
+            vmax,
+            RAW_CT_OFFSET,
+            100 * air,
+            100 * soft,
+        )
+        image.sub_(RAW_CT_OFFSET)
+        correction = f"subtracted {RAW_CT_OFFSET:g}"
+    if not bool((image < _AIR_THRESHOLD_HU).any()):
+        raise CaseError(
+            f"{name}: no voxel below {_AIR_THRESHOLD_HU:g} HU (values {float(image.min()):g}..{float(image.max()):g})."
+            " A CT in Hounsfield units always shows air (about -1000 HU) around the body and in the lungs; this "
+            "looks like a label map, a normalised image or other units. Give the original CT in HU."
+        )
+    clipped = int((image < AIR_HU).sum())
+    if clipped:
+        image.clamp_(min=AIR_HU)
+    return image, correction, clipped

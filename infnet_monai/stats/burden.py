@@ -1,0 +1,136 @@
+# Copyright (c) infnet-monai contributors
+# Licensed under the MIT License.
+"""
+Infection burden of a 3D chest CT: lung and infection volumes, infected percentages per lung, lesion counts.
+
+Masks follow the pipeline's array convention (see :mod:`infnet_monai.postprocessing.lung`): RAS-oriented arrays,
+axis 2 is the axial (superior) axis, ``spacing_mm`` is the voxel size in mm along axes ``(0, 1, 2)``, and the lung
+label map uses 1 for the right lung and 2 for the left lung.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+
+import numpy as np
+from skimage.measure import label as sk_label
+
+from infnet_monai.postprocessing.lung import LEFT_LUNG_LABEL, RIGHT_LUNG_LABEL
+
+__all__ = ["MM3_PER_ML", "BURDEN_KEYS", "BURDEN_FIELDS", "infection_burden"]
+
+logger = logging.getLogger(__name__)
+
+MM3_PER_ML = 1000.0
+"""Cubic millimetres in one millilitre."""
+
+BURDEN_KEYS: tuple[str, ...] = (
+    "lung_volume_ml",
+    "right_lung_volume_ml",
+    "left_lung_volume_ml",
+    "infection_volume_ml",
+    "infection_percent",
+    "right_lung_infection_percent",
+    "left_lung_infection_percent",
+    "lesion_count",
+    "largest_lesion_ml",
+    "slices_with_infection",
+)
+"""Keys of the dict returned by :func:`infection_burden`, in CSV column order."""
+
+BURDEN_FIELDS: tuple[str, ...] = (
+    "case_id",
+    "status",
+    "error",
+    "source_path",
+    "patient_id",
+    "series_instance_uid",
+    "shape",
+    "spacing_mm",
+    *BURDEN_KEYS,
+    "infection_mask_path",
+    "lung_mask_path",
+    "seconds",
+)
+"""Column order of a cohort burden table (one row per case): case identification, :data:`BURDEN_KEYS`, outputs."""
+
+
+def _percent(part: int, whole: int, what: str) -> float:
+    if whole == 0:
+        logger.warning("infection_burden: %s is empty; its infection percentage is NaN.", what)
+        return float("nan")
+    return 100.0 * part / whole
+
+
+def infection_burden(infection: np.ndarray, lung: np.ndarray, spacing_mm: Sequence[float]) -> dict[str, float | int]:
+    """Volumes and percentages describing the infection burden of one CT volume.
+
+    The infection mask is counted as given (voxels ``> 0``): restrict it to the lung beforehand (e.g. with
+    :func:`infnet_monai.postprocessing.postprocess_infection`). Right / left percentages count the infected voxels
+    inside that lung's label divided by that lung's volume. Percentages of an empty lung (or lung side) are
+    ``float("nan")`` and a warning is logged: an undefined statistic is never reported as 0. Values are not rounded.
+
+    Args:
+        infection: infection mask, shape ``(X, Y, Z)``, RAS-oriented; voxels ``> 0`` are infected.
+        lung: lung label map of the same shape: 0 background, 1 right lung, 2 left lung (any other positive value
+            counts toward the total lung only).
+        spacing_mm: voxel size in mm along axes ``(0, 1, 2)``; the voxel volume is their product (mm^3).
+
+    Returns:
+        dict with the keys of :data:`BURDEN_KEYS`:
+
+        - ``lung_volume_ml``, ``right_lung_volume_ml``, ``left_lung_volume_ml``: volumes (mL) of ``lung > 0``,
+          ``lung == 1`` and ``lung == 2``.
+        - ``infection_volume_ml``: volume (mL) of ``infection > 0``.
+        - ``infection_percent``: ``infection_volume_ml / lung_volume_ml``, in % (the mask as given, so infection
+          outside the lung, if any, still counts).
+        - ``right_lung_infection_percent``, ``left_lung_infection_percent``: the same per lung, in %.
+        - ``lesion_count``: number of 3D 26-connected components of the infection mask.
+        - ``largest_lesion_ml``: volume (mL) of the largest component, 0.0 when there is none.
+        - ``slices_with_infection``: number of axial slices (indices along axis 2) holding an infected voxel.
+
+    Raises:
+        ValueError: when the masks are not 3D arrays of the same shape or ``spacing_mm`` is not 3 positive sizes.
+    """
+    infection = np.asarray(infection)
+    lung = np.asarray(lung)
+    if infection.ndim != 3 or lung.ndim != 3:
+        raise ValueError(f"infection and lung must be 3D arrays, got shapes {infection.shape} and {lung.shape}.")
+    if infection.shape != lung.shape:
+        raise ValueError(f"infection and lung must have the same shape, got {infection.shape} and {lung.shape}.")
+    try:
+        spacing = tuple(float(s) for s in spacing_mm)
+    except TypeError as err:
+        raise ValueError(f"spacing_mm must be a sequence of 3 numbers (mm), got {spacing_mm!r}.") from err
+    if len(spacing) != 3 or not all(math.isfinite(s) and s > 0 for s in spacing):
+        raise ValueError(f"spacing_mm must hold 3 positive finite voxel sizes in mm, got {spacing_mm!r}.")
+    voxel_ml = spacing[0] * spacing[1] * spacing[2] / MM3_PER_ML
+
+    infected = infection > 0
+    lung_any = lung > 0
+    right = lung == RIGHT_LUNG_LABEL
+    left = lung == LEFT_LUNG_LABEL
+    n_lung, n_right, n_left = int(lung_any.sum()), int(right.sum()), int(left.sum())
+    n_infected = int(infected.sum())
+
+    if n_infected:
+        labels = sk_label(infected, connectivity=3)
+        sizes = np.bincount(labels.ravel())[1:]
+        lesion_count, largest = int(sizes.size), int(sizes.max())
+    else:
+        lesion_count, largest = 0, 0
+
+    return {
+        "lung_volume_ml": n_lung * voxel_ml,
+        "right_lung_volume_ml": n_right * voxel_ml,
+        "left_lung_volume_ml": n_left * voxel_ml,
+        "infection_volume_ml": n_infected * voxel_ml,
+        "infection_percent": _percent(n_infected, n_lung, "the lung"),
+        "right_lung_infection_percent": _percent(int((infected & right).sum()), n_right, "the right lung"),
+        "left_lung_infection_percent": _percent(int((infected & left).sum()), n_left, "the left lung"),
+        "lesion_count": lesion_count,
+        "largest_lesion_ml": largest * voxel_ml,
+        "slices_with_infection": int(infected.any(axis=(0, 1)).sum()),
+    }

@@ -1,0 +1,42 @@
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def shared_data_dir() -> Path:
+    env = os.environ.get("INFNET_SHARED_DATA")
+    return Path(env) if env else (REPO_ROOT / ".." / "shared" / "data").resolve()
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    d = shared_data_dir()
+    if not (d / "covid-semiseg").is_dir():
+        pytest.skip(f"shared data not found at {d}")
+    return d
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    """A randomly initialised, tiny Inf-Net saved as a self-describing checkpoint."""
+    import torch
+
+    from infnet_monai.io import save_model
+    from infnet_monai.networks import InfNet
+
+    kwargs = {
+        "spatial_dims": 2,
+        "in_channels": 1,
+        "layers": (1, 1, 1, 1),
+        "planes": (8, 16, 32, 64),
+        "stem_channels": (8, 8, 16),
+        "ra_channels": (16, 16, 16),
+    }
+    torch.manual_seed(0)
+    net = InfNet(**kwargs)
+    path = tmp_path_factory.mktemp("model") / "tiny.pt"
+    save_model(path, net, kwargs, preprocessing={"spatial_size": 64, "in_channels": 1}, metadata={"note": "test"})
+    return path

@@ -1,0 +1,209 @@
+"""Tests of case discovery (infnet_monai.io.cases) on temporary cohorts built from the real shared CT data."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from pathlib import Path
+
+import pydicom
+import pytest
+
+from infnet_monai.io.cases import CTCase, discover_cases, read_dicom_header, sanitize_case_id
+
+DATA = Path(os.environ.get("INFNET_SHARED_DATA", "../shared/data")) / "ct"
+ABDOMEN_NII = DATA / "abdomen_3mm_small.nii.gz"
+ABDOMEN_DICOM = DATA / "abdomen_dicom"
+CHEST_DICOM = DATA / "chest_2slice_dicom"
+
+pytestmark = pytest.mark.skipif(not ABDOMEN_DICOM.is_dir(), reason=f"shared CT data not found under {DATA}")
+
+
+def _link(src: Path, dst: Path) -> Path:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    os.symlink(src.resolve(), dst)
+    return dst
+
+
+def _header_copies(src_folder: Path, dst: Path, modify=None, names=None, count: int | None = None) -> list[Path]:
+    """Write header-only DICOM copies (no pixel data: discovery reads headers only)."""
+    dst.mkdir(parents=True, exist_ok=True)
+    out = []
+    for i, src in enumerate(sorted(src_folder.iterdir())[:count]):
+        ds = pydicom.dcmread(src, stop_before_pixels=True)
+        if modify is not None:
+            modify(ds, i)
+        path = dst / (names(i) if names else src.name)
+        ds.save_as(path)
+        out.append(path)
+    return out
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("cohort") / "my cohort"
+    # NIfTI in nested folders with spaces and non-ASCII characters
+    _link(ABDOMEN_NII, root / "Patient Ä 1" / "ct scan.nii.gz")
+    _link(ABDOMEN_NII, root / "患者 3" / "ct.nii.gz")
+    # id collision: "a_b" + "x" and "a" + "b_x" both give "a_b_x"
+    _link(ABDOMEN_NII, root / "a_b" / "x.nii.gz")
+    _link(ABDOMEN_NII, root / "a" / "b_x.nii")  # a symlink named .nii pointing to gz data: only discovery here
+    # a DICOM folder with the real series plus a second, shorter series and a coronal series with more slices
+    series = root / "site B" / "patient 2" / "series 1"
+    for src in sorted(ABDOMEN_DICOM.iterdir()):
+        _link(src, series / src.name)
+
+    def second(ds: pydicom.Dataset, i: int) -> None:
+        ds.SeriesInstanceUID = "1.2.3.4.5.6"
+        ds.SeriesDescription = "short"
+
+    _header_copies(ABDOMEN_DICOM, series, second, names=lambda i: f"short_{i:02d}.dcm", count=5)
+
+    def coronal(ds: pydicom.Dataset, i: int) -> None:
+        ds.SeriesInstanceUID = "1.2.3.4.5.7"
+        ds.ImageOrientationPatient = [1, 0, 0, 0, 0, -1]
+        ds.ImagePositionPatient = [-250.0, -300.0 + 2.0 * i, -700.0]
+
+    _header_copies(ABDOMEN_DICOM, series, coronal, names=lambda i: f"cor_{i:02d}", count=20)
+    for i in range(20, 25):  # 25 coronal slices in all: more than the axial series
+        ds = pydicom.dcmread(series / "cor_00", stop_before_pixels=True)
+        ds.ImagePositionPatient = [-250.0, -300.0 + 2.0 * i, -700.0]
+        ds.save_as(series / f"cor_{i:02d}")
+    # MR only
+    _header_copies(CHEST_DICOM, root / "mr only", lambda ds, i: setattr(ds, "Modality", "MR"))
+    # hostile PatientIDs
+    _header_copies(CHEST_DICOM, root / "pid1", lambda ds, i: setattr(ds, "PatientID", "../../x"))
+    _header_copies(CHEST_DICOM, root / "pid2", lambda ds, i: setattr(ds, "PatientID", "a/b"))
+    # headerless DICOM (no preamble, no file meta): found through the force=True fallback
+    headerless = root / "headerless"
+    headerless.mkdir()
+    for src in sorted(CHEST_DICOM.iterdir()):
+        ds = pydicom.dcmread(src)
+        plain = pydicom.Dataset()
+        for element in ds:
+            plain.add(element)
+        pydicom.dcmwrite(headerless / src.stem, plain, implicit_vr=True, little_endian=True)
+    # things to ignore
+    (root / "notes.txt").write_text("not an image\n")
+    (root / "meta.json").write_text("{}")
+    (series / "list.csv").write_text("a,b\n")
+    (root / "README").write_bytes(bytes(range(256)) * 8)  # binary, no extension, not DICOM
+    _link(ABDOMEN_NII, root / ".hidden" / "ct.nii.gz")
+    _link(ABDOMEN_NII, root / ".dot.nii.gz")
+    _link(ABDOMEN_NII, root / "__MACOSX" / "ct.nii.gz")
+    # an output folder inside the input
+    _link(ABDOMEN_NII, root / "output" / "abdomen_seg.nii.gz")
+    return root
+
+
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        ("../../x", "_.._x"),
+        ("a/b", "a_b"),
+        ("", "case"),
+        ("..", "case"),
+        (".", "case"),
+        (".hidden", "hidden"),
+        ("Müller Patient 1", "Muller_Patient_1"),
+        ("患者", "__"),
+        ("CON", "_CON"),
+        ("ok-id_1.2", "ok-id_1.2"),
+    ],
+)
+def test_sanitize_case_id(name: str, expected: str) -> None:
+    assert sanitize_case_id(name) == expected
+
+
+def test_sanitize_case_id_is_always_safe() -> None:
+    for name in ["x" * 300, "/", "\\..\\..", "a\x00b", " ", "...a"]:
+        out = sanitize_case_id(name)
+        assert re.fullmatch(r"[A-Za-z0-9_-][A-Za-z0-9._-]*", out), out
+        assert len(out) <= 100 and out not in (".", "..")
+
+
+def test_single_nifti_file() -> None:
+    cases = discover_cases(ABDOMEN_NII)
+    assert cases == [CTCase("abdomen_3mm_small", ABDOMEN_NII, "nifti", (ABDOMEN_NII,))]
+
+
+def test_single_dicom_folder() -> None:
+    (case,) = discover_cases(ABDOMEN_DICOM)
+    assert (case.case_id, case.kind, case.source_path, case.error) == ("abdomen_dicom", "dicom", ABDOMEN_DICOM, None)
+    assert len(case.files) == 20
+    z = [float(pydicom.dcmread(f, stop_before_pixels=True).ImagePositionPatient[2]) for f in case.files]
+    assert z == sorted(z)  # sorted along the slice normal
+    assert case.series_instance_uid is None  # the real series has an empty SeriesInstanceUID
+
+
+def test_stripped_two_slice_series() -> None:
+    (case,) = discover_cases(CHEST_DICOM)
+    assert [f.name for f in case.files] == ["0.dcm", "1.dcm"]
+    assert case.patient_id is None and case.series_instance_uid.startswith("1.2.826.")
+
+
+def test_bad_inputs(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        discover_cases(tmp_path / "nope")
+    with pytest.raises(ValueError, match="single DICOM file"):
+        discover_cases(CHEST_DICOM / "0.dcm")
+    (tmp_path / "x.txt").write_text("x")
+    with pytest.raises(ValueError, match="not a NIfTI"):
+        discover_cases(tmp_path / "x.txt")
+    assert discover_cases(tmp_path) == []
+
+
+def test_cohort(cohort: Path, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO, logger="infnet_monai.io.cases"):
+        cases = discover_cases(cohort, exclude=[cohort / "output"])
+    by_id = {c.case_id: c for c in cases}
+    assert list(by_id) == [
+        "Patient_A_1_ct_scan",
+        "a_b_x",
+        "a_b_x-2",
+        "headerless",
+        "mr_only",
+        "pid1",
+        "pid2",
+        "site_B_patient_2_series_1",
+        "___3_ct",
+    ]
+    assert by_id["a_b_x"].source_path == cohort / "a" / "b_x.nii"
+    assert by_id["a_b_x-2"].source_path == cohort / "a_b" / "x.nii.gz"
+    assert by_id["Patient_A_1_ct_scan"].files == (cohort / "Patient Ä 1" / "ct scan.nii.gz",)
+
+    dicom = by_id["site_B_patient_2_series_1"]
+    assert dicom.error is None and len(dicom.files) == 20
+    assert all(f.name.startswith("CT.") for f in dicom.files)
+    assert len(dicom.notes) == 2
+    assert any("1.2.3.4.5.6" in n and "fewer slices" in n for n in dicom.notes)
+    assert any("1.2.3.4.5.7" in n and "not axial" in n and "25 slices" in n for n in dicom.notes)
+    logged = [r.getMessage() for r in caplog.records if "3 series" in r.getMessage()]
+    assert logged and "chose series <no SeriesInstanceUID> (CT, axial, 20 slices" in logged[0]
+
+    mr = by_id["mr_only"]
+    assert mr.files == () and mr.error and "MR" in mr.error and "no axial CT series" in mr.error
+
+    assert len(by_id["headerless"].files) == 2
+
+    for key, pid in (("pid1", "../../x"), ("pid2", "a/b")):
+        assert by_id[key].patient_id == pid  # kept as data ...
+        safe = sanitize_case_id(pid)  # ... and made safe before any use as a path
+        assert "/" not in safe and not safe.startswith(".")
+
+    # deterministic
+    assert discover_cases(cohort, exclude=[cohort / "output"]) == cases
+
+
+def test_output_folder_inside_input_is_excluded(cohort: Path) -> None:
+    ids = {c.case_id for c in discover_cases(cohort)}
+    assert "output_abdomen_seg" in ids
+    ids = {c.case_id for c in discover_cases(cohort, exclude=[str(cohort / "output")])}
+    assert "output_abdomen_seg" not in ids
+
+
+def test_read_dicom_header(cohort: Path) -> None:
+    assert read_dicom_header(cohort / "README") is None
+    assert read_dicom_header(cohort / "notes.txt") is None
+    assert read_dicom_header(cohort / "headerless" / "0").Rows == 512

@@ -1,0 +1,68 @@
+import pickle
+
+import pytest
+import torch
+
+from infnet_monai.io import CheckpointError, load_checkpoint, load_model, save_model
+from infnet_monai.networks import InfNet
+
+KW = {"in_channels": 1, "layers": [1, 1, 1, 1], "planes": [8, 16, 32, 64], "stem_channels": [8, 8, 16], "ra_channels": [16, 16, 16]}
+
+
+def test_round_trip_fp16_and_fp32(tmp_path):
+    torch.manual_seed(0)
+    net = InfNet(**KW).eval()
+    x = torch.rand(1, 1, 64, 64)
+    with torch.no_grad():
+        ref = net(x)
+    for fp16 in (False, True):
+        path = save_model(tmp_path / f"m{fp16}.pt", net, KW, {"spatial_size": 64}, {"seed": 0}, fp16=fp16)
+        loaded, info = load_model(path)
+        assert info["preprocessing"] == {"spatial_size": 64} and info["metadata"] == {"seed": 0}
+        with torch.no_grad():
+            out = loaded(x)
+        assert torch.allclose(out, ref, atol=1e-2 if fp16 else 1e-6)
+    assert (tmp_path / "mTrue.pt").stat().st_size < 0.6 * (tmp_path / "mFalse.pt").stat().st_size
+
+
+class Evil:
+    def __reduce__(self):
+        return (print, ("this code ran while loading",))
+
+
+def test_pickled_code_is_refused(tmp_path):
+    path = tmp_path / "evil.pt"
+    torch.save({"format": "infnet-monai-model/1", "payload": Evil()}, path)
+    with pytest.raises(CheckpointError, match="weights_only"):
+        load_checkpoint(path)
+
+
+def test_plain_pickle_and_garbage_refused(tmp_path):
+    p = tmp_path / "x.pt"
+    p.write_bytes(pickle.dumps(Evil()))
+    with pytest.raises(CheckpointError, match=str(p.name)):
+        load_checkpoint(p)
+    p.write_bytes(b"")
+    with pytest.raises(CheckpointError):
+        load_checkpoint(p)
+
+
+def test_foreign_state_dict_refused(tmp_path):
+    p = tmp_path / "sd.pt"
+    torch.save(InfNet(**KW).state_dict(), p)
+    with pytest.raises(CheckpointError, match="not an infnet-monai model"):
+        load_checkpoint(p)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_checkpoint(tmp_path / "nope.pt")
+
+
+def test_mismatched_configuration(tmp_path):
+    path = save_model(tmp_path / "m.pt", InfNet(**KW), KW)
+    ck = torch.load(path, weights_only=True)
+    ck["network"]["rfb_channels"] = 8
+    torch.save(ck, path)
+    with pytest.raises(CheckpointError, match="does not match"):
+        load_model(path)

@@ -1,0 +1,89 @@
+"""Tests of infnet_monai.postprocessing.postprocess_infection on hand-built arrays."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from infnet_monai.postprocessing import postprocess_infection
+
+SPACING = (0.7, 0.8, 2.5)  # mm; voxel volume 1.4 mm^3
+
+
+def _lung(shape=(10, 10, 6)) -> np.ndarray:
+    lung = np.zeros(shape, dtype=np.uint8)
+    lung[1:9, 1:9, 1:5] = 1
+    lung[5:9, 1:9, 1:5] = 2  # label values do not matter, only > 0
+    return lung
+
+
+def test_threshold_is_inclusive_and_restricted_to_lung():
+    lung = _lung()
+    prob = np.zeros(lung.shape, dtype=np.float32)
+    prob[3, 3, 2] = 0.5  # exactly at threshold, inside lung: kept
+    prob[6, 6, 3] = 0.49  # below threshold: dropped
+    prob[0, 0, 0] = 0.99  # outside lung: dropped
+    out = postprocess_infection(prob, lung, SPACING, min_lesion_volume_mm3=0.0)
+    assert out.dtype == np.uint8 and out.shape == lung.shape
+    expected = np.zeros(lung.shape, dtype=np.uint8)
+    expected[3, 3, 2] = 1
+    np.testing.assert_array_equal(out, expected)
+
+
+def test_small_components_dropped_by_volume():
+    lung = _lung()
+    prob = np.zeros(lung.shape, dtype=np.float32)
+    prob[2, 2, 2] = 1.0  # 1 voxel = 1.4 mm^3
+    prob[5:7, 5:7, 2] = 1.0  # 4 voxels = 5.6 mm^3
+    out = postprocess_infection(prob, lung, SPACING, min_lesion_volume_mm3=5.0)
+    assert out[2, 2, 2] == 0
+    assert out[5:7, 5:7, 2].all() and out.sum() == 4
+    # 5.6 mm^3 < 6.0 mm^3: everything goes
+    assert not postprocess_infection(prob, lung, SPACING, min_lesion_volume_mm3=6.0).any()
+
+
+def test_26_connectivity():
+    lung = _lung()
+    prob = np.zeros(lung.shape, dtype=np.float32)
+    prob[3, 3, 2] = 1.0
+    prob[4, 4, 3] = 1.0  # touches the first voxel only by a corner
+    # one lesion of 2 voxels = 2.8 mm^3 >= 2.0; as two 1.4 mm^3 lesions both would be dropped
+    out = postprocess_infection(prob, lung, SPACING, min_lesion_volume_mm3=2.0)
+    assert out[3, 3, 2] == 1 and out[4, 4, 3] == 1
+
+
+def test_lung_margin_is_spacing_aware():
+    lung = np.zeros((9, 9, 7), dtype=np.uint8)
+    lung[4, 4, 3] = 1
+    prob = np.ones(lung.shape, dtype=np.float32)
+    # margin 1.0 mm reaches the axis-0 neighbours (0.7 mm) and axis-1 neighbours (0.8 mm) but not axis 2 (2.5 mm)
+    # nor the in-plane diagonal (sqrt(0.7^2 + 0.8^2) = 1.06 mm)
+    out = postprocess_infection(prob, lung, SPACING, min_lesion_volume_mm3=0.0, lung_margin_mm=1.0)
+    expected = np.zeros(lung.shape, dtype=np.uint8)
+    expected[3:6, 4, 3] = 1
+    expected[4, 3:6, 3] = 1
+    np.testing.assert_array_equal(out, expected)
+    no_margin = postprocess_infection(prob, lung, SPACING, min_lesion_volume_mm3=0.0)
+    assert no_margin.sum() == 1
+
+
+def test_empty_probability():
+    lung = _lung()
+    out = postprocess_infection(np.zeros(lung.shape), lung, SPACING)
+    assert out.dtype == np.uint8 and not out.any()
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"probability": np.zeros((4, 4, 4)), "lung": np.zeros((4, 4, 5))},
+        {"probability": np.zeros((4, 4)), "lung": np.zeros((4, 4))},
+        {"probability": np.zeros((4, 4, 4)), "lung": np.zeros((4, 4, 4)), "spacing_mm": (1.0, -1.0, 1.0)},
+        {"probability": np.zeros((4, 4, 4)), "lung": np.zeros((4, 4, 4)), "min_lesion_volume_mm3": -1.0},
+        {"probability": np.zeros((4, 4, 4)), "lung": np.zeros((4, 4, 4)), "lung_margin_mm": -1.0},
+    ],
+)
+def test_invalid_arguments(kwargs):
+    kwargs.setdefault("spacing_mm", SPACING)
+    with pytest.raises(ValueError):
+        postprocess_infection(**kwargs)

@@ -1,0 +1,199 @@
+"""Tests of the HU-based lung mask (infnet_monai.postprocessing.lung.lung_mask).
+
+Real-data tests use ``$INFNET_SHARED_DATA/ct`` (default ``../shared/data/ct`` from the repository root) and are
+skipped when that folder is absent.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+from scipy import ndimage as ndi
+
+from infnet_monai.data import default_data_dir
+from infnet_monai.data.phantom import make_chest_phantom
+from infnet_monai.postprocessing import LEFT_LUNG_LABEL, RIGHT_LUNG_LABEL, lung_mask
+
+CT_DIR = default_data_dir() / "ct"
+SCAN = CT_DIR / "abdomen_3mm.nii.gz"
+REFERENCE = CT_DIR / "abdomen_3mm_lung.nii.gz"
+SMALL = CT_DIR / "abdomen_3mm_small.nii.gz"
+MIN_DICE_REAL = 0.90
+MAX_VOLUME_ERROR_REAL = 0.10
+
+
+def _dice(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a > 0, b > 0
+    return 2.0 * float((a & b).sum()) / float(a.sum() + b.sum())
+
+
+@pytest.fixture(scope="module")
+def real_scan():
+    if not CT_DIR.is_dir():
+        pytest.skip(f"shared CT data folder not found: {CT_DIR}")
+    nib = pytest.importorskip("nibabel")
+    img = nib.load(str(SCAN))
+    assert nib.aff2axcodes(img.affine) == ("R", "A", "S")
+    spacing = tuple(float(s) for s in img.header.get_zooms()[:3])
+    volume = np.asarray(img.dataobj, dtype=np.float32)
+    reference = np.asarray(nib.load(str(REFERENCE)).dataobj) > 0
+    return volume, spacing, reference
+
+
+@pytest.fixture(scope="module")
+def real_mask(real_scan):
+    volume, spacing, _ = real_scan
+    return lung_mask(volume, spacing)
+
+
+@pytest.fixture(scope="module")
+def phantom():
+    return make_chest_phantom()
+
+
+def test_real_scan_dice_and_volume(real_scan, real_mask):
+    _, spacing, reference = real_scan
+    assert real_mask.dtype == np.uint8 and real_mask.shape == reference.shape
+    assert set(np.unique(real_mask)) == {0, RIGHT_LUNG_LABEL, LEFT_LUNG_LABEL}
+    assert _dice(real_mask, reference) >= MIN_DICE_REAL
+    voxel_ml = float(np.prod(spacing)) / 1000.0
+    volume_ml, reference_ml = (real_mask > 0).sum() * voxel_ml, reference.sum() * voxel_ml
+    assert abs(volume_ml - reference_ml) <= MAX_VOLUME_ERROR_REAL * reference_ml
+
+
+def test_real_scan_sides(real_scan, real_mask):
+    # RAS: larger axis-0 index is the patient's right; each reference lung must carry one label
+    _, _, reference = real_scan
+    x = np.arange(reference.shape[0])[:, None, None]
+    right_x = float(np.broadcast_to(x, real_mask.shape)[real_mask == RIGHT_LUNG_LABEL].mean())
+    left_x = float(np.broadcast_to(x, real_mask.shape)[real_mask == LEFT_LUNG_LABEL].mean())
+    assert right_x > left_x
+    centre = reference.shape[0] // 2
+    ref_right = reference & (x >= centre)
+    ref_left = reference & (x < centre)
+    assert (real_mask[ref_right] == RIGHT_LUNG_LABEL).mean() > 0.95
+    assert (real_mask[ref_left] == LEFT_LUNG_LABEL).mean() > 0.95
+
+
+def test_small_cut(real_scan):
+    nib = pytest.importorskip("nibabel")
+    volume, spacing, reference = real_scan
+    small = np.asarray(nib.load(str(SMALL)).dataobj, dtype=np.float32)
+    assert small.shape[2] == 30
+    # the cut is the top 30 slices (the lung bases reach its last slice)
+    np.testing.assert_array_equal(small, volume[:, :, -30:])
+    mask = lung_mask(small, spacing)
+    assert mask.shape == small.shape
+    assert set(np.unique(mask)) == {0, RIGHT_LUNG_LABEL, LEFT_LUNG_LABEL}
+    assert _dice(mask, reference[:, :, -30:]) >= MIN_DICE_REAL
+
+
+def test_phantom_sides_and_dice(phantom):
+    mask = lung_mask(phantom.volume_hu, phantom.spacing_mm)
+    assert _dice(mask, phantom.lung) >= 0.95
+    for lab in (RIGHT_LUNG_LABEL, LEFT_LUNG_LABEL):
+        assert (mask[phantom.lung == lab] == lab).mean() > 0.95
+    # right lung at larger axis-0 indices (world x > 0 in RAS+)
+    right_i = np.nonzero(phantom.lung == RIGHT_LUNG_LABEL)[0].mean()
+    assert phantom.affine[0, 0] * right_i + phantom.affine[0, 3] > 0
+
+
+def test_phantom_mirrored_swaps_labels(phantom):
+    mirrored = lung_mask(phantom.volume_hu[::-1].copy(), phantom.spacing_mm)
+    truth = np.zeros_like(phantom.lung)
+    flipped = phantom.lung[::-1]
+    truth[flipped == RIGHT_LUNG_LABEL] = LEFT_LUNG_LABEL
+    truth[flipped == LEFT_LUNG_LABEL] = RIGHT_LUNG_LABEL
+    for lab in (RIGHT_LUNG_LABEL, LEFT_LUNG_LABEL):
+        assert (mirrored[truth == lab] == lab).mean() > 0.95
+
+
+def test_phantom_trachea_removed(phantom):
+    mask = lung_mask(phantom.volume_hu, phantom.spacing_mm)
+    top = phantom.lung.any(axis=(0, 1)).nonzero()[0][-1]
+    # above the lung apices only the trachea is air inside the body: it must not be lung
+    assert not mask[:, :, top + 1 :].any()
+    kept_airway = lung_mask(phantom.volume_hu, phantom.spacing_mm, remove_airway=False)
+    assert kept_airway[:, :, top + 1 :].any()
+
+
+@pytest.mark.parametrize(
+    "bridge_mm, how",
+    [
+        (((-26.0, 26.0), (30.0, 40.0), (-40.0, 40.0)), "erosion"),  # thin anterior junction
+        (((-30.0, 30.0), (-50.0, 50.0), (-80.0, 60.0)), "midline"),  # lungs merged into one block
+    ],
+    ids=["junction", "merged"],
+)
+def test_joined_lungs_are_split(phantom, bridge_mm, how, caplog):
+    spacing = phantom.spacing_mm
+    origin = phantom.affine[:3, 3]
+    box = tuple(
+        slice(int(round((lo - origin[a]) / spacing[a])), int(round((hi - origin[a]) / spacing[a])))
+        for a, (lo, hi) in enumerate(bridge_mm)
+    )
+    volume = phantom.volume_hu.copy()
+    volume[box] = -850.0  # aerated lung joining the two lungs
+    region = phantom.lung > 0
+    region[box] = True
+    labels, _ = ndi.label((volume < -320.0) & region)
+    assert len(np.unique(labels[(phantom.lung > 0) & (labels > 0)])) == 1, "the bridge must join the lungs"
+    with caplog.at_level(logging.DEBUG, logger="infnet_monai.postprocessing.lung"):
+        mask = lung_mask(volume, spacing)
+    assert how in caplog.text
+    for lab in (RIGHT_LUNG_LABEL, LEFT_LUNG_LABEL):
+        assert (mask[phantom.lung == lab] == lab).mean() > 0.95
+
+
+def test_downsampled_path(phantom):
+    # a working voxel size of 4 mm block-averages the 2 mm axes by 2 and brings the labels back
+    mask = lung_mask(phantom.volume_hu, phantom.spacing_mm, working_spacing_mm=4.0)
+    assert mask.shape == phantom.lung.shape
+    assert _dice(mask, phantom.lung) >= 0.95
+    for lab in (RIGHT_LUNG_LABEL, LEFT_LUNG_LABEL):
+        assert (mask[phantom.lung == lab] == lab).mean() > 0.9
+
+
+def test_dense_lesion_inside_lung_included(phantom):
+    mask = lung_mask(phantom.volume_hu, phantom.spacing_mm)
+    assert (mask[phantom.infection > 0] > 0).mean() >= 0.9
+
+
+@pytest.mark.parametrize(
+    "volume",
+    [
+        np.full((40, 40, 10), -1000.0, dtype=np.float32),  # only air
+        np.full((40, 40, 10), 40.0, dtype=np.float32),  # only soft tissue
+        np.pad(np.full((30, 30, 10), 40.0, dtype=np.float32), ((5, 5), (5, 5), (0, 0)), constant_values=-1000.0),
+    ],
+    ids=["air", "tissue", "body-without-lung"],
+)
+def test_no_lung_gives_empty_mask(volume):
+    mask = lung_mask(volume, (1.0, 1.0, 2.0))
+    assert mask.shape == volume.shape and mask.dtype == np.uint8
+    assert not mask.any()
+
+
+def test_integer_input_matches_float(phantom):
+    as_int = np.round(phantom.volume_hu).astype(np.int16)
+    np.testing.assert_array_equal(
+        lung_mask(as_int, phantom.spacing_mm), lung_mask(as_int.astype(np.float32), phantom.spacing_mm)
+    )
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"volume_hu": np.zeros((4, 4)), "spacing_mm": (1.0, 1.0, 1.0)},
+        {"volume_hu": np.zeros((4, 4, 4)), "spacing_mm": (1.0, 1.0)},
+        {"volume_hu": np.zeros((4, 4, 4)), "spacing_mm": (1.0, 0.0, 1.0)},
+        {"volume_hu": np.zeros((4, 4, 4)), "spacing_mm": (1.0, 1.0, 1.0), "max_pure_air_fraction": 1.5},
+        {"volume_hu": np.zeros((4, 4, 4)), "spacing_mm": (1.0, 1.0, 1.0), "closing_radius_mm": -1.0},
+        {"volume_hu": np.zeros((4, 4, 4), dtype=np.uint16), "spacing_mm": (1.0, 1.0, 1.0)},
+    ],
+)
+def test_invalid_arguments(kwargs):
+    with pytest.raises(ValueError):
+        lung_mask(**kwargs)
