@@ -36,6 +36,8 @@ __all__ = [
     "GGO_HU",
     "CONSOLIDATION_HU",
     "NOISE_SD_HU",
+    "PARENCHYMA_TEXTURE_SD_HU",
+    "GGO_TEXTURE_SD_HU",
     "ChestPhantom",
     "make_chest_phantom",
 ]
@@ -127,9 +129,9 @@ def make_chest_phantom(
 ) -> ChestPhantom:
     """Build a deterministic synthetic chest CT with two lungs, airways, vessels and infection lesions.
 
-    Anatomy sizes are given in mm relative to the field of view, so other shapes / spacings scale the anatomy;
-    the default field of view is 320 x 320 x 256 mm. The seed moves the lesions by up to
-    ``4`` mm and draws the textures and the noise.
+    Body and lung sizes are fractions of the field of view, so other shapes / spacings scale them (the default field
+    of view is 320 x 320 x 256 mm); airway, vessel and lesion sizes are fixed in mm. The seed moves each lesion by up to 4 mm along each axis and
+    draws the textures and the noise.
 
     Args:
         shape: volume shape ``(X, Y, Z)`` in voxels, each at least 16.

@@ -41,6 +41,7 @@ __all__ = [
     "AIRWAY_MIN_VOLUME_ML",
     "AIRWAY_MAX_OFFSET_MM",
     "AIRWAY_MAX_LUNG_FRACTION",
+    "AIRWAY_TOP_SLAB_MM",
     "MIN_SIDE_FRACTION",
     "MAX_SEPARATION_EROSION_MM",
     "WORKING_SPACING_MM",
@@ -453,8 +454,9 @@ def lung_mask(
        (room air, table gaps) are background. Components are not dropped for touching the first or last slice, so a
        lung cut by the scan range is kept.
     3. Air-like components inside the body with more than ``max_pure_air_fraction`` of their interior voxels
-       (deeper than :data:`INTERIOR_DEPTH_MM`) below ``pure_air_hu`` are gas (stomach, colon) and dropped. Of the rest, the largest is kept and the second largest
-       too when it is at least ``min_relative_volume`` times the largest; both must reach ``min_component_ml``.
+       (deeper than :data:`INTERIOR_DEPTH_MM`) below ``pure_air_hu`` are gas (stomach, colon) and dropped. Of the
+       rest, the largest is kept and the second largest too when it is at least ``min_relative_volume`` times the
+       largest; both must reach ``min_component_ml``.
     4. Trachea / main bronchi (``remove_airway``): the pure-air component crossing the top
        :data:`AIRWAY_TOP_SLAB_MM` of the candidate near the body centre, dilated by :data:`AIRWAY_DILATION_MM`, is
        removed (nothing happens when there is none, e.g. an abdominal scan). Step 3's selection is redone.
@@ -478,7 +480,8 @@ def lung_mask(
         spacing_mm: voxel size in mm along axes ``(0, 1, 2)``.
         threshold_hu: air-like threshold in HU.
         pure_air_hu: pure-gas threshold in HU (airway lumen, bowel gas).
-        max_pure_air_fraction: largest fraction (0-1) of pure-gas voxels in a component still taken as lung.
+        max_pure_air_fraction: largest fraction (0-1) of pure-gas voxels in a component's interior still taken as
+            lung.
         min_component_ml: absolute minimum volume (mL) of a lung component.
         min_relative_volume: minimum volume of the second lung component relative to the largest (0-1).
         closing_radius_mm: radius (mm) of the closing ball; 0 disables the closing (hole filling still runs).

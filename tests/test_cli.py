@@ -1,0 +1,64 @@
+import shutil
+
+import numpy as np
+from PIL import Image
+
+from infnet_monai import __version__
+from infnet_monai.cli import main
+
+
+def test_version(capsys):
+    try:
+        main(["--version"])
+    except SystemExit as e:
+        assert e.code == 0
+    assert __version__ in capsys.readouterr().out
+
+
+def test_no_command_is_usage_error(capsys):
+    assert main([]) == 2
+
+
+def test_predict_slices_writes_same_size_pngs(tmp_path, data_dir, tiny_model):
+    src = tmp_path / "in put é"
+    src.mkdir()
+    images = sorted((data_dir / "covid-semiseg" / "train" / "images").glob("*.jpg"))[:3]
+    for p in images:
+        shutil.copy(p, src / p.name)
+    Image.fromarray(np.full((37, 53), 100, np.uint8)).save(src / "odd.png")
+    (src / "notes.txt").write_text("ignored")
+    out = tmp_path / "out"
+    assert main(["predict-slices", str(src), "-o", str(out), "--model", str(tiny_model), "--device", "cpu", "-q"]) == 0
+    written = sorted(p.name for p in out.iterdir())
+    assert written == sorted([p.stem + ".png" for p in images] + ["odd.png"])
+    for p in images:
+        pred = Image.open(out / f"{p.stem}.png")
+        assert pred.mode == "L"
+        assert pred.size == Image.open(p).size
+    assert Image.open(out / "odd.png").size == (53, 37)
+
+
+def test_predict_slices_bad_file_does_not_stop_the_others(tmp_path, data_dir, tiny_model, capsys):
+    src = tmp_path / "in"
+    src.mkdir()
+    shutil.copy(data_dir / "covid-semiseg" / "train" / "images" / "0.jpg", src / "good.jpg")
+    (src / "broken.png").write_bytes(b"not a png")
+    out = tmp_path / "out"
+    code = main(["predict-slices", str(src), "-o", str(out), "--model", str(tiny_model), "--device", "cpu", "-q"])
+    assert code == 1
+    assert (out / "good.png").is_file() and not (out / "broken.png").exists()
+    assert "broken.png" in capsys.readouterr().err
+
+
+def test_predict_slices_refuses_to_overwrite_inputs(tmp_path, tiny_model, capsys):
+    Image.fromarray(np.zeros((40, 40), np.uint8)).save(tmp_path / "a.png")
+    assert main(["predict-slices", str(tmp_path), "-o", str(tmp_path), "--model", str(tiny_model), "-q"]) == 2
+    assert "input folder" in capsys.readouterr().err
+
+
+def test_predict_slices_unsafe_model_is_usage_error(tmp_path, capsys):
+    Image.fromarray(np.zeros((40, 40), np.uint8)).save(tmp_path / "a.png")
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"garbage")
+    assert main(["predict-slices", str(tmp_path), "-o", str(tmp_path / "o"), "--model", str(bad), "-q"]) == 2
+    assert "bad.pt" in capsys.readouterr().err
