@@ -1,0 +1,498 @@
+"""The main job: CT volumes in, NIfTI infection and lung masks plus per-patient infection burden out.
+
+One implementation behind three doors: ``infnet-covid segment``, the bundle's ``configs/inference.json`` and the
+Python API (:class:`CTSegmenter`, :func:`segment_cohort`).
+
+Per case:
+
+1. find and validate the volume (:func:`infnet_monai.io.discover_cases`, :func:`infnet_monai.io.load_ct`);
+2. prepare axial slices with MONAI transforms (orientation, crop to the body, calibrated Hounsfield window, in-plane
+   resize; :func:`infnet_monai.transforms.ct.ct_slice_preprocessing`);
+3. run the 2D network over the slices with MONAI's :class:`~monai.inferers.SliceInferer` in batches of slices;
+4. bring the probabilities back onto the input's voxel grid with :class:`~monai.transforms.Invertd`;
+5. lung mask from Hounsfield units, infection restricted to the lung, small components removed (3D);
+6. burden statistics from the voxel spacing; outputs written atomically.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+import torch
+
+from monai.data import MetaTensor
+from monai.inferers import SliceInferer
+from monai.transforms import Compose, Invertd, Orientation
+
+from infnet_monai.io.cases import CTCase, discover_cases
+from infnet_monai.io.checkpoint import load_model
+from infnet_monai.io.volume import CaseError, load_ct
+from infnet_monai.postprocessing import lung_mask, postprocess_infection
+from infnet_monai.stats.burden import BURDEN_FIELDS, infection_burden
+from infnet_monai.transforms.ct import LUNG_WINDOW_HU, ct_slice_preprocessing
+from infnet_monai.transforms.slices import DEFAULT_SPATIAL_SIZE
+from infnet_monai.utils.device import autocast_context, resolve_device
+from infnet_monai.utils.model_path import default_model_path
+
+__all__ = [
+    "CTSegmenter",
+    "CaseResult",
+    "CohortReport",
+    "segment_cohort",
+    "write_nifti_atomic",
+    "write_csv_atomic",
+    "DEFAULT_MAX_SLICES",
+    "DEFAULT_MIN_LESION_MM3",
+    "STATS_FILE",
+    "CSV_FILE",
+]
+
+logger = logging.getLogger(__name__)
+
+# bounded memory: about 1.3 GB of float32 working copies per 300 slices of 512 x 512; longer scans are refused
+DEFAULT_MAX_SLICES = 1000
+# lesions smaller than this (connected, 3D) are dropped as noise
+DEFAULT_MIN_LESION_MM3 = 10.0
+STATS_FILE = "stats.json"
+CSV_FILE = "burden.csv"
+INFECTION_FILE = "infection.nii.gz"
+LUNG_FILE = "lung.nii.gz"
+PROBABILITY_FILE = "probability.nii.gz"
+
+
+def _atomic_path(path: Path) -> tuple[int, str]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = "".join(path.suffixes) or ".tmp"
+    return tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".part{suffix}", dir=path.parent)
+
+
+def write_nifti_atomic(image: nib.Nifti1Image, path: Path) -> Path:
+    """``nib.save`` to a temporary file beside ``path``, then rename: readers never see a half-written file."""
+    fd, tmp = _atomic_path(path)
+    os.close(fd)
+    try:
+        nib.save(image, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _write_text_atomic(text: str, path: Path) -> Path:
+    fd, tmp = _atomic_path(path)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_csv_atomic(rows: Sequence[dict], path: Path, fields: Sequence[str] = BURDEN_FIELDS) -> Path:
+    """Write the cohort table (one row per case, columns ``fields``) atomically."""
+    import io
+
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(fields), extrasaction="ignore")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: _csv_value(row.get(k)) for k in fields})
+    return _write_text_atomic(buf.getvalue(), path)
+
+
+def _csv_value(v: Any) -> Any:
+    if v is None:
+        return ""
+    if isinstance(v, (list, tuple)):
+        return "x".join(f"{x:g}" if isinstance(x, float) else str(x) for x in v)
+    if isinstance(v, float):
+        return "nan" if math.isnan(v) else f"{v:.6g}"
+    return v
+
+
+def _json_value(v: Any) -> Any:
+    if isinstance(v, float) and not math.isfinite(v):
+        return None  # JSON has no NaN; null means "not defined" (e.g. percent of an empty lung)
+    if isinstance(v, (np.integer,)):
+        return int(v)
+    if isinstance(v, (np.floating,)):
+        return _json_value(float(v))
+    if isinstance(v, (list, tuple)):
+        return [_json_value(x) for x in v]
+    return v
+
+
+@dataclass
+class CaseResult:
+    """Outputs of one case: masks on the input's voxel grid and the statistics row."""
+
+    row: dict
+    infection: np.ndarray | None = None
+    lung: np.ndarray | None = None
+    probability: np.ndarray | None = None
+
+
+@dataclass
+class CohortReport:
+    """Outcome of :func:`segment_cohort`: one row per case, in input order."""
+
+    rows: list[dict] = field(default_factory=list)
+    output_dir: Path | None = None
+
+    @property
+    def failed(self) -> list[dict]:
+        return [r for r in self.rows if r.get("status") != "ok"]
+
+    @property
+    def exit_code(self) -> int:
+        """0 when every case succeeded, 1 when any failed."""
+        return 1 if self.failed else 0
+
+
+class CTSegmenter:
+    """Segment COVID-19 lung infection in CT volumes with a 2D Inf-Net applied slice by slice.
+
+    Args:
+        model_path: checkpoint from :func:`infnet_monai.io.save_model` (default: the shipped model).
+        device: ``"auto"`` | ``"cpu"`` | ``"cuda"`` | ``"cuda:N"``.
+        batch_slices: axial slices per forward pass (bounds memory on the device).
+        threshold: probability at or above which a voxel is infection.
+        min_lesion_volume_mm3: connected lesions smaller than this are removed.
+        window_hu: Hounsfield window mapped onto the training intensities.
+        max_slices: longer volumes are refused with a clear error (memory bound); raise it if memory allows.
+        amp: mixed precision on CUDA.
+        flip_tta: also run the left-right flipped slices and average (twice the time).
+        network: an already built network (then ``model_path`` is not read); used with ``spatial_size``.
+        spatial_size: in-plane network size when ``network`` is given.
+        preprocessing: a custom invertible chain (default :func:`ct_slice_preprocessing`).
+    """
+
+    def __init__(
+        self,
+        model_path: str | os.PathLike | None = None,
+        device: str = "auto",
+        batch_slices: int = 16,
+        threshold: float = 0.5,
+        min_lesion_volume_mm3: float = DEFAULT_MIN_LESION_MM3,
+        window_hu: Sequence[float] = LUNG_WINDOW_HU,
+        max_slices: int = DEFAULT_MAX_SLICES,
+        amp: bool = True,
+        flip_tta: bool = False,
+        network: torch.nn.Module | None = None,
+        spatial_size: int | None = None,
+        preprocessing: Compose | None = None,
+    ) -> None:
+        if batch_slices < 1:
+            raise ValueError(f"batch_slices must be >= 1, got {batch_slices}.")
+        if not 0.0 < threshold <= 1.0:
+            raise ValueError(f"threshold must be in (0, 1], got {threshold}.")
+        self.device = resolve_device(device)
+        info: dict = {}
+        if network is None:
+            self.model_path: Path | None = Path(model_path) if model_path is not None else default_model_path()
+            network, info = load_model(self.model_path, self.device)
+        else:
+            self.model_path = None
+            network = network.to(self.device).eval()
+        self.network = network
+        prep = info.get("preprocessing", {})
+        size = spatial_size or prep.get("spatial_size", DEFAULT_SPATIAL_SIZE)
+        self.spatial_size = int(size if isinstance(size, (int, float)) else size[0])
+        in_channels = int(info.get("network", {}).get("in_channels", getattr(network, "in_channels", 1)))
+        self.preprocessing = preprocessing or ct_slice_preprocessing(self.spatial_size, window_hu, in_channels)
+        self.inferer = SliceInferer(
+            roi_size=(self.spatial_size, self.spatial_size),
+            sw_batch_size=batch_slices,
+            spatial_dim=2,
+            sw_device=self.device,
+            device=torch.device("cpu"),
+            progress=False,
+        )
+        self.invert = Invertd("pred", transform=self.preprocessing, orig_keys="image", nearest_interp=False)
+        self.threshold = threshold
+        self.min_lesion_volume_mm3 = float(min_lesion_volume_mm3)
+        self.window_hu = tuple(float(w) for w in window_hu)
+        self.max_slices = int(max_slices)
+        self.amp = amp
+        self.flip_tta = flip_tta
+        self.model_info = info
+
+    # ------------------------------------------------------------------ one volume
+    def _network_fn(self, x: torch.Tensor) -> torch.Tensor:
+        prob = torch.sigmoid(self.network(x).float())
+        if self.flip_tta:
+            prob = 0.5 * (prob + torch.sigmoid(self.network(x.flip(-1)).float()).flip(-1))
+        return prob
+
+    @torch.no_grad()
+    def probability(self, image: MetaTensor) -> MetaTensor:
+        """Infection probability on the voxel grid of ``image``.
+
+        Args:
+            image: ``(1, X, Y, Z)`` CT in Hounsfield units with its affine (e.g. from :func:`load_ct`).
+
+        Returns:
+            ``(1, X, Y, Z)`` float32 probabilities in [0, 1], same affine.
+        """
+        n_slices = int(max(image.shape[1:]))
+        if n_slices > self.max_slices:
+            raise CaseError(
+                f"volume has {n_slices} voxels along its longest axis, above the limit of {self.max_slices} that keeps "
+                "memory bounded; raise it with --max-slices (about 1.3 GB of memory per 300 slices of 512x512)."
+            )
+        data = self.preprocessing({"image": image})
+        x = data["image"].unsqueeze(0)  # (1, C, S, S, Z)
+        with autocast_context(self.device, self.amp):
+            prob = self.inferer(x, self._network_fn)
+        data["pred"] = MetaTensor(prob[0].float().cpu(), meta=data["image"].meta, applied_operations=data["image"].applied_operations)
+        out = self.invert(data)["pred"]
+        return out.clamp_(0.0, 1.0)
+
+    def segment_image(self, image: MetaTensor, keep_probability: bool = False) -> CaseResult:
+        """Infection and lung masks plus burden statistics for one loaded volume.
+
+        Args:
+            image: ``(1, X, Y, Z)`` CT in Hounsfield units.
+            keep_probability: also return the probability map.
+
+        Returns:
+            :class:`CaseResult` with ``infection`` (uint8 0/1) and ``lung`` (uint8 0 background, 1 right, 2 left)
+            on the voxel grid of ``image``, and the burden statistics in ``row``.
+        """
+        prob = self.probability(image)
+        # lung mask, post-processing and statistics in RAS (axis 2 = axial), then back to the input's grid
+        orient = Orientation(axcodes="RAS")
+        hu_ras = orient(image)
+        prob_ras = Orientation(axcodes="RAS")(prob)
+        spacing = tuple(float(s) for s in hu_ras.pixdim[:3])
+        lung_ras = lung_mask(hu_ras[0].numpy(), spacing)
+        infection_ras = postprocess_infection(
+            prob_ras[0].numpy(), lung_ras, spacing, threshold=self.threshold, min_lesion_volume_mm3=self.min_lesion_volume_mm3
+        )
+        stats = infection_burden(infection_ras, lung_ras, spacing)
+
+        def back(arr: np.ndarray) -> np.ndarray:
+            mt = MetaTensor(torch.from_numpy(arr[None].astype(np.float32)), meta=hu_ras.meta, applied_operations=hu_ras.applied_operations)
+            return orient.inverse(mt)[0].numpy().astype(np.uint8)
+
+        row = dict(stats)
+        row["shape"] = list(int(s) for s in image.shape[1:])
+        row["spacing_mm"] = [round(float(s), 6) for s in image.pixdim[:3]]
+        return CaseResult(
+            row=row,
+            infection=back(infection_ras),
+            lung=back(lung_ras),
+            probability=prob[0].numpy() if keep_probability else None,
+        )
+
+    # ------------------------------------------------------------------ one case, with files
+    def segment_case(self, case: CTCase, output_dir: str | os.PathLike, save_probability: bool = False) -> dict:
+        """Load, segment and write one case under ``output_dir/<case_id>/``; return its statistics row.
+
+        Raises:
+            CaseError: the input is unusable (the message names the file and the problem).
+        """
+        start = time.time()
+        image = load_ct(case)
+        result = self.segment_image(image, keep_probability=save_probability)
+        case_dir = Path(output_dir) / case.case_id
+        case_dir.mkdir(parents=True, exist_ok=True)
+        reference = _reference_header(case, image)
+        paths = {
+            "infection_mask_path": write_nifti_atomic(_like(result.infection, reference), case_dir / INFECTION_FILE),
+            "lung_mask_path": write_nifti_atomic(_like(result.lung, reference), case_dir / LUNG_FILE),
+        }
+        if save_probability and result.probability is not None:
+            prob8 = np.round(result.probability * 255.0).astype(np.uint8)
+            img = _like(prob8, reference)
+            img.header.set_slope_inter(1.0 / 255.0, 0.0)  # viewers show 0..1
+            write_nifti_atomic(img, case_dir / PROBABILITY_FILE)
+        row = _case_fields(case)
+        row.update(result.row)
+        row.update({k: str(v) for k, v in paths.items()})
+        row["status"], row["error"] = "ok", ""
+        row["seconds"] = round(time.time() - start, 2)
+        row["window_hu"] = list(self.window_hu)
+        row["threshold"] = self.threshold
+        row["model"] = str(self.model_path) if self.model_path else "in-memory network"
+        row["notes"] = list(case.notes)
+        # stats.json last: its presence marks the case complete (used by resume)
+        _write_text_atomic(json.dumps({k: _json_value(v) for k, v in row.items()}, indent=2), case_dir / STATS_FILE)
+        return row
+
+    # ------------------------------------------------------------------ cohort
+    def run(
+        self,
+        input_path: str | os.PathLike,
+        output_dir: str | os.PathLike,
+        save_probability: bool = False,
+        resume: bool = False,
+        progress: Callable[[Iterable], Iterable] | None = None,
+    ) -> CohortReport:
+        """Segment every case under ``input_path``; see :func:`segment_cohort`."""
+        input_path, output_dir = Path(input_path), Path(output_dir)
+        if not input_path.exists():
+            raise FileNotFoundError(f"input '{input_path}' does not exist.")
+        _check_output_dir(input_path, output_dir)
+        cases = discover_cases(input_path, exclude=[output_dir])
+        if not cases:
+            raise FileNotFoundError(f"no NIfTI (.nii, .nii.gz) or DICOM CT found under '{input_path}'.")
+        report = CohortReport(output_dir=output_dir)
+        for case in progress(cases) if progress is not None else cases:
+            row = _completed_row(case, output_dir) if resume else None
+            if row is not None:
+                logger.info("%s: already complete, skipped (--resume)", case.case_id)
+            else:
+                row = self._safe_case(case, output_dir, save_probability)
+            report.rows.append(row)
+            write_csv_atomic(report.rows, output_dir / CSV_FILE)
+        n_bad = len(report.failed)
+        logger.info("%d case(s): %d ok, %d failed; table %s", len(cases), len(cases) - n_bad, n_bad, output_dir / CSV_FILE)
+        return report
+
+    def _safe_case(self, case: CTCase, output_dir: Path, save_probability: bool) -> dict:
+        try:
+            if case.error:
+                raise CaseError(case.error)
+            return self.segment_case(case, output_dir, save_probability)
+        except KeyboardInterrupt:
+            raise
+        except OSError as e:
+            if getattr(e, "errno", None) == 28:  # ENOSPC
+                message = f"no space left on the device while writing outputs under '{output_dir}'; free space and rerun with --resume."
+            else:
+                message = f"{type(e).__name__}: {e}"
+        except (CaseError, ValueError, RuntimeError, MemoryError) as e:
+            message = str(e) if isinstance(e, CaseError) else f"{type(e).__name__}: {e}"
+        logger.error("%s (%s): %s", case.case_id, case.source_path, message)
+        row = _case_fields(case)
+        row.update({"status": "error", "error": message})
+        return row
+
+
+def _case_fields(case: CTCase) -> dict:
+    return {
+        "case_id": case.case_id,
+        "source_path": str(case.source_path),
+        "patient_id": case.patient_id or "",
+        "series_instance_uid": case.series_instance_uid or "",
+    }
+
+
+def _reference_header(case: CTCase, image: MetaTensor) -> tuple[np.ndarray, nib.Nifti1Header | None]:
+    """Affine and header the outputs must carry: the NIfTI input's own, or the DICOM series' RAS affine."""
+    if case.kind == "nifti":
+        src = nib.load(str(case.files[0]))
+        return np.asarray(src.affine, dtype=np.float64), src.header
+    affine = image.affine.numpy() if isinstance(image.affine, torch.Tensor) else np.asarray(image.affine)
+    return np.asarray(affine, dtype=np.float64), None
+
+
+def _like(array: np.ndarray, reference: tuple[np.ndarray, nib.Nifti1Header | None]) -> nib.Nifti1Image:
+    affine, header = reference
+    array = np.asarray(array, dtype=np.uint8)
+    if header is None:
+        img = nib.Nifti1Image(array, affine)
+        img.set_qform(affine, code=1)
+        img.set_sform(affine, code=1)
+    else:
+        hdr = header.copy()
+        if array.ndim != len(hdr.get_data_shape()):
+            hdr.set_data_shape(array.shape)
+        img = nib.Nifti1Image(array, affine, header=hdr)
+        qform, qcode = header.get_qform(coded=True)
+        sform, scode = header.get_sform(coded=True)
+        if qform is not None:
+            img.set_qform(qform, code=int(qcode))
+        if sform is not None:
+            img.set_sform(sform, code=int(scode))
+    img.set_data_dtype(np.uint8)
+    img.header.set_slope_inter(1.0, 0.0)
+    img.header["cal_min"], img.header["cal_max"] = 0, 0
+    return img
+
+
+def _check_output_dir(input_path: Path, output_dir: Path) -> None:
+    if output_dir.exists() and not output_dir.is_dir():
+        raise NotADirectoryError(f"output '{output_dir}' exists and is not a folder.")
+    if input_path.is_dir() and input_path.resolve() == output_dir.resolve():
+        raise ValueError(f"output folder '{output_dir}' is the input folder; choose another so no input is overwritten.")
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-test.", dir=output_dir)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise PermissionError(f"cannot write to output folder '{output_dir}': {e.strerror or e}.") from e
+
+
+def _completed_row(case: CTCase, output_dir: Path) -> dict | None:
+    """The stored row of a case whose outputs are complete and readable, else ``None`` (it will be redone)."""
+    case_dir = output_dir / case.case_id
+    stats = case_dir / STATS_FILE
+    if not stats.is_file():
+        return None
+    try:
+        row = json.loads(stats.read_text(encoding="utf-8"))
+        if row.get("status") != "ok" or row.get("source_path") != str(case.source_path):
+            return None
+        for name in (INFECTION_FILE, LUNG_FILE):
+            img = nib.load(str(case_dir / name))
+            if list(img.shape[:3]) != list(row.get("shape", [])):
+                return None
+            np.asarray(img.dataobj[..., :1])  # reads through the gzip stream start: catches truncation early
+    except (OSError, ValueError, json.JSONDecodeError, EOFError) as e:
+        logger.warning("%s: stored outputs unreadable (%s); redoing the case", case.case_id, e)
+        return None
+    return {k: (math.nan if v is None and k.endswith("_percent") else v) for k, v in row.items()}
+
+
+def segment_cohort(
+    input_path: str | os.PathLike,
+    output_dir: str | os.PathLike,
+    model_path: str | os.PathLike | None = None,
+    device: str = "auto",
+    batch_slices: int = 16,
+    save_probability: bool = False,
+    resume: bool = False,
+    progress: Callable[[Iterable], Iterable] | None = None,
+    **kwargs: Any,
+) -> CohortReport:
+    """Segment a NIfTI file, a DICOM series folder, or a cohort folder of both (any depth).
+
+    Writes ``output_dir/<case_id>/infection.nii.gz`` (uint8 0/1), ``lung.nii.gz`` (uint8 0 background, 1 right,
+    2 left), both with the input's shape and affine, ``stats.json`` and optionally ``probability.nii.gz``; and
+    ``output_dir/burden.csv`` with one row per case (``status`` ok or error, with the message). A failing case never
+    stops the run. With ``resume=True`` cases whose outputs are complete are skipped.
+
+    Args:
+        input_path: file or folder.
+        output_dir: output folder (may lie inside the input folder; it is then not scanned).
+        model_path: checkpoint (default: the shipped model).
+        device: ``"auto"`` | ``"cpu"`` | ``"cuda"``.
+        batch_slices: slices per forward pass.
+        save_probability: also write the probability map.
+        resume: skip cases already complete.
+        progress: wraps the case iterable (e.g. ``tqdm``).
+        kwargs: further :class:`CTSegmenter` options (threshold, min_lesion_volume_mm3, window_hu, max_slices, ...).
+
+    Returns:
+        :class:`CohortReport`; ``report.exit_code`` is 0 when all cases succeeded, else 1.
+    """
+    segmenter = CTSegmenter(model_path, device=device, batch_slices=batch_slices, **kwargs)
+    return segmenter.run(input_path, output_dir, save_probability=save_probability, resume=resume, progress=progress)
