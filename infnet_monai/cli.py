@@ -10,6 +10,7 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from infnet_monai import __version__
 
@@ -20,12 +21,12 @@ logger = logging.getLogger("infnet_monai")
 EXIT_OK, EXIT_FAILURES, EXIT_USAGE = 0, 1, 2
 
 
-def _progress(desc: str, quiet: bool):
+def _progress(desc: str, quiet: bool, unit: str = "batch"):
     if quiet:
         return None
     from tqdm import tqdm
 
-    return lambda it: tqdm(it, desc=desc, unit="batch", file=sys.stderr)
+    return lambda it: tqdm(it, desc=desc, unit=unit, file=sys.stderr)
 
 
 def _cmd_predict_slices(args: argparse.Namespace) -> int:
@@ -44,6 +45,101 @@ def _cmd_predict_slices(args: argparse.Namespace) -> int:
     for path, message in report.failed:
         print(f"FAILED {path}: {message}", file=sys.stderr)
     return EXIT_FAILURES if report.failed else EXIT_OK
+
+
+TABLE_COLUMNS = (
+    ("case_id", "case"),
+    ("status", "status"),
+    ("lung_volume_ml", "lung mL"),
+    ("infection_volume_ml", "infection mL"),
+    ("infection_percent", "% lung"),
+    ("right_lung_infection_percent", "% right"),
+    ("left_lung_infection_percent", "% left"),
+    ("lesion_count", "lesions"),
+    ("largest_lesion_ml", "largest mL"),
+    ("slices_with_infection", "slices"),
+)
+
+
+def _fmt(value) -> str:
+    if value is None or value == "":
+        return "-"
+    if isinstance(value, float):
+        return "nan" if value != value else f"{value:.1f}"
+    return str(value)
+
+
+def format_burden_table(rows) -> str:
+    """Plain-text table of the main burden columns (errors are listed below it)."""
+    table = [[title for _, title in TABLE_COLUMNS]]
+    table += [[_fmt(row.get(key)) for key, _ in TABLE_COLUMNS] for row in rows]
+    widths = [max(len(r[i]) for r in table) for i in range(len(TABLE_COLUMNS))]
+    lines = ["  ".join(cell.rjust(w) if i else cell.ljust(w) for i, (cell, w) in enumerate(zip(r, widths))) for r in table]
+    lines += [f"error {row['case_id']}: {row.get('error')}" for row in rows if row.get("status") != "ok"]
+    return "\n".join(lines)
+
+
+def _segment_kwargs(args: argparse.Namespace) -> dict:
+    return {
+        "model_path": args.model,
+        "device": args.device,
+        "batch_slices": args.batch_slices,
+        "threshold": args.threshold,
+        "min_lesion_volume_mm3": args.min_lesion_mm3,
+        "max_slices": args.max_slices,
+        "flip_tta": args.tta,
+    }
+
+
+def _cmd_segment(args: argparse.Namespace) -> int:
+    from infnet_monai.pipeline.segment import CSV_FILE, segment_cohort
+
+    if args.batch_slices < 1:
+        raise ValueError("--batch-slices must be >= 1")
+    report = segment_cohort(
+        args.input,
+        args.output,
+        save_probability=args.save_prob,
+        resume=args.resume,
+        progress=_progress("segment", args.quiet, unit="case"),
+        **_segment_kwargs(args),
+    )
+    print(format_burden_table(report.rows))
+    print(f"table: {Path(args.output) / CSV_FILE}")
+    return report.exit_code
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from infnet_monai.pipeline.demo import run_demo
+
+    report, truth = run_demo(args.output, seed=args.seed, **_segment_kwargs(args))
+    print(format_burden_table(report.rows))
+    print(
+        f"phantom truth: infection {truth['infection_volume_ml']:.1f} mL in {len(truth['lesions'])} lesions, "
+        f"lung {truth['lung_volume_ml']:.1f} mL ({truth['infection_percent']:.1f}% infected)"
+    )
+    print(f"outputs: {Path(args.output) / 'segmentation'}")
+    return report.exit_code
+
+
+def _add_segment_options(p: argparse.ArgumentParser) -> None:
+    from infnet_monai.pipeline.segment import DEFAULT_MAX_SLICES, DEFAULT_MIN_LESION_MM3
+
+    p.add_argument("-o", "--output", required=True, help="output folder (created if missing)")
+    p.add_argument("--model", default=None, help="model checkpoint (default: the shipped model)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
+    p.add_argument("--batch-slices", type=int, default=16, help="axial slices per forward pass (default: 16)")
+    p.add_argument("--threshold", type=float, default=0.5, help="infection probability threshold (default: 0.5)")
+    p.add_argument(
+        "--min-lesion-mm3", type=float, default=DEFAULT_MIN_LESION_MM3,
+        help=f"drop connected lesions smaller than this (default: {DEFAULT_MIN_LESION_MM3:g} mm3)",
+    )
+    p.add_argument(
+        "--max-slices", type=int, default=DEFAULT_MAX_SLICES,
+        help=f"refuse volumes longer than this, to bound memory (default: {DEFAULT_MAX_SLICES})",
+    )
+    p.add_argument("--tta", action="store_true", help="average with left-right flipped slices (2x time)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,6 +165,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-tta", action="store_true", help="disable left-right flip test-time augmentation")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_predict_slices)
+
+    p = sub.add_parser(
+        "segment",
+        help="infection and lung masks plus burden statistics for CT volumes (NIfTI / DICOM, file or cohort folder)",
+        description="Segment COVID-19 lung infection in a NIfTI file, a DICOM series folder, or a folder of many "
+        "cases. Writes OUTPUT/<case>/infection.nii.gz, lung.nii.gz, stats.json and OUTPUT/burden.csv. "
+        "Exit code 0: all cases ok; 1: some failed (see burden.csv); 2: usage error.",
+    )
+    p.add_argument("input", help="NIfTI file, DICOM series folder, or cohort folder")
+    _add_segment_options(p)
+    p.add_argument("--save-prob", action="store_true", help="also write probability.nii.gz")
+    p.add_argument("--resume", action="store_true", help="skip cases whose outputs are already complete")
+    p.set_defaults(func=_cmd_segment)
+
+    p = sub.add_parser(
+        "demo",
+        help="run the whole pipeline on a generated chest CT phantom (no data needed)",
+        description="Generate a synthetic chest CT in Hounsfield units with lesions of known volume, segment it and "
+        "print the burden table next to the truth.",
+    )
+    _add_segment_options(p)
+    p.add_argument("--seed", type=int, default=0, help="phantom seed (default: 0)")
+    p.set_defaults(func=_cmd_demo)
     return parser
 
 

@@ -1,0 +1,173 @@
+"""End-to-end tests of the 3D pipeline on the real scans of ../shared/data/ct (with a tiny random-weight model: the
+geometry, statistics and file handling do not depend on the model's quality)."""
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from infnet_monai.cli import main
+from infnet_monai.io import discover_cases, load_ct
+from infnet_monai.pipeline import CTSegmenter, segment_cohort
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def ct_dir(data_dir):
+    return data_dir / "ct"
+
+
+@pytest.fixture(scope="module")
+def segmenter(tiny_model):
+    return CTSegmenter(tiny_model, device="cpu", batch_slices=8)
+
+
+def _arrays(case_dir):
+    inf = nib.load(str(case_dir / "infection.nii.gz"))
+    lung = nib.load(str(case_dir / "lung.nii.gz"))
+    return inf, lung
+
+
+def test_nifti_outputs_keep_shape_affine_and_lung_mask_is_accurate(tmp_path, ct_dir, segmenter):
+    report = segmenter.run(ct_dir / "abdomen_3mm.nii.gz", tmp_path)
+    assert report.exit_code == 0
+    src = nib.load(str(ct_dir / "abdomen_3mm.nii.gz"))
+    inf, lung = _arrays(tmp_path / "abdomen_3mm")
+    for img in (inf, lung):
+        assert img.shape == src.shape
+        assert np.allclose(img.affine, src.affine)
+        assert img.get_data_dtype() == np.uint8
+    ref = nib.load(str(ct_dir / "abdomen_3mm_lung.nii.gz")).get_fdata() > 0
+    ours = np.asarray(lung.dataobj) > 0
+    dice = 2 * (ref & ours).sum() / (ref.sum() + ours.sum())
+    assert dice >= 0.90
+    assert set(np.unique(np.asarray(lung.dataobj))) <= {0, 1, 2}
+    row = report.rows[0]
+    assert abs(row["lung_volume_ml"] - ref.sum() * 27 / 1000) / (ref.sum() * 27 / 1000) <= 0.10
+    # statistics agree with the written masks
+    inf_arr = np.asarray(inf.dataobj)
+    assert row["infection_volume_ml"] == pytest.approx(inf_arr.sum() * 27 / 1000)
+    assert not np.any(inf_arr[np.asarray(lung.dataobj) == 0])  # infection only inside the lung
+    stats = json.loads((tmp_path / "abdomen_3mm" / "stats.json").read_text())
+    assert stats["status"] == "ok" and stats["shape"] == list(src.shape)
+
+
+def test_dicom_series_outputs_match_loaded_geometry(tmp_path, ct_dir, segmenter):
+    report = segmenter.run(ct_dir / "abdomen_dicom", tmp_path)
+    assert report.exit_code == 0
+    image = load_ct(discover_cases(ct_dir / "abdomen_dicom")[0])
+    inf, lung = _arrays(tmp_path / "abdomen_dicom")
+    assert inf.shape == lung.shape == (512, 512, 20)
+    assert np.allclose(inf.affine, image.affine.numpy(), atol=1e-4)
+    assert np.allclose(nib.affines.voxel_sizes(inf.affine), (0.9765625, 0.9765625, 2.0), atol=1e-4)
+    row = report.rows[0]
+    assert row["spacing_mm"] == pytest.approx([0.9765625, 0.9765625, 2.0], abs=1e-5)
+    assert row["series_instance_uid"] == ""  # this anonymised series has an empty SeriesInstanceUID
+
+
+def test_stripped_two_slice_chest_dicom_works(tmp_path, ct_dir, segmenter):
+    report = segmenter.run(ct_dir / "chest_2slice_dicom", tmp_path)
+    row = report.rows[0]
+    assert row["status"] == "ok", row.get("error")
+    inf, lung = _arrays(tmp_path / "chest_2slice_dicom")
+    assert inf.shape == (512, 512, 2)
+    assert row["lung_volume_ml"] > 10  # both lungs are visible on these slices
+    assert row["series_instance_uid"].startswith("1.2.826.")
+
+
+def _reoriented_copy(src_path, dst_path, ornt):
+    src = nib.load(str(src_path))
+    data = nib.orientations.apply_orientation(np.asarray(src.dataobj), ornt)
+    affine = src.affine @ nib.orientations.inv_ornt_aff(ornt, src.shape)
+    nib.save(nib.Nifti1Image(data, affine), str(dst_path))
+
+
+def test_permuted_and_flipped_copy_gives_the_same_masks(tmp_path, ct_dir, segmenter):
+    src = ct_dir / "abdomen_3mm_small.nii.gz"
+    ornt = np.array([[1, -1], [2, 1], [0, -1]])  # axes permuted, two flipped
+    cohort = tmp_path / "in"
+    cohort.mkdir()
+    shutil.copy(src, cohort / "original.nii.gz")
+    _reoriented_copy(src, cohort / "permuted.nii.gz", ornt)
+    report = segmenter.run(cohort, tmp_path / "out")
+    assert report.exit_code == 0
+    rows = {r["case_id"]: r for r in report.rows}
+    for key in ("lung_volume_ml", "infection_volume_ml", "lesion_count", "slices_with_infection"):
+        assert rows["original"][key] == pytest.approx(rows["permuted"][key], rel=1e-6), key
+    orig_inf, orig_lung = _arrays(tmp_path / "out" / "original")
+    perm_inf, perm_lung = _arrays(tmp_path / "out" / "permuted")
+    assert np.allclose(perm_inf.affine, nib.load(str(cohort / "permuted.nii.gz")).affine)
+    for o, p in ((orig_inf, perm_inf), (orig_lung, perm_lung)):
+        # map the permuted result back onto the original grid
+        back = nib.orientations.apply_orientation(
+            np.asarray(p.dataobj), nib.orientations.ornt_transform(nib.io_orientation(p.affine), nib.io_orientation(o.affine))
+        )
+        assert np.array_equal(back, np.asarray(o.dataobj))
+
+
+def test_cli_and_bundle_write_identical_files(tmp_path, ct_dir, tiny_model):
+    src = ct_dir / "abdomen_3mm_small.nii.gz"
+    cli_out, bundle_out = tmp_path / "cli", tmp_path / "bundle"
+    assert main(["segment", str(src), "-o", str(cli_out), "--model", str(tiny_model), "--device", "cpu", "-q"]) == 0
+    proc = subprocess.run(
+        [
+            sys.executable, "-m", "monai.bundle", "run", "--config_file",
+            str(REPO / "bundles" / "infnet_covid" / "configs" / "inference.json"),
+            "--dataset_dir", str(src), "--output_dir", str(bundle_out), "--model_path", str(tiny_model),
+            "--device", "cpu",
+        ],
+        cwd=REPO, capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for name in ("infection.nii.gz", "lung.nii.gz"):
+        a = nib.load(str(cli_out / "abdomen_3mm_small" / name))
+        b = nib.load(str(bundle_out / "abdomen_3mm_small" / name))
+        assert np.array_equal(np.asarray(a.dataobj), np.asarray(b.dataobj))
+        assert np.array_equal(a.affine, b.affine)
+    rows_a = list(csv.DictReader((cli_out / "burden.csv").open()))
+    rows_b = list(csv.DictReader((bundle_out / "burden.csv").open()))
+    drop = {"seconds", "infection_mask_path", "lung_mask_path"}
+    assert [{k: v for k, v in r.items() if k not in drop} for r in rows_a] == [
+        {k: v for k, v in r.items() if k not in drop} for r in rows_b
+    ]
+
+
+def test_cohort_with_a_bad_case_continues_and_resume_skips(tmp_path, ct_dir, tiny_model, capsys):
+    cohort = tmp_path / "cohort with space"
+    (cohort / "nested" / "déjà").mkdir(parents=True)
+    shutil.copy(ct_dir / "abdomen_3mm_small.nii.gz", cohort / "nested" / "déjà" / "good.nii.gz")
+    (cohort / "broken.nii.gz").write_bytes(b"\x1f\x8b\x08 truncated")
+    out = cohort / "results"  # output inside the input: must not be scanned as input
+    code = main(["segment", str(cohort), "-o", str(out), "--model", str(tiny_model), "--device", "cpu", "-q"])
+    assert code == 1
+    rows = list(csv.DictReader((out / "burden.csv").open()))
+    by_status = {r["case_id"]: r["status"] for r in rows}
+    assert by_status == {"broken": "error", "nested_deja_good": "ok"}
+    assert "broken.nii.gz" in next(r["error"] for r in rows if r["case_id"] == "broken")
+    first = (out / "nested_deja_good" / "stats.json").stat().st_mtime_ns
+    code = main(["segment", str(cohort), "-o", str(out), "--model", str(tiny_model), "--device", "cpu", "-q", "--resume"])
+    assert code == 1
+    assert (out / "nested_deja_good" / "stats.json").stat().st_mtime_ns == first
+    assert not list(out.rglob("*.part*"))  # no temporary files left
+
+
+def test_too_long_volume_is_refused_with_the_option_named(tmp_path, ct_dir, tiny_model):
+    report = segment_cohort(ct_dir / "abdomen_3mm_small.nii.gz", tmp_path, model_path=tiny_model, device="cpu", max_slices=100)
+    assert report.exit_code == 1
+    assert "--max-slices" in report.rows[0]["error"]
+
+
+def test_usage_errors(tmp_path, tiny_model, capsys):
+    assert main(["segment", str(tmp_path / "missing"), "-o", str(tmp_path / "o"), "--model", str(tiny_model), "-q"]) == 2
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["segment", str(empty), "-o", str(tmp_path / "o"), "--model", str(tiny_model), "-q"]) == 2
+    assert "no NIfTI" in capsys.readouterr().err
