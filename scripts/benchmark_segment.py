@@ -1,0 +1,117 @@
+#!/usr/bin/env python
+"""Seconds per case and peak memory of ``infnet-covid segment`` on the CPU. Prints JSON.
+
+Cases: ``abdomen_3mm.nii.gz`` (122x101x112), the ``abdomen_dicom`` series (512x512x20) and a 512x512x300 volume
+resampled (trilinear) from the real abdomen scan. Each case runs in a fresh subprocess so its peak resident memory
+(``ru_maxrss``) is its own; the time is the wall time of the whole case (loading, inference, lung mask, writing).
+
+    python scripts/benchmark_segment.py --threads 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+DATA = Path(os.environ.get("INFNET_SHARED_DATA", "../shared/data"))
+
+
+def _one(args: argparse.Namespace) -> None:
+    import torch
+
+    torch.set_num_threads(args.threads)
+    from infnet_monai.pipeline import CTSegmenter
+
+    t0 = time.perf_counter()
+    seg = CTSegmenter(args.model, device=args.device, batch_slices=args.batch_slices)
+    load_s = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    report = seg.run(args.one, args.out)
+    seconds = time.perf_counter() - t1
+    row = report.rows[0]
+    print(
+        json.dumps(
+            {
+                "case": row["case_id"],
+                "status": row["status"],
+                "error": row.get("error", ""),
+                "shape": row.get("shape"),
+                "seconds": round(seconds, 2),
+                "model_load_seconds": round(load_s, 2),
+                "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+                "lung_volume_ml": row.get("lung_volume_ml"),
+                "infection_volume_ml": row.get("infection_volume_ml"),
+            }
+        )
+    )
+
+
+def _make_large(path: Path, shape=(512, 512, 300)) -> Path:
+    import nibabel as nib
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+
+    src = nib.load(str(DATA / "ct" / "abdomen_3mm.nii.gz"))
+    data = torch.from_numpy(np.asarray(src.dataobj, dtype=np.float32))[None, None]
+    big = F.interpolate(data, size=shape, mode="trilinear", align_corners=False)[0, 0].numpy()
+    zoom = np.array(src.shape, dtype=float) / np.array(shape, dtype=float)
+    affine = src.affine.copy()
+    affine[:3, :3] = src.affine[:3, :3] * zoom  # same field of view, finer voxels
+    nib.save(nib.Nifti1Image(np.round(big).astype(np.int16), affine), str(path))
+    return path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default=None, help="checkpoint (default: the shipped model)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--batch-slices", type=int, default=16)
+    parser.add_argument("--one", help=argparse.SUPPRESS)
+    parser.add_argument("--out", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        _one(args)
+        return
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        cases = [
+            DATA / "ct" / "abdomen_3mm.nii.gz",
+            DATA / "ct" / "abdomen_dicom",
+            _make_large(Path(tmp) / "resampled_512x512x300.nii.gz"),
+        ]
+        for i, case in enumerate(cases):
+            cmd = [sys.executable, __file__, "--one", str(case), "--out", str(Path(tmp) / f"out{i}"),
+                   "--device", args.device, "--threads", str(args.threads), "--batch-slices", str(args.batch_slices)]
+            if args.model:
+                cmd += ["--model", args.model]
+            proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+            if proc.returncode != 0:
+                results.append({"case": str(case), "status": "crashed", "error": proc.stderr[-2000:]})
+                continue
+            results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    print(
+        json.dumps(
+            {
+                "device": args.device,
+                "threads": args.threads,
+                "batch_slices": args.batch_slices,
+                "cpu": platform.processor() or platform.machine(),
+                "results": results,
+            },
+            indent=2,
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
