@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +16,7 @@ from PIL import Image, UnidentifiedImageError
 from infnet_monai.data.covid_semiseg import IMAGE_SUFFIXES
 from infnet_monai.io.checkpoint import load_model
 from infnet_monai.transforms.slices import DEFAULT_SPATIAL_SIZE, SLICE_MEAN, SLICE_STD
+from infnet_monai.utils.files import atomic_write
 from infnet_monai.utils.device import autocast_context, resolve_device
 from infnet_monai.utils.model_path import default_model_path
 
@@ -27,15 +27,7 @@ logger = logging.getLogger(__name__)
 
 def write_png_atomic(array: np.ndarray, path: Path) -> None:
     """Write an 8-bit single-channel PNG through a temporary file renamed into place (no half-written files)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png.tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            Image.fromarray(array, mode="L").save(f, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda tmp: Image.fromarray(array, mode="L").save(tmp, format="PNG"))
 
 
 class SlicePredictor:

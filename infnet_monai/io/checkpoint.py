@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ import torch.nn as nn
 
 from infnet_monai import __version__
 from infnet_monai.networks.nets import InfNet
+from infnet_monai.utils.files import atomic_write
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -40,17 +40,7 @@ class CheckpointError(RuntimeError):
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
     """``torch.save`` to a temporary file in the destination folder, then rename it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 def network_state_dict(network: nn.Module) -> dict[str, torch.Tensor]:

@@ -43,6 +43,7 @@ from infnet_monai.postprocessing import lung_mask, postprocess_infection
 from infnet_monai.stats.burden import BURDEN_FIELDS, infection_burden
 from infnet_monai.transforms.ct import LUNG_WINDOW_HU, ct_slice_preprocessing
 from infnet_monai.transforms.slices import DEFAULT_SPATIAL_SIZE
+from infnet_monai.utils.files import atomic_write
 from infnet_monai.utils.device import autocast_context, resolve_device
 from infnet_monai.utils.model_path import default_model_path
 
@@ -61,7 +62,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-# bounded memory: about 1.3 GB of float32 working copies per 300 slices of 512 x 512; longer scans are refused
+# bounded memory: peak about 2.9 GB for 512 x 512 x 300 (scripts/benchmark_segment.py), growing about 0.6 GB per
+# 100 slices of 512 x 512; longer scans are refused
 DEFAULT_MAX_SLICES = 1000
 # lesions smaller than this (connected, 3D) are dropped as noise
 DEFAULT_MIN_LESION_MM3 = 10.0
@@ -72,35 +74,17 @@ LUNG_FILE = "lung.nii.gz"
 PROBABILITY_FILE = "probability.nii.gz"
 
 
-def _atomic_path(path: Path) -> tuple[int, str]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = "".join(path.suffixes) or ".tmp"
-    return tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".part{suffix}", dir=path.parent)
-
-
 def write_nifti_atomic(image: nib.Nifti1Image, path: Path) -> Path:
     """``nib.save`` to a temporary file beside ``path``, then rename: readers never see a half-written file."""
-    fd, tmp = _atomic_path(path)
-    os.close(fd)
-    try:
-        nib.save(image, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, lambda tmp: nib.save(image, tmp))
 
 
 def _write_text_atomic(text: str, path: Path) -> Path:
-    fd, tmp = _atomic_path(path)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+    def write(tmp: str) -> None:
+        with open(tmp, "w", encoding="utf-8", newline="") as f:
             f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+
+    return atomic_write(path, write)
 
 
 def write_csv_atomic(rows: Sequence[dict], path: Path, fields: Sequence[str] = BURDEN_FIELDS) -> Path:
@@ -253,7 +237,7 @@ class CTSegmenter:
         if n_slices > self.max_slices:
             raise CaseError(
                 f"volume has {n_slices} voxels along its longest axis, above the limit of {self.max_slices} that keeps "
-                "memory bounded; raise it with --max-slices (about 1.3 GB of memory per 300 slices of 512x512)."
+                "memory bounded; raise it with --max-slices (about 0.6 GB of memory per 100 slices of 512x512)."
             )
         data = self.preprocessing({"image": image})
         x = data["image"].unsqueeze(0)  # (1, C, S, S, Z)

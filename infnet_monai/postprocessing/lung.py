@@ -27,6 +27,8 @@ import numpy as np
 from scipy import ndimage as ndi
 from skimage.measure import label as sk_label
 
+from infnet_monai.utils.validation import check_spacing_mm
+
 __all__ = [
     "RIGHT_LUNG_LABEL",
     "LEFT_LUNG_LABEL",
@@ -104,14 +106,7 @@ _AXIAL_2D = np.zeros((3, 3, 3), dtype=bool)
 _AXIAL_2D[:, :, 1] = ndi.generate_binary_structure(2, 1)  # in-plane 4-connectivity, no link between slices
 
 
-def _check_spacing(spacing_mm: Sequence[float]) -> tuple[float, float, float]:
-    try:
-        spacing = tuple(float(s) for s in spacing_mm)
-    except TypeError as err:
-        raise ValueError(f"spacing_mm must be a sequence of 3 numbers (mm), got {spacing_mm!r}.") from err
-    if len(spacing) != 3 or not all(math.isfinite(s) and s > 0 for s in spacing):
-        raise ValueError(f"spacing_mm must hold 3 positive finite voxel sizes in mm, got {spacing_mm!r}.")
-    return spacing  # type: ignore[return-value]
+_check_spacing = check_spacing_mm
 
 
 def _check_volume(volume: np.ndarray, name: str) -> np.ndarray:

@@ -11,13 +11,13 @@ label map uses 1 for the right lung and 2 for the left lung.
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Sequence
 
 import numpy as np
 from skimage.measure import label as sk_label
 
 from infnet_monai.postprocessing.lung import LEFT_LUNG_LABEL, RIGHT_LUNG_LABEL
+from infnet_monai.utils.validation import check_spacing_mm
 
 __all__ = ["MM3_PER_ML", "BURDEN_KEYS", "BURDEN_FIELDS", "infection_burden"]
 
@@ -100,12 +100,7 @@ def infection_burden(infection: np.ndarray, lung: np.ndarray, spacing_mm: Sequen
         raise ValueError(f"infection and lung must be 3D arrays, got shapes {infection.shape} and {lung.shape}.")
     if infection.shape != lung.shape:
         raise ValueError(f"infection and lung must have the same shape, got {infection.shape} and {lung.shape}.")
-    try:
-        spacing = tuple(float(s) for s in spacing_mm)
-    except TypeError as err:
-        raise ValueError(f"spacing_mm must be a sequence of 3 numbers (mm), got {spacing_mm!r}.") from err
-    if len(spacing) != 3 or not all(math.isfinite(s) and s > 0 for s in spacing):
-        raise ValueError(f"spacing_mm must hold 3 positive finite voxel sizes in mm, got {spacing_mm!r}.")
+    spacing = check_spacing_mm(spacing_mm)
     voxel_ml = spacing[0] * spacing[1] * spacing[2] / MM3_PER_ML
 
     infected = infection > 0
