@@ -6,6 +6,7 @@ Exit codes: 0 success, 1 some inputs failed (the others were processed), 2 usage
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
 import sys
@@ -210,6 +211,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         # usage-level problems: bad paths, bad options, unusable model
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE
+    except OSError as e:
+        # the output could not be written (e.g. the disk filled up while writing burden.csv): no traceback
+        hint = " Free space, then rerun with --resume." if e.errno == errno.ENOSPC else ""
+        print(f"error: {e}.{hint}", file=sys.stderr)
+        return EXIT_FAILURES
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -23,8 +23,9 @@ voxel spacing <= 0 or > 20 mm               refused
 stored values without rescale (>= 0, max    1024 is subtracted and a warning logged, when no rescale intercept
 > 1000)                                     is recorded (DICOM: no RescaleIntercept tag; NIfTI: scl_inter unset
                                             or 0) and the histogram shows air (>= 1 % of voxels below -500 HU
-                                            after the shift) and soft tissue (>= 1 % within +-100 HU); else
-                                            refused
+                                            after the shift) and soft tissue (>= 1 % within +-100 HU) and little
+                                            dense bone or metal (<= 10 % above +1000 HU; uniform noise has 50 %);
+                                            else refused
 no voxel below -500 HU                      refused (label map, normalised image or other units, not HU)
 values below -1024 HU                       set to -1024 (air); scanners store padding outside the field of view
                                             as -2000/-2048/-3024, which is air for the segmentation
@@ -85,6 +86,7 @@ _SPACING_TOLERANCE = 0.1  # relative deviation from the median spacing still cal
 _DUPLICATE_MM = 1e-3  # slices closer than this along the normal are duplicates
 _AIR_THRESHOLD_HU = -500.0  # a CT in HU always has voxels below this (air around the body, lungs)
 _RAW_MIN_FRACTION = 0.01  # fraction of voxels in the air and in the soft-tissue ranges for a raw-value image
+_RAW_MAX_DENSE_FRACTION = 0.1  # most voxels above +1000 HU (dense bone, metal) in a raw-value image; real CT: < 1 %
 
 
 class CaseError(ValueError):
@@ -485,12 +487,14 @@ def _to_hounsfield(image: MetaTensor, name: str, rescale_missing: bool) -> tuple
         total = image.numel()
         air = int((image <= RAW_CT_OFFSET + _AIR_THRESHOLD_HU).sum()) / total
         soft = int(((image >= RAW_CT_OFFSET - 100.0) & (image <= RAW_CT_OFFSET + 100.0)).sum()) / total
-        fits = air >= _RAW_MIN_FRACTION and soft >= _RAW_MIN_FRACTION
+        dense = int((image > RAW_CT_OFFSET + 1000.0).sum()) / total
+        fits = air >= _RAW_MIN_FRACTION and soft >= _RAW_MIN_FRACTION and dense <= _RAW_MAX_DENSE_FRACTION
         if not (rescale_missing and fits):
             reason = (
                 "its header records a rescale slope/intercept, so the values should already be HU"
                 if not rescale_missing
-                else f"the histogram does not look like raw CT ({air:.1%} air-like, {soft:.1%} soft-tissue-like)"
+                else f"the histogram does not look like raw CT ({air:.1%} air-like, {soft:.1%} soft-tissue-like, "
+                f"{dense:.1%} above +1000 HU)"
             )
             raise CaseError(
                 f"{name}: values range from {vmin:g} to {vmax:g} with none below 0, so they are not Hounsfield units, "

@@ -17,12 +17,15 @@ Per case:
 from __future__ import annotations
 
 import csv
+import errno
+import gzip
 import json
 import logging
 import math
 import os
 import tempfile
 import time
+import zlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -235,8 +238,10 @@ class CTSegmenter:
         """
         n_slices = int(max(image.shape[1:]))
         if n_slices > self.max_slices:
+            source = image.meta.get("filename_or_obj", "") if isinstance(image, MetaTensor) else ""
+            prefix = f"{source}: " if source else ""  # every error names the file (load_ct records it)
             raise CaseError(
-                f"volume has {n_slices} voxels along its longest axis, above the limit of {self.max_slices} that keeps "
+                f"{prefix}volume has {n_slices} voxels along its longest axis, above the limit of {self.max_slices} that keeps "
                 "memory bounded; raise it with --max-slices (about 0.6 GB of memory per 100 slices of 512x512)."
             )
         data = self.preprocessing({"image": image})
@@ -296,6 +301,7 @@ class CTSegmenter:
         result = self.segment_image(image, keep_probability=save_probability)
         case_dir = Path(output_dir) / case.case_id
         case_dir.mkdir(parents=True, exist_ok=True)
+        _remove_stale_parts(case_dir, (INFECTION_FILE, LUNG_FILE, PROBABILITY_FILE, STATS_FILE))
         reference = _reference_header(case, image)
         paths = {
             "infection_mask_path": write_nifti_atomic(_like(result.infection, reference), case_dir / INFECTION_FILE),
@@ -333,6 +339,7 @@ class CTSegmenter:
         if not input_path.exists():
             raise FileNotFoundError(f"input '{input_path}' does not exist.")
         _check_output_dir(input_path, output_dir)
+        _remove_stale_parts(output_dir, (CSV_FILE,))
         cases = discover_cases(input_path, exclude=[output_dir])
         if not cases:
             raise FileNotFoundError(f"no NIfTI (.nii, .nii.gz) or DICOM CT found under '{input_path}'.")
@@ -357,12 +364,13 @@ class CTSegmenter:
         except KeyboardInterrupt:
             raise
         except OSError as e:
-            if getattr(e, "errno", None) == 28:  # ENOSPC
+            if getattr(e, "errno", None) == errno.ENOSPC:
                 message = f"no space left on the device while writing outputs under '{output_dir}'; free space and rerun with --resume."
             else:
-                message = f"{type(e).__name__}: {e}"
+                message = f"{case.source_path}: {type(e).__name__}: {e}"
         except (CaseError, ValueError, RuntimeError, MemoryError) as e:
-            message = str(e) if isinstance(e, CaseError) else f"{type(e).__name__}: {e}"
+            # CaseError messages already name the file; anything unexpected gets the case's path in front
+            message = str(e) if isinstance(e, CaseError) else f"{case.source_path}: unexpected {type(e).__name__}: {e}"
         logger.error("%s (%s): %s", case.case_id, case.source_path, message)
         row = _case_fields(case)
         row.update({"status": "error", "error": message})
@@ -425,6 +433,25 @@ def _check_output_dir(input_path: Path, output_dir: Path) -> None:
         raise PermissionError(f"cannot write to output folder '{output_dir}': {e.strerror or e}.") from e
 
 
+def _remove_stale_parts(folder: Path, names: Sequence[str]) -> None:
+    """Delete temporary files that :func:`atomic_write` left for ``names`` when a run was killed (SIGKILL, power)."""
+    for name in names:
+        for stale in folder.glob(f".{name}.*.part*"):
+            logger.debug("removing %s, left by an interrupted run", stale)
+            stale.unlink(missing_ok=True)
+
+
+def _check_complete(path: Path, image: nib.Nifti1Image) -> None:
+    """Read ``path`` to its end: a truncated or corrupt gzip stream, or missing voxel data, raises."""
+    expected = int(image.dataobj.offset) + int(np.prod(image.shape)) * image.get_data_dtype().itemsize
+    size = 0
+    with (gzip.open(path, "rb") if path.name.endswith(".gz") else open(path, "rb")) as f:
+        while chunk := f.read(1 << 22):  # bounded memory; gzip checks its CRC and length at the end
+            size += len(chunk)
+    if size < expected:
+        raise ValueError(f"{path.name} holds {size} bytes of image data, {expected} expected")
+
+
 def _completed_row(case: CTCase, output_dir: Path) -> dict | None:
     """The stored row of a case whose outputs are complete and readable, else ``None`` (it will be redone)."""
     case_dir = output_dir / case.case_id
@@ -439,8 +466,8 @@ def _completed_row(case: CTCase, output_dir: Path) -> dict | None:
             img = nib.load(str(case_dir / name))
             if list(img.shape[:3]) != list(row.get("shape", [])):
                 return None
-            np.asarray(img.dataobj[..., :1])  # reads through the gzip stream start: catches truncation early
-    except (OSError, ValueError, json.JSONDecodeError, EOFError) as e:
+            _check_complete(case_dir / name, img)  # a truncated file still has a readable header and first slices
+    except (OSError, ValueError, json.JSONDecodeError, EOFError, zlib.error) as e:
         logger.warning("%s: stored outputs unreadable (%s); redoing the case", case.case_id, e)
         return None
     return {k: (math.nan if v is None and k.endswith("_percent") else v) for k, v in row.items()}
