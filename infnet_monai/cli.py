@@ -39,7 +39,7 @@ def _cmd_predict_slices(args: argparse.Namespace) -> int:
         model_path=args.model,
         device=args.device,
         batch_size=args.batch_size,
-        flip_tta=not args.no_tta,
+        flip_tta=args.tta,
         progress=_progress("predict-slices", args.quiet),
     )
     print(json.dumps({"written": len(report.written), "failed": len(report.failed), "output_dir": str(args.output)}))
@@ -163,7 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None, help="model checkpoint (default: the shipped model)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
     p.add_argument("--batch-size", type=int, default=8, help="slices per forward pass (default: 8)")
-    p.add_argument("--no-tta", action="store_true", help="disable left-right flip test-time augmentation")
+    p.add_argument("--tta", action="store_true", help="average with the left-right flipped slice (2x time)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_predict_slices)
 

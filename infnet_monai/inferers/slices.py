@@ -48,7 +48,7 @@ class SlicePredictor:
         self,
         model_path: str | os.PathLike | None = None,
         device: str = "auto",
-        flip_tta: bool = True,
+        flip_tta: bool = False,
         amp: bool = True,
     ) -> None:
         self.device = resolve_device(device)
@@ -139,7 +139,7 @@ def predict_slice_folder(
     model_path: str | os.PathLike | None = None,
     device: str = "auto",
     batch_size: int = 8,
-    flip_tta: bool = True,
+    flip_tta: bool = False,
     progress: Callable[[Iterable], Iterable] | None = None,
 ) -> SliceFolderReport:
     """Write ``output_dir/<stem>.png`` (8-bit probability, input height and width) for each slice in ``input_dir``.

@@ -44,7 +44,7 @@ from infnet_monai.io.checkpoint import load_model
 from infnet_monai.io.volume import CaseError, load_ct
 from infnet_monai.postprocessing import lung_mask, postprocess_infection
 from infnet_monai.stats.burden import BURDEN_FIELDS, infection_burden
-from infnet_monai.transforms.ct import LUNG_WINDOW_HU, ct_slice_preprocessing
+from infnet_monai.transforms.ct import LUNG_WINDOW_HU, WORLD_AXIS_LABELS, ct_slice_preprocessing
 from infnet_monai.transforms.slices import DEFAULT_SPATIAL_SIZE
 from infnet_monai.utils.files import atomic_write
 from infnet_monai.utils.device import autocast_context, resolve_device
@@ -265,9 +265,9 @@ class CTSegmenter:
         """
         prob = self.probability(image)
         # lung mask, post-processing and statistics in RAS (axis 2 = axial), then back to the input's grid
-        orient = Orientation(axcodes="RAS")
+        orient = Orientation(axcodes="RAS", labels=WORLD_AXIS_LABELS)
         hu_ras = orient(image)
-        prob_ras = Orientation(axcodes="RAS")(prob)
+        prob_ras = Orientation(axcodes="RAS", labels=WORLD_AXIS_LABELS)(prob)
         spacing = tuple(float(s) for s in hu_ras.pixdim[:3])
         lung_ras = lung_mask(hu_ras[0].numpy(), spacing)
         infection_ras = postprocess_infection(

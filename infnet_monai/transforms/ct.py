@@ -27,7 +27,7 @@ from monai.transforms import (
 
 from infnet_monai.transforms.slices import DEFAULT_SPATIAL_SIZE, SLICE_MEAN, SLICE_STD
 
-__all__ = ["LUNG_WINDOW_HU", "BODY_THRESHOLD_HU", "SLICE_AXCODES", "body_foreground", "ct_slice_preprocessing"]
+__all__ = ["WORLD_AXIS_LABELS", "LUNG_WINDOW_HU", "BODY_THRESHOLD_HU", "SLICE_AXCODES", "body_foreground", "ct_slice_preprocessing"]
 
 # Hounsfield window mapped onto [0, 1] (grey 0..255 of the training slices); see the module docstring
 LUNG_WINDOW_HU: tuple[float, float] = (-1060.0, 195.0)
@@ -37,6 +37,8 @@ BODY_THRESHOLD_HU = -500.0
 # the patient's right-left axis and columns from anterior to posterior, which is how the labeled COVID-SemiSeg slices
 # are laid out (lungs at the top and bottom, heart on the left, spine on the right).
 SLICE_AXCODES = "LPS"
+# axis-code letters of the world frame of MONAI's affines (RAS+), given explicitly to Orientation transforms
+WORLD_AXIS_LABELS = (("L", "R"), ("P", "A"), ("I", "S"))
 
 
 def body_foreground(x: torch.Tensor) -> torch.Tensor:
@@ -71,7 +73,7 @@ def ct_slice_preprocessing(
     if not upper > lower:
         raise ValueError(f"window_hu must be (lower, upper) with upper > lower, got {tuple(window_hu)}.")
     xforms: list = [
-        Orientationd(key, axcodes=axcodes),
+        Orientationd(key, axcodes=axcodes, labels=WORLD_AXIS_LABELS),
         CropForegroundd(key, source_key=key, select_fn=body_foreground, margin=crop_margin, allow_smaller=True),
         ScaleIntensityRanged(key, a_min=lower, a_max=upper, b_min=0.0, b_max=1.0, clip=True),
         Resized(key, spatial_size=(*size, -1), mode="bilinear"),
