@@ -3,7 +3,6 @@ geometry, statistics and file handling do not depend on the model's quality)."""
 
 import csv
 import json
-import os
 import shutil
 import subprocess
 import sys
