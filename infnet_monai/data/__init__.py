@@ -4,6 +4,7 @@ from .covid_semiseg import (
     default_data_dir,
     labeled_datalist,
     labeled_splits,
+    pretraining_datalist,
     split_datalist,
     unlabeled_datalist,
 )
@@ -14,6 +15,7 @@ __all__ = [
     "default_data_dir",
     "labeled_datalist",
     "labeled_splits",
+    "pretraining_datalist",
     "split_datalist",
     "unlabeled_datalist",
 ]

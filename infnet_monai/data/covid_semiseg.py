@@ -22,6 +22,7 @@ __all__ = [
     "unlabeled_datalist",
     "split_datalist",
     "labeled_splits",
+    "pretraining_datalist",
 ]
 
 DATA_ENV_VAR = "INFNET_SHARED_DATA"
@@ -120,3 +121,20 @@ def labeled_splits(
     """The labeled slices split as ``{"train": [...], "validation": [...]}`` (see :func:`split_datalist`)."""
     train, val = split_datalist(labeled_datalist(data_dir), num_val=num_val, seed=seed)
     return {"train": train, "validation": val}
+
+
+def pretraining_datalist(
+    data_dir: str | os.PathLike | None = None, exclude_ids: list[str] | tuple[str, ...] = ()
+) -> list[dict]:
+    """Images of every slice, labeled and unlabeled, as ``{"image", "id"}`` entries for self-supervised pretraining.
+
+    Args:
+        data_dir: the shared data folder or the ``covid-semiseg`` folder itself.
+        exclude_ids: labeled ids to leave out; pass the validation ids so that validation images are never seen,
+            not even without their labels, and the validation estimate stays clean.
+    """
+    excluded = {str(i) for i in exclude_ids}
+    labeled = [{"image": d["image"], "id": d["id"]} for d in labeled_datalist(data_dir, require_edges=False)]
+    labeled = [d for d in labeled if d["id"] not in excluded]
+    unlabeled = [{"image": d["image"], "id": f"unlabeled/{d['id']}"} for d in unlabeled_datalist(data_dir)]
+    return labeled + unlabeled

@@ -20,7 +20,7 @@ from infnet_monai.utils.files import atomic_write
 from infnet_monai.utils.device import autocast_context, resolve_device
 from infnet_monai.utils.model_path import default_model_path
 
-__all__ = ["SlicePredictor", "SliceFolderReport", "predict_slice_folder", "write_png_atomic"]
+__all__ = ["SlicePredictor", "SliceFolderReport", "predict_slice_folder", "read_slice", "write_png_atomic"]
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +63,32 @@ class SlicePredictor:
         self.flip_tta = flip_tta
         self.amp = amp
         self.info = info
+
+    @classmethod
+    def from_network(
+        cls,
+        network: torch.nn.Module,
+        spatial_size: int | Sequence[int] = DEFAULT_SPATIAL_SIZE,
+        in_channels: int = 1,
+        device: str | torch.device = "cpu",
+        flip_tta: bool = False,
+        amp: bool = True,
+    ) -> SlicePredictor:
+        """A predictor around a network in memory (e.g. during training); the caller sets its eval mode."""
+        self = cls.__new__(cls)
+        self.device = torch.device(device)
+        self.model_path = None
+        self.network = network
+        if isinstance(spatial_size, (int, float)):
+            self.spatial_size = (int(spatial_size), int(spatial_size))
+        else:
+            self.spatial_size = tuple(int(s) for s in spatial_size)
+        self.in_channels = int(in_channels)
+        self.mean, self.std = SLICE_MEAN, SLICE_STD
+        self.flip_tta = flip_tta
+        self.amp = amp
+        self.info = {}
+        return self
 
     @torch.no_grad()
     def predict_unit(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
@@ -114,7 +140,7 @@ class SliceFolderReport:
     failed: list[tuple[Path, str]] = field(default_factory=list)
 
 
-def _read_slice(path: Path) -> np.ndarray:
+def read_slice(path: Path) -> np.ndarray:
     try:
         with Image.open(path) as im:
             im.load()
@@ -175,7 +201,7 @@ def predict_slice_folder(
         images, paths = [], []
         for p in chunk:
             try:
-                images.append(_read_slice(p))
+                images.append(read_slice(p))
                 paths.append(p)
             except ValueError as e:
                 logger.error("%s", e)

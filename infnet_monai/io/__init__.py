@@ -1,11 +1,14 @@
 from .cases import CT_SOP_CLASS_UIDS, MAX_CASE_ID_LENGTH, CTCase, discover_cases, is_nifti_path, read_dicom_header, sanitize_case_id
 from .checkpoint import (
     CHECKPOINT_FORMAT,
+    ENCODER_FORMAT,
     CheckpointError,
     atomic_torch_save,
     load_checkpoint,
+    load_pretrained_encoder,
     load_model,
     network_state_dict,
+    save_encoder,
     save_model,
 )
 from .volume import AIR_HU, MAX_SPACING_MM, MIN_SLICES, RAW_CT_OFFSET, CaseError, SimpleITKSeriesReader, load_ct
@@ -14,6 +17,7 @@ __all__ = [
     "AIR_HU",
     "CHECKPOINT_FORMAT",
     "CT_SOP_CLASS_UIDS",
+    "ENCODER_FORMAT",
     "CTCase",
     "CaseError",
     "CheckpointError",
@@ -28,8 +32,10 @@ __all__ = [
     "load_checkpoint",
     "load_ct",
     "load_model",
+    "load_pretrained_encoder",
     "network_state_dict",
     "read_dicom_header",
     "sanitize_case_id",
+    "save_encoder",
     "save_model",
 ]

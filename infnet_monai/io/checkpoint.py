@@ -21,7 +21,10 @@ from infnet_monai.utils.files import atomic_write
 
 __all__ = [
     "CHECKPOINT_FORMAT",
+    "ENCODER_FORMAT",
     "CheckpointError",
+    "save_encoder",
+    "load_pretrained_encoder",
     "save_model",
     "load_checkpoint",
     "load_model",
@@ -32,6 +35,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = "infnet-monai-model/1"
+ENCODER_FORMAT = "infnet-monai-encoder/1"
 
 
 class CheckpointError(RuntimeError):
@@ -134,3 +138,62 @@ def load_model(
     info = {k: v for k, v in checkpoint.items() if k != "state_dict"}
     logger.debug("loaded %s (network %s)", path, kwargs)
     return network, info
+
+
+def save_encoder(
+    path: str | os.PathLike,
+    encoder: nn.Module,
+    network_kwargs: dict[str, Any],
+    metadata: dict[str, Any] | None = None,
+) -> Path:
+    """Write a pretrained encoder (the ``backbone`` of an :class:`InfNet`) as a weights-only checkpoint, atomically.
+
+    Args:
+        path: destination file.
+        encoder: the pretrained backbone.
+        network_kwargs: the ``InfNet`` keyword arguments whose backbone it is (checked again at load time).
+        metadata: provenance (command, epochs, loss); numbers and strings only.
+    """
+    state = {k: v.detach().cpu().clone() for k, v in network_state_dict(encoder).items()}
+    checkpoint = {
+        "format": ENCODER_FORMAT,
+        "infnet_monai_version": __version__,
+        "network": {k: list(v) if isinstance(v, tuple) else v for k, v in network_kwargs.items()},
+        "metadata": dict(metadata or {}),
+        "state_dict": state,
+    }
+    return atomic_torch_save(checkpoint, path)
+
+
+def load_pretrained_encoder(network: InfNet, path: str | os.PathLike | None) -> InfNet:
+    """Initialise ``network.backbone`` from an encoder checkpoint written by :func:`save_encoder`.
+
+    An empty ``path`` returns the network unchanged, so configs can keep the key and leave it blank. Only the
+    backbone is loaded; the decoder keeps its fresh initialisation.
+
+    Raises:
+        CheckpointError: the file is missing, unsafe, not an encoder checkpoint, or its backbone does not match.
+    """
+    if not path:
+        return network
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"pretrained encoder '{path}' does not exist; run configs/pretrain.json first.")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise CheckpointError(f"refusing to load pretrained encoder '{path}': not a plain weights file ({e}).") from e
+    if not isinstance(checkpoint, dict) or checkpoint.get("format") != ENCODER_FORMAT:
+        raise CheckpointError(f"'{path}' is not an infnet-monai encoder checkpoint (format='{ENCODER_FORMAT}').")
+    backbone = getattr(network, "backbone", None)
+    if backbone is None:
+        raise CheckpointError(f"cannot load encoder '{path}': the network has no 'backbone'.")
+    try:
+        backbone.load_state_dict(checkpoint["state_dict"])
+    except RuntimeError as e:
+        raise CheckpointError(
+            f"pretrained encoder '{path}' does not fit this network's backbone (it was made for "
+            f"{checkpoint.get('network')}): {e}"
+        ) from e
+    logger.info("backbone initialised from pretrained encoder %s", path)
+    return network

@@ -1,3 +1,3 @@
-from .nets import INFNET_LIGHT, InfNet, InfNetOutput, Res2Net
+from .nets import INFNET_LIGHT, InfNet, InfNetOutput, MaskedImageModel, Res2Net
 
-__all__ = ["InfNet", "InfNetOutput", "INFNET_LIGHT", "Res2Net"]
+__all__ = ["InfNet", "InfNetOutput", "INFNET_LIGHT", "MaskedImageModel", "Res2Net"]

@@ -21,6 +21,7 @@ from monai.transforms import (
     RandAffined,
     RandFlipd,
     RandGaussianNoised,
+    RandRotate90d,
     RandScaleIntensityd,
     RandShiftIntensityd,
     RepeatChanneld,
@@ -36,6 +37,7 @@ __all__ = [
     "val_slice_transforms",
     "inference_slice_transforms",
     "intensity_normalization",
+    "pretrain_slice_transforms",
 ]
 
 # fixed standardisation of [0, 1] slices (mid-grey to 0, most of the range within +-2)
@@ -173,3 +175,40 @@ def inference_slice_transforms(
 ) -> Compose:
     """Inference chain for 8-bit slices (``{"image": path}``): the validation chain without a label."""
     return val_slice_transforms(spatial_size, in_channels, label_key=None)
+
+
+def pretrain_slice_transforms(
+    spatial_size: int | Sequence[int] = 256,
+    in_channels: int = 1,
+    patch_size: int = 32,
+    mask_ratio: float = 0.6,
+    rotate90: bool = True,
+) -> Compose:
+    """Masked-image-modelling chain for unlabeled slices: the training augmentation, then random patch masking.
+
+    The unlabeled slices come in several in-plane orientations, so quarter turns are added to the flips (the
+    encoder should not depend on orientation; the supervised stage then learns the orientation of its data).
+
+    Args:
+        spatial_size: pretraining size; a multiple of ``patch_size``.
+        in_channels: network input channels.
+        patch_size: masked patch edge in pixels.
+        mask_ratio: fraction of patches hidden.
+        rotate90: random quarter turns.
+
+    Returns:
+        a :class:`monai.transforms.Compose` mapping ``{"image": path}`` to ``image (in_channels, H, W)`` (masked) and
+        ``label (in_channels + 1, H, W)`` (the unmasked image and the mask, see
+        :class:`~infnet_monai.transforms.RandPatchMaskd`).
+    """
+    from .masking import RandPatchMaskd
+
+    train = train_slice_transforms(spatial_size, in_channels, label_keys=())
+    xforms = list(train.transforms)
+    if rotate90:
+        # after the flips, before the affine: index of the first RandAffined
+        at = next(i for i, t in enumerate(xforms) if isinstance(t, RandAffined))
+        xforms.insert(at, RandRotate90d("image", prob=0.75, max_k=3))
+    xforms.insert(-1, RandPatchMaskd("image", target_key="label", patch_size=patch_size, ratio=mask_ratio))
+    xforms.append(EnsureTyped("label", track_meta=False))
+    return Compose(xforms)

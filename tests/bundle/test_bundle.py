@@ -76,3 +76,54 @@ def test_train_two_iterations_then_resume_then_evaluate(tmp_path, data_dir):
     for key in ("dice", "sensitivity", "specificity", "s_measure", "e_measure", "mae"):
         assert 0.0 <= metrics[key] <= 1.0
     assert metrics["num_images"] == 10
+
+
+def test_pretrain_writes_an_encoder_that_train_starts_from(tmp_path, data_dir):
+    pre = tmp_path / "pretrain"
+    train_and_pretrain = json.dumps([str(CONFIGS / "train.json"), str(CONFIGS / "pretrain.json")])
+    run_bundle(
+        "run", "--config_file", train_and_pretrain, "--dataset_dir", str(data_dir), "--output_dir", str(pre),
+        "--epochs", "1", "--epoch_length", "2", "--batch_size", "2", "--pretrain_size", "64", "--device", "cpu",
+    )
+    encoder = pre / "encoder.pt"
+    saved = torch.load(encoder, weights_only=True)
+    assert saved["format"] == "infnet-monai-encoder/1"
+    # 1650 slices less the 10 validation slices, which pretraining never sees
+    assert saved["metadata"]["num_images"] == 1640 and saved["metadata"]["epoch"] == 1
+    rows = list(csv.DictReader((pre / "pretrain_log.csv").open()))
+    assert len(rows) == 1 and float(rows[0]["train_loss"]) > 0
+
+    out = tmp_path / "train"
+    run_bundle(
+        "run", "--config_file", str(CONFIGS / "train.json"), "--dataset_dir", str(data_dir), "--output_dir", str(out),
+        "--epochs", "1", "--epoch_length", "1", "--batch_size", "2", "--spatial_size", "64", "--train_rates", "[1.0]",
+        "--val_interval", "1", "--device", "cpu", "--pretrained_encoder", str(encoder),
+    )
+    _, info = load_model(out / "model.pt")
+    assert info["metadata"]["pretrained_encoder"] == str(encoder)
+
+
+def test_semi_supervised_config_runs_and_resumes(tmp_path, data_dir, tiny_model):
+    out = tmp_path / "semi"
+    train_and_semi = json.dumps([str(CONFIGS / "train.json"), str(CONFIGS / "train_semi.json")])
+    kwargs = load_model(tiny_model)[1]["network"]
+    args = [
+        "run", "--config_file", train_and_semi, "--dataset_dir", str(data_dir), "--output_dir", str(out),
+        "--initial_model", str(tiny_model), "--network_kwargs", json.dumps(kwargs), "--num_groups", "2",
+        "--group_size", "2", "--propagation_batch_size", "2", "--pseudo_chunk", "1", "--propagation_size", "64",
+        "--spatial_size", "64", "--train_rates", "[1.0]", "--batch_size", "2", "--epoch_length", "1", "--epochs", "1",
+        "--val_interval", "1", "--device", "cpu",
+    ]
+    proc = run_bundle(*args)
+    summary = json.loads(proc.stdout[proc.stdout.rindex('{\n  "stage"'):])
+    assert summary["stage"] == "done" and summary["groups_done"] == 2 and summary["pseudo_steps_done"] == 2
+    assert len(list((out / "propagation" / "pseudo_labels").glob("*.png"))) == 8
+    _, info = load_model(out / "model.pt")
+    assert info["metadata"]["group_size"] == 2 and info["metadata"]["initial_model"] == str(tiny_model)
+    assert (out / "propagated.pt").is_file()
+    # running again finds the finished state and trains nothing
+    before = (out / "model.pt").stat().st_mtime_ns
+    proc = run_bundle(*args)
+    assert json.loads(proc.stdout[proc.stdout.rindex('{\n  "stage"'):])["stage"] == "done"
+    assert (out / "model.pt").stat().st_mtime_ns == before
+    assert len(list(csv.DictReader((out / "train_log.csv").open()))) == 1

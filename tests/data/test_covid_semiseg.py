@@ -71,3 +71,16 @@ def test_val_transforms_keep_label_size(data_dir):
     assert out["image"].shape == (1, 64, 64)
     assert out["label"].shape == (1, h, w)
     assert set(np.unique(out["label"].numpy())) <= {0.0, 1.0}
+
+
+def test_pretraining_datalist_holds_every_image_but_the_excluded(data_dir):
+    from infnet_monai.data import labeled_splits, pretraining_datalist, unlabeled_datalist
+
+    val_ids = [d["id"] for d in labeled_splits(data_dir)["validation"]]
+    everything = pretraining_datalist(data_dir)
+    assert len(everything) == 50 + len(unlabeled_datalist(data_dir))
+    kept = pretraining_datalist(data_dir, exclude_ids=val_ids)
+    assert len(kept) == len(everything) - len(val_ids)
+    assert not {d["id"] for d in kept} & set(val_ids)
+    assert len({d["id"] for d in kept}) == len(kept)  # labeled and unlabeled ids never collide
+    assert all(set(d) == {"image", "id"} for d in kept)

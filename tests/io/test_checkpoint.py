@@ -66,3 +66,33 @@ def test_mismatched_configuration(tmp_path):
     torch.save(ck, path)
     with pytest.raises(CheckpointError, match="does not match"):
         load_model(path)
+
+
+def test_encoder_checkpoint_round_trip_and_errors(tmp_path):
+    from infnet_monai.io import load_pretrained_encoder, save_encoder
+
+    kwargs = {"in_channels": 1, "layers": (1, 1, 1, 1), "planes": (8, 16, 32, 64), "stem_channels": (8, 8, 16),
+              "ra_channels": (16, 16, 16)}
+    torch.manual_seed(0)
+    source = InfNet(**kwargs)
+    path = save_encoder(tmp_path / "enc.pt", source.backbone, kwargs, {"epochs": 3})
+    target = InfNet(**kwargs)
+    decoder_before = {k: v.clone() for k, v in target.state_dict().items() if not k.startswith("backbone.")}
+    assert load_pretrained_encoder(target, path) is target
+    for k, v in source.backbone.state_dict().items():
+        assert torch.equal(target.backbone.state_dict()[k], v)
+    # only the backbone is touched
+    for k, v in target.state_dict().items():
+        if not k.startswith("backbone."):
+            assert torch.equal(v, decoder_before[k])
+    # an empty path means "no pretraining"
+    assert load_pretrained_encoder(target, "") is target
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_pretrained_encoder(target, tmp_path / "missing.pt")
+    other = InfNet(**{**kwargs, "planes": (8, 16, 32, 32)})
+    with pytest.raises(CheckpointError, match="does not fit"):
+        load_pretrained_encoder(other, path)
+    # a model checkpoint is not an encoder checkpoint
+    save_model(tmp_path / "model.pt", source, kwargs)
+    with pytest.raises(CheckpointError, match="not an infnet-monai encoder"):
+        load_pretrained_encoder(target, tmp_path / "model.pt")

@@ -1,9 +1,11 @@
 from .infnet import INFNET_LIGHT, InfNet, InfNetOutput
+from .mim import MaskedImageModel
 from .res2net import RES2NET_LAYERS, Res2Net, Res2NetBottleneck, res2net50_v1b_26w_4s
 
 __all__ = [
     "InfNet",
     "InfNetOutput",
+    "MaskedImageModel",
     "INFNET_LIGHT",
     "Res2Net",
     "Res2NetBottleneck",
