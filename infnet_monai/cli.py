@@ -41,6 +41,7 @@ def _cmd_predict_slices(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         flip_tta=args.tta,
         progress=_progress("predict-slices", args.quiet),
+        temperature=args.temperature,
     )
     print(json.dumps({"written": len(report.written), "failed": len(report.failed), "output_dir": str(args.output)}))
     for path, message in report.failed:
@@ -89,6 +90,7 @@ def _segment_kwargs(args: argparse.Namespace) -> dict:
         "min_lesion_volume_mm3": args.min_lesion_mm3,
         "max_slices": args.max_slices,
         "flip_tta": args.tta,
+        "temperature": args.temperature,
     }
 
 
@@ -140,7 +142,15 @@ def _add_segment_options(p: argparse.ArgumentParser) -> None:
         help=f"refuse volumes longer than this, to bound memory (default: {DEFAULT_MAX_SLICES})",
     )
     p.add_argument("--tta", action="store_true", help="average with left-right flipped slices (2x time)")
+    _add_temperature_option(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+
+def _add_temperature_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--temperature", type=float, default=None,
+        help="probability = sigmoid(logit / T) (default: the model's calibrated value; 1 = raw sigmoid)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -164,6 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
     p.add_argument("--batch-size", type=int, default=8, help="slices per forward pass (default: 8)")
     p.add_argument("--tta", action="store_true", help="average with the left-right flipped slice (2x time)")
+    _add_temperature_option(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_predict_slices)
 

@@ -33,6 +33,7 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--num_val", type=int, default=10)
     parser.add_argument("--split_seed", type=int, default=0)
     parser.add_argument("--tta", action="store_true", help="flip test-time augmentation")
+    parser.add_argument("--temperature", type=float, default=None, help="logit temperature (default: each model's)")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--markdown", action="store_true")
     args = parser.parse_args(argv)
@@ -53,7 +54,7 @@ def main(argv=None) -> list[dict]:
                 parser.error(f"--model needs LABEL=PATH, got '{spec}'.")
             start = time.time()
             pred = tmp / f"pred_{len(results)}"
-            report = predict_slice_folder(images, pred, model_path=path, device="cpu", flip_tta=args.tta)
+            report = predict_slice_folder(images, pred, model_path=path, device="cpu", flip_tta=args.tta, temperature=args.temperature)
             if report.failed:
                 raise RuntimeError(f"{label}: {report.failed}")
             metrics = evaluate_folders(pred, gts)

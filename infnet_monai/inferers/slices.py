@@ -14,13 +14,20 @@ import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
 from infnet_monai.data.covid_semiseg import IMAGE_SUFFIXES
-from infnet_monai.io.checkpoint import load_model
+from infnet_monai.io.checkpoint import load_model, model_temperature
 from infnet_monai.transforms.slices import DEFAULT_SPATIAL_SIZE, SLICE_MEAN, SLICE_STD
 from infnet_monai.utils.files import atomic_write
 from infnet_monai.utils.device import autocast_context, resolve_device
 from infnet_monai.utils.model_path import default_model_path
 
-__all__ = ["SlicePredictor", "SliceFolderReport", "predict_slice_folder", "read_slice", "write_png_atomic"]
+__all__ = [
+    "SlicePredictor",
+    "SliceFolderReport",
+    "predict_slice_folder",
+    "read_slice",
+    "resolve_temperature",
+    "write_png_atomic",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -30,18 +37,32 @@ def write_png_atomic(array: np.ndarray, path: Path) -> None:
     atomic_write(path, lambda tmp: Image.fromarray(array, mode="L").save(tmp, format="PNG"))
 
 
+def resolve_temperature(temperature: float | None, info: dict | None = None) -> float:
+    """The logit temperature to use: ``temperature`` when given, else the checkpoint's calibration (default 1).
+
+    Raises:
+        ValueError: the temperature is not a finite number > 0.
+    """
+    value = model_temperature(info or {}) if temperature is None else temperature
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < float(value) < float("inf"):
+        raise ValueError(f"temperature must be a finite number > 0, got {value!r}.")
+    return float(value)
+
+
 class SlicePredictor:
     """Infection probability maps for 2D slices with a trained Inf-Net.
 
     A slice (any size, 8-bit grey, as in COVID-SemiSeg) is scaled to [0, 1], resized to the network size, standardised
-    as in training, run through the network (optionally also left-right flipped, averaging both), and the sigmoid
-    probability is resized back to the slice's size.
+    as in training, run through the network (optionally also left-right flipped, averaging both), and the probability
+    ``sigmoid(logit / temperature)`` is resized back to the slice's size. The temperature comes from the checkpoint's
+    calibration (:func:`infnet_monai.io.save_calibrated_model`) unless given; it never moves the 0.5 boundary.
 
     Args:
         model_path: checkpoint written by :func:`infnet_monai.io.save_model`; the default is the shipped model.
         device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
         flip_tta: average the prediction with that of the left-right flipped slice.
         amp: mixed precision on CUDA (ignored on CPU).
+        temperature: logit temperature; ``None`` uses the checkpoint's calibration (1 when it has none).
     """
 
     def __init__(
@@ -50,6 +71,7 @@ class SlicePredictor:
         device: str = "auto",
         flip_tta: bool = False,
         amp: bool = True,
+        temperature: float | None = None,
     ) -> None:
         self.device = resolve_device(device)
         self.model_path = Path(model_path) if model_path is not None else default_model_path()
@@ -63,6 +85,7 @@ class SlicePredictor:
         self.flip_tta = flip_tta
         self.amp = amp
         self.info = info
+        self.temperature = resolve_temperature(temperature, info)
 
     @classmethod
     def from_network(
@@ -73,6 +96,7 @@ class SlicePredictor:
         device: str | torch.device = "cpu",
         flip_tta: bool = False,
         amp: bool = True,
+        temperature: float = 1.0,
     ) -> SlicePredictor:
         """A predictor around a network in memory (e.g. during training); the caller sets its eval mode."""
         self = cls.__new__(cls)
@@ -88,6 +112,7 @@ class SlicePredictor:
         self.flip_tta = flip_tta
         self.amp = amp
         self.info = {}
+        self.temperature = resolve_temperature(temperature)
         return self
 
     @torch.no_grad()
@@ -117,9 +142,10 @@ class SlicePredictor:
         if self.in_channels > 1:
             batch = batch.repeat(1, self.in_channels, 1, 1)
         with autocast_context(self.device, self.amp):
-            prob = torch.sigmoid(self.network(batch).float())
+            prob = torch.sigmoid(self.network(batch).float() / self.temperature)
             if self.flip_tta:
-                prob = 0.5 * (prob + torch.sigmoid(self.network(batch.flip(-1)).float()).flip(-1))
+                flipped = self.network(batch.flip(-1)).float() / self.temperature
+                prob = 0.5 * (prob + torch.sigmoid(flipped).flip(-1))
         out = []
         for p, im in zip(prob, images):
             p = F.interpolate(p[None, :1], size=tuple(np.shape(im)), mode="bilinear", align_corners=False)
@@ -167,11 +193,13 @@ def predict_slice_folder(
     batch_size: int = 8,
     flip_tta: bool = False,
     progress: Callable[[Iterable], Iterable] | None = None,
+    temperature: float | None = None,
 ) -> SliceFolderReport:
     """Write ``output_dir/<stem>.png`` (8-bit probability, input height and width) for each slice in ``input_dir``.
 
     Inputs are the ``.jpg``, ``.jpeg`` and ``.png`` files directly in ``input_dir`` (sorted). A file that cannot be
     read is reported in the result and logged; the others are still processed. Outputs are written atomically.
+    ``temperature`` overrides the checkpoint's logit temperature (see :class:`SlicePredictor`).
 
     Raises:
         NotADirectoryError: ``input_dir`` is not a folder.
@@ -195,7 +223,7 @@ def predict_slice_folder(
         logger.warning("no .jpg/.jpeg/.png images in '%s'", input_dir)
         return report
     output_dir.mkdir(parents=True, exist_ok=True)
-    predictor = SlicePredictor(model_path, device=device, flip_tta=flip_tta)
+    predictor = SlicePredictor(model_path, device=device, flip_tta=flip_tta, temperature=temperature)
     batches = [files[i : i + batch_size] for i in range(0, len(files), batch_size)]
     for chunk in progress(batches) if progress is not None else batches:
         images, paths = [], []

@@ -7,7 +7,9 @@ from .checkpoint import (
     load_checkpoint,
     load_pretrained_encoder,
     load_model,
+    model_temperature,
     network_state_dict,
+    save_calibrated_model,
     save_encoder,
     save_model,
 )
@@ -33,9 +35,11 @@ __all__ = [
     "load_ct",
     "load_model",
     "load_pretrained_encoder",
+    "model_temperature",
     "network_state_dict",
     "read_dicom_header",
     "sanitize_case_id",
+    "save_calibrated_model",
     "save_encoder",
     "save_model",
 ]

@@ -26,6 +26,8 @@ __all__ = [
     "save_encoder",
     "load_pretrained_encoder",
     "save_model",
+    "save_calibrated_model",
+    "model_temperature",
     "load_checkpoint",
     "load_model",
     "atomic_torch_save",
@@ -61,6 +63,7 @@ def save_model(
     preprocessing: dict[str, Any] | None = None,
     metadata: dict[str, Any] | None = None,
     fp16: bool = True,
+    calibration: dict[str, Any] | None = None,
 ) -> Path:
     """Write a self-describing checkpoint atomically.
 
@@ -72,6 +75,8 @@ def save_model(
         preprocessing: how inputs were prepared (e.g. ``{"spatial_size": 352, "in_channels": 1}``).
         metadata: free-form provenance (command, seed, epochs, metrics); numbers and strings only.
         fp16: store floating-point weights in half precision (halves the file; they are cast back on load).
+        calibration: how logits become probabilities at inference, e.g. ``{"temperature": 0.25}`` for
+            ``sigmoid(logit / 0.25)`` (see :func:`save_calibrated_model`); omitted means temperature 1.
 
     Returns:
         the written path.
@@ -88,7 +93,40 @@ def save_model(
         "metadata": dict(metadata or {}),
         "state_dict": state,
     }
+    if calibration:
+        checkpoint["calibration"] = _checked_calibration(calibration, path)
     return atomic_torch_save(checkpoint, path)
+
+
+def _checked_calibration(calibration: dict[str, Any], path: str | os.PathLike) -> dict[str, Any]:
+    calibration = dict(calibration)
+    temperature = calibration.get("temperature", 1.0)
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not 0.0 < temperature < float("inf"):
+        raise CheckpointError(f"'{path}': calibration temperature must be a finite number > 0, got {temperature!r}.")
+    calibration["temperature"] = float(temperature)
+    return calibration
+
+
+def model_temperature(info: dict[str, Any]) -> float:
+    """The logit temperature recorded in a checkpoint's ``calibration`` (1.0 when there is none)."""
+    return float(info.get("calibration", {}).get("temperature", 1.0))
+
+
+def save_calibrated_model(src: str | os.PathLike, dst: str | os.PathLike, calibration: dict[str, Any]) -> Path:
+    """Copy the model checkpoint ``src`` to ``dst`` with ``calibration`` recorded; the weights are unchanged.
+
+    The inferers turn logits into probabilities as ``sigmoid(logit / temperature)``. A temperature below 1 makes the
+    probability map more decisive without moving the 0.5 boundary, so masks thresholded at 0.5 do not change.
+
+    Raises:
+        CheckpointError: ``src`` is not a model checkpoint, ``dst`` is ``src`` (inputs are never overwritten), or the
+            temperature is not a finite number > 0.
+    """
+    if Path(dst).resolve() == Path(src).resolve():
+        raise CheckpointError(f"'{dst}' is the input checkpoint; write the calibrated model to another file.")
+    checkpoint = load_checkpoint(src)
+    checkpoint["calibration"] = _checked_calibration(calibration, src)
+    return atomic_torch_save(checkpoint, dst)
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:

@@ -40,6 +40,7 @@ from monai.inferers import SliceInferer
 from monai.transforms import Compose, Invertd, Orientation
 
 from infnet_monai.io.cases import CTCase, discover_cases
+from infnet_monai.inferers.slices import resolve_temperature
 from infnet_monai.io.checkpoint import load_model
 from infnet_monai.io.volume import CaseError, load_ct
 from infnet_monai.postprocessing import lung_mask, postprocess_infection
@@ -164,6 +165,8 @@ class CTSegmenter:
         max_slices: longer volumes are refused with a clear error (memory bound); raise it if memory allows.
         amp: mixed precision on CUDA.
         flip_tta: also run the left-right flipped slices and average (twice the time).
+        temperature: logit temperature, probability ``sigmoid(logit / temperature)``; ``None`` uses the checkpoint's
+            calibration (1 when it has none). Masks at threshold 0.5 do not depend on it.
         network: an already built network (then ``model_path`` is not read); used with ``spatial_size``.
         spatial_size: in-plane network size when ``network`` is given.
         preprocessing: a custom invertible chain (default :func:`ct_slice_preprocessing`).
@@ -183,6 +186,7 @@ class CTSegmenter:
         network: torch.nn.Module | None = None,
         spatial_size: int | None = None,
         preprocessing: Compose | None = None,
+        temperature: float | None = None,
     ) -> None:
         if batch_slices < 1:
             raise ValueError(f"batch_slices must be >= 1, got {batch_slices}.")
@@ -218,12 +222,13 @@ class CTSegmenter:
         self.amp = amp
         self.flip_tta = flip_tta
         self.model_info = info
+        self.temperature = resolve_temperature(temperature, info)
 
     # ------------------------------------------------------------------ one volume
     def _network_fn(self, x: torch.Tensor) -> torch.Tensor:
-        prob = torch.sigmoid(self.network(x).float())
+        prob = torch.sigmoid(self.network(x).float() / self.temperature)
         if self.flip_tta:
-            prob = 0.5 * (prob + torch.sigmoid(self.network(x.flip(-1)).float()).flip(-1))
+            prob = 0.5 * (prob + torch.sigmoid(self.network(x.flip(-1)).float() / self.temperature).flip(-1))
         return prob
 
     @torch.no_grad()

@@ -1,0 +1,74 @@
+"""Choose a model's logit temperature on the validation split and write a calibrated copy of the checkpoint.
+
+The sweep runs the model on the validation slices (the split the training configs hold out) once per temperature,
+scores the 8-bit maps with the paper's protocol and keeps the largest temperature whose mean Dice is within
+``--tolerance`` of the best. The weights are not touched; the checkpoint gains a ``calibration`` entry that
+``predict-slices`` and ``segment`` use by default. Prints the sweep as JSON (and a markdown table with --markdown).
+
+    python scripts/calibrate_temperature.py --model runs/infnet_covid/model.pt --output runs/infnet_covid/model_calibrated.pt
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+from PIL import Image
+
+from infnet_monai.data import labeled_splits
+from infnet_monai.inferers import SlicePredictor, read_slice
+from infnet_monai.inferers.calibration import DEFAULT_TEMPERATURES, choose_temperature, temperature_sweep
+from infnet_monai.io import save_calibrated_model
+
+COLUMNS = ("dice", "sensitivity", "specificity", "s_measure", "e_measure", "mae", "dice_at_0.5")
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True, help="model checkpoint to calibrate")
+    parser.add_argument("--output", required=True, help="where to write the calibrated checkpoint (not --model)")
+    parser.add_argument("--dataset_dir", default=os.environ.get("INFNET_SHARED_DATA", "../shared/data"))
+    parser.add_argument("--num_val", type=int, default=10)
+    parser.add_argument("--split_seed", type=int, default=0)
+    parser.add_argument("--temperatures", type=float, nargs="+", default=list(DEFAULT_TEMPERATURES))
+    parser.add_argument("--tolerance", type=float, default=0.005, help="mean-Dice slack for a larger temperature")
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--markdown", action="store_true")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    start = time.time()
+    val = labeled_splits(args.dataset_dir, num_val=args.num_val, seed=args.split_seed)["validation"]
+    images = [read_slice(d["image"]) for d in val]
+    masks = [np.asarray(Image.open(d["label"]).convert("L")) for d in val]
+    predictor = SlicePredictor(args.model, device="cpu", temperature=1.0)
+    rows = temperature_sweep(predictor, images, masks, args.temperatures)
+    chosen = choose_temperature(rows, tolerance=args.tolerance)
+    sweep = [{"temperature": r["temperature"], **{k: round(r[k], 4) for k in COLUMNS}} for r in rows]
+    calibration = {
+        "temperature": chosen,
+        "criterion": f"largest temperature within {args.tolerance} of the best paper mean Dice",
+        "split": f"validation split of labeled_splits(num_val={args.num_val}, seed={args.split_seed})",
+        "command": "python scripts/calibrate_temperature.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        "sweep": sweep,
+    }
+    save_calibrated_model(args.model, args.output, calibration)
+    result = {"model": args.model, "output": args.output, "temperature": chosen, "seconds": round(time.time() - start, 1), "sweep": sweep}
+    print(json.dumps(result))
+    if args.markdown:
+        print("| temperature | " + " | ".join(COLUMNS) + " |")
+        print("| --- " * (len(COLUMNS) + 1) + "|")
+        for r in sweep:
+            mark = " (chosen)" if r["temperature"] == chosen else ""
+            print(f"| {r['temperature']:g}{mark} | " + " | ".join(f"{r[c]:.3f}" for c in COLUMNS) + " |")
+    return result
+
+
+if __name__ == "__main__":
+    main()
+    sys.exit(0)
