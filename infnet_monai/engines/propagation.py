@@ -5,7 +5,7 @@ The paper's schedule (Fan et al., IEEE TMI 2020, section III-D), in three stages
 1. ``propagate``: the unlabeled slices are shuffled into groups of K. For each group the current model predicts soft
    (not thresholded) pseudo-labels and their edge maps, the group joins the training pool (labeled + pseudo-labeled
    slices so far), and the model is fine-tuned on the pool.
-2. ``pseudo``: the model trains on all pseudo-labeled slices.
+2. ``pseudo``: the model trains on all pseudo-labeled slices (optionally mixed with a fraction of labeled slices).
 3. ``finetune``: the model is fine-tuned on the labeled slices (a MONAI ``SupervisedTrainer`` built by the bundle
    config, with validation and best-model export).
 
@@ -13,6 +13,12 @@ Stages 1 and 2 are ignite ``Engine`` runs whose iterations are *steps* (one grou
 slices). After every step the network, the optimizer and the progress are written atomically to one file
 (``<output_dir>/propagation/state.pt``, mirrored as readable JSON in ``state.json``), and every pseudo-label is a PNG
 on disk, so a run interrupted at any moment resumes at the next step, in the same process or in a later session.
+
+Three safeguards beyond the paper, all off by default (the paper's schedule): ``pseudo_label_temperature`` below 1
+sharpens the soft pseudo-labels (``sigmoid(logit / T)``, entropy minimisation) so the student is not taught the
+teacher's hesitation; ``min_confidence`` leaves out of the training pools the pseudo-labels the model was unsure about
+(mean ``|2p - 1|`` over the slice below the threshold); ``pseudo_labeled_fraction`` keeps labeled slices in every
+stage-2 batch so the model does not drift towards its own errors on unlabeled slices from other scanners.
 """
 
 from __future__ import annotations
@@ -43,7 +49,7 @@ from infnet_monai.losses import DeepSupervisionLoss
 from infnet_monai.transforms.slices import train_slice_transforms
 from infnet_monai.utils.files import atomic_write
 
-__all__ = ["PROPAGATION_FORMAT", "STAGES", "RandomSelectionPropagation", "soft_edge_map"]
+__all__ = ["PROPAGATION_FORMAT", "STAGES", "RandomSelectionPropagation", "pseudo_label_confidence", "soft_edge_map"]
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +87,12 @@ def soft_edge_map(prob: torch.Tensor | np.ndarray, width: int = 1) -> np.ndarray
     return (dilated - eroded).clamp(0, 1).numpy()
 
 
+def pseudo_label_confidence(prob: torch.Tensor | np.ndarray) -> float:
+    """How decisive a soft pseudo-label is: the mean of ``|2p - 1|`` over the slice (0 all unsure, 1 all certain)."""
+    p = np.asarray(prob, dtype=np.float64)
+    return float(np.abs(2.0 * p - 1.0).mean()) if p.size else 0.0
+
+
 def _file_stem(item_id: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", str(item_id)).strip("._") or "slice"
 
@@ -112,6 +124,12 @@ class RandomSelectionPropagation:
         clip_value: gradient clipping by value.
         pseudo_epochs: passes over all pseudo-labeled slices in stage 2 (0 skips the stage).
         pseudo_chunk: stage 2 iterations per step (a step is the unit of checkpointing).
+        pseudo_label_temperature: logit temperature of the pseudo-labels (1: the model's sigmoid, as in the paper;
+            below 1 sharper). Confidences are measured on the sharpened maps.
+        min_confidence: pseudo-labeled slices whose :func:`pseudo_label_confidence` is below this stay out of the
+            training pools of stages 1 and 2 (0 keeps all, as in the paper). Their PNGs are still written.
+        pseudo_labeled_fraction: share of each stage-2 batch filled with labeled slices, in [0, 1) (0: pseudo-labeled
+            slices only, as in the paper). Stage 2 still makes ``pseudo_epochs`` passes over the kept pseudo-labels.
         finetune_trainer: the stage-3 trainer (``None`` stops after stage 2).
         finetune_resume: objects the stage-3 trainer's ``CheckpointSaver`` saves (network, optimizer, lr_scheduler,
             trainer); when a ``<prefix>_checkpoint_epoch=N.pt`` exists in ``finetune_dir``, they are restored from it.
@@ -147,6 +165,9 @@ class RandomSelectionPropagation:
         clip_value: float | None = 0.5,
         pseudo_epochs: int = 1,
         pseudo_chunk: int = 25,
+        pseudo_label_temperature: float = 1.0,
+        min_confidence: float = 0.0,
+        pseudo_labeled_fraction: float = 0.0,
         finetune_trainer: SupervisedTrainer | None = None,
         finetune_resume: dict[str, Any] | None = None,
         finetune_dir: str | os.PathLike | None = None,
@@ -164,6 +185,14 @@ class RandomSelectionPropagation:
             raise ValueError("steps_per_group and pseudo_epochs must be >= 0, batch_size and pseudo_chunk >= 1.")
         if not unlabeled:
             raise ValueError("no unlabeled slices to propagate over.")
+        if not 0.0 < pseudo_label_temperature < float("inf"):
+            raise ValueError(f"pseudo_label_temperature must be a finite number > 0, got {pseudo_label_temperature}.")
+        if not 0.0 <= min_confidence <= 1.0:
+            raise ValueError(f"min_confidence must be in [0, 1], got {min_confidence}.")
+        if not 0.0 <= pseudo_labeled_fraction < 1.0:
+            raise ValueError(f"pseudo_labeled_fraction must be in [0, 1), got {pseudo_labeled_fraction}.")
+        if pseudo_labeled_fraction > 0 and not labeled:
+            raise ValueError("pseudo_labeled_fraction > 0 needs labeled slices.")
         self.network = network
         self.network_kwargs = dict(network_kwargs)
         # only the keys pseudo-labeled entries also have, so mixed batches collate
@@ -189,6 +218,9 @@ class RandomSelectionPropagation:
         self.clip_value = clip_value
         self.pseudo_epochs = int(pseudo_epochs)
         self.pseudo_chunk = int(pseudo_chunk)
+        self.min_confidence = float(min_confidence)
+        self.pseudo_label_temperature = float(pseudo_label_temperature)
+        self.pseudo_labeled_fraction = float(pseudo_labeled_fraction)
         self.finetune_trainer = finetune_trainer
         self.finetune_resume = finetune_resume
         self.finetune_dir = Path(finetune_dir) if finetune_dir else self.output_dir
@@ -224,6 +256,9 @@ class RandomSelectionPropagation:
             "pseudo_epochs": self.pseudo_epochs,
             "pseudo_chunk": self.pseudo_chunk,
             "batch_size": self.batch_size,
+            "min_confidence": self.min_confidence,
+            "pseudo_label_temperature": self.pseudo_label_temperature,
+            "pseudo_labeled_fraction": self.pseudo_labeled_fraction,
         }
 
     def _make_groups(self) -> list[list[str]]:
@@ -246,6 +281,17 @@ class RandomSelectionPropagation:
             )
         return out
 
+    def _kept_ids(self, ids: Sequence[str]) -> list[str]:
+        # pseudo-labeled slices decisive enough to train on (all of them when min_confidence is 0)
+        confidence = self.state.get("confidence", {})
+        return [i for i in ids if confidence.get(i, 1.0) >= self.min_confidence]
+
+    def _pseudo_batch_split(self) -> tuple[int, int]:
+        # (pseudo-labeled, labeled) slices per stage-2 step
+        per_step = self.pseudo_chunk * self.batch_size
+        labeled = min(per_step - 1, round(per_step * self.pseudo_labeled_fraction))
+        return per_step - labeled, labeled
+
     def _new_state(self) -> dict[str, Any]:
         if not self.initial_model:
             raise ValueError(
@@ -261,8 +307,6 @@ class RandomSelectionPropagation:
                 f"initial_model '{self.initial_model}' does not match the configured network: {e}"
             ) from e
         groups = self._make_groups()
-        num_pseudo = sum(len(g) for g in groups)
-        chunks = math.ceil(self.pseudo_epochs * num_pseudo / (self.pseudo_chunk * self.batch_size))
         return {
             "format": PROPAGATION_FORMAT,
             "config": self._config(),
@@ -270,8 +314,9 @@ class RandomSelectionPropagation:
             "stage": "propagate" if groups else "pseudo",
             "groups": groups,
             "groups_done": 0,
-            "pseudo_steps": chunks if self.pseudo_epochs else 0,
+            "pseudo_steps": None,  # set when stage 2 starts, from the pseudo-labels kept
             "pseudo_steps_done": 0,
+            "confidence": {},
             "seconds": {"propagate": 0.0, "pseudo": 0.0, "finetune": 0.0},
             "history": [],
         }
@@ -289,6 +334,9 @@ class RandomSelectionPropagation:
             ) from e
         if not isinstance(saved, dict) or saved.get("format") != PROPAGATION_FORMAT:
             raise RuntimeError(f"'{self.state_path}' is not a propagation state ({PROPAGATION_FORMAT}).")
+        # states written before the safeguards existed ran without them
+        defaults = {"min_confidence": 0.0, "pseudo_label_temperature": 1.0, "pseudo_labeled_fraction": 0.0}
+        saved["config"] = {**defaults, **saved["config"]}
         if saved["config"] != self._config():
             raise ValueError(
                 f"the propagation run in '{self.state_dir}' was started with {saved['config']}, which differs from "
@@ -298,7 +346,7 @@ class RandomSelectionPropagation:
         self.optimizer.load_state_dict(saved.pop("optimizer"))
         self.state = saved
         logger.info(
-            "resuming propagation from %s: stage %s, %d/%d groups, %d/%d stage-2 steps",
+            "resuming propagation from %s: stage %s, %d/%d groups, %d/%s stage-2 steps",
             self.state_path, saved["stage"], saved["groups_done"], len(saved["groups"]),
             saved["pseudo_steps_done"], saved["pseudo_steps"],
         )
@@ -309,7 +357,7 @@ class RandomSelectionPropagation:
         payload["network"] = {k: v.detach().cpu() for k, v in network_state_dict(self.network).items()}
         payload["optimizer"] = self.optimizer.state_dict()
         atomic_torch_save(payload, self.state_path)
-        summary = {k: v for k, v in self.state.items() if k not in ("groups", "history")}
+        summary = {k: v for k, v in self.state.items() if k not in ("groups", "history", "confidence")}
         summary["num_groups"] = len(self.state["groups"])
         summary["last_steps"] = self.state["history"][-5:]
         atomic_write(self.state_dir / "state.json", lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=2)))
@@ -356,15 +404,22 @@ class RandomSelectionPropagation:
         ids = self.state["groups"][index]
         entries = self._pseudo_entries(ids)
         predictor = SlicePredictor.from_network(
-            self.network, self.predict_size, self.network_kwargs.get("in_channels", 1), self.device, amp=self.amp
+            self.network,
+            self.predict_size,
+            self.network_kwargs.get("in_channels", 1),
+            self.device,
+            amp=self.amp,
+            temperature=self.pseudo_label_temperature,
         )
         self.network.eval()
         images = [read_slice(Path(self.unlabeled[i]["image"])) for i in ids]
         probs = predictor.predict_unit([im.astype(np.float32) / 255.0 for im in images])
+        confidence = self.state.setdefault("confidence", {})
         for entry, prob in zip(entries, probs):
             write_png_atomic(np.round(prob * 255).astype(np.uint8), Path(entry["label"]))
             write_png_atomic(np.round(soft_edge_map(prob) * 255).astype(np.uint8), Path(entry["edge"]))
-        done_ids = [i for g in self.state["groups"][: index + 1] for i in g]
+            confidence[entry["id"]] = round(pseudo_label_confidence(prob), 6)
+        done_ids = self._kept_ids([i for g in self.state["groups"][: index + 1] for i in g])
         pool = self.labeled + self._pseudo_entries(done_ids)
         loss = self._train_on(pool, self.steps_per_group, self.learning_rate, seed=self.seed * 100003 + index)
         self.state["groups_done"] = index + 1
@@ -382,9 +437,9 @@ class RandomSelectionPropagation:
         lr = self.min_learning_rate + 0.5 * (self.learning_rate - self.min_learning_rate) * (
             1 + math.cos(math.pi * index / max(total, 1))
         )
-        ids = [i for g in self.state["groups"] for i in g]
+        ids = self._kept_ids([i for g in self.state["groups"] for i in g])
         # one seeded permutation per pass, cut into consecutive chunks: every slice is seen once per pass
-        per_step = self.pseudo_chunk * self.batch_size
+        per_step, num_labeled = self._pseudo_batch_split()
         first = index * per_step
         order: list[dict] = []
         entries = self._pseudo_entries(ids)
@@ -395,6 +450,9 @@ class RandomSelectionPropagation:
             order += perm
             epoch += 1
         chunk = order[first : first + per_step]
+        if num_labeled:
+            rng = random.Random(self.seed * 7919 + 104729 + index)
+            chunk += [self.labeled[rng.randrange(len(self.labeled))] for _ in range(num_labeled)]
         loss = self._train_on(chunk, self.pseudo_chunk, lr, seed=self.seed * 100003 + 50021 + index)
         self.state["pseudo_steps_done"] = index + 1
         seconds = time.time() - start
@@ -437,6 +495,14 @@ class RandomSelectionPropagation:
             self._set_stage("pseudo")
         if stop_after == "propagate":
             return self.summary()
+        if self.state["stage"] == "pseudo" and self.state["pseudo_steps"] is None:
+            kept = len(self._kept_ids([i for g in self.state["groups"] for i in g]))
+            per_step = self._pseudo_batch_split()[0]
+            self.state["pseudo_steps"] = math.ceil(self.pseudo_epochs * kept / per_step) if self.pseudo_epochs else 0
+            self.state["pseudo_labeled_slices_kept"] = kept
+            logger.info("stage 2: %d pseudo-labeled slices kept of %d, %d steps", kept,
+                        sum(len(g) for g in self.state["groups"]), self.state["pseudo_steps"])
+            self._save_state()
         if self.state["stage"] == "pseudo":
             remaining = list(range(self.state["pseudo_steps_done"], self.state["pseudo_steps"]))
             if remaining:
@@ -484,6 +550,7 @@ class RandomSelectionPropagation:
             "num_groups": len(s["groups"]),
             "pseudo_steps_done": s["pseudo_steps_done"],
             "pseudo_steps": s["pseudo_steps"],
+            "pseudo_labeled_slices_kept": s.get("pseudo_labeled_slices_kept"),
             "seconds": {k: round(v, 1) for k, v in s["seconds"].items()},
         }
 

@@ -9,7 +9,7 @@ from ignite.engine import Events
 from PIL import Image
 
 from infnet_monai.data import labeled_datalist, unlabeled_datalist
-from infnet_monai.engines import RandomSelectionPropagation, soft_edge_map
+from infnet_monai.engines import RandomSelectionPropagation, pseudo_label_confidence, soft_edge_map
 from infnet_monai.io import load_checkpoint, load_model
 
 TINY = {
@@ -186,3 +186,65 @@ def test_fine_tuning_stage_resumes_from_its_last_epoch(tmp_path, data_dir, tiny_
     trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda e: epochs_run.append(e.state.epoch))
     assert resumed.run()["stage"] == "done"
     assert epochs_run == [2]  # epoch 1 was not redone
+
+
+def test_pseudo_label_confidence():
+    assert pseudo_label_confidence(np.full((4, 4), 0.5)) == pytest.approx(0.0)
+    assert pseudo_label_confidence(np.array([[0.0, 1.0]])) == pytest.approx(1.0)
+    assert pseudo_label_confidence(np.array([[0.25, 1.0]])) == pytest.approx(0.75)
+
+
+def test_confidence_filter_and_labeled_mixing_in_stage_two(tmp_path, data_dir, tiny_initial):
+    # group 0 is predicted by the initial model before any training, so its confidences are known in advance
+    probe = _propagation(tmp_path / "probe", data_dir, tiny_initial, num_groups=1)
+    probe.run(stop_after="propagate")
+    first = sorted(probe.state["confidence"].values())
+    assert len(first) == 2 and first[0] < first[1]
+    threshold = (first[0] + first[1]) / 2  # leaves out one of group 0's pseudo-labels
+
+    prop = _propagation(tmp_path, data_dir, tiny_initial, min_confidence=threshold, pseudo_labeled_fraction=0.5)
+    seen: list[list[str]] = []
+    original = prop._train_on
+
+    def spy(entries, iterations, lr, seed):
+        seen.append([e["id"] for e in entries])
+        return original(entries, iterations, lr, seed)
+
+    prop._train_on = spy
+    summary = prop.run()
+    confidence = prop.state["confidence"]
+    assert sorted(confidence) == sorted(i for g in prop.state["groups"] for i in g)
+    kept = {i for i, c in confidence.items() if c >= threshold}
+    assert 1 <= len(kept) <= 3 and summary["pseudo_labeled_slices_kept"] == len(kept)
+    labeled_ids = {d["id"] for d in prop.labeled}
+    # stage 1 pools: labeled + kept pseudo-labels only
+    for pool in seen[:2]:
+        assert set(pool) <= labeled_ids | kept
+    # stage 2: each step of 1 iteration x batch 2 holds 1 kept pseudo-label and 1 labeled slice; one pass covers all
+    stage2 = seen[2:]
+    assert summary["pseudo_steps"] == len(stage2) == len(kept)
+    for chunk in stage2:
+        assert len(chunk) == 2 and len(set(chunk) & kept) == 1 and len(set(chunk) & labeled_ids) == 1
+    assert set().union(*map(set, stage2)) & kept == kept
+    # PNGs are written for every pseudo-label, kept or not
+    assert len(list((tmp_path / "semi" / "propagation" / "pseudo_labels").glob("*_edge.png"))) == 4
+
+
+def test_pseudo_label_temperature_sharpens_the_pseudo_labels(tmp_path, data_dir, tiny_initial):
+    maps = {}
+    for t in (1.0, 0.25):
+        prop = _propagation(tmp_path / str(t), data_dir, tiny_initial, num_groups=1, pseudo_label_temperature=t)
+        prop.run(stop_after="propagate")
+        maps[t] = prop.state["confidence"]
+    # same initial model, same slices: only the temperature differs
+    assert maps[1.0].keys() == maps[0.25].keys()
+    assert all(maps[0.25][i] > maps[1.0][i] for i in maps[1.0])
+
+
+def test_bad_safeguard_settings_are_refused(tmp_path, data_dir, tiny_initial):
+    with pytest.raises(ValueError, match="min_confidence"):
+        _propagation(tmp_path, data_dir, tiny_initial, min_confidence=1.5)
+    with pytest.raises(ValueError, match="pseudo_labeled_fraction"):
+        _propagation(tmp_path, data_dir, tiny_initial, pseudo_labeled_fraction=1.0)
+    with pytest.raises(ValueError, match="pseudo_label_temperature"):
+        _propagation(tmp_path, data_dir, tiny_initial, pseudo_label_temperature=0.0)
