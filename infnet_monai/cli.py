@@ -49,6 +49,40 @@ def _cmd_predict_slices(args: argparse.Namespace) -> int:
     return EXIT_FAILURES if report.failed else EXIT_OK
 
 
+CALIBRATION_TEMPERATURES = (1.0, 0.5, 0.25, 0.125, 0.0625)  # = inferers.calibration.DEFAULT_TEMPERATURES (tested)
+
+
+def _cmd_calibrate(args: argparse.Namespace) -> int:
+    from infnet_monai.data.covid_semiseg import IMAGE_SUFFIXES
+    from infnet_monai.inferers.calibration import calibrate_model
+    from infnet_monai.utils.model_path import default_model_path
+
+    images_dir, masks_dir = Path(args.images), Path(args.masks)
+    for d in (images_dir, masks_dir):
+        if not d.is_dir():
+            raise NotADirectoryError(f"'{d}' does not exist or is not a folder.")
+    masks = {p.stem: p for p in masks_dir.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES}
+    images = sorted(p for p in images_dir.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    missing = [p.name for p in images if p.stem not in masks]
+    if missing or not images:
+        raise ValueError(
+            f"every slice in '{images_dir}' needs a mask with the same name stem in '{masks_dir}'; "
+            + (f"missing for {missing[:5]}" if missing else "no .jpg/.jpeg/.png slices found") + "."
+        )
+    calibration = calibrate_model(
+        args.model or default_model_path(),
+        args.output,
+        images,
+        [masks[p.stem] for p in images],
+        temperatures=args.temperatures,
+        tolerance=args.tolerance,
+        device=args.device,
+        note=f"infnet-covid calibrate on {len(images)} slices of '{images_dir}'",
+    )
+    print(json.dumps({"output": str(args.output), "temperature": calibration["temperature"], "sweep": calibration["sweep"]}))
+    return EXIT_OK
+
+
 TABLE_COLUMNS = (
     ("case_id", "case"),
     ("status", "status"),
@@ -177,6 +211,26 @@ def build_parser() -> argparse.ArgumentParser:
     _add_temperature_option(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_predict_slices)
+
+    p = sub.add_parser(
+        "calibrate",
+        help="choose a model's probability temperature on labeled slices and write a calibrated copy",
+        description="Run the model on labeled 2D slices at several logit temperatures (probability = sigmoid(logit / T)), "
+        "score each with the paper's protocol and write a copy of the checkpoint that records the largest T whose "
+        "mean Dice is within --tolerance of the best. Masks at threshold 0.5 do not depend on T. Use slices the model "
+        "was not trained on.",
+    )
+    p.add_argument("images", help="folder of 8-bit slices (.jpg/.jpeg/.png)")
+    p.add_argument("masks", help="folder of their infection masks, same name stems (> 128 is infection)")
+    p.add_argument("-o", "--output", required=True, help="calibrated checkpoint to write (not the input model)")
+    p.add_argument("--model", default=None, help="model checkpoint (default: the shipped model)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
+    p.add_argument(
+        "--temperatures", type=float, nargs="+", default=list(CALIBRATION_TEMPERATURES),
+        help="values to try (default: 1 0.5 0.25 0.125 0.0625)",
+    )
+    p.add_argument("--tolerance", type=float, default=0.005, help="mean-Dice slack for a larger T (default: 0.005)")
+    p.set_defaults(func=_cmd_calibrate)
 
     p = sub.add_parser(
         "segment",

@@ -2,8 +2,10 @@
 
 The sweep runs the model on the validation slices (the split the training configs hold out) once per temperature,
 scores the 8-bit maps with the paper's protocol and keeps the largest temperature whose mean Dice is within
-``--tolerance`` of the best. The weights are not touched; the checkpoint gains a ``calibration`` entry that
-``predict-slices`` and ``segment`` use by default. Prints the sweep as JSON (and a markdown table with --markdown).
+``--tolerance`` of the best (:func:`infnet_monai.inferers.calibration.calibrate_model`, also available as
+``infnet-covid calibrate`` for any folder of labeled slices). The weights are not touched; the checkpoint gains a
+``calibration`` entry that ``predict-slices`` and ``segment`` use by default. Prints the sweep as JSON (and a
+markdown table with --markdown).
 
     python scripts/calibrate_temperature.py --model runs/infnet_covid/model.pt --output runs/infnet_covid/model_calibrated.pt
 """
@@ -16,16 +18,10 @@ import os
 import sys
 import time
 
-import numpy as np
 import torch
-from PIL import Image
 
 from infnet_monai.data import labeled_splits
-from infnet_monai.inferers import SlicePredictor, read_slice
-from infnet_monai.inferers.calibration import DEFAULT_TEMPERATURES, choose_temperature, temperature_sweep
-from infnet_monai.io import save_calibrated_model
-
-COLUMNS = ("dice", "sensitivity", "specificity", "s_measure", "e_measure", "mae", "dice_at_0.5")
+from infnet_monai.inferers.calibration import DEFAULT_TEMPERATURES, SWEEP_KEYS, calibrate_model
 
 
 def main(argv=None) -> dict:
@@ -44,28 +40,26 @@ def main(argv=None) -> dict:
         torch.set_num_threads(args.threads)
     start = time.time()
     val = labeled_splits(args.dataset_dir, num_val=args.num_val, seed=args.split_seed)["validation"]
-    images = [read_slice(d["image"]) for d in val]
-    masks = [np.asarray(Image.open(d["label"]).convert("L")) for d in val]
-    predictor = SlicePredictor(args.model, device="cpu", temperature=1.0)
-    rows = temperature_sweep(predictor, images, masks, args.temperatures)
-    chosen = choose_temperature(rows, tolerance=args.tolerance)
-    sweep = [{"temperature": r["temperature"], **{k: round(r[k], 4) for k in COLUMNS}} for r in rows]
-    calibration = {
-        "temperature": chosen,
-        "criterion": f"largest temperature within {args.tolerance} of the best paper mean Dice",
-        "split": f"validation split of labeled_splits(num_val={args.num_val}, seed={args.split_seed})",
-        "command": "python scripts/calibrate_temperature.py " + " ".join(sys.argv[1:] if argv is None else argv),
-        "sweep": sweep,
-    }
-    save_calibrated_model(args.model, args.output, calibration)
-    result = {"model": args.model, "output": args.output, "temperature": chosen, "seconds": round(time.time() - start, 1), "sweep": sweep}
+    calibration = calibrate_model(
+        args.model,
+        args.output,
+        [d["image"] for d in val],
+        [d["label"] for d in val],
+        temperatures=args.temperatures,
+        tolerance=args.tolerance,
+        device="cpu",
+        note=f"validation split of labeled_splits(num_val={args.num_val}, seed={args.split_seed}); "
+        "python scripts/calibrate_temperature.py " + " ".join(sys.argv[1:] if argv is None else argv),
+    )
+    result = {"model": args.model, "output": args.output, "seconds": round(time.time() - start, 1), **calibration}
     print(json.dumps(result))
     if args.markdown:
-        print("| temperature | " + " | ".join(COLUMNS) + " |")
-        print("| --- " * (len(COLUMNS) + 1) + "|")
-        for r in sweep:
+        chosen = calibration["temperature"]
+        print("| temperature | " + " | ".join(SWEEP_KEYS) + " |")
+        print("| --- " * (len(SWEEP_KEYS) + 1) + "|")
+        for r in calibration["sweep"]:
             mark = " (chosen)" if r["temperature"] == chosen else ""
-            print(f"| {r['temperature']:g}{mark} | " + " | ".join(f"{r[c]:.3f}" for c in COLUMNS) + " |")
+            print(f"| {r['temperature']:g}{mark} | " + " | ".join(f"{r[c]:.3f}" for c in SWEEP_KEYS) + " |")
     return result
 
 

@@ -1,5 +1,6 @@
 """Logit temperature: recorded in checkpoints, applied by both inferers, chosen on labeled slices."""
 
+import json
 import math
 
 import numpy as np
@@ -121,3 +122,32 @@ def test_cli_temperature_option(tmp_path, data_dir, tiny_model, capsys):
     assert np.abs(outs["0.2"] - 127.5).mean() > np.abs(outs["1"] - 127.5).mean()
     assert main(["predict-slices", str(src), "-o", str(tmp_path / "x"), "--model", str(tiny_model), "--temperature", "0", "-q"]) == 2
     assert "temperature" in capsys.readouterr().err
+
+
+def test_cli_calibrate_writes_a_calibrated_copy(tmp_path, data_dir, tiny_model, capsys):
+    from infnet_monai.cli import CALIBRATION_TEMPERATURES
+    from infnet_monai.inferers.calibration import DEFAULT_TEMPERATURES
+
+    assert CALIBRATION_TEMPERATURES == DEFAULT_TEMPERATURES
+    train = data_dir / "covid-semiseg" / "train"
+    images, masks = tmp_path / "images", tmp_path / "masks"
+    images.mkdir()
+    masks.mkdir()
+    for p in sorted((train / "images").glob("*.jpg"))[:2]:
+        (images / p.name).symlink_to(p)
+        (masks / f"{p.stem}.png").symlink_to(train / "masks" / f"{p.stem}.png")
+    out = tmp_path / "cal.pt"
+    args = ["calibrate", str(images), str(masks), "--model", str(tiny_model), "-o", str(out), "--device", "cpu"]
+    assert main(args + ["--temperatures", "1", "0.5", "--tolerance", "0"]) == 0
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    calibration = load_checkpoint(out)["calibration"]
+    assert printed["temperature"] == calibration["temperature"] in (1.0, 0.5)
+    assert [r["temperature"] for r in calibration["sweep"]] == [1.0, 0.5] and calibration["num_slices"] == 2
+    best = max(r["dice"] for r in calibration["sweep"])
+    assert next(r for r in calibration["sweep"] if r["temperature"] == calibration["temperature"])["dice"] == best
+    # the input model is never overwritten; a slice without a mask is a usage error naming it
+    assert main(["calibrate", str(images), str(masks), "--model", str(tiny_model), "-o", str(tiny_model)]) == 2
+    assert "input checkpoint" in capsys.readouterr().err
+    (images / "extra.png").write_bytes((train / "masks" / f"{sorted(p.stem for p in images.glob('*.jpg'))[0]}.png").read_bytes())
+    assert main(args) == 2
+    assert "extra.png" in capsys.readouterr().err
