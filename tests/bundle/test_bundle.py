@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from infnet_monai.io import load_model
+from infnet_monai.io import load_model, save_calibrated_model
 
 REPO = Path(__file__).resolve().parents[2]
 BUNDLE = REPO / "bundles" / "infnet_covid"
@@ -66,16 +66,22 @@ def test_train_two_iterations_then_resume_then_evaluate(tmp_path, data_dir):
     assert [int(r["epoch"]) for r in rows] == [1, 2]
     assert all(float(r["train_loss"]) > 0 for r in rows)
 
-    proc = run_bundle(
-        "run", "--config_file", json.dumps([str(CONFIGS / "train.json"), str(CONFIGS / "evaluate.json")]),
-        "--model_path", str(model), "--dataset_dir", str(data_dir), "--output_dir", str(tmp_path / "eval"),
-        "--device", "cpu",
-    )
-    start = proc.stdout.index("{")
-    metrics = json.loads(proc.stdout[start : proc.stdout.index("}", start) + 1])
+    def evaluate(model_path):
+        proc = run_bundle(
+            "run", "--config_file", json.dumps([str(CONFIGS / "train.json"), str(CONFIGS / "evaluate.json")]),
+            "--model_path", str(model_path), "--dataset_dir", str(data_dir), "--output_dir", str(tmp_path / "eval"),
+            "--device", "cpu",
+        )
+        start = proc.stdout.index("{")
+        return json.loads(proc.stdout[start : proc.stdout.index("}", start) + 1])
+
+    metrics = evaluate(model)
     for key in ("dice", "sensitivity", "specificity", "s_measure", "e_measure", "mae"):
         assert 0.0 <= metrics[key] <= 1.0
     assert metrics["num_images"] == 10
+    # the evaluator applies a checkpoint's calibrated temperature, as predict-slices does
+    calibrated = save_calibrated_model(model, tmp_path / "calibrated.pt", {"temperature": 0.05})
+    assert evaluate(calibrated)["mae"] != pytest.approx(metrics["mae"], abs=1e-6)
 
 
 def test_pretrain_writes_an_encoder_that_train_starts_from(tmp_path, data_dir):
