@@ -118,14 +118,16 @@ def test_semi_supervised_config_runs_and_resumes(tmp_path, data_dir, tiny_model)
         "--initial_model", str(tiny_model), "--network_kwargs", json.dumps(kwargs), "--num_groups", "2",
         "--group_size", "2", "--propagation_batch_size", "2", "--pseudo_chunk", "1", "--propagation_size", "64",
         "--spatial_size", "64", "--train_rates", "[1.0]", "--batch_size", "2", "--epoch_length", "1", "--epochs", "1",
-        "--val_interval", "1", "--device", "cpu",
+        "--val_interval", "1", "--device", "cpu", "--min_confidence", "0",
     ]
     proc = run_bundle(*args)
     summary = json.loads(proc.stdout[proc.stdout.rindex('{\n  "stage"'):])
-    assert summary["stage"] == "done" and summary["groups_done"] == 2 and summary["pseudo_steps_done"] == 2
+    # all 4 pseudo-labels kept; stage-2 batches of 2 hold 1 pseudo-labeled + 1 labeled slice (the config's 0.5)
+    assert summary["stage"] == "done" and summary["groups_done"] == 2 and summary["pseudo_steps_done"] == 4
     assert len(list((out / "propagation" / "pseudo_labels").glob("*.png"))) == 8
     _, info = load_model(out / "model.pt")
     assert info["metadata"]["group_size"] == 2 and info["metadata"]["initial_model"] == str(tiny_model)
+    assert info["metadata"]["min_confidence"] == 0 and info["metadata"]["pseudo_labeled_fraction"] == 0.5
     assert (out / "propagated.pt").is_file()
     # running again finds the finished state and trains nothing
     before = (out / "model.pt").stat().st_mtime_ns
