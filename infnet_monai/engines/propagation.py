@@ -48,6 +48,7 @@ from infnet_monai.io.checkpoint import atomic_torch_save, load_checkpoint, netwo
 from infnet_monai.losses import DeepSupervisionLoss
 from infnet_monai.transforms.slices import train_slice_transforms
 from infnet_monai.utils.files import atomic_write
+from infnet_monai.utils.validation import check_temperature
 
 __all__ = ["PROPAGATION_FORMAT", "STAGES", "RandomSelectionPropagation", "pseudo_label_confidence", "soft_edge_map"]
 
@@ -185,8 +186,10 @@ class RandomSelectionPropagation:
             raise ValueError("steps_per_group and pseudo_epochs must be >= 0, batch_size and pseudo_chunk >= 1.")
         if not unlabeled:
             raise ValueError("no unlabeled slices to propagate over.")
-        if not 0.0 < pseudo_label_temperature < float("inf"):
-            raise ValueError(f"pseudo_label_temperature must be a finite number > 0, got {pseudo_label_temperature}.")
+        try:
+            check_temperature(pseudo_label_temperature)
+        except ValueError as e:
+            raise ValueError(f"pseudo_label_{e}") from e
         if not 0.0 <= min_confidence <= 1.0:
             raise ValueError(f"min_confidence must be in [0, 1], got {min_confidence}.")
         if not 0.0 <= pseudo_labeled_fraction < 1.0:

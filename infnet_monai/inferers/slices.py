@@ -19,6 +19,7 @@ from infnet_monai.transforms.slices import DEFAULT_SPATIAL_SIZE, SLICE_MEAN, SLI
 from infnet_monai.utils.files import atomic_write
 from infnet_monai.utils.device import autocast_context, resolve_device
 from infnet_monai.utils.model_path import default_model_path
+from infnet_monai.utils.validation import check_temperature
 
 __all__ = [
     "SlicePredictor",
@@ -43,10 +44,7 @@ def resolve_temperature(temperature: float | None, info: dict | None = None) -> 
     Raises:
         ValueError: the temperature is not a finite number > 0.
     """
-    value = model_temperature(info or {}) if temperature is None else temperature
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < float(value) < float("inf"):
-        raise ValueError(f"temperature must be a finite number > 0, got {value!r}.")
-    return float(value)
+    return check_temperature(model_temperature(info or {}) if temperature is None else temperature)
 
 
 class SlicePredictor:

@@ -18,6 +18,7 @@ import torch.nn as nn
 from infnet_monai import __version__
 from infnet_monai.networks.nets import InfNet
 from infnet_monai.utils.files import atomic_write
+from infnet_monai.utils.validation import check_temperature
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -100,10 +101,10 @@ def save_model(
 
 def _checked_calibration(calibration: dict[str, Any], path: str | os.PathLike) -> dict[str, Any]:
     calibration = dict(calibration)
-    temperature = calibration.get("temperature", 1.0)
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not 0.0 < temperature < float("inf"):
-        raise CheckpointError(f"'{path}': calibration temperature must be a finite number > 0, got {temperature!r}.")
-    calibration["temperature"] = float(temperature)
+    try:
+        calibration["temperature"] = check_temperature(calibration.get("temperature", 1.0))
+    except ValueError as e:
+        raise CheckpointError(f"'{path}': calibration {e}") from e
     return calibration
 
 
