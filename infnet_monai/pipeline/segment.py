@@ -166,7 +166,7 @@ class CTSegmenter:
         amp: mixed precision on CUDA.
         flip_tta: also run the left-right flipped slices and average (twice the time).
         temperature: logit temperature, probability ``sigmoid(logit / temperature)``; ``None`` uses the checkpoint's
-            calibration (1 when it has none). Masks at threshold 0.5 do not depend on it.
+            calibration (1 when it has none). Without ``flip_tta``, masks at threshold 0.5 do not depend on it.
         network: an already built network (then ``model_path`` is not read); used with ``spatial_size``.
         spatial_size: in-plane network size when ``network`` is given.
         preprocessing: a custom invertible chain (default :func:`ct_slice_preprocessing`).
