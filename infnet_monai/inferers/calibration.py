@@ -110,6 +110,7 @@ def calibrate_model(
         ValueError: unreadable or mismatched slices/masks.
         infnet_monai.io.CheckpointError: unusable checkpoint, or ``output_path`` is ``model_path``.
     """
+    # save_calibrated_model refuses this too; checking first saves the sweep's minutes
     if Path(output_path).resolve() == Path(model_path).resolve():
         raise CheckpointError(f"'{output_path}' is the input checkpoint; write the calibrated model to another file.")
     if len(image_paths) != len(mask_paths) or not image_paths:
