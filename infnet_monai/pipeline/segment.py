@@ -36,14 +36,14 @@ import numpy as np
 import torch
 
 from monai.data import MetaTensor
-from monai.inferers import SliceInferer
 from monai.transforms import Compose, Invertd, Orientation
 
 from infnet_monai.io.cases import CTCase, discover_cases
+from infnet_monai.inferers.lung_crop import LungCropSliceInferer
 from infnet_monai.inferers.slices import resolve_temperature
 from infnet_monai.io.checkpoint import load_model
 from infnet_monai.io.volume import CaseError, load_ct
-from infnet_monai.postprocessing import lung_mask, postprocess_infection
+from infnet_monai.postprocessing import MIN_LESION_EXTENT_MM, extend_lung, lung_mask, postprocess_infection
 from infnet_monai.stats.burden import BURDEN_FIELDS, infection_burden
 from infnet_monai.transforms.ct import LUNG_WINDOW_HU, WORLD_AXIS_LABELS, ct_slice_preprocessing
 from infnet_monai.transforms.slices import DEFAULT_SPATIAL_SIZE
@@ -69,8 +69,9 @@ logger = logging.getLogger(__name__)
 # bounded memory: peak about 2.9 GB for 512 x 512 x 300 (scripts/benchmark_segment.py), growing about 0.6 GB per
 # 100 slices of 512 x 512; longer scans are refused
 DEFAULT_MAX_SLICES = 1000
-# lesions smaller than this (connected, 3D) are dropped as noise
-DEFAULT_MIN_LESION_MM3 = 10.0
+# lesions smaller than this (connected, 3D; 0.3 mL, a sphere of 8.3 mm) are dropped: on the normal chest CT
+# covid_ct_md_normal001 most false components are smaller (scripts/evaluate_3d.py)
+DEFAULT_MIN_LESION_MM3 = 300.0
 STATS_FILE = "stats.json"
 CSV_FILE = "burden.csv"
 INFECTION_FILE = "infection.nii.gz"
@@ -170,6 +171,11 @@ class CTSegmenter:
         network: an already built network (then ``model_path`` is not read); used with ``spatial_size``.
         spatial_size: in-plane network size when ``network`` is given.
         preprocessing: a custom invertible chain (default :func:`ct_slice_preprocessing`).
+        min_lesion_extent_mm: lesions spanning fewer axial millimetres are removed (3D consistency).
+        crop_rounds: passes of the lung-cropped inference at most; a slice whose infection reaches the edge of its
+            crop is run again with a larger crop (:class:`~infnet_monai.inferers.LungCropSliceInferer`).
+        extension_threshold: probability at or above which infection against the lung joins the lung mask
+            (:func:`~infnet_monai.postprocessing.extend_lung`); default ``threshold``.
     """
 
     def __init__(
@@ -187,6 +193,9 @@ class CTSegmenter:
         spatial_size: int | None = None,
         preprocessing: Compose | None = None,
         temperature: float | None = None,
+        crop_rounds: int = 3,
+        min_lesion_extent_mm: float = MIN_LESION_EXTENT_MM,
+        extension_threshold: float | None = None,
     ) -> None:
         if batch_slices < 1:
             raise ValueError(f"batch_slices must be >= 1, got {batch_slices}.")
@@ -205,18 +214,19 @@ class CTSegmenter:
         size = spatial_size or prep.get("spatial_size", DEFAULT_SPATIAL_SIZE)
         self.spatial_size = int(size if isinstance(size, (int, float)) else size[0])
         in_channels = int(info.get("network", {}).get("in_channels", getattr(network, "in_channels", 1)))
-        self.preprocessing = preprocessing or ct_slice_preprocessing(self.spatial_size, window_hu, in_channels)
-        self.inferer = SliceInferer(
+        self.preprocessing = preprocessing or ct_slice_preprocessing(window_hu, in_channels)
+        self.inferer = LungCropSliceInferer(
             roi_size=(self.spatial_size, self.spatial_size),
             sw_batch_size=batch_slices,
-            spatial_dim=2,
             sw_device=self.device,
             device=torch.device("cpu"),
-            progress=False,
+            max_rounds=crop_rounds,
         )
         self.invert = Invertd("pred", transform=self.preprocessing, orig_keys="image", nearest_interp=False)
+        self.extension_threshold = threshold if extension_threshold is None else float(extension_threshold)
         self.threshold = threshold
         self.min_lesion_volume_mm3 = float(min_lesion_volume_mm3)
+        self.min_lesion_extent_mm = float(min_lesion_extent_mm)
         self.window_hu = tuple(float(w) for w in window_hu)
         self.max_slices = int(max_slices)
         self.amp = amp
@@ -231,16 +241,7 @@ class CTSegmenter:
             prob = 0.5 * (prob + torch.sigmoid(self.network(x.flip(-1)).float() / self.temperature).flip(-1))
         return prob
 
-    @torch.no_grad()
-    def probability(self, image: MetaTensor) -> MetaTensor:
-        """Infection probability on the voxel grid of ``image``.
-
-        Args:
-            image: ``(1, X, Y, Z)`` CT in Hounsfield units with its affine (e.g. from :func:`load_ct`).
-
-        Returns:
-            ``(1, X, Y, Z)`` float32 probabilities in [0, 1], same affine.
-        """
+    def _check_length(self, image: MetaTensor) -> None:
         n_slices = int(max(image.shape[1:]))
         if n_slices > self.max_slices:
             source = image.meta.get("filename_or_obj", "") if isinstance(image, MetaTensor) else ""
@@ -249,16 +250,42 @@ class CTSegmenter:
                 f"{prefix}volume has {n_slices} voxels along its longest axis, above the limit of {self.max_slices} that keeps "
                 "memory bounded; raise it with --max-slices (about 0.6 GB of memory per 100 slices of 512x512)."
             )
-        data = self.preprocessing({"image": image})
-        x = data["image"].unsqueeze(0)  # (1, C, S, S, Z)
+
+    @torch.no_grad()
+    def _probability_ras(self, hu_ras: MetaTensor, lung_ras: np.ndarray) -> np.ndarray:
+        """Infection probability ``(X, Y, Z)`` on the RAS grid of ``hu_ras``, each slice cropped to ``lung_ras``."""
+        image = MetaTensor(hu_ras.as_tensor(), meta=dict(hu_ras.meta))  # a fresh history: only this chain is inverted
+        lung = MetaTensor(torch.from_numpy(np.ascontiguousarray(lung_ras[None] > 0)), meta=dict(hu_ras.meta))
+        data = self.preprocessing({"image": image, "lung": lung})
+        x = data["image"].as_tensor().unsqueeze(0)  # (1, C, X', Y', Z')
         with autocast_context(self.device, self.amp):
-            prob = self.inferer(x, self._network_fn)
+            prob = self.inferer(x, self._network_fn, data["lung"][0].as_tensor())
         data["pred"] = MetaTensor(prob[0].float().cpu(), meta=data["image"].meta, applied_operations=data["image"].applied_operations)
-        out = self.invert(data)["pred"]
-        return out.clamp_(0.0, 1.0)
+        return self.invert(data)["pred"][0].clamp_(0.0, 1.0).numpy()
+
+    def probability(self, image: MetaTensor) -> MetaTensor:
+        """Infection probability on the voxel grid of ``image`` (0 on slices without lung).
+
+        Args:
+            image: ``(1, X, Y, Z)`` CT in Hounsfield units with its affine (e.g. from :func:`load_ct`).
+
+        Returns:
+            ``(1, X, Y, Z)`` float32 probabilities in [0, 1], same affine.
+        """
+        self._check_length(image)
+        orient = Orientation(axcodes="RAS", labels=WORLD_AXIS_LABELS)
+        hu_ras = orient(image)
+        lung_ras = lung_mask(hu_ras[0].numpy(), tuple(float(s) for s in hu_ras.pixdim[:3]))
+        prob = self._probability_ras(hu_ras, lung_ras)
+        mt = MetaTensor(torch.from_numpy(prob[None]), meta=hu_ras.meta, applied_operations=hu_ras.applied_operations)
+        return orient.inverse(mt)
 
     def segment_image(self, image: MetaTensor, keep_probability: bool = False) -> CaseResult:
         """Infection and lung masks plus burden statistics for one loaded volume.
+
+        Steps (in RAS, axis 2 axial): Hounsfield-unit lung mask; lung-cropped slice-wise inference; the infection
+        found against the lung joins it (pathology-inclusive lung); infection thresholded inside that lung with
+        small lesions removed; statistics; masks brought back onto the input's grid.
 
         Args:
             image: ``(1, X, Y, Z)`` CT in Hounsfield units.
@@ -268,30 +295,38 @@ class CTSegmenter:
             :class:`CaseResult` with ``infection`` (uint8 0/1) and ``lung`` (uint8 0 background, 1 right, 2 left)
             on the voxel grid of ``image``, and the burden statistics in ``row``.
         """
-        prob = self.probability(image)
-        # lung mask, post-processing and statistics in RAS (axis 2 = axial), then back to the input's grid
+        self._check_length(image)
         orient = Orientation(axcodes="RAS", labels=WORLD_AXIS_LABELS)
         hu_ras = orient(image)
-        prob_ras = Orientation(axcodes="RAS", labels=WORLD_AXIS_LABELS)(prob)
+        hu = hu_ras[0].numpy()
         spacing = tuple(float(s) for s in hu_ras.pixdim[:3])
-        lung_ras = lung_mask(hu_ras[0].numpy(), spacing)
+        lung_hu = lung_mask(hu, spacing)
+        prob_ras = self._probability_ras(hu_ras, lung_hu)
+        lung_ras = extend_lung(lung_hu, prob_ras, hu, spacing, threshold=self.extension_threshold)
         infection_ras = postprocess_infection(
-            prob_ras[0].numpy(), lung_ras, spacing, threshold=self.threshold, min_lesion_volume_mm3=self.min_lesion_volume_mm3
+            prob_ras,
+            lung_ras,
+            spacing,
+            threshold=self.threshold,
+            min_lesion_volume_mm3=self.min_lesion_volume_mm3,
+            min_lesion_extent_mm=self.min_lesion_extent_mm,
         )
         stats = infection_burden(infection_ras, lung_ras, spacing)
 
-        def back(arr: np.ndarray) -> np.ndarray:
+        def back(arr: np.ndarray, dtype=np.uint8) -> np.ndarray:
             mt = MetaTensor(torch.from_numpy(arr[None].astype(np.float32)), meta=hu_ras.meta, applied_operations=hu_ras.applied_operations)
-            return orient.inverse(mt)[0].numpy().astype(np.uint8)
+            return orient.inverse(mt)[0].numpy().astype(dtype)
 
         row = dict(stats)
         row["shape"] = list(int(s) for s in image.shape[1:])
         row["spacing_mm"] = [round(float(s), 6) for s in image.pixdim[:3]]
+        row["lung_hu_volume_ml"] = round(float((lung_hu > 0).sum()) * float(np.prod(spacing)) / 1000.0, 3)
+        row["slices_inferred"] = int((self.inferer.last_boxes[:, 0] >= 0).sum())
         return CaseResult(
             row=row,
             infection=back(infection_ras),
             lung=back(lung_ras),
-            probability=prob[0].numpy() if keep_probability else None,
+            probability=back(prob_ras, np.float32) if keep_probability else None,
         )
 
     # ------------------------------------------------------------------ one case, with files

@@ -1,7 +1,9 @@
 """MONAI transform chain that turns a CT volume in Hounsfield units into network-ready axial slices.
 
 The chain is invertible: :class:`monai.transforms.Invertd` with the same chain brings a prediction made on the
-prepared slices back onto the voxel grid of the loaded volume (orientation, crop and in-plane resizing undone).
+prepared volume back onto the voxel grid it was given (the orientation undone). The per-slice crop to the lungs and
+the in-plane resize to the network's input are done, and undone, by
+:class:`infnet_monai.inferers.LungCropSliceInferer`.
 
 Calibration of the Hounsfield window (``scripts/calibrate_window.py``): on the 50 labeled training slices, Otsu's
 threshold splits aerated lung from soft tissue with median grey values 55.0 and 210.5; on the real chest CT slices
@@ -13,26 +15,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch
+from monai.transforms import Compose, NormalizeIntensityd, Orientationd, RepeatChanneld, ScaleIntensityRanged
 
-from monai.transforms import (
-    Compose,
-    CropForegroundd,
-    NormalizeIntensityd,
-    Orientationd,
-    RepeatChanneld,
-    Resized,
-    ScaleIntensityRanged,
-)
+from infnet_monai.transforms.slices import SLICE_MEAN, SLICE_STD
 
-from infnet_monai.transforms.slices import DEFAULT_SPATIAL_SIZE, SLICE_MEAN, SLICE_STD
-
-__all__ = ["WORLD_AXIS_LABELS", "LUNG_WINDOW_HU", "BODY_THRESHOLD_HU", "SLICE_AXCODES", "body_foreground", "ct_slice_preprocessing"]
+__all__ = ["WORLD_AXIS_LABELS", "LUNG_WINDOW_HU", "SLICE_AXCODES", "ct_slice_preprocessing"]
 
 # Hounsfield window mapped onto [0, 1] (grey 0..255 of the training slices); see the module docstring
 LUNG_WINDOW_HU: tuple[float, float] = (-1060.0, 195.0)
-# voxels above this are body (air and aerated lung are below); used to crop the field of view to the body
-BODY_THRESHOLD_HU = -500.0
 # Orientation of the prepared volume. Slices are taken along the last axis (superior); within a slice rows run along
 # the patient's right-left axis and columns from anterior to posterior, which is how the labeled COVID-SemiSeg slices
 # are laid out (lungs at the top and bottom, heart on the left, spine on the right).
@@ -41,42 +31,37 @@ SLICE_AXCODES = "LPS"
 WORLD_AXIS_LABELS = (("L", "R"), ("P", "A"), ("I", "S"))
 
 
-def body_foreground(x: torch.Tensor) -> torch.Tensor:
-    """Foreground selector for cropping: voxels denser than :data:`BODY_THRESHOLD_HU`."""
-    return x > BODY_THRESHOLD_HU
-
-
 def ct_slice_preprocessing(
-    spatial_size: int | Sequence[int] = DEFAULT_SPATIAL_SIZE,
     window_hu: Sequence[float] = LUNG_WINDOW_HU,
     in_channels: int = 1,
     axcodes: str = SLICE_AXCODES,
-    crop_margin: int = 4,
     key: str = "image",
+    lung_key: str | None = "lung",
 ) -> Compose:
-    """Invertible chain: orientation, crop to the body, Hounsfield window to [0, 1], in-plane resize, standardise.
+    """Invertible chain: orientation of the image (and its lung mask), Hounsfield window to [0, 1], standardise.
+
+    Cropping each slice to its lungs and resizing it to the network's input happen per slice in
+    :class:`infnet_monai.inferers.LungCropSliceInferer`, which needs the lung mask on the same grid: ``lung_key`` is
+    oriented with the image (and is optional in the input dictionary).
 
     Args:
-        spatial_size: in-plane size of the prepared slices (the network's training size).
         window_hu: (lower, upper) Hounsfield window mapped to [0, 1], clipped outside.
         in_channels: network input channels (the slice is replicated).
         axcodes: orientation of the prepared volume; slices are along its last axis.
-        crop_margin: voxels kept around the body's bounding box.
         key: the image key.
+        lung_key: the lung-mask key oriented together with the image; ``None`` for none.
 
     Returns:
         a :class:`monai.transforms.Compose` mapping ``{"image": MetaTensor (1, X, Y, Z) in HU}`` to
-        ``(in_channels, S, S, Z)``.
+        ``(in_channels, X', Y', Z')`` in ``axcodes`` orientation.
     """
-    size = (spatial_size, spatial_size) if isinstance(spatial_size, int) else tuple(int(s) for s in spatial_size)
     lower, upper = (float(v) for v in window_hu)
     if not upper > lower:
         raise ValueError(f"window_hu must be (lower, upper) with upper > lower, got {tuple(window_hu)}.")
+    keys = [key] if lung_key is None else [key, lung_key]
     xforms: list = [
-        Orientationd(key, axcodes=axcodes, labels=WORLD_AXIS_LABELS),
-        CropForegroundd(key, source_key=key, select_fn=body_foreground, margin=crop_margin, allow_smaller=True),
+        Orientationd(keys, axcodes=axcodes, labels=WORLD_AXIS_LABELS, allow_missing_keys=True),
         ScaleIntensityRanged(key, a_min=lower, a_max=upper, b_min=0.0, b_max=1.0, clip=True),
-        Resized(key, spatial_size=(*size, -1), mode="bilinear"),
         NormalizeIntensityd(key, subtrahend=SLICE_MEAN, divisor=SLICE_STD),
     ]
     if in_channels > 1:
