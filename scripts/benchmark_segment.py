@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Seconds per case and peak memory of ``infnet-covid segment`` on the CPU. Prints JSON.
 
-Cases: ``abdomen_3mm.nii.gz`` (122x101x112), the ``abdomen_dicom`` series (512x512x20) and a 512x512x300 volume
-resampled (trilinear) from the real abdomen scan. Each case runs in a fresh subprocess so its peak resident memory
+Cases: ``abdomen_3mm.nii.gz`` (122x101x112), the ``abdomen_dicom`` series (512x512x20), the normal chest CT
+``covid_ct_md_normal001`` (512x512x154) and a 512x512x300 volume resampled (trilinear) from the real abdomen scan. Each case runs in a fresh subprocess so its peak resident memory
 (``ru_maxrss``) is its own; the time is the wall time of the whole case (loading, inference, lung mask, writing).
 
     python scripts/benchmark_segment.py --threads 2
@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-DATA = Path(os.environ.get("INFNET_SHARED_DATA", "../shared/data"))
+DATA = Path(os.environ.get("INFNET_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
 
 def _one(args: argparse.Namespace) -> None:
@@ -49,6 +49,7 @@ def _one(args: argparse.Namespace) -> None:
                 "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
                 "lung_volume_ml": row.get("lung_volume_ml"),
                 "infection_volume_ml": row.get("infection_volume_ml"),
+                "slices_inferred": row.get("slices_inferred"),
             }
         )
     )
@@ -87,6 +88,7 @@ def main() -> None:
         cases = [
             DATA / "ct" / "abdomen_3mm.nii.gz",
             DATA / "ct" / "abdomen_dicom",
+            DATA / "ct" / "covid_ct_md_normal001",
             _make_large(Path(tmp) / "resampled_512x512x300.nii.gz"),
         ]
         for i, case in enumerate(cases):

@@ -6,12 +6,16 @@ Python API (:class:`CTSegmenter`, :func:`segment_cohort`).
 Per case:
 
 1. find and validate the volume (:func:`infnet_monai.io.discover_cases`, :func:`infnet_monai.io.load_ct`);
-2. prepare axial slices with MONAI transforms (orientation, crop to the body, calibrated Hounsfield window, in-plane
-   resize; :func:`infnet_monai.transforms.ct.ct_slice_preprocessing`);
-3. run the 2D network over the slices with MONAI's :class:`~monai.inferers.SliceInferer` in batches of slices;
-4. bring the probabilities back onto the input's voxel grid with :class:`~monai.transforms.Invertd`;
-5. lung mask from Hounsfield units, infection restricted to the lung, small components removed (3D);
-6. burden statistics from the voxel spacing; outputs written atomically.
+2. lung mask from Hounsfield units (RAS);
+3. prepare the volume with MONAI transforms (orientation with its lung mask, calibrated Hounsfield window;
+   :func:`infnet_monai.transforms.ct.ct_slice_preprocessing`);
+4. crop every slice that holds lung to the lungs' box with the margins of the training slices, resize it to the
+   network's input and run the 2D network over the crops with MONAI's :class:`~monai.inferers.SliceInferer`
+   (:class:`infnet_monai.inferers.LungCropSliceInferer`); slices without lung are skipped;
+5. bring the probabilities back onto the input's voxel grid with :class:`~monai.transforms.Invertd`;
+6. infection found against the lung joins it (:func:`infnet_monai.postprocessing.extend_lung`), infection restricted
+   to that lung, lesions below a volume or an axial extent removed (3D);
+7. burden statistics from the voxel spacing; outputs written atomically.
 """
 
 from __future__ import annotations
@@ -60,6 +64,7 @@ __all__ = [
     "write_csv_atomic",
     "DEFAULT_MAX_SLICES",
     "DEFAULT_MIN_LESION_MM3",
+    "DEFAULT_MIN_LESION_EXTENT_MM",
     "STATS_FILE",
     "CSV_FILE",
 ]
@@ -72,6 +77,8 @@ DEFAULT_MAX_SLICES = 1000
 # lesions smaller than this (connected, 3D; 0.3 mL, a sphere of 8.3 mm) are dropped: on the normal chest CT
 # covid_ct_md_normal001 most false components are smaller (scripts/evaluate_3d.py)
 DEFAULT_MIN_LESION_MM3 = 300.0
+# lesions spanning fewer axial millimetres are dropped (3D consistency, see postprocessing.MIN_LESION_EXTENT_MM)
+DEFAULT_MIN_LESION_EXTENT_MM = MIN_LESION_EXTENT_MM
 STATS_FILE = "stats.json"
 CSV_FILE = "burden.csv"
 INFECTION_FILE = "infection.nii.gz"
@@ -194,7 +201,7 @@ class CTSegmenter:
         preprocessing: Compose | None = None,
         temperature: float | None = None,
         crop_rounds: int = 3,
-        min_lesion_extent_mm: float = MIN_LESION_EXTENT_MM,
+        min_lesion_extent_mm: float = DEFAULT_MIN_LESION_EXTENT_MM,
         extension_threshold: float | None = None,
     ) -> None:
         if batch_slices < 1:
