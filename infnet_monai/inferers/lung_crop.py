@@ -27,7 +27,7 @@ from scipy import ndimage as ndi
 
 __all__ = ["LUNG_CROP_MARGINS", "LungCropSliceInferer", "slice_boxes", "grow_boxes"]
 
-LUNG_CROP_MARGINS: tuple[float, float, float, float] = (0.012, 0.010, 0.051, 0.018)
+LUNG_CROP_MARGINS: tuple[float, float, float, float] = (0.012, 0.010, 0.060, 0.018)
 """Margins around the lungs' bounding box, as fractions of the box's extent, in the order (start, end) of the first
 in-plane axis then (start, end) of the second, for slices oriented as :data:`infnet_monai.transforms.ct.SLICE_AXCODES`
 (patient's right to left, then anterior to posterior). Measured by ``scripts/measure_crop_margins.py``: the medians,
