@@ -123,6 +123,7 @@ def _segment_kwargs(args: argparse.Namespace) -> dict:
         "threshold": args.threshold,
         "min_lesion_volume_mm3": args.min_lesion_mm3,
         "min_lesion_extent_mm": args.min_lesion_extent_mm,
+        "min_lesion_area_mm2": args.min_lesion_area_mm2,
         "max_slices": args.max_slices,
         "flip_tta": args.tta,
         "temperature": args.temperature,
@@ -161,7 +162,12 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _add_segment_options(p: argparse.ArgumentParser) -> None:
-    from infnet_monai.pipeline.segment import DEFAULT_MAX_SLICES, DEFAULT_MIN_LESION_EXTENT_MM, DEFAULT_MIN_LESION_MM3
+    from infnet_monai.pipeline.segment import (
+        DEFAULT_MAX_SLICES,
+        DEFAULT_MIN_LESION_AREA_MM2,
+        DEFAULT_MIN_LESION_EXTENT_MM,
+        DEFAULT_MIN_LESION_MM3,
+    )
 
     p.add_argument("-o", "--output", required=True, help="output folder (created if missing)")
     p.add_argument("--model", default=None, help="model checkpoint (default: the shipped model)")
@@ -175,6 +181,10 @@ def _add_segment_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--min-lesion-extent-mm", type=float, default=DEFAULT_MIN_LESION_EXTENT_MM,
         help=f"drop lesions spanning fewer axial mm (slices x spacing; default: {DEFAULT_MIN_LESION_EXTENT_MM:g})",
+    )
+    p.add_argument(
+        "--min-lesion-area-mm2", type=float, default=DEFAULT_MIN_LESION_AREA_MM2,
+        help=f"drop in-plane pieces of infection smaller than this on a slice (default: {DEFAULT_MIN_LESION_AREA_MM2:g} mm2)",
     )
     p.add_argument(
         "--max-slices", type=int, default=DEFAULT_MAX_SLICES,

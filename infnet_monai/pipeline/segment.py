@@ -14,7 +14,7 @@ Per case:
    (:class:`infnet_monai.inferers.LungCropSliceInferer`); slices without lung are skipped;
 5. bring the probabilities back onto the input's voxel grid with :class:`~monai.transforms.Invertd`;
 6. infection found against the lung joins it (:func:`infnet_monai.postprocessing.extend_lung`), infection restricted
-   to that lung, lesions below a volume or an axial extent removed (3D);
+   to that lung, lesions below a volume or an axial extent and in-plane pieces below an area removed;
 7. burden statistics from the voxel spacing; outputs written atomically.
 """
 
@@ -47,7 +47,7 @@ from infnet_monai.inferers.lung_crop import LungCropSliceInferer
 from infnet_monai.inferers.slices import resolve_temperature
 from infnet_monai.io.checkpoint import load_model
 from infnet_monai.io.volume import CaseError, load_ct
-from infnet_monai.postprocessing import MIN_LESION_EXTENT_MM, extend_lung, lung_mask, postprocess_infection
+from infnet_monai.postprocessing import MIN_LESION_AREA_MM2, MIN_LESION_EXTENT_MM, extend_lung, lung_mask, postprocess_infection
 from infnet_monai.stats.burden import BURDEN_FIELDS, infection_burden
 from infnet_monai.transforms.ct import LUNG_WINDOW_HU, WORLD_AXIS_LABELS, ct_slice_preprocessing
 from infnet_monai.transforms.slices import DEFAULT_SPATIAL_SIZE
@@ -65,6 +65,7 @@ __all__ = [
     "DEFAULT_MAX_SLICES",
     "DEFAULT_MIN_LESION_MM3",
     "DEFAULT_MIN_LESION_EXTENT_MM",
+    "DEFAULT_MIN_LESION_AREA_MM2",
     "STATS_FILE",
     "CSV_FILE",
 ]
@@ -79,6 +80,8 @@ DEFAULT_MAX_SLICES = 1000
 DEFAULT_MIN_LESION_MM3 = 300.0
 # lesions spanning fewer axial millimetres are dropped (3D consistency, see postprocessing.MIN_LESION_EXTENT_MM)
 DEFAULT_MIN_LESION_EXTENT_MM = MIN_LESION_EXTENT_MM
+# in-plane pieces of infection smaller than this on a slice are dropped (see postprocessing.MIN_LESION_AREA_MM2)
+DEFAULT_MIN_LESION_AREA_MM2 = MIN_LESION_AREA_MM2
 STATS_FILE = "stats.json"
 CSV_FILE = "burden.csv"
 INFECTION_FILE = "infection.nii.gz"
@@ -179,6 +182,7 @@ class CTSegmenter:
         spatial_size: in-plane network size when ``network`` is given.
         preprocessing: a custom invertible chain (default :func:`ct_slice_preprocessing`).
         min_lesion_extent_mm: lesions spanning fewer axial millimetres are removed (3D consistency).
+        min_lesion_area_mm2: in-plane pieces of infection smaller than this on a slice are removed.
         crop_rounds: passes of the lung-cropped inference at most; a slice whose infection reaches the edge of its
             crop is run again with a larger crop (:class:`~infnet_monai.inferers.LungCropSliceInferer`).
         extension_threshold: probability at or above which infection against the lung joins the lung mask
@@ -202,6 +206,7 @@ class CTSegmenter:
         temperature: float | None = None,
         crop_rounds: int = 3,
         min_lesion_extent_mm: float = DEFAULT_MIN_LESION_EXTENT_MM,
+        min_lesion_area_mm2: float = DEFAULT_MIN_LESION_AREA_MM2,
         extension_threshold: float | None = None,
     ) -> None:
         if batch_slices < 1:
@@ -234,6 +239,7 @@ class CTSegmenter:
         self.threshold = threshold
         self.min_lesion_volume_mm3 = float(min_lesion_volume_mm3)
         self.min_lesion_extent_mm = float(min_lesion_extent_mm)
+        self.min_lesion_area_mm2 = float(min_lesion_area_mm2)
         self.window_hu = tuple(float(w) for w in window_hu)
         self.max_slices = int(max_slices)
         self.amp = amp
@@ -317,6 +323,7 @@ class CTSegmenter:
             threshold=self.threshold,
             min_lesion_volume_mm3=self.min_lesion_volume_mm3,
             min_lesion_extent_mm=self.min_lesion_extent_mm,
+            min_lesion_area_mm2=self.min_lesion_area_mm2,
         )
         stats = infection_burden(infection_ras, lung_ras, spacing)
 
