@@ -49,7 +49,8 @@ __all__ = [
     "WORKING_SPACING_MM",
     "EXTENSION_MAX_HU",
     "EXTENSION_MIN_AREA_FRACTION",
-    "EXTENSION_MIN_BODY_FRACTION",
+    "EXTENSION_EDGE_RISE",
+    "EXTENSION_EDGE_RISE_MM",
     "MIN_LESION_EXTENT_MM",
     "MIN_LESION_AREA_MM2",
     "extension_slices",
@@ -125,13 +126,14 @@ EXTENSION_MIN_AREA_FRACTION = 0.5
 """The lung is extended only on axial slices where that lung's area is at least this fraction of its largest slice
 area: near the apex and the bases the network meets anatomy that the (mid-lung) training slices never show, and
 marks the liver dome, the heart and the stomach wall next to the lung as infection."""
-EXTENSION_MIN_BODY_FRACTION = 0.15
-"""... and only in scans where, on some axial slice, both lungs together fill at least this fraction of the body's
-cross-section. A scan that shows only the lung bases has no slice like the training slices: on the abdominal
-``abdomen_3mm`` the largest fraction is 0.13 and extending there added the liver dome; chest CTs measure 0.27
-(``covid_ct_md_normal001``) and 0.44 (``covid_ct_md_P001``)."""
-BODY_HU = -500.0
-"""Voxels above this (HU) are tissue when measuring the body's cross-section."""
+EXTENSION_EDGE_RISE_MM = 20.0
+EXTENSION_EDGE_RISE = 1.25
+"""... and only when the scan holds the lungs' widest level. When the lungs are cut by the first or last slice at
+(nearly) their largest area, and that area is more than :data:`EXTENSION_EDGE_RISE` times the area
+:data:`EXTENSION_EDGE_RISE_MM` further in, the lungs were still growing where the scan stops: the scan shows only the
+bases (or the apices), where no slice looks like the training slices. On the abdominal ``abdomen_3mm`` the lung area
+at the top slice is 96 cm^2 against 13 cm^2 21 mm lower, and extending there added the liver dome; a chest CT has
+no lung at its ends, and a volume rebuilt from one slice has the same area on every slice."""
 
 _FACE_3D = ndi.generate_binary_structure(3, 1)
 _FULL_3D = ndi.generate_binary_structure(3, 3)
@@ -570,22 +572,39 @@ def lung_mask(
     return out
 
 
+def _holds_widest_level(area: np.ndarray, slice_mm: float, rise_mm: float, rise: float) -> bool:
+    """Whether an axial lung-area profile reaches its widest level inside the scan (see :data:`EXTENSION_EDGE_RISE`)."""
+    n, peak = len(area), float(area.max())
+    step = max(1, int(round(rise_mm / slice_mm)))
+    for edge, inward in ((n - 1, -1), (0, 1)):
+        inner = edge + inward * step
+        if area[edge] >= 0.9 * peak and 0 <= inner < n and area[edge] > rise * area[inner]:
+            return False
+    return True
+
+
 def extension_slices(
     lung: np.ndarray,
-    volume_hu: np.ndarray,
+    spacing_mm: Sequence[float],
     min_area_fraction: float = EXTENSION_MIN_AREA_FRACTION,
-    min_body_fraction: float = EXTENSION_MIN_BODY_FRACTION,
+    edge_rise_mm: float = EXTENSION_EDGE_RISE_MM,
+    edge_rise: float = EXTENSION_EDGE_RISE,
 ) -> np.ndarray:
     """Per lung label and axial slice, whether :func:`extend_lung` may add to that lung there.
 
+    Args:
+        lung: ``(X, Y, Z)`` label map (RAS).
+        spacing_mm: voxel size in mm along axes ``(0, 1, 2)``.
+        min_area_fraction: see :data:`EXTENSION_MIN_AREA_FRACTION`.
+        edge_rise_mm, edge_rise: see :data:`EXTENSION_EDGE_RISE`.
+
     Returns:
-        ``(3, Z)`` bool array indexed by label (row 0 unused).
+        ``(3, Z)`` bool array indexed by label (row 0 unused); all ``False`` when the scan does not hold the lungs'
+        widest level.
     """
     ok = np.zeros((3, lung.shape[2]), dtype=bool)
-    # body cross-section on a 4x coarser in-plane grid (an area, not a boundary, is needed)
-    body = _fill_holes_axial(np.asarray(volume_hu)[::4, ::4] > BODY_HU).sum(axis=(0, 1)) * 16.0
     total = (lung > 0).sum(axis=(0, 1))
-    if not (total / np.maximum(body, 1.0)).max() >= min_body_fraction:
+    if not total.any() or not _holds_widest_level(total, float(spacing_mm[2]), edge_rise_mm, edge_rise):
         return ok
     for lab in (RIGHT_LUNG_LABEL, LEFT_LUNG_LABEL):
         area = (lung == lab).sum(axis=(0, 1))
@@ -602,7 +621,6 @@ def extend_lung(
     threshold: float = 0.5,
     max_hu: float = EXTENSION_MAX_HU,
     min_area_fraction: float = EXTENSION_MIN_AREA_FRACTION,
-    min_body_fraction: float = EXTENSION_MIN_BODY_FRACTION,
 ) -> np.ndarray:
     """Pathology-inclusive lung: the Hounsfield-unit lung plus the infection found against it.
 
@@ -620,7 +638,6 @@ def extend_lung(
         threshold: probability at or above which a voxel may be added.
         max_hu: voxels above this density are never added.
         min_area_fraction: see :data:`EXTENSION_MIN_AREA_FRACTION`.
-        min_body_fraction: see :data:`EXTENSION_MIN_BODY_FRACTION`.
 
     Returns:
         ``uint8`` label map like ``lung``, a superset of it.
@@ -632,7 +649,7 @@ def extend_lung(
     spacing = _check_spacing(spacing_mm)
     out = np.asarray(lung, dtype=np.uint8).copy()
     inside = out > 0
-    per_label = extension_slices(out, volume_hu, min_area_fraction, min_body_fraction)
+    per_label = extension_slices(out, spacing, min_area_fraction)
     allowed = per_label.any(axis=0)
     if not allowed.any():
         return out
