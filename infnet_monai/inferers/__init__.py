@@ -4,6 +4,12 @@ from .slices import SliceFolderReport, SlicePredictor, predict_slice_folder, rea
 __all__ = [
     "LUNG_CROP_MARGINS",
     "LungCropSliceInferer",
+    "SliceFolderReport",
+    "SlicePredictor",
     "grow_boxes",
+    "predict_slice_folder",
+    "read_slice",
+    "resolve_temperature",
     "slice_boxes",
-   "SliceFolderReport", "SlicePredictor", "predict_slice_folder", "read_slice", "resolve_temperature", "write_png_atomic"]
+    "write_png_atomic",
+]

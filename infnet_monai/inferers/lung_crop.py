@@ -114,17 +114,15 @@ def grow_boxes(
         keep = np.isin(labels, attached[attached > 0])
         xi, yi = np.flatnonzero(keep.any(axis=1)) + x0, np.flatnonzero(keep.any(axis=0)) + y0
         grown = _grown_box(xi, yi, shape, margins)
-        # a touching side must move outwards by at least its margin, so the crop really changes
         grown = np.array([min(grown[0], x0), max(grown[1], x1), min(grown[2], y0), max(grown[3], y1)])
-        for side, (lo, touching_side) in enumerate(
-            ((True, found[0].any() and x0 > 0), (False, found[-1].any() and x1 < shape[0]),
-             (True, found[:, 0].any() and y0 > 0), (False, found[:, -1].any() and y1 < shape[1]))
-        ):
-            if touching_side:
-                extent = (x1 - x0) if side < 2 else (y1 - y0)
-                step = max(1, int(np.ceil(max(margins[side], 0.05) * extent)))
-                limit = shape[0] if side < 2 else shape[1]
-                grown[side] = max(0, grown[side] - step) if lo else min(limit, grown[side] + step)
+        # a side the infection touches moves a further 5% (at least its margin) beyond what is found so far: the
+        # infection cut by the crop continues past it
+        touched = (found[0].any(), found[-1].any(), found[:, 0].any(), found[:, -1].any())
+        limits = (0, shape[0], 0, shape[1])
+        for side in range(4):
+            if touched[side] and (x0, x1, y0, y1)[side] != limits[side]:
+                step = max(1, int(np.ceil(max(margins[side], 0.05) * ((x1 - x0) if side < 2 else (y1 - y0)))))
+                grown[side] = int(np.clip(grown[side] + (step if side % 2 else -step), 0, shape[side // 2]))
         out[k] = grown
     return out
 
