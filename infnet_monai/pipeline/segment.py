@@ -273,7 +273,9 @@ class CTSegmenter:
         x = data["image"].as_tensor().unsqueeze(0)  # (1, C, X', Y', Z')
         with autocast_context(self.device, self.amp):
             prob = self.inferer(x, self._network_fn, data["lung"][0].as_tensor())
-        data["pred"] = MetaTensor(prob[0].float().cpu(), meta=data["image"].meta, applied_operations=data["image"].applied_operations)
+        pred = MetaTensor(prob[0].float().cpu(), meta=data["image"].meta, applied_operations=data["image"].applied_operations)
+        del x, prob, image, lung
+        data = {"image": data["image"], "pred": pred}
         return self.invert(data)["pred"][0].clamp_(0.0, 1.0).numpy()
 
     def probability(self, image: MetaTensor) -> MetaTensor:
@@ -328,8 +330,10 @@ class CTSegmenter:
         stats = infection_burden(infection_ras, lung_ras, spacing)
 
         def back(arr: np.ndarray, dtype=np.uint8) -> np.ndarray:
-            mt = MetaTensor(torch.from_numpy(arr[None].astype(np.float32)), meta=hu_ras.meta, applied_operations=hu_ras.applied_operations)
-            return orient.inverse(mt)[0].numpy().astype(dtype)
+            # in its own dtype: a float32 copy of a 512 x 512 x 1000 mask would be 1 GB
+            data = torch.from_numpy(np.ascontiguousarray(arr[None], dtype=dtype))
+            mt = MetaTensor(data, meta=hu_ras.meta, applied_operations=hu_ras.applied_operations)
+            return np.ascontiguousarray(orient.inverse(mt)[0].numpy())
 
         row = dict(stats)
         row["shape"] = list(int(s) for s in image.shape[1:])

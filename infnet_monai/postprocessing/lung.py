@@ -25,8 +25,8 @@ from collections.abc import Sequence
 
 import numpy as np
 from scipy import ndimage as ndi
-from skimage.measure import label as sk_label
 
+from infnet_monai.utils.arrays import bounding_box as _bbox
 from infnet_monai.utils.validation import check_spacing_mm
 
 __all__ = [
@@ -186,16 +186,6 @@ def _closing_mm(mask: np.ndarray, radius_mm: float, spacing: Sequence[float]) ->
     dilated = _dilate_mm(mask, radius_mm, spacing)
     # erosion of the dilation: keep voxels farther than radius from the dilation's complement
     return ndi.distance_transform_edt(dilated, sampling=spacing) > radius_mm
-
-
-def _bbox(mask: np.ndarray, pad: Sequence[int] = (0, 0, 0)) -> tuple[slice, ...]:
-    """Bounding box of ``mask`` as slices, grown by ``pad`` voxels per axis and clipped to the array."""
-    box = []
-    for axis, p in enumerate(pad):
-        other = tuple(a for a in range(mask.ndim) if a != axis)
-        idx = np.flatnonzero(mask.any(axis=other))
-        box.append(slice(max(int(idx[0]) - p, 0), min(int(idx[-1]) + 1 + p, mask.shape[axis])))
-    return tuple(box)
 
 
 def _block_mean(volume: np.ndarray, factors: Sequence[int]) -> np.ndarray:
@@ -734,8 +724,12 @@ def postprocess_infection(
     if lung_margin_mm > 0:
         region = _dilate_mm(region, lung_margin_mm, spacing)
     mask = (probability >= threshold) & region
-    if (min_lesion_volume_mm3 > 0 or min_lesion_extent_mm > 0) and mask.any():
-        labels = sk_label(mask, connectivity=3)
+    if not mask.any():
+        return mask.astype(np.uint8)
+    box = _bbox(mask)  # label only around the lesions: bounded memory on long scans
+    sub = mask[box]
+    if min_lesion_volume_mm3 > 0 or min_lesion_extent_mm > 0:
+        labels, _ = ndi.label(sub, structure=_FULL_3D, output=np.int32)
         volumes_mm3 = np.bincount(labels.ravel()) * float(np.prod(spacing))
         keep = volumes_mm3 >= min_lesion_volume_mm3
         if min_lesion_extent_mm > 0:
@@ -746,11 +740,13 @@ def postprocess_infection(
                     extents[i] = (sl[2].stop - sl[2].start) * spacing[2]
             keep &= extents >= needed - 1e-6
         keep[0] = False
-        mask = keep[labels]
-    if min_lesion_area_mm2 > 0 and mask.any():
-        labels, _ = ndi.label(mask, structure=_AXIAL_8)
+        sub = keep[labels]
+    if min_lesion_area_mm2 > 0 and sub.any():
+        labels, _ = ndi.label(sub, structure=_AXIAL_8, output=np.int32)
         areas_mm2 = np.bincount(labels.ravel()) * spacing[0] * spacing[1]
         keep = areas_mm2 >= min_lesion_area_mm2
         keep[0] = False
-        mask = keep[labels]
-    return mask.astype(np.uint8)
+        sub = keep[labels]
+    out = np.zeros(mask.shape, dtype=np.uint8)
+    out[box] = sub
+    return out

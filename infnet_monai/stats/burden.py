@@ -14,9 +14,10 @@ import logging
 from collections.abc import Sequence
 
 import numpy as np
-from skimage.measure import label as sk_label
+from scipy import ndimage as ndi
 
 from infnet_monai.postprocessing.lung import LEFT_LUNG_LABEL, RIGHT_LUNG_LABEL
+from infnet_monai.utils.arrays import bounding_box
 from infnet_monai.utils.validation import check_spacing_mm
 
 __all__ = ["MM3_PER_ML", "BURDEN_KEYS", "BURDEN_FIELDS", "infection_burden"]
@@ -111,7 +112,9 @@ def infection_burden(infection: np.ndarray, lung: np.ndarray, spacing_mm: Sequen
     n_infected = int(infected.sum())
 
     if n_infected:
-        labels = sk_label(infected, connectivity=3)
+        # 26-connected components, labelled only within the lesions' bounding box (bounded memory on long scans)
+        box = bounding_box(infected)
+        labels, _ = ndi.label(infected[box], structure=np.ones((3, 3, 3), dtype=bool), output=np.int32)
         sizes = np.bincount(labels.ravel())[1:]
         lesion_count, largest = int(sizes.size), int(sizes.max())
     else:
