@@ -87,3 +87,24 @@ def test_invalid_arguments(kwargs):
     kwargs.setdefault("spacing_mm", SPACING)
     with pytest.raises(ValueError):
         postprocess_infection(**kwargs)
+
+
+def test_min_lesion_area_removes_small_in_plane_pieces_only():
+    from infnet_monai.postprocessing import postprocess_infection
+
+    prob = np.zeros((40, 40, 6), dtype=np.float32)
+    prob[5:20, 5:20, 1:5] = 1.0  # 15 x 15 px = 225 mm2 per slice at 1 mm
+    prob[10:13, 10:13, 5] = 1.0  # a 9 mm2 tail of the same lesion on the next slice
+    prob[30:33, 30:33, 0:6] = 1.0  # a thin 9 mm2 tube through every slice
+    lung = np.ones(prob.shape, dtype=np.uint8)
+    out = postprocess_infection(prob, lung, (1.0, 1.0, 2.0), min_lesion_volume_mm3=0, min_lesion_area_mm2=100)
+    assert out[5:20, 5:20, 1:5].all()
+    assert not out[:, :, 5][10:13, 10:13].any()
+    assert not out[30:33, 30:33, :].any()
+    kept_all = postprocess_infection(prob, lung, (1.0, 1.0, 2.0), min_lesion_volume_mm3=0, min_lesion_area_mm2=0)
+    assert kept_all.sum() == int((prob > 0).sum())
+    # anisotropic pixels: 15 x 15 px of 0.5 x 0.5 mm is 56 mm2, below 100
+    small = postprocess_infection(prob, lung, (0.5, 0.5, 2.0), min_lesion_volume_mm3=0, min_lesion_area_mm2=100)
+    assert not small.any()
+    with pytest.raises(ValueError):
+        postprocess_infection(prob, lung, (1.0, 1.0, 2.0), min_lesion_area_mm2=-1)
