@@ -47,7 +47,14 @@ from infnet_monai.inferers.lung_crop import LungCropSliceInferer
 from infnet_monai.inferers.slices import resolve_temperature
 from infnet_monai.io.checkpoint import load_model
 from infnet_monai.io.volume import CaseError, load_ct
-from infnet_monai.postprocessing import MIN_LESION_AREA_MM2, MIN_LESION_EXTENT_MM, extend_lung, lung_mask, postprocess_infection
+from infnet_monai.postprocessing import (
+    EXTENSION_THRESHOLD,
+    MIN_LESION_AREA_MM2,
+    MIN_LESION_EXTENT_MM,
+    extend_lung,
+    lung_mask,
+    postprocess_infection,
+)
 from infnet_monai.stats.burden import BURDEN_FIELDS, infection_burden
 from infnet_monai.transforms.ct import LUNG_WINDOW_HU, WORLD_AXIS_LABELS, ct_slice_preprocessing
 from infnet_monai.transforms.slices import DEFAULT_SPATIAL_SIZE
@@ -186,7 +193,8 @@ class CTSegmenter:
         crop_rounds: passes of the lung-cropped inference at most; a slice whose infection reaches the edge of its
             crop is run again with a larger crop (:class:`~infnet_monai.inferers.LungCropSliceInferer`).
         extension_threshold: probability at or above which infection against the lung joins the lung mask
-            (:func:`~infnet_monai.postprocessing.extend_lung`); default ``threshold``.
+            (:func:`~infnet_monai.postprocessing.extend_lung`); default the smaller of ``threshold`` and
+            :data:`~infnet_monai.postprocessing.EXTENSION_THRESHOLD` (0.3).
     """
 
     def __init__(
@@ -235,7 +243,11 @@ class CTSegmenter:
             max_rounds=crop_rounds,
         )
         self.invert = Invertd("pred", transform=self.preprocessing, orig_keys="image", nearest_interp=False)
-        self.extension_threshold = threshold if extension_threshold is None else float(extension_threshold)
+        if extension_threshold is None:
+            extension_threshold = min(threshold, EXTENSION_THRESHOLD)  # the lung takes in every lesion it touches
+        if not 0.0 < extension_threshold <= 1.0:
+            raise ValueError(f"extension_threshold must be in (0, 1], got {extension_threshold}.")
+        self.extension_threshold = float(extension_threshold)
         self.threshold = threshold
         self.min_lesion_volume_mm3 = float(min_lesion_volume_mm3)
         self.min_lesion_extent_mm = float(min_lesion_extent_mm)
