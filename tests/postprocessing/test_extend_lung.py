@@ -164,3 +164,41 @@ def test_postprocess_infection_scan_shorter_than_the_minimum_extent():
     out = postprocess_infection(prob, lung, (1.0, 1.0, 2.0), min_lesion_volume_mm3=0.0, min_lesion_extent_mm=10.0)
     assert out[4:10, 4:10, :].all()
     assert not out[20:26, 20:26].any()
+
+
+def test_normal_lung_phantom_false_positives_of_known_kinds_give_no_infection():
+    """A normal chest (no consolidation) with the false positives seen on real normal scans: single-slice specks on
+    vessels, a thin partial-volume rim along the lung base, and a small blob spanning a few slices. The default
+    filters of the 3D pipeline (0.3 mL, 20 mm axial extent, 1 cm2 in-plane pieces) leave no infection, while a
+    real lesion of the same probability is kept."""
+    from infnet_monai.pipeline.segment import (
+        DEFAULT_MIN_LESION_AREA_MM2,
+        DEFAULT_MIN_LESION_EXTENT_MM,
+        DEFAULT_MIN_LESION_MM3,
+    )
+
+    i, j, k = np.meshgrid(*(np.arange(n, dtype=np.float32) for n in SHAPE), indexing="ij")
+    vol = np.full(SHAPE, AIR, dtype=np.float32)
+    vol[((i - 31.5) / 30) ** 2 + ((j - 31.5) / 24) ** 2 <= 1] = TISSUE
+    right = ((i - 44) / 10) ** 2 + ((j - 31.5) / 14) ** 2 + ((k - 11.5) / 11) ** 2 <= 1
+    left = ((i - 19) / 10) ** 2 + ((j - 31.5) / 14) ** 2 + ((k - 11.5) / 11) ** 2 <= 1
+    vol[right | left] = LUNG
+    lung = lung_mask(vol, SPACING)
+    prob = np.zeros(SHAPE, dtype=np.float32)
+    prob[42:44, 30:32, 12] = 0.9  # vessel speck, one slice
+    prob[18:20, 28:30, 9:11] = 0.9  # vessel, two slices
+    base = (lung > 0) & (k == 2)
+    prob[base & ~np.roll(base, 1, axis=0)] = 0.9  # one-voxel rim along the base on one slice
+    prob[16:20, 36:40, 14:18] = 0.8  # 4 x 4 x 4 voxels: 0.5 mL, 8 mm axially
+    kwargs = dict(
+        min_lesion_volume_mm3=DEFAULT_MIN_LESION_MM3,
+        min_lesion_extent_mm=DEFAULT_MIN_LESION_EXTENT_MM,
+        min_lesion_area_mm2=DEFAULT_MIN_LESION_AREA_MM2,
+    )
+    extended = extend_lung(lung, prob, vol, SPACING)
+    assert (extended == lung).all()  # nothing dense against the lung: the normal lung stays as it is
+    assert not postprocess_infection(prob, extended, SPACING, **kwargs).any()
+    # a lesion of 6 x 6 voxels (144 mm2) over 12 slices (24 mm) is kept whole
+    prob[40:46, 26:32, 6:18] = 0.9
+    out = postprocess_infection(prob, extended, SPACING, **kwargs)
+    assert out[40:46, 26:32, 6:18].all() and out.sum() == 6 * 6 * 12
