@@ -207,6 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work", type=Path, default=None, help="keep the outputs here (default: a temporary folder)")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--field-of-view", choices=("lung", "body"), default="lung", help="crop of the slices (see CTSegmenter)")
     ap.add_argument("--markdown", action="store_true")
     ap.add_argument("--per-case", action="store_true", help="keep the per-slice rows of the rebuilt part")
     args = ap.parse_args(argv)
@@ -217,11 +218,11 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     from infnet_monai.pipeline import CTSegmenter
 
-    seg = CTSegmenter(args.model, device=args.device)
+    seg = CTSegmenter(args.model, device=args.device, field_of_view=args.field_of_view)
     with tempfile.TemporaryDirectory() as tmp:
         work = args.work or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
-        result: dict = {"model": str(seg.model_path)}
+        result: dict = {"model": str(seg.model_path), "field_of_view": args.field_of_view}
         ct = args.data / "ct"
         if "rebuilt" in args.only:
             result["rebuilt"] = evaluate_rebuilt(seg, args.data, work, args.split)

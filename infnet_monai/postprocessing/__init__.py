@@ -4,6 +4,7 @@
 
 from .lung import (
     AIRWAY_DILATION_MM,
+    BODY_HU,
     AIRWAY_MAX_LUNG_FRACTION,
     AIRWAY_MAX_OFFSET_MM,
     AIRWAY_MIN_VOLUME_ML,
@@ -27,6 +28,7 @@ from .lung import (
     PURE_AIR_HU,
     RIGHT_LUNG_LABEL,
     WORKING_SPACING_MM,
+    body_mask,
     extend_lung,
     extension_slices,
     lung_mask,
@@ -35,6 +37,7 @@ from .lung import (
 
 __all__ = [
     "AIRWAY_DILATION_MM",
+    "BODY_HU",
     "AIRWAY_MAX_LUNG_FRACTION",
     "AIRWAY_MAX_OFFSET_MM",
     "AIRWAY_MIN_VOLUME_ML",
@@ -58,6 +61,7 @@ __all__ = [
     "PURE_AIR_HU",
     "RIGHT_LUNG_LABEL",
     "WORKING_SPACING_MM",
+    "body_mask",
     "extend_lung",
     "extension_slices",
     "lung_mask",

@@ -47,6 +47,8 @@ __all__ = [
     "MIN_SIDE_FRACTION",
     "MAX_SEPARATION_EROSION_MM",
     "WORKING_SPACING_MM",
+    "BODY_HU",
+    "body_mask",
     "EXTENSION_MAX_HU",
     "EXTENSION_THRESHOLD",
     "EXTENSION_MIN_AREA_FRACTION",
@@ -123,6 +125,8 @@ EXTENSION_MAX_HU = 200.0
 """Voxels denser than this (HU: bone, contrast, metal) are never added to the lung by :func:`extend_lung`;
 consolidation measures about -100 to +100 HU."""
 
+BODY_HU = -500.0
+"""Voxels above this (HU) are tissue for :func:`body_mask`."""
 EXTENSION_THRESHOLD = 0.3
 """Infection probability at or above which tissue against the lung joins it (:func:`extend_lung`). Below the
 infection threshold (0.5), so the lung also takes in the uncertain rim of a consolidation: on the 50 labeled slices
@@ -566,6 +570,11 @@ def lung_mask(
     band_full = _upsample_labels(band, factors, volume_hu.shape)
     out[band_full & (volume_hu >= threshold_hu)] = 0
     return out
+
+
+def body_mask(volume_hu: np.ndarray) -> np.ndarray:
+    """Tissue denser than :data:`BODY_HU` with its cavities (lungs, gas) filled in every axial slice, ``(X, Y, Z)``."""
+    return _fill_holes_axial(np.asarray(volume_hu) > BODY_HU)
 
 
 def _holds_widest_level(area: np.ndarray, slice_mm: float, rise_mm: float, rise: float) -> bool:

@@ -170,3 +170,23 @@ def test_usage_errors(tmp_path, tiny_model, capsys):
     empty.mkdir()
     assert main(["segment", str(empty), "-o", str(tmp_path / "o"), "--model", str(tiny_model), "-q"]) == 2
     assert "no NIfTI" in capsys.readouterr().err
+
+
+def test_field_of_view_body_crops_wider_than_lung_and_bad_value_is_refused(tiny_model):
+    from infnet_monai.data.phantom import make_chest_phantom
+    import torch
+    from monai.data import MetaTensor
+
+    with pytest.raises(ValueError, match="field_of_view"):
+        CTSegmenter(tiny_model, device="cpu", field_of_view="chest")
+    phantom = make_chest_phantom((96, 96, 20), (3.0, 3.0, 12.0), seed=0)
+    image = MetaTensor(torch.from_numpy(phantom.volume_hu[None]), affine=torch.as_tensor(phantom.affine, dtype=torch.float64))
+    widths = {}
+    for fov in ("lung", "body"):
+        seg = CTSegmenter(tiny_model, device="cpu", field_of_view=fov, crop_rounds=1)
+        seg.probability(image)
+        boxes = seg.inferer.last_boxes
+        inferred = boxes[:, 0] >= 0
+        widths[fov] = ((boxes[inferred, 1] - boxes[inferred, 0]) * (boxes[inferred, 3] - boxes[inferred, 2])).mean()
+        assert inferred.sum() == int((phantom.lung > 0).any(axis=(0, 1)).sum())  # the same slices either way
+    assert widths["body"] > 1.2 * widths["lung"]
