@@ -161,6 +161,7 @@ class LungCropSliceInferer(Inferer):
         self.margins = tuple(float(m) for m in margins)
         self.max_rounds = int(max_rounds)
         self.grow_threshold = float(grow_threshold)
+        self.last_boxes: np.ndarray | None = None  # (Z, 4) crop boxes of the last call, -1 rows for skipped slices
 
     def __call__(  # type: ignore[override]
         self, inputs: torch.Tensor, network: Callable[[torch.Tensor], torch.Tensor], lung: np.ndarray | torch.Tensor
