@@ -15,6 +15,7 @@ What it measures, each through the real cohort pipeline (:class:`infnet_monai.pi
 
     python scripts/evaluate_3d.py --markdown
     python scripts/evaluate_3d.py --split all --only rebuilt
+    python scripts/evaluate_3d.py --min-lesion-extent-mm 10 --min-lesion-area-mm2 0   # the filters' effect
 """
 
 from __future__ import annotations
@@ -208,6 +209,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--field-of-view", choices=("lung", "body"), default="lung", help="crop of the slices (see CTSegmenter)")
+    ap.add_argument("--min-lesion-extent-mm", type=float, default=None, help="override the segmenter's default")
+    ap.add_argument("--min-lesion-area-mm2", type=float, default=None, help="override the segmenter's default")
+    ap.add_argument("--extension-threshold", type=float, default=None, help="override the segmenter's default")
     ap.add_argument("--markdown", action="store_true")
     ap.add_argument("--per-case", action="store_true", help="keep the per-slice rows of the rebuilt part")
     args = ap.parse_args(argv)
@@ -218,11 +222,20 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     from infnet_monai.pipeline import CTSegmenter
 
-    seg = CTSegmenter(args.model, device=args.device, field_of_view=args.field_of_view)
+    overrides = {
+        k: v
+        for k, v in (
+            ("min_lesion_extent_mm", args.min_lesion_extent_mm),
+            ("min_lesion_area_mm2", args.min_lesion_area_mm2),
+            ("extension_threshold", args.extension_threshold),
+        )
+        if v is not None
+    }
+    seg = CTSegmenter(args.model, device=args.device, field_of_view=args.field_of_view, **overrides)
     with tempfile.TemporaryDirectory() as tmp:
         work = args.work or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
-        result: dict = {"model": str(seg.model_path), "field_of_view": args.field_of_view}
+        result: dict = {"model": str(seg.model_path), "field_of_view": args.field_of_view, **overrides}
         ct = args.data / "ct"
         if "rebuilt" in args.only:
             result["rebuilt"] = evaluate_rebuilt(seg, args.data, work, args.split)

@@ -49,9 +49,9 @@ from infnet_monai.io.checkpoint import load_model
 from infnet_monai.io.volume import CaseError, load_ct
 from infnet_monai.postprocessing import (
     EXTENSION_THRESHOLD,
-    body_mask,
     MIN_LESION_AREA_MM2,
     MIN_LESION_EXTENT_MM,
+    body_mask,
     extend_lung,
     lung_mask,
     postprocess_infection,
@@ -80,8 +80,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-# bounded memory: peak about 2.9 GB for 512 x 512 x 300 (scripts/benchmark_segment.py), growing about 0.6 GB per
-# 100 slices of 512 x 512; longer scans are refused
+# bounded memory: peak about 2.6 GB for 512 x 512 x 300 (scripts/benchmark_segment.py); longer scans are refused
 DEFAULT_MAX_SLICES = 1000
 # lesions smaller than this (connected, 3D; 0.3 mL, a sphere of 8.3 mm) are dropped: on the normal chest CT
 # covid_ct_md_normal001 most false components are smaller (scripts/evaluate_3d.py)
@@ -303,6 +302,22 @@ class CTSegmenter:
         data = {"image": data["image"], "pred": pred}
         return self.invert(data)["pred"][0].clamp_(0.0, 1.0).numpy()
 
+    def _to_ras(self, image: MetaTensor) -> tuple[Orientation, MetaTensor, tuple[float, float, float], np.ndarray]:
+        """The volume in RAS (with the transform that undoes it), its spacing and its Hounsfield-unit lung mask."""
+        self._check_length(image)
+        orient = Orientation(axcodes="RAS", labels=WORLD_AXIS_LABELS)
+        hu_ras = orient(image)
+        spacing = tuple(float(s) for s in hu_ras.pixdim[:3])
+        return orient, hu_ras, spacing, lung_mask(hu_ras[0].numpy(), spacing)
+
+    @staticmethod
+    def _from_ras(arr: np.ndarray, orient: Orientation, hu_ras: MetaTensor, dtype=np.uint8) -> np.ndarray:
+        """An ``(X, Y, Z)`` array on the RAS grid of ``hu_ras`` brought back onto the input's grid, in ``dtype``
+        (not float32: a float copy of a 512 x 512 x 1000 mask would be 1 GB)."""
+        data = torch.from_numpy(np.ascontiguousarray(arr[None], dtype=dtype))
+        mt = MetaTensor(data, meta=hu_ras.meta, applied_operations=hu_ras.applied_operations)
+        return np.ascontiguousarray(orient.inverse(mt)[0].numpy())
+
     def probability(self, image: MetaTensor) -> MetaTensor:
         """Infection probability on the voxel grid of ``image`` (0 on slices without lung).
 
@@ -312,13 +327,9 @@ class CTSegmenter:
         Returns:
             ``(1, X, Y, Z)`` float32 probabilities in [0, 1], same affine.
         """
-        self._check_length(image)
-        orient = Orientation(axcodes="RAS", labels=WORLD_AXIS_LABELS)
-        hu_ras = orient(image)
-        lung_ras = lung_mask(hu_ras[0].numpy(), tuple(float(s) for s in hu_ras.pixdim[:3]))
-        prob = self._probability_ras(hu_ras, lung_ras)
-        mt = MetaTensor(torch.from_numpy(prob[None]), meta=hu_ras.meta, applied_operations=hu_ras.applied_operations)
-        return orient.inverse(mt)
+        orient, hu_ras, _, lung_hu = self._to_ras(image)
+        prob = self._from_ras(self._probability_ras(hu_ras, lung_hu), orient, hu_ras, np.float32)
+        return MetaTensor(torch.from_numpy(prob[None]), meta=image.meta)
 
     def segment_image(self, image: MetaTensor, keep_probability: bool = False) -> CaseResult:
         """Infection and lung masks plus burden statistics for one loaded volume.
@@ -335,12 +346,8 @@ class CTSegmenter:
             :class:`CaseResult` with ``infection`` (uint8 0/1) and ``lung`` (uint8 0 background, 1 right, 2 left)
             on the voxel grid of ``image``, and the burden statistics in ``row``.
         """
-        self._check_length(image)
-        orient = Orientation(axcodes="RAS", labels=WORLD_AXIS_LABELS)
-        hu_ras = orient(image)
+        orient, hu_ras, spacing, lung_hu = self._to_ras(image)
         hu = hu_ras[0].numpy()
-        spacing = tuple(float(s) for s in hu_ras.pixdim[:3])
-        lung_hu = lung_mask(hu, spacing)
         prob_ras = self._probability_ras(hu_ras, lung_hu)
         lung_ras = extend_lung(lung_hu, prob_ras, hu, spacing, threshold=self.extension_threshold)
         infection_ras = postprocess_infection(
@@ -352,24 +359,16 @@ class CTSegmenter:
             min_lesion_extent_mm=self.min_lesion_extent_mm,
             min_lesion_area_mm2=self.min_lesion_area_mm2,
         )
-        stats = infection_burden(infection_ras, lung_ras, spacing)
-
-        def back(arr: np.ndarray, dtype=np.uint8) -> np.ndarray:
-            # in its own dtype: a float32 copy of a 512 x 512 x 1000 mask would be 1 GB
-            data = torch.from_numpy(np.ascontiguousarray(arr[None], dtype=dtype))
-            mt = MetaTensor(data, meta=hu_ras.meta, applied_operations=hu_ras.applied_operations)
-            return np.ascontiguousarray(orient.inverse(mt)[0].numpy())
-
-        row = dict(stats)
+        row = dict(infection_burden(infection_ras, lung_ras, spacing))
         row["shape"] = list(int(s) for s in image.shape[1:])
         row["spacing_mm"] = [round(float(s), 6) for s in image.pixdim[:3]]
         row["lung_hu_volume_ml"] = round(float((lung_hu > 0).sum()) * float(np.prod(spacing)) / 1000.0, 3)
         row["slices_inferred"] = int((self.inferer.last_boxes[:, 0] >= 0).sum())
         return CaseResult(
             row=row,
-            infection=back(infection_ras),
-            lung=back(lung_ras),
-            probability=back(prob_ras, np.float32) if keep_probability else None,
+            infection=self._from_ras(infection_ras, orient, hu_ras),
+            lung=self._from_ras(lung_ras, orient, hu_ras),
+            probability=self._from_ras(prob_ras, orient, hu_ras, np.float32) if keep_probability else None,
         )
 
     # ------------------------------------------------------------------ one case, with files

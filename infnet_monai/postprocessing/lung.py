@@ -654,13 +654,13 @@ def extend_lung(
     spacing = _check_spacing(spacing_mm)
     out = np.asarray(lung, dtype=np.uint8).copy()
     inside = out > 0
-    per_label = extension_slices(out, spacing, min_area_fraction)
+    per_label = extension_slices(out, spacing, min_area_fraction)  # all False without lung
     allowed = per_label.any(axis=0)
     if not allowed.any():
         return out
     found = (np.asarray(probability) >= threshold) & (np.asarray(volume_hu) <= max_hu) & ~inside
     found[:, :, ~allowed] = False
-    if not found.any() or not inside.any():
+    if not found.any():
         return out
     box = _bbox(found, (1, 1, 1))
     labels, n = ndi.label(found[box] | inside[box], structure=_FULL_3D)
