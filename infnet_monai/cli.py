@@ -42,6 +42,8 @@ def _cmd_predict_slices(args: argparse.Namespace) -> int:
         flip_tta=args.tta,
         progress=_progress("predict-slices", args.quiet),
         temperature=args.temperature,
+        classes=args.classes,
+        class_model_path=args.class_model,
     )
     print(json.dumps({"written": len(report.written), "failed": len(report.failed), "output_dir": str(args.output)}))
     for path, message in report.failed:
@@ -127,6 +129,8 @@ def _segment_kwargs(args: argparse.Namespace) -> dict:
         "max_slices": args.max_slices,
         "flip_tta": args.tta,
         "temperature": args.temperature,
+        "classes": not args.no_classes,
+        "class_model_path": args.class_model,
     }
 
 
@@ -192,7 +196,19 @@ def _add_segment_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--tta", action="store_true", help="average with left-right flipped slices (2x time)")
     _add_temperature_option(p)
+    p.add_argument(
+        "--no-classes", action="store_true",
+        help="skip GGO / consolidation: no infection_classes.nii.gz, empty per-class burden columns",
+    )
+    _add_class_model_option(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+
+def _add_class_model_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--class-model", default=None,
+        help="GGO / consolidation head checkpoint (default: the shipped models/classes.pt)",
+    )
 
 
 def _add_temperature_option(p: argparse.ArgumentParser) -> None:
@@ -215,7 +231,8 @@ def build_parser() -> argparse.ArgumentParser:
         "predict-slices",
         help="probability PNGs for a folder of 2D CT slices (.jpg/.jpeg/.png)",
         description="For every .jpg/.jpeg/.png in INPUT_DIR write OUTPUT_DIR/<stem>.png: an 8-bit probability map "
-        "(0-255) of infection with the input's height and width.",
+        "(0-255) of infection with the input's height and width; with --classes also the GGO and consolidation maps "
+        "in OUTPUT_DIR/ggo/ and OUTPUT_DIR/consolidation/.",
     )
     p.add_argument("input_dir", help="folder of 8-bit lung-windowed CT slices")
     p.add_argument("-o", "--output", required=True, help="output folder (created if missing)")
@@ -224,6 +241,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=8, help="slices per forward pass (default: 8)")
     p.add_argument("--tta", action="store_true", help="average with the left-right flipped slice (2x time)")
     _add_temperature_option(p)
+    p.add_argument(
+        "--classes", action="store_true",
+        help="also write OUTPUT_DIR/ggo/<stem>.png and OUTPUT_DIR/consolidation/<stem>.png (8-bit probabilities)",
+    )
+    _add_class_model_option(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_predict_slices)
 
@@ -251,7 +273,8 @@ def build_parser() -> argparse.ArgumentParser:
         "segment",
         help="infection and lung masks plus burden statistics for CT volumes (NIfTI / DICOM, file or cohort folder)",
         description="Segment COVID-19 lung infection in a NIfTI file, a DICOM series folder, or a folder of many "
-        "cases. Writes OUTPUT/<case>/infection.nii.gz, lung.nii.gz, stats.json and OUTPUT/burden.csv. "
+        "cases. Writes OUTPUT/<case>/infection.nii.gz, infection_classes.nii.gz (1 GGO, 2 consolidation), lung.nii.gz, "
+        "stats.json and OUTPUT/burden.csv. "
         "Exit code 0: all cases ok; 1: some failed (see burden.csv); 2: usage error.",
     )
     p.add_argument("input", help="NIfTI file, DICOM series folder, or cohort folder")

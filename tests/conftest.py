@@ -40,3 +40,21 @@ def tiny_model(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("model") / "tiny.pt"
     save_model(path, net, kwargs, preprocessing={"spatial_size": 64, "in_channels": 1}, metadata={"note": "test"})
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_class_model(tmp_path_factory) -> Path:
+    """A randomly initialised, tiny GGO / consolidation head (MONAI UNet) saved as a checkpoint."""
+    import torch
+    from monai.networks.nets import UNet
+
+    from infnet_monai.io import save_model
+
+    kwargs = {"spatial_dims": 2, "in_channels": 2, "out_channels": 1, "channels": (4, 8), "strides": (2,), "num_res_units": 0}
+    torch.manual_seed(0)
+    head = UNet(**kwargs)
+    path = tmp_path_factory.mktemp("classes") / "tiny_classes.pt"
+    save_model(
+        path, head, kwargs, preprocessing={"spatial_size": 32, "output": "consolidation_share"}, architecture="UNet"
+    )
+    return path

@@ -38,6 +38,30 @@ def test_predict_slices_writes_same_size_pngs(tmp_path, data_dir, tiny_model):
     assert Image.open(out / "odd.png").size == (53, 37)
 
 
+def test_predict_slices_classes_writes_ggo_and_consolidation_maps(tmp_path, tiny_model, tiny_class_model):
+    src = tmp_path / "in"
+    src.mkdir()
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (61, 45), dtype=np.uint8)).save(src / "a.png")
+    Image.fromarray(rng.integers(0, 256, (40, 70), dtype=np.uint8)).save(src / "b.jpg")
+    out = tmp_path / "out"
+    args = ["predict-slices", str(src), "-o", str(out), "--model", str(tiny_model), "--device", "cpu", "-q"]
+    assert main(args + ["--classes", "--class-model", str(tiny_class_model)]) == 0
+    for stem, size in (("a", (45, 61)), ("b", (70, 40))):
+        maps = {}
+        for sub in ("", "ggo", "consolidation"):
+            im = Image.open(out / sub / f"{stem}.png")
+            assert im.mode == "L" and im.size == size
+            maps[sub] = np.asarray(im).astype(int)
+        # the class maps split the infection map (each rounded to 8 bits on its own)
+        assert np.abs(maps["ggo"] + maps["consolidation"] - maps[""]).max() <= 1
+    # the infection map does not depend on --classes
+    plain = tmp_path / "plain"
+    assert main(["predict-slices", str(src), "-o", str(plain), "--model", str(tiny_model), "--device", "cpu", "-q"]) == 0
+    assert np.array_equal(np.asarray(Image.open(plain / "a.png")), np.asarray(Image.open(out / "a.png")))
+    assert not (plain / "ggo").exists()
+
+
 def test_predict_slices_bad_file_does_not_stop_the_others(tmp_path, data_dir, tiny_model, capsys):
     src = tmp_path / "in"
     src.mkdir()

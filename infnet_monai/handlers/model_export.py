@@ -50,6 +50,7 @@ class BestModelExporter:
         fp16: store weights in half precision.
         load_existing: when resuming, start from the best value recorded next to an existing ``path`` (its
             ``.json``), so a resumed run never replaces a better model with a worse one.
+        architecture: the network class recorded in the checkpoint (see :func:`~infnet_monai.io.save_model`).
     """
 
     def __init__(
@@ -63,6 +64,7 @@ class BestModelExporter:
         metadata: dict | None = None,
         fp16: bool = True,
         load_existing: bool = False,
+        architecture: str = "InfNet",
     ) -> None:
         self.network = network
         self.network_kwargs = dict(network_kwargs)
@@ -72,6 +74,7 @@ class BestModelExporter:
         self.preprocessing = dict(preprocessing or {})
         self.metadata = dict(metadata or {})
         self.fp16 = fp16
+        self.architecture = architecture
         self.best: float | None = None
         self._start = time.time()
         sidecar = self.path.with_suffix(self.path.suffix + ".json")
@@ -101,6 +104,6 @@ class BestModelExporter:
             meta["epoch"] = int(self.trainer.state.epoch)
             meta["iteration"] = int(self.trainer.state.iteration)
         meta["train_seconds"] = round(time.time() - self._start, 1)
-        save_model(self.path, self.network, self.network_kwargs, self.preprocessing, _plain(meta), fp16=self.fp16)
+        save_model(self.path, self.network, self.network_kwargs, self.preprocessing, _plain(meta), fp16=self.fp16, architecture=self.architecture)
         self.path.with_suffix(self.path.suffix + ".json").write_text(json.dumps(_plain(meta), indent=2))
         logger.info("new best %s=%.4f: exported %s", self.metric_name, value, self.path)

@@ -170,40 +170,46 @@ class LungCropSliceInferer(Inferer):
 
         Args:
             inputs: ``(1, C, X, Y, Z)`` prepared volume (intensity-normalised, slices along Z).
-            network: maps ``(B, C, H, W)`` to ``(B, 1, H, W)`` probabilities.
+            network: maps ``(B, C, H, W)`` to ``(B, K, H, W)`` probabilities; channel 0 is the infection, which
+                decides the box growth (further channels, e.g. the consolidation share, are carried along).
             lung: ``(X, Y, Z)`` lung mask on the same grid.
 
         Returns:
-            ``(1, 1, X, Y, Z)`` float32 probabilities on ``self.device``; 0 on slices without lung.
+            ``(1, K, X, Y, Z)`` float32 probabilities on ``self.device``; 0 on slices without lung.
         """
         if inputs.ndim != 5 or inputs.shape[0] != 1:
             raise ValueError(f"inputs must be (1, C, X, Y, Z), got {tuple(inputs.shape)}.")
         lung_np = np.asarray(lung.cpu() if isinstance(lung, torch.Tensor) else lung) > 0
         if lung_np.shape != tuple(inputs.shape[2:]):
             raise ValueError(f"lung mask shape {lung_np.shape} differs from the volume's {tuple(inputs.shape[2:])}.")
-        out = torch.zeros((1, 1, *inputs.shape[2:]), dtype=torch.float32, device=self.device)
+        out: torch.Tensor | None = None
         boxes = slice_boxes(lung_np, self.margins)
         todo = np.flatnonzero(boxes[:, 0] >= 0)
         for round_ in range(self.max_rounds):
             if todo.size == 0:
                 break
-            self._run(inputs, network, boxes, todo, out)
+            out = self._run(inputs, network, boxes, todo, out)
             if round_ + 1 == self.max_rounds:
                 break
             grown = grow_boxes(boxes, lung_np, out[0, 0].cpu().numpy(), self.grow_threshold, self.margins)
             todo = np.flatnonzero((grown != boxes).any(axis=1))
             boxes = grown
         self.last_boxes = boxes
+        if out is None:  # no slice holds lung: the network is never run, one channel of zeros
+            out = torch.zeros((1, 1, *inputs.shape[2:]), dtype=torch.float32, device=self.device)
         return out
 
-    def _run(self, inputs, network, boxes: np.ndarray, slices: np.ndarray, out: torch.Tensor) -> None:
+    def _run(self, inputs, network, boxes: np.ndarray, slices: np.ndarray, out: torch.Tensor | None) -> torch.Tensor:
         crops = torch.stack([self._crop(inputs[0, :, :, :, k], boxes[k]) for k in slices], dim=-1)  # (C, H, W, n)
-        prob = self.slice_inferer(crops[None], network)[0, 0]  # (H, W, n)
+        prob = self.slice_inferer(crops[None], network)[0]  # (K, H, W, n)
+        if out is None:
+            out = torch.zeros((1, prob.shape[0], *inputs.shape[2:]), dtype=torch.float32, device=self.device)
         for i, k in enumerate(slices):
             x0, x1, y0, y1 = (int(v) for v in boxes[k])
-            back = F.interpolate(prob[None, None, :, :, i].float(), size=(x1 - x0, y1 - y0), mode="bilinear", align_corners=False)
-            out[0, 0, :, :, k] = 0.0
-            out[0, 0, x0:x1, y0:y1, k] = back[0, 0].to(out.device)
+            back = F.interpolate(prob[None, :, :, :, i].float(), size=(x1 - x0, y1 - y0), mode="bilinear", align_corners=False)
+            out[0, :, :, :, k] = 0.0
+            out[0, :, x0:x1, y0:y1, k] = back[0].to(out.device)
+        return out
 
     def _crop(self, plane: torch.Tensor, box: np.ndarray) -> torch.Tensor:
         x0, x1, y0, y1 = (int(v) for v in box)

@@ -14,7 +14,8 @@ import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
 from infnet_monai.data.covid_semiseg import IMAGE_SUFFIXES
-from infnet_monai.io.checkpoint import load_model, model_temperature
+from infnet_monai.networks.nets.classes import CLASS_NAMES
+from infnet_monai.io.checkpoint import load_class_model, load_model, model_temperature
 from infnet_monai.transforms.slices import DEFAULT_SPATIAL_SIZE, SLICE_MEAN, SLICE_STD
 from infnet_monai.utils.files import atomic_write
 from infnet_monai.utils.device import autocast_context, resolve_device
@@ -84,6 +85,8 @@ class SlicePredictor:
         self.amp = amp
         self.info = info
         self.temperature = resolve_temperature(temperature, info)
+        self.class_model: torch.nn.Module | None = None
+        self.class_info: dict = {}
 
     @classmethod
     def from_network(
@@ -111,20 +114,16 @@ class SlicePredictor:
         self.amp = amp
         self.info = {}
         self.temperature = resolve_temperature(temperature)
+        self.class_model, self.class_info = None, {}
         return self
 
-    @torch.no_grad()
-    def predict_unit(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
-        """Probability maps for slices already scaled to [0, 1].
+    def with_classes(self, class_model_path: str | os.PathLike | None = None) -> SlicePredictor:
+        """Also predict GGO and consolidation with the head of ``class_model_path`` (default: the shipped one),
+        see :meth:`predict_classes_unit`. Returns ``self``."""
+        self.class_model, self.class_info = load_class_model(self.network, self.temperature, class_model_path, self.device)
+        return self
 
-        Args:
-            images: 2D float arrays ``(H_i, W_i)`` in [0, 1] (sizes may differ).
-
-        Returns:
-            float32 probability maps with the same sizes.
-        """
-        if not images:
-            return []
+    def _batch(self, images: Sequence[np.ndarray]) -> torch.Tensor:
         batch = torch.stack(
             [
                 F.interpolate(
@@ -137,23 +136,59 @@ class SlicePredictor:
             ]
         ).to(self.device)
         batch = (batch - self.mean) / self.std
-        if self.in_channels > 1:
-            batch = batch.repeat(1, self.in_channels, 1, 1)
+        return batch.repeat(1, self.in_channels, 1, 1) if self.in_channels > 1 else batch
+
+    def _probabilities(self, batch: torch.Tensor, classes: bool) -> torch.Tensor:
+        """``(B, C, H, W)`` probabilities at the network size: infection (C = 1), or infection, GGO and
+        consolidation (C = 3); with flip TTA the average over the slice and its mirror image."""
+        if classes:
+            run = self.class_model
+        else:
+            def run(x: torch.Tensor) -> torch.Tensor:
+                return torch.sigmoid(self.network(x).float() / self.temperature)
+
         with autocast_context(self.device, self.amp):
-            prob = torch.sigmoid(self.network(batch).float() / self.temperature)
+            prob = run(batch).float()
             if self.flip_tta:
-                flipped = self.network(batch.flip(-1)).float() / self.temperature
-                prob = 0.5 * (prob + torch.sigmoid(flipped).flip(-1))
+                prob = 0.5 * (prob + run(batch.flip(-1)).float().flip(-1))
+        return prob
+
+    @torch.no_grad()
+    def _predict(self, images: Sequence[np.ndarray], classes: bool) -> list[np.ndarray]:
+        if not images:
+            return []
+        prob = self._probabilities(self._batch(images), classes)
         out = []
         for p, im in zip(prob, images):
-            p = F.interpolate(p[None, :1], size=tuple(np.shape(im)), mode="bilinear", align_corners=False)
-            out.append(p[0, 0].clamp(0, 1).cpu().numpy())
+            p = F.interpolate(p[None], size=tuple(np.shape(im)), mode="bilinear", align_corners=False)
+            out.append(p[0].clamp(0, 1).cpu().numpy())
         return out
 
-    def predict_uint8(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
-        """Probability maps (0-255, uint8) for 8-bit slices ``(H_i, W_i)``."""
+    def predict_unit(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Probability maps for slices already scaled to [0, 1].
+
+        Args:
+            images: 2D float arrays ``(H_i, W_i)`` in [0, 1] (sizes may differ).
+
+        Returns:
+            float32 probability maps with the same sizes.
+        """
+        return [p[0] for p in self._predict(images, classes=False)]
+
+    def predict_classes_unit(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Infection, GGO and consolidation probabilities ``(3, H_i, W_i)`` for slices scaled to [0, 1]; GGO plus
+        consolidation equals infection (:class:`~infnet_monai.networks.nets.InfNetClasses`). Call
+        :meth:`with_classes` first."""
+        if getattr(self, "class_model", None) is None:
+            raise RuntimeError("no GGO / consolidation head loaded; call with_classes() first.")
+        return self._predict(images, classes=True)
+
+    def predict_uint8(self, images: Sequence[np.ndarray], classes: bool = False) -> list[np.ndarray]:
+        """Probability maps (0-255, uint8) for 8-bit slices ``(H_i, W_i)``: ``(H_i, W_i)`` each, or
+        ``(3, H_i, W_i)`` (infection, GGO, consolidation) with ``classes=True``."""
         unit = [np.asarray(im, dtype=np.float32) / 255.0 for im in images]
-        return [np.round(p * 255.0).astype(np.uint8) for p in self.predict_unit(unit)]
+        maps = self.predict_classes_unit(unit) if classes else self.predict_unit(unit)
+        return [np.round(p * 255.0).astype(np.uint8) for p in maps]
 
 
 @dataclass
@@ -192,8 +227,14 @@ def predict_slice_folder(
     flip_tta: bool = False,
     progress: Callable[[Iterable], Iterable] | None = None,
     temperature: float | None = None,
+    classes: bool = False,
+    class_model_path: str | os.PathLike | None = None,
 ) -> SliceFolderReport:
     """Write ``output_dir/<stem>.png`` (8-bit probability, input height and width) for each slice in ``input_dir``.
+
+    With ``classes=True`` also ``output_dir/ggo/<stem>.png`` and ``output_dir/consolidation/<stem>.png``, the GGO and
+    consolidation probabilities of the head ``class_model_path`` (default: the shipped one); they add up to the
+    infection map (up to 8-bit rounding).
 
     Inputs are the ``.jpg``, ``.jpeg`` and ``.png`` files directly in ``input_dir`` (sorted). A file that cannot be
     read is reported in the result and logged; the others are still processed. Outputs are written atomically.
@@ -222,6 +263,10 @@ def predict_slice_folder(
         return report
     output_dir.mkdir(parents=True, exist_ok=True)
     predictor = SlicePredictor(model_path, device=device, flip_tta=flip_tta, temperature=temperature)
+    if classes:
+        predictor.with_classes(class_model_path)
+        for name in CLASS_NAMES[1:]:
+            (output_dir / name).mkdir(exist_ok=True)
     batches = [files[i : i + batch_size] for i in range(0, len(files), batch_size)]
     for chunk in progress(batches) if progress is not None else batches:
         images, paths = [], []
@@ -232,8 +277,12 @@ def predict_slice_folder(
             except ValueError as e:
                 logger.error("%s", e)
                 report.failed.append((p, str(e)))
-        for p, prob in zip(paths, predictor.predict_uint8(images)):
+        for p, prob in zip(paths, predictor.predict_uint8(images, classes=classes)):
             out = output_dir / f"{p.stem}.png"
+            if classes:
+                for name, class_prob in zip(CLASS_NAMES[1:], prob[1:]):
+                    write_png_atomic(class_prob, output_dir / name / f"{p.stem}.png")
+                prob = prob[0]
             write_png_atomic(prob, out)
             report.written.append(out)
     return report

@@ -31,6 +31,7 @@ __all__ = [
     "model_temperature",
     "load_checkpoint",
     "load_model",
+    "load_class_model",
     "atomic_torch_save",
     "network_state_dict",
 ]
@@ -39,6 +40,13 @@ logger = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = "infnet-monai-model/1"
 ENCODER_FORMAT = "infnet-monai-encoder/1"
+
+
+def _architectures() -> dict[str, type[nn.Module]]:
+    """Networks a checkpoint may name (``"architecture"``); nothing outside this list is ever built from a file."""
+    from monai.networks.nets import UNet
+
+    return {"InfNet": InfNet, "UNet": UNet}
 
 
 class CheckpointError(RuntimeError):
@@ -65,6 +73,7 @@ def save_model(
     metadata: dict[str, Any] | None = None,
     fp16: bool = True,
     calibration: dict[str, Any] | None = None,
+    architecture: str = "InfNet",
 ) -> Path:
     """Write a self-describing checkpoint atomically.
 
@@ -78,10 +87,13 @@ def save_model(
         fp16: store floating-point weights in half precision (halves the file; they are cast back on load).
         calibration: how logits become probabilities at inference, e.g. ``{"temperature": 0.25}`` for
             ``sigmoid(logit / 0.25)`` (see :func:`save_calibrated_model`); omitted means temperature 1.
+        architecture: the network class, one of ``InfNet`` and ``UNet`` (MONAI's; the GGO / consolidation head).
 
     Returns:
         the written path.
     """
+    if architecture not in _architectures():
+        raise CheckpointError(f"unknown architecture {architecture!r}; expected one of {sorted(_architectures())}.")
     state = {}
     for k, v in network_state_dict(network).items():
         v = v.detach().cpu()
@@ -89,6 +101,7 @@ def save_model(
     checkpoint = {
         "format": CHECKPOINT_FORMAT,
         "infnet_monai_version": __version__,
+        "architecture": architecture,
         "network": {k: list(v) if isinstance(v, tuple) else v for k, v in network_kwargs.items()},
         "preprocessing": dict(preprocessing or {}),
         "metadata": dict(metadata or {}),
@@ -156,8 +169,10 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
 
 def load_model(
     path: str | os.PathLike, device: str | torch.device = "cpu", eval_mode: bool = True
-) -> tuple[InfNet, dict[str, Any]]:
+) -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild the network stored in a checkpoint and load its weights (in float32).
+
+    The checkpoint's ``architecture`` names the class (``InfNet`` when absent, as in files written before it existed).
 
     Returns:
         ``(network, checkpoint)``: the network on ``device`` (in eval mode unless ``eval_mode=False``) and the
@@ -165,8 +180,11 @@ def load_model(
     """
     checkpoint = load_checkpoint(path)
     kwargs = dict(checkpoint.get("network", {}))
+    architecture = checkpoint.get("architecture", "InfNet")
+    if architecture not in _architectures():
+        raise CheckpointError(f"'{path}' names an unknown architecture {architecture!r}; expected one of {sorted(_architectures())}.")
     try:
-        network = InfNet(**kwargs)
+        network = _architectures()[architecture](**kwargs)
         state = {k: v.float() if v.is_floating_point() else v for k, v in checkpoint["state_dict"].items()}
         network.load_state_dict(state)
     except (TypeError, ValueError, RuntimeError, KeyError) as e:
@@ -177,6 +195,36 @@ def load_model(
     info = {k: v for k, v in checkpoint.items() if k != "state_dict"}
     logger.debug("loaded %s (network %s)", path, kwargs)
     return network, info
+
+
+def load_class_model(
+    segmenter: nn.Module,
+    temperature: float = 1.0,
+    path: str | os.PathLike | None = None,
+    device: str | torch.device = "cpu",
+) -> tuple[nn.Module, dict[str, Any]]:
+    """The binary ``segmenter`` with the GGO / consolidation head of checkpoint ``path`` (default: the shipped one).
+
+    Returns:
+        ``(model, info)``: an :class:`~infnet_monai.networks.nets.InfNetClasses` in eval mode on ``device`` and the
+        head's checkpoint dictionary without its weights.
+
+    Raises:
+        CheckpointError: the file is not a head written by ``configs/train_classes.json``.
+    """
+    from infnet_monai.networks.nets.classes import HEAD_OUTPUTS, InfNetClasses
+    from infnet_monai.utils.model_path import default_class_model_path
+
+    path = Path(path) if path else default_class_model_path()
+    head, info = load_model(path, device)
+    prep = info.get("preprocessing", {})
+    if prep.get("output") not in HEAD_OUTPUTS:
+        raise CheckpointError(
+            f"'{path}' is not a GGO / consolidation head (its preprocessing has no output in {HEAD_OUTPUTS}); "
+            "train one with configs/train_classes.json."
+        )
+    model = InfNetClasses(segmenter, head, temperature, prep.get("spatial_size"), output=prep["output"])
+    return model.to(device).eval(), info
 
 
 def save_encoder(

@@ -13,7 +13,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .ignite import PaperDice, PaperMetrics
+    from .ignite import ClassPaperDice, PaperDice, PaperMetrics
     from .paper import (
         CURVE_KEYS,
         PAPER_THRESHOLDS,
@@ -44,6 +44,7 @@ _LAZY_NAMES: dict[str, str] = {
     "threshold_curves": "paper",
     "PaperMetrics": "ignite",
     "PaperDice": "ignite",
+    "ClassPaperDice": "ignite",
 }
 
 __all__ = list(_LAZY_NAMES)

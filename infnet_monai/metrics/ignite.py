@@ -20,7 +20,7 @@ from monai.utils import evenly_divisible_all_gather
 
 from infnet_monai.metrics.paper import PaperMetricAccumulator
 
-__all__ = ["PaperMetrics", "PaperDice"]
+__all__ = ["PaperMetrics", "PaperDice", "ClassPaperDice"]
 
 
 def _to_numpy(data: Any) -> np.ndarray:
@@ -176,3 +176,50 @@ class PaperDice(PaperMetrics):
             the paper's mean Dice.
         """
         return float(super().compute()["dice"])
+
+
+class ClassPaperDice(Metric):
+    """
+    The paper's mean Dice of each infection class, GGO and consolidation, each scored as a binary map (the paper's
+    multi-class protocol), and their mean as the single number for MONAI's key metric.
+
+    ``update`` receives ``(y_pred, y)``: ``y_pred`` the class probabilities ``(B, 2, H, W)`` (GGO, consolidation)
+    and ``y`` the one-hot classes ``(B, 3, H, W)`` (background, GGO, consolidation), batched or decollated. Once
+    attached, ``engine.state.metrics`` also holds ``ggo_dice`` and ``consolidation_dice``.
+    """
+
+    CLASSES = ("ggo", "consolidation")
+
+    def __init__(
+        self,
+        output_transform: Callable = from_engine(["pred", "label"]),
+        device: str | torch.device = torch.device("cpu"),
+    ) -> None:
+        self._metrics = {name: PaperMetrics() for name in self.CLASSES}
+        super().__init__(output_transform=output_transform, device=device)
+
+    @reinit__is_reduced
+    def reset(self) -> None:
+        for metric in self._metrics.values():
+            metric.reset()
+
+    @reinit__is_reduced
+    def update(self, output: Sequence[Any]) -> None:
+        preds, labels = output
+        if isinstance(preds, torch.Tensor) and preds.ndim == 3:
+            preds, labels = [preds], [labels]
+        for pred, label in zip(preds, labels):
+            for c, name in enumerate(self.CLASSES):
+                self._metrics[name].update((pred[c : c + 1], label[c + 1 : c + 2]))
+
+    def per_class(self) -> dict[str, float]:
+        """``{"ggo_dice": ..., "consolidation_dice": ...}`` over the images seen since the last reset."""
+        return {f"{name}_dice": float(metric.compute()["dice"]) for name, metric in self._metrics.items()}
+
+    def compute(self) -> float:
+        values = self.per_class()
+        return float(sum(values.values()) / len(values))
+
+    def completed(self, engine: Engine, name: str) -> None:
+        super().completed(engine, name)
+        engine.state.metrics.update(self.per_class())

@@ -1,3 +1,3 @@
-from .nets import INFNET_LIGHT, InfNet, InfNetOutput, MaskedImageModel, Res2Net
+from .nets import CLASS_NAMES, INFNET_LIGHT, InfNetClasses, class_maps, InfNet, InfNetOutput, MaskedImageModel, Res2Net
 
-__all__ = ["InfNet", "InfNetOutput", "INFNET_LIGHT", "MaskedImageModel", "Res2Net"]
+__all__ = ["CLASS_NAMES", "InfNetClasses", "class_maps", "InfNet", "InfNetOutput", "INFNET_LIGHT", "MaskedImageModel", "Res2Net"]

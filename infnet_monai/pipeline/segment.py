@@ -45,7 +45,7 @@ from monai.transforms import Compose, Invertd, Orientation
 from infnet_monai.io.cases import CTCase, discover_cases
 from infnet_monai.inferers.lung_crop import LungCropSliceInferer
 from infnet_monai.inferers.slices import resolve_temperature
-from infnet_monai.io.checkpoint import load_model
+from infnet_monai.io.checkpoint import load_class_model, load_model
 from infnet_monai.io.volume import CaseError, load_ct
 from infnet_monai.postprocessing import (
     EXTENSION_THRESHOLD,
@@ -53,15 +53,16 @@ from infnet_monai.postprocessing import (
     MIN_LESION_EXTENT_MM,
     body_mask,
     extend_lung,
+    infection_classes,
     lung_mask,
     postprocess_infection,
 )
-from infnet_monai.stats.burden import BURDEN_FIELDS, infection_burden
+from infnet_monai.stats.burden import BURDEN_FIELDS, class_burden, infection_burden
 from infnet_monai.transforms.ct import LUNG_WINDOW_HU, WORLD_AXIS_LABELS, ct_slice_preprocessing
 from infnet_monai.transforms.slices import DEFAULT_SPATIAL_SIZE
 from infnet_monai.utils.files import atomic_write
 from infnet_monai.utils.device import autocast_context, resolve_device
-from infnet_monai.utils.model_path import default_model_path
+from infnet_monai.utils.model_path import default_class_model_path, default_model_path
 
 __all__ = [
     "CTSegmenter",
@@ -92,6 +93,7 @@ DEFAULT_MIN_LESION_AREA_MM2 = MIN_LESION_AREA_MM2
 STATS_FILE = "stats.json"
 CSV_FILE = "burden.csv"
 INFECTION_FILE = "infection.nii.gz"
+CLASSES_FILE = "infection_classes.nii.gz"
 LUNG_FILE = "lung.nii.gz"
 PROBABILITY_FILE = "probability.nii.gz"
 
@@ -151,6 +153,7 @@ class CaseResult:
     infection: np.ndarray | None = None
     lung: np.ndarray | None = None
     probability: np.ndarray | None = None
+    classes: np.ndarray | None = None
 
 
 @dataclass
@@ -198,6 +201,9 @@ class CTSegmenter:
         extension_threshold: probability at or above which infection against the lung joins the lung mask
             (:func:`~infnet_monai.postprocessing.extend_lung`); default the smaller of ``threshold`` and
             :data:`~infnet_monai.postprocessing.EXTENSION_THRESHOLD` (0.3).
+        classes: also label the infection GGO or consolidation with the head of ``class_model_path``
+            (:class:`~infnet_monai.networks.nets.InfNetClasses`); needs ``model_path`` or ``network``.
+        class_model_path: the GGO / consolidation head (default: the shipped ``models/classes.pt``).
     """
 
     def __init__(
@@ -220,6 +226,8 @@ class CTSegmenter:
         min_lesion_extent_mm: float = DEFAULT_MIN_LESION_EXTENT_MM,
         min_lesion_area_mm2: float = DEFAULT_MIN_LESION_AREA_MM2,
         extension_threshold: float | None = None,
+        classes: bool = True,
+        class_model_path: str | os.PathLike | None = None,
     ) -> None:
         if batch_slices < 1:
             raise ValueError(f"batch_slices must be >= 1, got {batch_slices}.")
@@ -265,12 +273,24 @@ class CTSegmenter:
         self.flip_tta = flip_tta
         self.model_info = info
         self.temperature = resolve_temperature(temperature, info)
+        self.class_model: torch.nn.Module | None = None
+        self.class_model_path: Path | None = None
+        if classes:
+            self.class_model, class_info = load_class_model(self.network, self.temperature, class_model_path, self.device)
+            self.class_model_path = Path(class_model_path) if class_model_path else None
+            self.class_model_info = class_info
 
     # ------------------------------------------------------------------ one volume
+    def _maps(self, x: torch.Tensor) -> torch.Tensor:
+        """Infection probability, and with the class head the consolidation share: ``(B, 1 or 2, H, W)``."""
+        if self.class_model is not None:
+            return self.class_model.infection_and_share(x)
+        return torch.sigmoid(self.network(x).float() / self.temperature)
+
     def _network_fn(self, x: torch.Tensor) -> torch.Tensor:
-        prob = torch.sigmoid(self.network(x).float() / self.temperature)
+        prob = self._maps(x)
         if self.flip_tta:
-            prob = 0.5 * (prob + torch.sigmoid(self.network(x.flip(-1)).float() / self.temperature).flip(-1))
+            prob = 0.5 * (prob + self._maps(x.flip(-1)).flip(-1))
         return prob
 
     def _check_length(self, image: MetaTensor) -> None:
@@ -285,8 +305,9 @@ class CTSegmenter:
 
     @torch.no_grad()
     def _probability_ras(self, hu_ras: MetaTensor, lung_ras: np.ndarray) -> np.ndarray:
-        """Infection probability ``(X, Y, Z)`` on the RAS grid of ``hu_ras``, each slice cropped to ``lung_ras``
-        (or to the body on the slices with lung, with ``field_of_view="body"``)."""
+        """Infection probability ``(1, X, Y, Z)`` on the RAS grid of ``hu_ras`` (``(2, X, Y, Z)`` with the
+        consolidation share when the class head is on), each slice cropped to ``lung_ras`` (or to the body on the
+        slices with lung, with ``field_of_view="body"``)."""
         if self.field_of_view == "body":
             body = body_mask(hu_ras[0].numpy())
             body[:, :, ~lung_ras.any(axis=(0, 1))] = False
@@ -300,7 +321,7 @@ class CTSegmenter:
         pred = MetaTensor(prob[0].float().cpu(), meta=data["image"].meta, applied_operations=data["image"].applied_operations)
         del x, prob, image, lung
         data = {"image": data["image"], "pred": pred}
-        return self.invert(data)["pred"][0].clamp_(0.0, 1.0).numpy()
+        return self.invert(data)["pred"].clamp_(0.0, 1.0).numpy()
 
     def _to_ras(self, image: MetaTensor) -> tuple[Orientation, MetaTensor, tuple[float, float, float], np.ndarray]:
         """The volume in RAS (with the transform that undoes it), its spacing and its Hounsfield-unit lung mask."""
@@ -328,7 +349,7 @@ class CTSegmenter:
             ``(1, X, Y, Z)`` float32 probabilities in [0, 1], same affine.
         """
         orient, hu_ras, _, lung_hu = self._to_ras(image)
-        prob = self._from_ras(self._probability_ras(hu_ras, lung_hu), orient, hu_ras, np.float32)
+        prob = self._from_ras(self._probability_ras(hu_ras, lung_hu)[0], orient, hu_ras, np.float32)
         return MetaTensor(torch.from_numpy(prob[None]), meta=image.meta)
 
     def segment_image(self, image: MetaTensor, keep_probability: bool = False) -> CaseResult:
@@ -343,12 +364,14 @@ class CTSegmenter:
             keep_probability: also return the probability map.
 
         Returns:
-            :class:`CaseResult` with ``infection`` (uint8 0/1) and ``lung`` (uint8 0 background, 1 right, 2 left)
-            on the voxel grid of ``image``, and the burden statistics in ``row``.
+            :class:`CaseResult` with ``infection`` (uint8 0/1), ``lung`` (uint8 0 background, 1 right, 2 left) and,
+            with the class head, ``classes`` (uint8 0 background, 1 GGO, 2 consolidation; non-zero exactly where
+            ``infection`` is) on the voxel grid of ``image``, and the burden statistics in ``row``.
         """
         orient, hu_ras, spacing, lung_hu = self._to_ras(image)
         hu = hu_ras[0].numpy()
-        prob_ras = self._probability_ras(hu_ras, lung_hu)
+        maps = self._probability_ras(hu_ras, lung_hu)
+        prob_ras = maps[0]
         lung_ras = extend_lung(lung_hu, prob_ras, hu, spacing, threshold=self.extension_threshold)
         infection_ras = postprocess_infection(
             prob_ras,
@@ -360,6 +383,10 @@ class CTSegmenter:
             min_lesion_area_mm2=self.min_lesion_area_mm2,
         )
         row = dict(infection_burden(infection_ras, lung_ras, spacing))
+        classes_ras = infection_classes(infection_ras, maps[1]) if maps.shape[0] > 1 else None
+        del maps
+        if classes_ras is not None:
+            row.update(class_burden(classes_ras, lung_ras, spacing))
         row["shape"] = list(int(s) for s in image.shape[1:])
         row["spacing_mm"] = [round(float(s), 6) for s in image.pixdim[:3]]
         row["lung_hu_volume_ml"] = round(float((lung_hu > 0).sum()) * float(np.prod(spacing)) / 1000.0, 3)
@@ -369,6 +396,7 @@ class CTSegmenter:
             infection=self._from_ras(infection_ras, orient, hu_ras),
             lung=self._from_ras(lung_ras, orient, hu_ras),
             probability=self._from_ras(prob_ras, orient, hu_ras, np.float32) if keep_probability else None,
+            classes=self._from_ras(classes_ras, orient, hu_ras) if classes_ras is not None else None,
         )
 
     # ------------------------------------------------------------------ one case, with files
@@ -383,12 +411,14 @@ class CTSegmenter:
         result = self.segment_image(image, keep_probability=save_probability)
         case_dir = Path(output_dir) / case.case_id
         case_dir.mkdir(parents=True, exist_ok=True)
-        _remove_stale_parts(case_dir, (INFECTION_FILE, LUNG_FILE, PROBABILITY_FILE, STATS_FILE))
+        _remove_stale_parts(case_dir, (INFECTION_FILE, CLASSES_FILE, LUNG_FILE, PROBABILITY_FILE, STATS_FILE))
         reference = _reference_header(case, image)
         paths = {
             "infection_mask_path": write_nifti_atomic(_like(result.infection, reference), case_dir / INFECTION_FILE),
             "lung_mask_path": write_nifti_atomic(_like(result.lung, reference), case_dir / LUNG_FILE),
         }
+        if result.classes is not None:
+            paths["infection_classes_path"] = write_nifti_atomic(_like(result.classes, reference), case_dir / CLASSES_FILE)
         if save_probability and result.probability is not None:
             prob8 = np.round(result.probability * 255.0).astype(np.uint8)
             img = _like(prob8, reference)
@@ -402,6 +432,8 @@ class CTSegmenter:
         row["window_hu"] = list(self.window_hu)
         row["threshold"] = self.threshold
         row["model"] = str(self.model_path) if self.model_path else "in-memory network"
+        if self.class_model is not None:
+            row["class_model"] = str(self.class_model_path or default_class_model_path())
         row["notes"] = list(case.notes)
         # stats.json last: its presence marks the case complete (used by resume)
         _write_text_atomic(json.dumps({k: _json_value(v) for k, v in row.items()}, indent=2), case_dir / STATS_FILE)
@@ -427,7 +459,7 @@ class CTSegmenter:
             raise FileNotFoundError(f"no NIfTI (.nii, .nii.gz) or DICOM CT found under '{input_path}'.")
         report = CohortReport(output_dir=output_dir)
         for case in progress(cases) if progress is not None else cases:
-            row = _completed_row(case, output_dir) if resume else None
+            row = _completed_row(case, output_dir, classes=self.class_model is not None) if resume else None
             if row is not None:
                 logger.info("%s: already complete, skipped (--resume)", case.case_id)
             else:
@@ -534,8 +566,9 @@ def _check_complete(path: Path, image: nib.Nifti1Image) -> None:
         raise ValueError(f"{path.name} holds {size} bytes of image data, {expected} expected")
 
 
-def _completed_row(case: CTCase, output_dir: Path) -> dict | None:
-    """The stored row of a case whose outputs are complete and readable, else ``None`` (it will be redone)."""
+def _completed_row(case: CTCase, output_dir: Path, classes: bool = False) -> dict | None:
+    """The stored row of a case whose outputs are complete and readable, else ``None`` (it will be redone); with
+    ``classes``, a case stored without its GGO / consolidation map is redone too."""
     case_dir = output_dir / case.case_id
     stats = case_dir / STATS_FILE
     if not stats.is_file():
@@ -544,7 +577,9 @@ def _completed_row(case: CTCase, output_dir: Path) -> dict | None:
         row = json.loads(stats.read_text(encoding="utf-8"))
         if row.get("status") != "ok" or row.get("source_path") != str(case.source_path):
             return None
-        for name in (INFECTION_FILE, LUNG_FILE):
+        if classes and not row.get("infection_classes_path"):
+            return None
+        for name in (INFECTION_FILE, LUNG_FILE) + ((CLASSES_FILE,) if row.get("infection_classes_path") else ()):
             img = nib.load(str(case_dir / name))
             if list(img.shape[:3]) != list(row.get("shape", [])):
                 return None

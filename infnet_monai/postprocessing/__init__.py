@@ -1,6 +1,8 @@
 # Copyright (c) infnet-monai contributors
 # Licensed under the MIT License.
-"""Post-processing of 3D CT segmentations: HU-based lung masks and infection-mask clean-up."""
+"""Post-processing of 3D CT segmentations: HU-based lung masks, infection-mask clean-up, GGO / consolidation labels."""
+
+from .infection import CONSOLIDATION_LABEL, CONSOLIDATION_SHARE_THRESHOLD, GGO_LABEL, infection_classes
 
 from .lung import (
     AIRWAY_DILATION_MM,
@@ -36,6 +38,10 @@ from .lung import (
 )
 
 __all__ = [
+    "CONSOLIDATION_LABEL",
+    "CONSOLIDATION_SHARE_THRESHOLD",
+    "GGO_LABEL",
+    "infection_classes",
     "AIRWAY_DILATION_MM",
     "BODY_HU",
     "AIRWAY_MAX_LUNG_FRACTION",

@@ -16,11 +16,12 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import ndimage as ndi
 
+from infnet_monai.postprocessing.infection import CONSOLIDATION_LABEL, GGO_LABEL
 from infnet_monai.postprocessing.lung import LEFT_LUNG_LABEL, RIGHT_LUNG_LABEL
 from infnet_monai.utils.arrays import bounding_box
 from infnet_monai.utils.validation import check_spacing_mm
 
-__all__ = ["MM3_PER_ML", "BURDEN_KEYS", "BURDEN_FIELDS", "infection_burden"]
+__all__ = ["MM3_PER_ML", "BURDEN_KEYS", "CLASS_BURDEN_KEYS", "BURDEN_FIELDS", "infection_burden", "class_burden"]
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +42,18 @@ BURDEN_KEYS: tuple[str, ...] = (
 )
 """Keys of the dict returned by :func:`infection_burden`, in CSV column order."""
 
+_CLASSES = ((GGO_LABEL, "ggo"), (CONSOLIDATION_LABEL, "consolidation"))
+
+CLASS_BURDEN_KEYS: tuple[str, ...] = tuple(
+    f"{side}{name}_{quantity}"
+    for side in ("", "right_", "left_")
+    for quantity in ("volume_ml", "percent")
+    for _, name in _CLASSES
+)
+"""Keys of the dict returned by :func:`class_burden`, in CSV column order: ``ggo_volume_ml``,
+``consolidation_volume_ml``, ``ggo_percent``, ``consolidation_percent``, then the same per lung (``right_``,
+``left_``)."""
+
 BURDEN_FIELDS: tuple[str, ...] = (
     "case_id",
     "status",
@@ -51,6 +64,7 @@ BURDEN_FIELDS: tuple[str, ...] = (
     "shape",
     "spacing_mm",
     *BURDEN_KEYS,
+    *CLASS_BURDEN_KEYS,
     "infection_mask_path",
     "lung_mask_path",
     "seconds",
@@ -132,3 +146,37 @@ def infection_burden(infection: np.ndarray, lung: np.ndarray, spacing_mm: Sequen
         "largest_lesion_ml": largest * voxel_ml,
         "slices_with_infection": int(infected.any(axis=(0, 1)).sum()),
     }
+
+
+def class_burden(classes: np.ndarray, lung: np.ndarray, spacing_mm: Sequence[float]) -> dict[str, float]:
+    """GGO and consolidation volumes and percentages of the lung, overall and per lung.
+
+    Args:
+        classes: ``(X, Y, Z)`` class map (0 background, 1 GGO, 2 consolidation), as
+            :func:`~infnet_monai.postprocessing.infection_classes` writes it; counted as given.
+        lung: lung label map of the same shape (0 background, 1 right, 2 left).
+        spacing_mm: voxel size in mm along axes ``(0, 1, 2)``.
+
+    Returns:
+        dict with the keys of :data:`CLASS_BURDEN_KEYS`: ``<class>_volume_ml`` (mL) and ``<class>_percent`` (% of the
+        lung volume), overall and with ``right_`` / ``left_`` prefixes for the voxels inside that lung divided by that
+        lung's volume. Percentages of an empty lung are ``float("nan")``.
+
+    Raises:
+        ValueError: when the arrays are not 3D of the same shape or ``spacing_mm`` is not 3 positive sizes.
+    """
+    classes, lung = np.asarray(classes), np.asarray(lung)
+    if classes.ndim != 3 or classes.shape != lung.shape:
+        raise ValueError(f"classes and lung must be 3D arrays of the same shape, got {classes.shape} and {lung.shape}.")
+    spacing = check_spacing_mm(spacing_mm)
+    voxel_ml = spacing[0] * spacing[1] * spacing[2] / MM3_PER_ML
+    sides = (("", lung > 0, "the lung"), ("right_", lung == RIGHT_LUNG_LABEL, "the right lung"), ("left_", lung == LEFT_LUNG_LABEL, "the left lung"))
+    out: dict[str, float] = {}
+    for prefix, region, what in sides:
+        n_region = int(region.sum())
+        for label, name in _CLASSES:
+            # overall: the class map as given; per lung: inside that lung
+            n = int((classes == label).sum()) if not prefix else int(((classes == label) & region).sum())
+            out[f"{prefix}{name}_volume_ml"] = n * voxel_ml
+            out[f"{prefix}{name}_percent"] = _percent(n, n_region, what)
+    return {k: out[k] for k in CLASS_BURDEN_KEYS}

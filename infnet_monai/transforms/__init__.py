@@ -1,17 +1,25 @@
+from .classes import ClassMapsd
 from .masking import RandPatchMask, RandPatchMaskd
 from .slices import (
+    DEFAULT_CLASS_SIZE,
     DEFAULT_SPATIAL_SIZE,
     SLICE_MEAN,
     SLICE_STD,
     inference_slice_transforms,
     intensity_normalization,
     pretrain_slice_transforms,
+    train_class_transforms,
     train_slice_transforms,
+    val_class_transforms,
     val_slice_transforms,
 )
 
 __all__ = [
+    "ClassMapsd",
+    "DEFAULT_CLASS_SIZE",
     "DEFAULT_SPATIAL_SIZE",
+    "train_class_transforms",
+    "val_class_transforms",
     "SLICE_MEAN",
     "SLICE_STD",
     "RandPatchMask",

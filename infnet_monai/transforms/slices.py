@@ -11,8 +11,14 @@ import math
 from collections.abc import Sequence
 
 from monai.data import PILReader
+
+from infnet_monai.networks.nets.classes import CLASS_NAMES
 from monai.transforms import (
+    AsDiscreted,
     Compose,
+    ConcatItemsd,
+    CopyItemsd,
+    DeleteItemsd,
     EnsureChannelFirstd,
     EnsureTyped,
     LoadImaged,
@@ -33,7 +39,10 @@ __all__ = [
     "SLICE_MEAN",
     "SLICE_STD",
     "DEFAULT_SPATIAL_SIZE",
+    "DEFAULT_CLASS_SIZE",
     "train_slice_transforms",
+    "train_class_transforms",
+    "val_class_transforms",
     "val_slice_transforms",
     "inference_slice_transforms",
     "intensity_normalization",
@@ -44,6 +53,8 @@ __all__ = [
 SLICE_MEAN = 0.5
 SLICE_STD = 0.25
 DEFAULT_SPATIAL_SIZE = 352
+# in-plane size of the GGO / consolidation head
+DEFAULT_CLASS_SIZE = 256
 
 
 def _size(spatial_size: int | Sequence[int]) -> tuple[int, int]:
@@ -112,13 +123,22 @@ def train_slice_transforms(
         a :class:`monai.transforms.Compose` mapping ``{"image": path, "label": path, "edge": path}`` to tensors
         ``image (in_channels, H, W)``, ``label (1, H, W)`` and ``edge (1, H, W)`` in [0, 1].
     """
-    size = _size(spatial_size)
     keys = ["image", *label_keys]
     xforms: list = [
         *_load(keys, allow_missing_keys=True),
         _to_unit(keys, allow_missing_keys=True),
-        Resized(keys, spatial_size=size, mode="bilinear", allow_missing_keys=True),
+        Resized(keys, spatial_size=_size(spatial_size), mode="bilinear", allow_missing_keys=True),
+        *_spatial_augmentation(keys, rotate_degrees, scale_range, flip),
+        *_intensity_augmentation("image", intensity_scale, intensity_shift, gamma, noise_std),
+        *intensity_normalization("image", in_channels),
+        EnsureTyped(keys, track_meta=False, allow_missing_keys=True),
     ]
+    return Compose(xforms)
+
+
+def _spatial_augmentation(keys: Sequence[str], rotate_degrees: float, scale_range: float, flip: bool) -> list:
+    """Random flips on both axes, then a random rotation and zoom, applied alike to every key (bilinear)."""
+    xforms: list = []
     if flip:
         xforms += [
             RandFlipd(keys, prob=0.5, spatial_axis=0, allow_missing_keys=True),
@@ -136,19 +156,83 @@ def train_slice_transforms(
                 allow_missing_keys=True,
             )
         )
-    xforms += [
-        RandScaleIntensityd("image", factors=intensity_scale, prob=0.8),
-        RandShiftIntensityd("image", offsets=intensity_shift, prob=0.5),
-        RandAdjustContrastd("image", gamma=gamma, prob=0.5),
+    return xforms
+
+
+def _intensity_augmentation(
+    key: str, intensity_scale: tuple[float, float], intensity_shift: float, gamma: tuple[float, float], noise_std: float
+) -> list:
+    """Random scale, shift, gamma and noise of a [0, 1] image, clipped back to [0, 1]."""
+    xforms: list = [
+        RandScaleIntensityd(key, factors=intensity_scale, prob=0.8),
+        RandShiftIntensityd(key, offsets=intensity_shift, prob=0.5),
+        RandAdjustContrastd(key, gamma=gamma, prob=0.5),
     ]
     if noise_std > 0:
-        xforms.append(RandGaussianNoised("image", prob=0.3, std=noise_std))
-    xforms += [
-        ScaleIntensityRanged("image", a_min=0.0, a_max=1.0, b_min=0.0, b_max=1.0, clip=True),
-        *intensity_normalization("image", in_channels),
-        EnsureTyped(keys, track_meta=False, allow_missing_keys=True),
+        xforms.append(RandGaussianNoised(key, prob=0.3, std=noise_std))
+    xforms.append(ScaleIntensityRanged(key, a_min=0.0, a_max=1.0, b_min=0.0, b_max=1.0, clip=True))
+    return xforms
+
+
+def _class_inputs(prior_key: str, classes_key: str) -> list:
+    """Load the slice, its infection prior (8-bit probability PNG) and its class map (0/1/2) as ``label``, one-hot
+    to 3 channels (the binary ``label`` and ``edge`` of the datalist entry are dropped)."""
+    return [
+        DeleteItemsd(["label", "edge"]),
+        CopyItemsd(classes_key, names="label"),
+        *_load(["image", prior_key, "label"]),
+        _to_unit(["image", prior_key]),
+        AsDiscreted("label", to_onehot=len(CLASS_NAMES)),
     ]
-    return Compose(xforms)
+
+
+def train_class_transforms(
+    spatial_size: int | Sequence[int] = DEFAULT_CLASS_SIZE,
+    prior_key: str = "prior",
+    classes_key: str = "classes",
+    rotate_degrees: float = 15.0,
+    scale_range: float = 0.15,
+    intensity_scale: tuple[float, float] = (-0.55, 0.3),
+    intensity_shift: float = 0.15,
+    gamma: tuple[float, float] = (0.6, 1.6),
+    noise_std: float = 0.02,
+) -> Compose:
+    """Training chain of the GGO / consolidation head (:class:`~infnet_monai.networks.nets.InfNetClasses`).
+
+    The slice gets the same augmentation as the binary model's (:func:`train_slice_transforms`); the infection prior
+    (the binary model's probability map, as written by ``predict-slices``) and the one-hot class map follow the
+    spatial part only. The output ``image`` has two channels, the standardised slice and the prior in [0, 1];
+    ``label`` is the class map read from ``classes_key``, one-hot in three channels (background, GGO,
+    consolidation; soft at boundaries after interpolation).
+    """
+    keys = ["image", prior_key, "label"]
+    return Compose(
+        [
+            *_class_inputs(prior_key, classes_key),
+            Resized(keys, spatial_size=_size(spatial_size), mode="bilinear"),
+            *_spatial_augmentation(keys, rotate_degrees, scale_range, True),
+            *_intensity_augmentation("image", intensity_scale, intensity_shift, gamma, noise_std),
+            *intensity_normalization("image", 1),
+            ConcatItemsd(["image", prior_key], "image"),
+            EnsureTyped(keys, track_meta=False),
+        ]
+    )
+
+
+def val_class_transforms(
+    spatial_size: int | Sequence[int] = DEFAULT_CLASS_SIZE, prior_key: str = "prior", classes_key: str = "classes"
+) -> Compose:
+    """Validation chain of the GGO / consolidation head: :func:`train_class_transforms` without augmentation."""
+    keys = ["image", prior_key, "label"]
+    return Compose(
+        [
+            *_class_inputs(prior_key, classes_key),
+            Resized(keys, spatial_size=_size(spatial_size), mode="bilinear"),
+            *intensity_normalization("image", 1),
+            ConcatItemsd(["image", prior_key], "image"),
+            EnsureTyped(keys, track_meta=False),
+        ]
+    )
 
 
 def val_slice_transforms(

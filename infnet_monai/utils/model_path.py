@@ -6,9 +6,10 @@ import os
 import sys
 from pathlib import Path
 
-__all__ = ["MODEL_ENV_VAR", "default_model_path", "bundle_dir"]
+__all__ = ["MODEL_ENV_VAR", "CLASS_MODEL_ENV_VAR", "default_model_path", "default_class_model_path", "bundle_dir"]
 
 MODEL_ENV_VAR = "INFNET_MODEL"
+CLASS_MODEL_ENV_VAR = "INFNET_CLASS_MODEL"
 
 
 def bundle_dir() -> Path:
@@ -25,17 +26,28 @@ def default_model_path() -> Path:
     Raises:
         FileNotFoundError: none of these exists.
     """
-    env = os.environ.get(MODEL_ENV_VAR)
+    return _shipped("model.pt", MODEL_ENV_VAR, "--model")
+
+
+def default_class_model_path() -> Path:
+    """The GGO / consolidation head used when no ``--class-model`` is given: ``$INFNET_CLASS_MODEL``, else
+    ``classes.pt`` next to the shipped model (source checkout, then ``<prefix>/share/infnet-monai``).
+
+    Raises:
+        FileNotFoundError: none of these exists.
+    """
+    return _shipped("classes.pt", CLASS_MODEL_ENV_VAR, "--class-model")
+
+
+def _shipped(name: str, env_var: str, option: str) -> Path:
+    env = os.environ.get(env_var)
     if env:
         return Path(env)
-    candidates = [
-        bundle_dir() / "models" / "model.pt",
-        Path(sys.prefix) / "share" / "infnet-monai" / "model.pt",
-    ]
+    candidates = [bundle_dir() / "models" / name, Path(sys.prefix) / "share" / "infnet-monai" / name]
     for c in candidates:
         if c.is_file():
             return c
     raise FileNotFoundError(
-        "no default model found (looked at " + ", ".join(str(c) for c in candidates) + "); pass --model PATH or set "
-        f"{MODEL_ENV_VAR}."
+        f"no default {name} found (looked at " + ", ".join(str(c) for c in candidates) + f"); pass {option} PATH or "
+        f"set {env_var}."
     )

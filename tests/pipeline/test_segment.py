@@ -25,8 +25,8 @@ def ct_dir(data_dir):
 
 
 @pytest.fixture(scope="module")
-def segmenter(tiny_model):
-    return CTSegmenter(tiny_model, device="cpu", batch_slices=8)
+def segmenter(tiny_model, tiny_class_model):
+    return CTSegmenter(tiny_model, device="cpu", batch_slices=8, class_model_path=tiny_class_model)
 
 
 def _arrays(case_dir):
@@ -57,6 +57,18 @@ def test_nifti_outputs_keep_shape_affine_and_lung_mask_is_accurate(tmp_path, ct_
     assert not np.any(inf_arr[np.asarray(lung.dataobj) == 0])  # infection only inside the lung
     stats = json.loads((tmp_path / "abdomen_3mm" / "stats.json").read_text())
     assert stats["status"] == "ok" and stats["shape"] == list(src.shape)
+    # GGO / consolidation: the class map refines the binary mask, the columns agree with it
+    classes = nib.load(str(tmp_path / "abdomen_3mm" / "infection_classes.nii.gz"))
+    assert classes.shape == src.shape and np.allclose(classes.affine, src.affine) and classes.get_data_dtype() == np.uint8
+    cls_arr = np.asarray(classes.dataobj)
+    np.testing.assert_array_equal(cls_arr > 0, inf_arr > 0)
+    assert row["ggo_volume_ml"] == pytest.approx((cls_arr == 1).sum() * 27 / 1000)
+    assert row["consolidation_volume_ml"] == pytest.approx((cls_arr == 2).sum() * 27 / 1000)
+    assert row["ggo_volume_ml"] + row["consolidation_volume_ml"] == pytest.approx(row["infection_volume_ml"])
+    lung_arr = np.asarray(lung.dataobj)
+    assert row["left_consolidation_volume_ml"] == pytest.approx(((cls_arr == 2) & (lung_arr == 2)).sum() * 27 / 1000)
+    header = next(csv.reader((tmp_path / "burden.csv").open()))
+    assert {"ggo_volume_ml", "consolidation_percent", "right_ggo_percent", "left_consolidation_volume_ml"} <= set(header)
 
 
 def test_dicom_series_outputs_match_loaded_geometry(tmp_path, ct_dir, segmenter):
@@ -126,14 +138,14 @@ def test_cli_and_bundle_write_identical_files(tmp_path, ct_dir, tiny_model):
         cwd=REPO, capture_output=True, text=True, timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    for name in ("infection.nii.gz", "lung.nii.gz"):
+    for name in ("infection.nii.gz", "lung.nii.gz", "infection_classes.nii.gz"):
         a = nib.load(str(cli_out / "abdomen_3mm_small" / name))
         b = nib.load(str(bundle_out / "abdomen_3mm_small" / name))
         assert np.array_equal(np.asarray(a.dataobj), np.asarray(b.dataobj))
         assert np.array_equal(a.affine, b.affine)
     rows_a = list(csv.DictReader((cli_out / "burden.csv").open()))
     rows_b = list(csv.DictReader((bundle_out / "burden.csv").open()))
-    drop = {"seconds", "infection_mask_path", "lung_mask_path"}
+    drop = {"seconds", "infection_mask_path", "lung_mask_path", "infection_classes_path"}
     assert [{k: v for k, v in r.items() if k not in drop} for r in rows_a] == [
         {k: v for k, v in r.items() if k not in drop} for r in rows_b
     ]
@@ -190,3 +202,19 @@ def test_field_of_view_body_crops_wider_than_lung_and_bad_value_is_refused(tiny_
         widths[fov] = ((boxes[inferred, 1] - boxes[inferred, 0]) * (boxes[inferred, 3] - boxes[inferred, 2])).mean()
         assert inferred.sum() == int((phantom.lung > 0).any(axis=(0, 1)).sum())  # the same slices either way
     assert widths["body"] > 1.2 * widths["lung"]
+
+
+def test_no_classes_option_and_resume_redoes_cases_without_classes(tmp_path, ct_dir, tiny_model, tiny_class_model):
+    src = ct_dir / "abdomen_3mm_small.nii.gz"
+    args = ["segment", str(src), "-o", str(tmp_path), "--model", str(tiny_model), "--device", "cpu", "-q"]
+    assert main(args + ["--no-classes"]) == 0
+    assert not (tmp_path / "abdomen_3mm_small" / "infection_classes.nii.gz").exists()
+    row = next(csv.DictReader((tmp_path / "burden.csv").open()))
+    assert row["ggo_volume_ml"] == "" and row["infection_volume_ml"] != ""
+    # a resumed run that wants the classes redoes the case instead of skipping it
+    assert main(args + ["--resume", "--class-model", str(tiny_class_model)]) == 0
+    assert (tmp_path / "abdomen_3mm_small" / "infection_classes.nii.gz").is_file()
+    row = next(csv.DictReader((tmp_path / "burden.csv").open()))
+    assert row["ggo_volume_ml"] != ""
+    stats = json.loads((tmp_path / "abdomen_3mm_small" / "stats.json").read_text())
+    assert stats["class_model"] == str(tiny_class_model)
