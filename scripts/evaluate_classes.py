@@ -3,7 +3,8 @@
 Each head predicts the slices through ``predict-slices --classes`` (the interface the held-out set is scored
 through), then each class is scored as a binary map with :func:`infnet_monai.metrics.evaluate_folders`: the GGO map
 against class 1, the consolidation map against class 2 (a slice without that class scores 0, as in the protocol).
-Also prints a pixel confusion table of the classes (a pixel is infection where its infection map is >= 128 of 255,
+``--references`` adds two rows that bracket what a head contributes (a constant consolidation share and the
+true one, on the same infection map). Also prints a pixel confusion table of the classes (a pixel is infection where its infection map is >= 128 of 255,
 then GGO or consolidation by the larger class map). JSON per head; ``--markdown`` adds the tables for the docs.
 
     python scripts/evaluate_classes.py --class-model shipped=bundles/infnet_covid/models/classes.pt --markdown
@@ -67,12 +68,39 @@ def evaluate(args, label: str, class_model: str, images: Path, class_files: dict
     )
     if report.failed:
         raise RuntimeError(f"{label}: {report.failed}")
-    row: dict = {"label": label, "class_model": class_model, "seconds": round(time.time() - start, 1)}
+    seconds = round(time.time() - start, 1)
+    return {**_score(label, pred, class_files, tmp), "class_model": class_model, "seconds": seconds}
+
+
+def _score(label: str, pred: Path, class_files: dict, tmp: Path) -> dict:
+    row: dict = {"label": label}
     for _, name in CLASSES:
         metrics = evaluate_folders(pred / name, tmp / "gt" / name)
         row[name] = {k: round(float(v), 4) for k, v in metrics.items() if isinstance(v, (int, float))}
     row["confusion"] = confusion(pred, class_files).tolist()
     return row
+
+
+def reference_rows(pred: Path, class_files: dict[str, str], tmp: Path) -> list[dict]:
+    """What a head adds, bracketed: the same infection map ``p`` split by a constant share ``q = 0.5`` (no class
+    knowledge; both class maps are ``p / 2``), and by the true share (``q`` = 1 on true consolidation, 0 on true GGO,
+    0.5 elsewhere: the best any head on this infection map can do)."""
+    rows = []
+    for label, truth_share in (("constant share 0.5", None), ("true share (ceiling)", True)):
+        out = tmp / f"ref_{len(rows)}"
+        for _, name in CLASSES:
+            (out / name).mkdir(parents=True)
+        for stem, path in class_files.items():
+            infection = np.asarray(Image.open(pred / f"{stem}.png")).astype(np.float64)
+            truth = np.asarray(Image.open(path))
+            q = np.full(infection.shape, 0.5)
+            if truth_share:
+                q[truth == 1], q[truth == 2] = 0.0, 1.0
+            Image.fromarray(infection.astype(np.uint8)).save(out / f"{stem}.png")
+            for share, (_, name) in zip((1.0 - q, q), CLASSES):
+                Image.fromarray(np.round(infection * share).astype(np.uint8)).save(out / name / f"{stem}.png")
+        rows.append(_score(label, out, class_files, tmp))
+    return rows
 
 
 def markdown(results: list[dict]) -> str:
@@ -98,6 +126,9 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--split_seed", type=int, default=0)
     parser.add_argument("--tta", action="store_true", help="flip test-time augmentation")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument(
+        "--references", action="store_true", help="add the constant-share and true-share rows on the first head's map"
+    )
     parser.add_argument("--markdown", action="store_true")
     args = parser.parse_args(argv)
     if args.threads:
@@ -114,6 +145,11 @@ def main(argv=None) -> list[dict]:
                 parser.error(f"--class-model needs LABEL=PATH, got '{spec}'.")
             results.append(evaluate(args, label, path, images, class_files, tmp))
             print(json.dumps(results[-1]), flush=True)
+        if args.references:
+            first = tmp / f"pred_{results[0]['label']}"
+            for row in reference_rows(first, class_files, tmp):
+                results.append(row)
+                print(json.dumps(row), flush=True)
     if args.markdown:
         print(markdown(results))
     return results

@@ -51,6 +51,8 @@ class BestModelExporter:
         load_existing: when resuming, start from the best value recorded next to an existing ``path`` (its
             ``.json``), so a resumed run never replaces a better model with a worse one.
         architecture: the network class recorded in the checkpoint (see :func:`~infnet_monai.io.save_model`).
+        select: ``"best"`` (above) or ``"last"``: export at every validation, so the file holds the last validated
+            epoch. For a final fit whose validation slices are also trained on, where the best epoch means nothing.
     """
 
     def __init__(
@@ -65,7 +67,11 @@ class BestModelExporter:
         fp16: bool = True,
         load_existing: bool = False,
         architecture: str = "InfNet",
+        select: str = "best",
     ) -> None:
+        if select not in ("best", "last"):
+            raise ValueError(f"select must be 'best' or 'last', got {select!r}.")
+        self.select = select
         self.network = network
         self.network_kwargs = dict(network_kwargs)
         self.path = Path(path)
@@ -94,16 +100,16 @@ class BestModelExporter:
                 f"metric '{self.metric_name}' not computed by the evaluator; available: {sorted(metrics)}."
             )
         value = float(metrics[self.metric_name])
-        if self.best is not None and value <= self.best:
+        if self.select == "best" and self.best is not None and value <= self.best:
             return
         self.best = value
         meta = dict(self.metadata)
         meta["validation"] = _plain({k: v for k, v in metrics.items() if not isinstance(v, dict)})
-        meta["selected_by"] = self.metric_name
+        meta["selected_by"] = self.metric_name if self.select == "best" else "last epoch"
         if self.trainer is not None:
             meta["epoch"] = int(self.trainer.state.epoch)
             meta["iteration"] = int(self.trainer.state.iteration)
         meta["train_seconds"] = round(time.time() - self._start, 1)
         save_model(self.path, self.network, self.network_kwargs, self.preprocessing, _plain(meta), fp16=self.fp16, architecture=self.architecture)
         self.path.with_suffix(self.path.suffix + ".json").write_text(json.dumps(_plain(meta), indent=2))
-        logger.info("new best %s=%.4f: exported %s", self.metric_name, value, self.path)
+        logger.info("%s %s=%.4f: exported %s", "new best" if self.select == "best" else "epoch", self.metric_name, value, self.path)

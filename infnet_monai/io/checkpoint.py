@@ -223,7 +223,9 @@ def load_class_model(
             f"'{path}' is not a GGO / consolidation head (its preprocessing has no output in {HEAD_OUTPUTS}); "
             "train one with configs/train_classes.json."
         )
-    model = InfNetClasses(segmenter, head, temperature, prep.get("spatial_size"), output=prep["output"])
+    model = InfNetClasses(
+        segmenter, head, temperature, prep.get("spatial_size"), output=prep["output"], head_temperature=model_temperature(info),
+    )
     return model.to(device).eval(), info
 
 

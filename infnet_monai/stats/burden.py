@@ -66,6 +66,7 @@ BURDEN_FIELDS: tuple[str, ...] = (
     *BURDEN_KEYS,
     *CLASS_BURDEN_KEYS,
     "infection_mask_path",
+    "infection_classes_path",
     "lung_mask_path",
     "seconds",
 )

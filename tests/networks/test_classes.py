@@ -96,3 +96,22 @@ def test_class_head_checkpoint_round_trip(tiny_model, tiny_class_model, tmp_path
         load_class_model(network, 1.0, tiny_model)
     with pytest.raises(CheckpointError, match="unknown architecture"):
         save_model(tmp_path / "x.pt", network, {}, architecture="ResNet")
+
+
+def test_head_temperature_sharpens_the_share_without_moving_its_boundary(tiny_model, tiny_class_model, tmp_path):
+    from infnet_monai.io import save_calibrated_model
+
+    network, _ = load_model(tiny_model)
+    plain, _ = load_class_model(network, 1.0, tiny_class_model)
+    sharp_path = save_calibrated_model(tiny_class_model, tmp_path / "sharp.pt", {"temperature": 0.5})
+    sharp, _ = load_class_model(network, 1.0, sharp_path)
+    assert plain.head_temperature == 1.0 and sharp.head_temperature == 0.5
+    x = torch.randn(2, 1, 32, 32)  # the head's own size: no resampling between logit and share
+    with torch.no_grad():
+        q1, q2 = plain.infection_and_share(x)[:, 1], sharp.infection_and_share(x)[:, 1]
+    logit = torch.logit(q1.clamp(1e-6, 1 - 1e-6))
+    torch.testing.assert_close(q2, torch.sigmoid(logit / 0.5), rtol=1e-3, atol=1e-3)
+    decided = (q1 - 0.5).abs() > 1e-3
+    assert decided.any()
+    assert torch.equal((q1 >= 0.5)[decided], (q2 >= 0.5)[decided])
+    assert ((q2 - 0.5).abs() >= (q1 - 0.5).abs() - 1e-6).all()

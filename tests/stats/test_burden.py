@@ -33,7 +33,11 @@ def test_keys_and_field_order():
         "case_id", "status", "error", "source_path", "patient_id", "series_instance_uid", "shape", "spacing_mm",
         "lung_volume_ml", "right_lung_volume_ml", "left_lung_volume_ml", "infection_volume_ml", "infection_percent",
         "right_lung_infection_percent", "left_lung_infection_percent", "lesion_count", "largest_lesion_ml",
-        "slices_with_infection", "infection_mask_path", "lung_mask_path", "seconds",
+        "slices_with_infection",
+        "ggo_volume_ml", "consolidation_volume_ml", "ggo_percent", "consolidation_percent",
+        "right_ggo_volume_ml", "right_consolidation_volume_ml", "right_ggo_percent", "right_consolidation_percent",
+        "left_ggo_volume_ml", "left_consolidation_volume_ml", "left_ggo_percent", "left_consolidation_percent",
+        "infection_mask_path", "infection_classes_path", "lung_mask_path", "seconds",
     )  # fmt: skip
 
 

@@ -47,6 +47,8 @@ class InfNetClasses(nn.Module):
         head_size: in-plane size the head runs at (its training size); ``None`` keeps the input size.
         output: ``"consolidation_share"`` (above) or ``"class_softmax"``: the head predicts the paper's 3 class
             logits, the class maps are its softmax, and ``q`` is their consolidation / (GGO + consolidation) ratio.
+        head_temperature: logit temperature of ``head`` (recorded in its checkpoint's ``calibration``). Below 1 it
+            makes ``q`` more decisive; the ``q = 0.5`` boundary, hence the 3D class mask, does not move.
 
     Returns (``forward``):
         ``(B, 3, H, W)`` probabilities: infection, GGO, consolidation.
@@ -59,6 +61,7 @@ class InfNetClasses(nn.Module):
         temperature: float = 1.0,
         head_size: Sequence[int] | int | None = 256,
         output: str = "consolidation_share",
+        head_temperature: float = 1.0,
     ) -> None:
         super().__init__()
         if output not in HEAD_OUTPUTS:
@@ -67,6 +70,7 @@ class InfNetClasses(nn.Module):
         self.segmenter = segmenter
         self.head = head
         self.temperature = float(temperature)
+        self.head_temperature = float(head_temperature)
         if isinstance(head_size, int):
             head_size = (head_size, head_size)
         self.head_size = tuple(int(s) for s in head_size) if head_size is not None else None
@@ -77,7 +81,7 @@ class InfNetClasses(nn.Module):
         inputs = torch.cat([image[:, :1].float(), infection.float()], dim=1)
         if self.head_size is not None and self.head_size != size:
             inputs = F.interpolate(inputs, size=self.head_size, mode="bilinear", align_corners=False)
-        logits = self.head(inputs).float()
+        logits = self.head(inputs).float() / self.head_temperature
         out = torch.softmax(logits, dim=1) if self.output == "class_softmax" else torch.sigmoid(logits)
         if out.shape[-2:] != size:
             out = F.interpolate(out, size=size, mode="bilinear", align_corners=False)
