@@ -186,6 +186,20 @@ def _class_inputs(prior_key: str, classes_key: str) -> list:
     ]
 
 
+def _class_chain(spatial_size, prior_key: str, classes_key: str, augmentation: Sequence) -> Compose:
+    keys = ["image", prior_key, "label"]
+    return Compose(
+        [
+            *_class_inputs(prior_key, classes_key),
+            Resized(keys, spatial_size=_size(spatial_size), mode="bilinear"),
+            *augmentation,
+            *intensity_normalization("image", 1),
+            ConcatItemsd(["image", prior_key], "image"),
+            EnsureTyped(keys, track_meta=False),
+        ]
+    )
+
+
 def train_class_transforms(
     spatial_size: int | Sequence[int] = DEFAULT_CLASS_SIZE,
     prior_key: str = "prior",
@@ -201,40 +215,25 @@ def train_class_transforms(
 
     The slice gets the binary model's spatial augmentation (:func:`train_slice_transforms`) but a much weaker
     intensity one: GGO and consolidation differ by density, and the binary model's strong contrast jitter blurs that
-    difference (validation class Dice 0.358 with it, 0.392 with these ranges). The infection prior
-    (the binary model's probability map, as written by ``predict-slices``) and the one-hot class map follow the
-    spatial part only. The output ``image`` has two channels, the standardised slice and the prior in [0, 1];
-    ``label`` is the class map read from ``classes_key``, one-hot in three channels (background, GGO,
+    difference (best validation class Dice 0.358 with it, 0.392 and 0.378 in two runs with these ranges). The
+    infection prior (the binary model's probability map, as written by ``predict-slices``) and the one-hot class map
+    follow the spatial part only. The output ``image`` has two channels, the standardised slice and the prior in
+    [0, 1]; ``label`` is the class map read from ``classes_key``, one-hot in three channels (background, GGO,
     consolidation; soft at boundaries after interpolation).
     """
     keys = ["image", prior_key, "label"]
-    return Compose(
-        [
-            *_class_inputs(prior_key, classes_key),
-            Resized(keys, spatial_size=_size(spatial_size), mode="bilinear"),
-            *_spatial_augmentation(keys, rotate_degrees, scale_range, True),
-            *_intensity_augmentation("image", intensity_scale, intensity_shift, gamma, noise_std),
-            *intensity_normalization("image", 1),
-            ConcatItemsd(["image", prior_key], "image"),
-            EnsureTyped(keys, track_meta=False),
-        ]
-    )
+    augmentation = [
+        *_spatial_augmentation(keys, rotate_degrees, scale_range, True),
+        *_intensity_augmentation("image", intensity_scale, intensity_shift, gamma, noise_std),
+    ]
+    return _class_chain(spatial_size, prior_key, classes_key, augmentation)
 
 
 def val_class_transforms(
     spatial_size: int | Sequence[int] = DEFAULT_CLASS_SIZE, prior_key: str = "prior", classes_key: str = "classes"
 ) -> Compose:
     """Validation chain of the GGO / consolidation head: :func:`train_class_transforms` without augmentation."""
-    keys = ["image", prior_key, "label"]
-    return Compose(
-        [
-            *_class_inputs(prior_key, classes_key),
-            Resized(keys, spatial_size=_size(spatial_size), mode="bilinear"),
-            *intensity_normalization("image", 1),
-            ConcatItemsd(["image", prior_key], "image"),
-            EnsureTyped(keys, track_meta=False),
-        ]
-    )
+    return _class_chain(spatial_size, prior_key, classes_key, [])
 
 
 def val_slice_transforms(
