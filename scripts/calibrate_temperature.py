@@ -20,7 +20,7 @@ import time
 
 import torch
 
-from infnet_monai.data import labeled_splits
+from infnet_monai.data import default_data_dir, labeled_splits
 from infnet_monai.inferers.calibration import DEFAULT_TEMPERATURES, SWEEP_KEYS, calibrate_model
 
 
@@ -28,7 +28,7 @@ def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True, help="model checkpoint to calibrate")
     parser.add_argument("--output", required=True, help="where to write the calibrated checkpoint (not --model)")
-    parser.add_argument("--dataset_dir", default=os.environ.get("INFNET_SHARED_DATA", "../shared/data"))
+    parser.add_argument("--dataset_dir", default=str(default_data_dir()))
     parser.add_argument("--num_val", type=int, default=10)
     parser.add_argument("--split_seed", type=int, default=0)
     parser.add_argument("--temperatures", type=float, nargs="+", default=list(DEFAULT_TEMPERATURES))

@@ -14,7 +14,6 @@ the training slices' for a check. Prints JSON.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +21,9 @@ import pydicom
 from PIL import Image
 from skimage.filters import threshold_otsu
 
-DATA = Path(os.environ.get("INFNET_SHARED_DATA", "../shared/data"))
+from infnet_monai.data import default_data_dir
+
+DATA = default_data_dir()
 PERCENTILES = (5, 25, 50, 75, 95)
 BODY_HU = -500.0
 

@@ -6,16 +6,32 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
+REQUIRE_DATA_ENV = "INFNET_REQUIRE_SHARED_DATA"
+"""Set to 1 (``.ci/run`` does): missing shared data fails the run instead of skipping the tests that need it."""
+
+
 def shared_data_dir() -> Path:
+    """``$INFNET_SHARED_DATA``, else ``../shared/data`` next to the repository (never the working directory)."""
     env = os.environ.get("INFNET_SHARED_DATA")
     return Path(env) if env else (REPO_ROOT / ".." / "shared" / "data").resolve()
+
+
+def _missing_shared_data() -> list[str]:
+    d = shared_data_dir()
+    return [str(d / sub) for sub in ("covid-semiseg", "ct") if not (d / sub).is_dir()]
+
+
+def pytest_sessionstart(session):
+    missing = _missing_shared_data()
+    if missing and os.environ.get(REQUIRE_DATA_ENV) == "1":
+        pytest.exit(f"{REQUIRE_DATA_ENV}=1 but the shared data is missing: {', '.join(missing)}", returncode=1)
 
 
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     d = shared_data_dir()
-    if not (d / "covid-semiseg").is_dir():
-        pytest.skip(f"shared data not found at {d}")
+    if _missing_shared_data():
+        pytest.skip(f"shared data not found at {d} (set {REQUIRE_DATA_ENV}=1 to make this a failure)")
     return d
 
 

@@ -1,6 +1,9 @@
 import shutil
+import subprocess
+import sys
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from infnet_monai import __version__
@@ -86,3 +89,25 @@ def test_predict_slices_unsafe_model_is_usage_error(tmp_path, capsys):
     bad.write_bytes(b"garbage")
     assert main(["predict-slices", str(tmp_path), "-o", str(tmp_path / "o"), "--model", str(bad), "-q"]) == 2
     assert "bad.pt" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv", [["--version"], ["--help"], ["segment", "--help"], ["predict-slices", "--help"], ["segment"], ["nonsense"]]
+)
+def test_help_version_and_usage_errors_do_not_import_torch_or_monai(argv):
+    """The fast path of the command line (issue: `--version` took 9 s because of `import monai`)."""
+    code = (
+        "import sys\n"
+        "from infnet_monai.cli import main\n"
+        "try:\n"
+        f"    main({argv!r})\n"
+        "except SystemExit as e:\n"
+        "    code = e.code\n"
+        "heavy = sorted(m for m in ('torch', 'monai', 'numpy', 'nibabel', 'SimpleITK') if m in sys.modules)\n"
+        "print('HEAVY', heavy, 'EXIT', code)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    line = [ln for ln in out.stdout.splitlines() if ln.startswith("HEAVY")][-1]
+    assert line.startswith("HEAVY []"), line
+    expected = "0" if argv[-1] in ("--version", "--help") else "2"
+    assert line.endswith(f"EXIT {expected}"), line

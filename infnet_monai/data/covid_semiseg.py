@@ -30,8 +30,16 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 
 def default_data_dir() -> Path:
-    """``$INFNET_SHARED_DATA`` if set, else ``../shared/data`` (relative to the working directory)."""
-    return Path(os.environ.get(DATA_ENV_VAR, "../shared/data"))
+    """``$INFNET_SHARED_DATA`` if set; else ``../shared/data`` beside the source checkout (the repository root's
+    sibling, whatever the working directory), when this is a source checkout or editable install; else
+    ``../shared/data`` relative to the working directory."""
+    env = os.environ.get(DATA_ENV_VAR)
+    if env:
+        return Path(env)
+    repo = Path(__file__).resolve().parents[2]
+    if (repo / "bundles" / "infnet_covid").is_dir():
+        return (repo / ".." / "shared" / "data").resolve()
+    return Path("../shared/data")
 
 
 def _semiseg_root(data_dir: str | os.PathLike | None) -> Path:

@@ -42,6 +42,7 @@ import torch
 from monai.data import MetaTensor
 from monai.transforms import Compose, Invertd, Orientation
 
+from infnet_monai.defaults import DEFAULT_MAX_SLICES, DEFAULT_MIN_LESION_MM3
 from infnet_monai.io.cases import CTCase, discover_cases
 from infnet_monai.inferers.lung_crop import LungCropSliceInferer
 from infnet_monai.inferers.slices import resolve_temperature
@@ -81,14 +82,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-# bounded memory: peak about 2.6 GB for 512 x 512 x 300 (scripts/benchmark_segment.py); longer scans are refused
-DEFAULT_MAX_SLICES = 1000
-# lesions smaller than this (connected, 3D; 0.3 mL, a sphere of 8.3 mm) are dropped: on the normal chest CT
-# covid_ct_md_normal001 most false components are smaller (scripts/evaluate_3d.py)
-DEFAULT_MIN_LESION_MM3 = 300.0
-# lesions spanning fewer axial millimetres are dropped (3D consistency, see postprocessing.MIN_LESION_EXTENT_MM)
+# the option defaults live in infnet_monai.defaults (no heavy imports, for a fast --help)
 DEFAULT_MIN_LESION_EXTENT_MM = MIN_LESION_EXTENT_MM
-# in-plane pieces of infection smaller than this on a slice are dropped (see postprocessing.MIN_LESION_AREA_MM2)
 DEFAULT_MIN_LESION_AREA_MM2 = MIN_LESION_AREA_MM2
 STATS_FILE = "stats.json"
 CSV_FILE = "burden.csv"

@@ -26,6 +26,7 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import ndimage as ndi
 
+from infnet_monai.defaults import MIN_LESION_AREA_MM2, MIN_LESION_EXTENT_MM
 from infnet_monai.utils.arrays import bounding_box as _bbox
 from infnet_monai.utils.validation import check_spacing_mm
 
@@ -79,16 +80,6 @@ MAX_PURE_AIR_FRACTION = 0.4
 """An air-like component whose interior has more than this fraction of voxels below :data:`PURE_AIR_HU` is taken
 as gas (stomach, colon, a detached trachea) and not as lung. On the project's abdomen scan the lung bases measure
 0.0 and the stomach / colon gas 0.93 / 0.98 (0.5 to 0.8 after a 5x linear upsampling)."""
-MIN_LESION_EXTENT_MM = 20.0
-"""A lesion must reach over at least this axial distance (mm, slice count times slice spacing), or over the whole
-scan when the scan is shorter: pneumonia patches span several neighbouring slices, while the false positives on
-normal lungs (partial volume at the pleura and the diaphragm, vessels) are short. On the normal chest CT
-``covid_ct_md_normal001`` the false infection falls from 0.18% to 0% of the lung between 10 and 20 mm, with the
-sensitivity on the COVID-19 CT's slice labels unchanged (``scripts/evaluate_3d.py``)."""
-MIN_LESION_AREA_MM2 = 100.0
-"""Pieces of infection smaller than this in-plane area (mm^2, 1 cm^2) on an axial slice are removed: the thin tails
-of lesions at the lung bases and partial volume at the diaphragm, which otherwise mark slices as infected that
-radiologists call normal (slice agreement on ``covid_ct_md_P001`` 0.81 without, 0.88 with)."""
 MIN_LUNG_COMPONENT_ML = 2.0
 """Absolute floor (mL) on the volume of a connected component kept as lung."""
 MIN_RELATIVE_COMPONENT_VOLUME = 0.1

@@ -12,7 +12,7 @@ import pytest
 
 from infnet_monai.io.cases import CTCase, discover_cases, read_dicom_header, sanitize_case_id
 
-DATA = Path(os.environ.get("INFNET_SHARED_DATA", "../shared/data")) / "ct"
+DATA = Path(os.environ.get("INFNET_SHARED_DATA", Path(__file__).resolve().parents[2] / ".." / "shared" / "data")) / "ct"
 ABDOMEN_NII = DATA / "abdomen_3mm_small.nii.gz"
 ABDOMEN_DICOM = DATA / "abdomen_dicom"
 CHEST_DICOM = DATA / "chest_2slice_dicom"

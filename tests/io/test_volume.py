@@ -20,7 +20,7 @@ from monai.transforms import LoadImage
 from infnet_monai.io.cases import CTCase, discover_cases
 from infnet_monai.io.volume import CaseError, SimpleITKSeriesReader, load_ct
 
-DATA = Path(os.environ.get("INFNET_SHARED_DATA", "../shared/data")) / "ct"
+DATA = Path(os.environ.get("INFNET_SHARED_DATA", Path(__file__).resolve().parents[2] / ".." / "shared" / "data")) / "ct"
 ABDOMEN_NII = DATA / "abdomen_3mm_small.nii.gz"
 LUNG_MASK_NII = DATA / "abdomen_3mm_lung.nii.gz"
 ABDOMEN_DICOM = DATA / "abdomen_dicom"

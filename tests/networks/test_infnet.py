@@ -1,3 +1,5 @@
+import shutil
+
 import pytest
 import torch
 
@@ -119,13 +121,13 @@ def test_torch_compile_matches_eager():
     torch.manual_seed(0)
     net = InfNet(in_channels=1, **TINY).eval()
     x = torch.rand(1, 1, 64, 64)
+    # the one documented platform exception: TorchInductor's CPU backend compiles C++ and needs a compiler; any
+    # other torch.compile failure fails the test
+    if not any(shutil.which(c) for c in ("c++", "g++", "clang++")):
+        pytest.skip("no C++ compiler on this machine: torch.compile's CPU backend (TorchInductor) needs one")
     with torch.no_grad():
         ref = net(x)
-        try:
-            compiled = torch.compile(net)
-            out = compiled(x)
-        except Exception as e:  # no C++ toolchain for inductor on this machine
-            pytest.skip(f"torch.compile unavailable here: {e}")
+        out = torch.compile(net)(x)
     assert torch.allclose(out, ref, atol=1e-4)
 
 
