@@ -136,11 +136,13 @@ def _segment_kwargs(args: argparse.Namespace) -> dict:
         "temperature": args.temperature,
         "classes": not args.no_classes,
         "class_model_path": args.class_model,
+        "overview": not args.no_overview,
     }
 
 
 def _cmd_segment(args: argparse.Namespace) -> int:
     from infnet_monai.pipeline.segment import CSV_FILE, segment_cohort
+    from infnet_monai.visualize.report import REPORT_FILE
 
     if args.batch_slices < 1:
         raise ValueError("--batch-slices must be >= 1")
@@ -154,6 +156,7 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     )
     print(format_burden_table(report.rows))
     print(f"table: {Path(args.output) / CSV_FILE}")
+    print(f"report: {Path(args.output) / REPORT_FILE}")
     return report.exit_code
 
 
@@ -167,6 +170,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         f"lung {truth['lung_volume_ml']:.1f} mL ({truth['infection_percent']:.1f}% infected)"
     )
     print(f"outputs: {Path(args.output) / 'segmentation'}")
+    print(f"report: {Path(args.output) / 'segmentation' / 'report.html'}")
     return report.exit_code
 
 
@@ -203,6 +207,9 @@ def _add_segment_options(p: argparse.ArgumentParser) -> None:
         help="skip GGO / consolidation: no infection_classes.nii.gz, empty per-class burden columns",
     )
     _add_class_model_option(p)
+    p.add_argument(
+        "--no-overview", action="store_true", help="skip OUTPUT/<case>/overview.png (report.html is still written)"
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
 

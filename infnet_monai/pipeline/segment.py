@@ -27,6 +27,7 @@ import json
 import logging
 import math
 import os
+import sys
 import tempfile
 import time
 import zlib
@@ -42,6 +43,7 @@ import torch
 from monai.data import MetaTensor
 from monai.transforms import Compose, Invertd, Orientation
 
+from infnet_monai import __version__
 from infnet_monai.defaults import DEFAULT_MAX_SLICES, DEFAULT_MIN_LESION_MM3
 from infnet_monai.io.cases import CTCase, discover_cases
 from infnet_monai.inferers.lung_crop import LungCropSliceInferer
@@ -64,6 +66,8 @@ from infnet_monai.transforms.slices import DEFAULT_SPATIAL_SIZE
 from infnet_monai.utils.files import atomic_write
 from infnet_monai.utils.device import autocast_context, resolve_device
 from infnet_monai.utils.model_path import default_class_model_path, default_model_path
+from infnet_monai.visualize.overview import overview_image, write_overview
+from infnet_monai.visualize.report import OVERVIEW_FILE, write_report
 
 __all__ = [
     "CTSegmenter",
@@ -199,6 +203,8 @@ class CTSegmenter:
         classes: also label the infection GGO or consolidation with the head of ``class_model_path``
             (:class:`~infnet_monai.networks.nets.InfNetClasses`); needs ``model_path`` or ``network``.
         class_model_path: the GGO / consolidation head (default: the shipped ``models/classes.pt``).
+        overview: write ``overview.png`` per case (also for cases skipped by ``resume``); ``run`` always writes
+            ``report.html``.
     """
 
     def __init__(
@@ -223,6 +229,7 @@ class CTSegmenter:
         extension_threshold: float | None = None,
         classes: bool = True,
         class_model_path: str | os.PathLike | None = None,
+        overview: bool = True,
     ) -> None:
         if batch_slices < 1:
             raise ValueError(f"batch_slices must be >= 1, got {batch_slices}.")
@@ -268,6 +275,7 @@ class CTSegmenter:
         self.flip_tta = flip_tta
         self.model_info = info
         self.temperature = resolve_temperature(temperature, info)
+        self.overview = bool(overview)
         self.class_model: torch.nn.Module | None = None
         self.class_model_path: Path | None = None
         if classes:
@@ -429,10 +437,62 @@ class CTSegmenter:
         row["model"] = str(self.model_path) if self.model_path else "in-memory network"
         if self.class_model is not None:
             row["class_model"] = str(self.class_model_path or default_class_model_path())
-        row["notes"] = list(case.notes)
+        notes = list(case.notes)
+        if self.overview:
+            masks = (result.lung, result.infection, result.classes)
+            self._write_overview(case_dir, image[0].numpy(), masks, reference[0], row, notes)
+        row["notes"] = notes
         # stats.json last: its presence marks the case complete (used by resume)
         _write_text_atomic(json.dumps({k: _json_value(v) for k, v in row.items()}, indent=2), case_dir / STATS_FILE)
         return row
+
+    def _version(self) -> str:
+        model = self.model_path.name if self.model_path else "in-memory network"
+        head = f" + {Path(self.class_model_path or default_class_model_path()).name}" if self.class_model else ""
+        return f"infnet-monai {__version__}, model {model}{head}"
+
+    def _write_overview(self, case_dir: Path, hu, masks, affine, row: dict, notes: list) -> None:
+        """``overview.png``; a failure is a warning and a note in ``stats.json``, never a lost case."""
+        lung, infection, classes = masks
+        try:
+            picture = overview_image(hu, lung, infection, affine, classes, row, row.get("case_id", ""), self._version())
+            write_overview(case_dir / OVERVIEW_FILE, picture)
+        except Exception as e:  # noqa: BLE001 - a picture must never cost the masks
+            logger.warning("%s: overview picture not written: %s", case_dir.name, e)
+            notes.append(f"overview.png not written: {type(e).__name__}: {e}")
+
+    def _overview_for_resumed(self, case: CTCase, output_dir: Path, row: dict) -> None:
+        """A case skipped by ``--resume`` gets its overview picture when it has none."""
+        case_dir = output_dir / case.case_id
+        if not self.overview or (case_dir / OVERVIEW_FILE).is_file():
+            return
+        try:
+            image = load_ct(case)
+            masks = []
+            for name in (LUNG_FILE, INFECTION_FILE, CLASSES_FILE):
+                path = case_dir / name
+                masks.append(np.asarray(nib.load(str(path)).dataobj) if path.is_file() else None)
+            affine = nib.load(str(case_dir / INFECTION_FILE)).affine
+        except (OSError, ValueError, CaseError) as e:
+            logger.warning("%s: overview picture not written: %s", case.case_id, e)
+            return
+        self._write_overview(case_dir, image[0].numpy(), masks, affine, row, [])
+
+    def _write_report(self, report: "CohortReport") -> None:
+        provenance = {
+            "version": self._version(),
+            "model": str(self.model_path) if self.model_path else "in-memory network",
+            "class model": str(self.class_model_path or default_class_model_path()) if self.class_model else "none",
+            "window (HU)": f"{self.window_hu[0]:g} to {self.window_hu[1]:g}",
+            "threshold": self.threshold,
+            "temperature": self.temperature,
+            "device": str(self.device),
+            "command line": " ".join(sys.argv),
+        }
+        try:
+            write_report(report.rows, report.output_dir, provenance)
+        except OSError as e:
+            logger.warning("report.html not written: %s", e)
 
     # ------------------------------------------------------------------ cohort
     def run(
@@ -457,10 +517,12 @@ class CTSegmenter:
             row = _completed_row(case, output_dir, classes=self.class_model is not None) if resume else None
             if row is not None:
                 logger.info("%s: already complete, skipped (--resume)", case.case_id)
+                self._overview_for_resumed(case, output_dir, row)
             else:
                 row = self._safe_case(case, output_dir, save_probability)
             report.rows.append(row)
             write_csv_atomic(report.rows, output_dir / CSV_FILE)
+        self._write_report(report)
         n_bad = len(report.failed)
         logger.info("%d case(s): %d ok, %d failed; table %s", len(cases), len(cases) - n_bad, n_bad, output_dir / CSV_FILE)
         return report

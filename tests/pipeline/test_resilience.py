@@ -277,7 +277,7 @@ def test_mixed_cohort_every_case_has_one_clear_row(tmp_path, ct_dir, hu, tiny_mo
     assert _all_paths(tmp_path, skip=out) == before_paths
     assert all(out.resolve() in p.resolve().parents for p in out.rglob("*"))
     good_ids = [by_entry[Path(rel).parts[0]][0]["case_id"] for rel in good]
-    assert sorted(p.name for p in out.iterdir()) == sorted(["burden.csv", *good_ids])
+    assert sorted(p.name for p in out.iterdir()) == sorted(["burden.csv", "report.html", *good_ids])
     assert _sha_tree(cohort) == before_inputs
     assert not _parts(out)
     printed = capsys.readouterr().out

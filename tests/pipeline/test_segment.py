@@ -11,6 +11,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+from PIL import Image
 
 from infnet_monai.cli import main
 from infnet_monai.io import discover_cases, load_ct
@@ -164,9 +165,18 @@ def test_cohort_with_a_bad_case_continues_and_resume_skips(tmp_path, ct_dir, tin
     assert by_status == {"broken": "error", "nested_deja_good": "ok"}
     assert "broken.nii.gz" in next(r["error"] for r in rows if r["case_id"] == "broken")
     first = (out / "nested_deja_good" / "stats.json").stat().st_mtime_ns
+    overview = out / "nested_deja_good" / "overview.png"
+    assert Image.open(overview).width >= 800
+    page = (out / "report.html").read_text(encoding="utf-8")
+    assert "broken.nii.gz" in page and 'src="nested_deja_good/overview.png"' in page and "http" not in page
+    overview.unlink()  # a case skipped by --resume gets its missing picture back
+    (out / "report.html").unlink()
     code = main(["segment", str(cohort), "-o", str(out), "--model", str(tiny_model), "--device", "cpu", "-q", "--resume"])
     assert code == 1
     assert (out / "nested_deja_good" / "stats.json").stat().st_mtime_ns == first
+    assert Image.open(overview).width >= 800
+    page = (out / "report.html").read_text(encoding="utf-8")
+    assert "broken.nii.gz" in page and "nested_deja_good" in page
     assert not list(out.rglob("*.part*"))  # no temporary files left
 
 
