@@ -137,6 +137,7 @@ def _segment_kwargs(args: argparse.Namespace) -> dict:
         "classes": not args.no_classes,
         "class_model_path": args.class_model,
         "overview": not args.no_overview,
+        "dicom_seg": not args.no_dicom_seg,
     }
 
 
@@ -207,6 +208,10 @@ def _add_segment_options(p: argparse.ArgumentParser) -> None:
         help="skip GGO / consolidation: no infection_classes.nii.gz, empty per-class burden columns",
     )
     _add_class_model_option(p)
+    p.add_argument(
+        "--no-dicom-seg", action="store_true",
+        help="skip OUTPUT/<case>/segmentation.dcm (DICOM-SEG, written for DICOM inputs)",
+    )
     p.add_argument(
         "--no-overview", action="store_true", help="skip OUTPUT/<case>/overview.png (report.html is still written)"
     )

@@ -49,6 +49,7 @@ from infnet_monai.io.cases import CTCase, discover_cases
 from infnet_monai.inferers.lung_crop import LungCropSliceInferer
 from infnet_monai.inferers.slices import resolve_temperature
 from infnet_monai.io.checkpoint import load_class_model, load_model
+from infnet_monai.io.dicom_seg import DICOM_SEG_FILE, write_dicom_seg
 from infnet_monai.io.volume import CaseError, load_ct
 from infnet_monai.postprocessing import (
     EXTENSION_THRESHOLD,
@@ -205,6 +206,7 @@ class CTSegmenter:
         class_model_path: the GGO / consolidation head (default: the shipped ``models/classes.pt``).
         overview: write ``overview.png`` per case (also for cases skipped by ``resume``); ``run`` always writes
             ``report.html``.
+        dicom_seg: write ``segmentation.dcm`` (DICOM-SEG referencing the source series) for DICOM inputs.
     """
 
     def __init__(
@@ -230,6 +232,7 @@ class CTSegmenter:
         classes: bool = True,
         class_model_path: str | os.PathLike | None = None,
         overview: bool = True,
+        dicom_seg: bool = True,
     ) -> None:
         if batch_slices < 1:
             raise ValueError(f"batch_slices must be >= 1, got {batch_slices}.")
@@ -276,6 +279,7 @@ class CTSegmenter:
         self.model_info = info
         self.temperature = resolve_temperature(temperature, info)
         self.overview = bool(overview)
+        self.dicom_seg = bool(dicom_seg)
         self.class_model: torch.nn.Module | None = None
         self.class_model_path: Path | None = None
         if classes:
@@ -386,7 +390,9 @@ class CTSegmenter:
             min_lesion_area_mm2=self.min_lesion_area_mm2,
         )
         row = dict(infection_burden(infection_ras, lung_ras, spacing))
-        classes_ras = infection_classes(infection_ras, maps[1]) if maps.shape[0] > 1 else None
+        classes_ras = None
+        if self.class_model is not None:  # no slice with lung: nothing was inferred, an all-background class map
+            classes_ras = infection_classes(infection_ras, maps[1] if maps.shape[0] > 1 else np.zeros_like(maps[0]))
         del maps
         if classes_ras is not None:
             row.update(class_burden(classes_ras, lung_ras, spacing))
@@ -414,7 +420,7 @@ class CTSegmenter:
         result = self.segment_image(image, keep_probability=save_probability)
         case_dir = Path(output_dir) / case.case_id
         case_dir.mkdir(parents=True, exist_ok=True)
-        _remove_stale_parts(case_dir, (INFECTION_FILE, CLASSES_FILE, LUNG_FILE, PROBABILITY_FILE, STATS_FILE))
+        _remove_stale_parts(case_dir, (INFECTION_FILE, CLASSES_FILE, LUNG_FILE, PROBABILITY_FILE, STATS_FILE, DICOM_SEG_FILE, OVERVIEW_FILE))
         reference = _reference_header(case, image)
         paths = {
             "infection_mask_path": write_nifti_atomic(_like(result.infection, reference), case_dir / INFECTION_FILE),
@@ -438,6 +444,10 @@ class CTSegmenter:
         if self.class_model is not None:
             row["class_model"] = str(self.class_model_path or default_class_model_path())
         notes = list(case.notes)
+        if self.dicom_seg and case.kind == "dicom":
+            seg_path = self._write_dicom_seg(case, case_dir, result, reference[0], notes)
+            if seg_path is not None:
+                row["dicom_seg_path"] = str(seg_path)
         if self.overview:
             masks = (result.lung, result.infection, result.classes)
             self._write_overview(case_dir, image[0].numpy(), masks, reference[0], row, notes)
@@ -450,6 +460,18 @@ class CTSegmenter:
         model = self.model_path.name if self.model_path else "in-memory network"
         head = f" + {Path(self.class_model_path or default_class_model_path()).name}" if self.class_model else ""
         return f"infnet-monai {__version__}, model {model}{head}"
+
+    def _write_dicom_seg(self, case: CTCase, case_dir: Path, result: CaseResult, affine, notes: list) -> Path | None:
+        """``segmentation.dcm``; a failure (e.g. stripped headers) is a warning and a note, never a lost case."""
+        try:
+            return write_dicom_seg(
+                case_dir / DICOM_SEG_FILE, case.files, affine, result.lung, result.infection, result.classes,
+                software_version=self._version(),
+            )
+        except Exception as e:  # noqa: BLE001 - highdicom raises many types on incomplete headers
+            logger.warning("%s: DICOM-SEG not written: %s", case.case_id, e)
+            notes.append(f"segmentation.dcm not written: {type(e).__name__}: {e}")
+            return None
 
     def _write_overview(self, case_dir: Path, hu, masks, affine, row: dict, notes: list) -> None:
         """``overview.png``; a failure is a warning and a note in ``stats.json``, never a lost case."""
