@@ -35,6 +35,30 @@ def _progress(desc: str, quiet: bool, unit: str = "batch"):
     return lambda it: tqdm(it, desc=desc, unit=unit, file=sys.stderr)
 
 
+class _SliceBar:
+    """One progress bar for the slices of the case being segmented, under the bar of the cases."""
+
+    def __init__(self) -> None:
+        self.bar = None
+        self.case = None
+
+    def __call__(self, case_id: str, done: int, total: int) -> None:
+        from tqdm import tqdm
+
+        if case_id != self.case:
+            self.close()
+            self.case = case_id
+            self.bar = tqdm(total=total, desc=f"  {case_id}", unit="slice", file=sys.stderr, leave=False, position=1)
+        self.bar.total = total  # grows when slices are run again with larger crops
+        self.bar.n = done
+        self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        self.bar = None
+
+
 def _cmd_predict_slices(args: argparse.Namespace) -> int:
     from infnet_monai.inferers.slices import predict_slice_folder
 
@@ -147,14 +171,18 @@ def _cmd_segment(args: argparse.Namespace) -> int:
 
     if args.batch_slices < 1:
         raise ValueError("--batch-slices must be >= 1")
+    bar = None if args.quiet else _SliceBar()
     report = segment_cohort(
         args.input,
         args.output,
         save_probability=args.save_prob,
         resume=args.resume,
         progress=_progress("segment", args.quiet, unit="case"),
+        slice_progress=bar,
         **_segment_kwargs(args),
     )
+    if bar is not None:
+        bar.close()
     print(format_burden_table(report.rows))
     print(f"table: {Path(args.output) / CSV_FILE}")
     print(f"report: {Path(args.output) / REPORT_FILE}")
@@ -315,6 +343,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
     )
+    logging.getLogger("highdicom").setLevel(logging.DEBUG if args.verbose else logging.WARNING)
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_USAGE

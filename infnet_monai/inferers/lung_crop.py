@@ -162,6 +162,7 @@ class LungCropSliceInferer(Inferer):
         self.max_rounds = int(max_rounds)
         self.grow_threshold = float(grow_threshold)
         self.last_boxes: np.ndarray | None = None  # (Z, 4) crop boxes of the last call, -1 rows for skipped slices
+        self.on_batch: Callable[[int, int], None] | None = None  # progress: (slices done, slices to do so far)
 
     def __call__(  # type: ignore[override]
         self, inputs: torch.Tensor, network: Callable[[torch.Tensor], torch.Tensor], lung: np.ndarray | torch.Tensor
@@ -185,10 +186,20 @@ class LungCropSliceInferer(Inferer):
         out: torch.Tensor | None = None
         boxes = slice_boxes(lung_np, self.margins)
         todo = np.flatnonzero(boxes[:, 0] >= 0)
+        count = {"done": 0, "total": 0}
+
+        def counted(x: torch.Tensor) -> torch.Tensor:
+            y = network(x)
+            count["done"] += int(x.shape[0])
+            if self.on_batch is not None:
+                self.on_batch(count["done"], count["total"])
+            return y
+
         for round_ in range(self.max_rounds):
             if todo.size == 0:
                 break
-            out = self._run(inputs, network, boxes, todo, out)
+            count["total"] += int(todo.size)
+            out = self._run(inputs, counted, boxes, todo, out)
             if round_ + 1 == self.max_rounds:
                 break
             grown = grow_boxes(boxes, lung_np, out[0, 0].cpu().numpy(), self.grow_threshold, self.margins)

@@ -524,8 +524,10 @@ class CTSegmenter:
         save_probability: bool = False,
         resume: bool = False,
         progress: Callable[[Iterable], Iterable] | None = None,
+        slice_progress: Callable[[str, int, int], None] | None = None,
     ) -> CohortReport:
-        """Segment every case under ``input_path``; see :func:`segment_cohort`."""
+        """Segment every case under ``input_path``; see :func:`segment_cohort`. ``slice_progress(case_id, done,
+        total)`` is called after every batch of slices inside a case (``total`` grows when crops are rerun)."""
         input_path, output_dir = Path(input_path), Path(output_dir)
         if not input_path.exists():
             raise FileNotFoundError(f"input '{input_path}' does not exist.")
@@ -541,7 +543,12 @@ class CTSegmenter:
                 logger.info("%s: already complete, skipped (--resume)", case.case_id)
                 self._overview_for_resumed(case, output_dir, row)
             else:
+                cid = case.case_id
+                self.inferer.on_batch = (lambda d, t, c=cid: slice_progress(c, d, t)) if slice_progress else None
                 row = self._safe_case(case, output_dir, save_probability)
+                self.inferer.on_batch = None
+                if row.get("status") == "ok":
+                    logger.info("%s: done in %.1f s (%d slices inferred)", cid, row["seconds"], row.get("slices_inferred", 0))
             report.rows.append(row)
             write_csv_atomic(report.rows, output_dir / CSV_FILE)
         self._write_report(report)
@@ -678,6 +685,7 @@ def segment_cohort(
     save_probability: bool = False,
     resume: bool = False,
     progress: Callable[[Iterable], Iterable] | None = None,
+    slice_progress: Callable[[str, int, int], None] | None = None,
     **kwargs: Any,
 ) -> CohortReport:
     """Segment a NIfTI file, a DICOM series folder, or a cohort folder of both (any depth).
@@ -696,10 +704,14 @@ def segment_cohort(
         save_probability: also write the probability map.
         resume: skip cases already complete.
         progress: wraps the case iterable (e.g. ``tqdm``).
+        slice_progress: called as ``(case_id, slices done, slices to do)`` after every batch inside a case.
         kwargs: further :class:`CTSegmenter` options (threshold, min_lesion_volume_mm3, window_hu, max_slices, ...).
 
     Returns:
         :class:`CohortReport`; ``report.exit_code`` is 0 when all cases succeeded, else 1.
     """
     segmenter = CTSegmenter(model_path, device=device, batch_slices=batch_slices, **kwargs)
-    return segmenter.run(input_path, output_dir, save_probability=save_probability, resume=resume, progress=progress)
+    return segmenter.run(
+        input_path, output_dir, save_probability=save_probability, resume=resume, progress=progress,
+        slice_progress=slice_progress,
+    )

@@ -228,3 +228,14 @@ def test_no_classes_option_and_resume_redoes_cases_without_classes(tmp_path, ct_
     assert row["ggo_volume_ml"] != ""
     stats = json.loads((tmp_path / "abdomen_3mm_small" / "stats.json").read_text())
     assert stats["class_model"] == str(tiny_class_model)
+
+
+def test_slice_progress_reports_every_batch_of_a_case(tmp_path, ct_dir, segmenter):
+    calls = []
+    report = segmenter.run(ct_dir / "abdomen_3mm_small.nii.gz", tmp_path, slice_progress=lambda *a: calls.append(a))
+    row = report.rows[0]
+    assert row["status"] == "ok" and calls
+    assert {c[0] for c in calls} == {row["case_id"]}
+    done = [c[1] for c in calls]
+    assert done == sorted(done) and calls[-1][1] == calls[-1][2] >= row["slices_inferred"] > 0
+    assert segmenter.inferer.on_batch is None  # detached after the case
