@@ -171,18 +171,24 @@ def _cmd_segment(args: argparse.Namespace) -> int:
 
     if args.batch_slices < 1:
         raise ValueError("--batch-slices must be >= 1")
-    bar = None if args.quiet else _SliceBar()
+    from infnet_monai.pipeline.distributed import dist_env
+
+    env = dist_env()  # under torchrun: this rank's share of the cases; rank 0 reports
+    quiet = args.quiet or (env is not None and env.rank != 0)
+    bar = None if quiet else _SliceBar()
     report = segment_cohort(
         args.input,
         args.output,
         save_probability=args.save_prob,
         resume=args.resume,
-        progress=_progress("segment", args.quiet, unit="case"),
+        progress=_progress("segment", quiet, unit="case"),
         slice_progress=bar,
         **_segment_kwargs(args),
     )
     if bar is not None:
         bar.close()
+    if env is not None and env.rank != 0:
+        return report.exit_code
     print(format_burden_table(report.rows))
     print(f"table: {Path(args.output) / CSV_FILE}")
     print(f"report: {Path(args.output) / REPORT_FILE}")

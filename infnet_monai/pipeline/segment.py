@@ -39,6 +39,7 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 import torch
+import torch.distributed as dist
 
 from monai.data import MetaTensor
 from monai.transforms import Compose, Invertd, Orientation
@@ -50,6 +51,7 @@ from infnet_monai.inferers.lung_crop import LungCropSliceInferer
 from infnet_monai.inferers.slices import resolve_temperature
 from infnet_monai.io.checkpoint import load_class_model, load_model
 from infnet_monai.io.dicom_seg import DICOM_SEG_FILE, write_dicom_seg
+from infnet_monai.pipeline.distributed import case_bytes, dist_env, gather_rows, rank_device, shard_by_size, start
 from infnet_monai.io.volume import CaseError, load_ct
 from infnet_monai.postprocessing import (
     EXTENSION_THRESHOLD,
@@ -238,7 +240,8 @@ class CTSegmenter:
             raise ValueError(f"batch_slices must be >= 1, got {batch_slices}.")
         if not 0.0 < threshold <= 1.0:
             raise ValueError(f"threshold must be in (0, 1], got {threshold}.")
-        self.device = resolve_device(device)
+        self.device = resolve_device(rank_device(device, dist_env()))
+        self._rank = (0, 1)  # (rank, world size) of the running job, recorded in stats.json
         info: dict = {}
         if network is None:
             self.model_path: Path | None = Path(model_path) if model_path is not None else default_model_path()
@@ -452,6 +455,7 @@ class CTSegmenter:
             masks = (result.lung, result.infection, result.classes)
             self._write_overview(case_dir, image[0].numpy(), masks, reference[0], row, notes)
         row["notes"] = notes
+        row["rank"], row["world_size"] = self._rank
         # stats.json last: its presence marks the case complete (used by resume)
         _write_text_atomic(json.dumps({k: _json_value(v) for k, v in row.items()}, indent=2), case_dir / STATS_FILE)
         return row
@@ -536,25 +540,49 @@ class CTSegmenter:
         cases = discover_cases(input_path, exclude=[output_dir])
         if not cases:
             raise FileNotFoundError(f"no NIfTI (.nii, .nii.gz) or DICOM CT found under '{input_path}'.")
+        env = dist_env()
+        joined = start(env, self.device) if env is not None else False
+        try:
+            return self._run_cases(cases, output_dir, save_probability, resume, progress, slice_progress, env)
+        finally:
+            if joined:
+                dist.destroy_process_group()
+
+    def _run_cases(self, cases, output_dir: Path, save_probability, resume, progress, slice_progress, env) -> CohortReport:
+        """This rank's share of ``cases`` (all of them in one process), then the cohort's table and report."""
+        mine = shard_by_size([case_bytes(c.files) for c in cases], env.world_size)[env.rank] if env else range(len(cases))
+        self._rank = (env.rank, env.world_size) if env else (0, 1)
         report = CohortReport(output_dir=output_dir)
-        for case in progress(cases) if progress is not None else cases:
-            row = _completed_row(case, output_dir, classes=self.class_model is not None) if resume else None
-            if row is not None:
-                logger.info("%s: already complete, skipped (--resume)", case.case_id)
-                self._overview_for_resumed(case, output_dir, row)
-            else:
-                cid = case.case_id
-                self.inferer.on_batch = (lambda d, t, c=cid: slice_progress(c, d, t)) if slice_progress else None
-                row = self._safe_case(case, output_dir, save_probability)
-                self.inferer.on_batch = None
-                if row.get("status") == "ok":
-                    logger.info("%s: done in %.1f s (%d slices inferred)", cid, row["seconds"], row.get("slices_inferred", 0))
-            report.rows.append(row)
+        rows: dict[int, dict] = {}
+        todo = [cases[i] for i in mine]
+        for i, case in zip(mine, progress(todo) if progress is not None else todo):
+            rows[i] = self._one_case(case, output_dir, save_probability, resume, slice_progress)
+            if env is None:  # one process: the table grows case by case; with several, rank 0 writes it at the end
+                report.rows = [rows[j] for j in sorted(rows)]
+                write_csv_atomic(report.rows, output_dir / CSV_FILE)
+        report.rows = gather_rows(rows, len(cases)) if env else [rows[j] for j in range(len(cases))]
+        if env is None or env.rank == 0:
             write_csv_atomic(report.rows, output_dir / CSV_FILE)
-        self._write_report(report)
+            self._write_report(report)
+        if env is not None:
+            dist.barrier()
         n_bad = len(report.failed)
         logger.info("%d case(s): %d ok, %d failed; table %s", len(cases), len(cases) - n_bad, n_bad, output_dir / CSV_FILE)
         return report
+
+    def _one_case(self, case: CTCase, output_dir: Path, save_probability, resume, slice_progress) -> dict:
+        row = _completed_row(case, output_dir, classes=self.class_model is not None) if resume else None
+        if row is not None:
+            logger.info("%s: already complete, skipped (--resume)", case.case_id)
+            self._overview_for_resumed(case, output_dir, row)
+            return row
+        cid = case.case_id
+        self.inferer.on_batch = (lambda d, t, c=cid: slice_progress(c, d, t)) if slice_progress else None
+        row = self._safe_case(case, output_dir, save_probability)
+        self.inferer.on_batch = None
+        if row.get("status") == "ok":
+            logger.info("%s: done in %.1f s (%d slices inferred)", cid, row["seconds"], row.get("slices_inferred", 0))
+        return row
 
     def _safe_case(self, case: CTCase, output_dir: Path, save_probability: bool) -> dict:
         try:
