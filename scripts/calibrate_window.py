@@ -14,7 +14,6 @@ the training slices' for a check. Prints JSON.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pydicom

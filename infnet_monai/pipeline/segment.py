@@ -20,17 +20,12 @@ Per case:
 
 from __future__ import annotations
 
-import csv
 import errno
-import gzip
 import json
 import logging
-import math
 import os
 import sys
-import tempfile
 import time
-import zlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +45,24 @@ from infnet_monai.io.cases import CTCase, discover_cases
 from infnet_monai.inferers.lung_crop import LungCropSliceInferer
 from infnet_monai.inferers.slices import resolve_temperature
 from infnet_monai.io.checkpoint import load_class_model, load_model
+from infnet_monai.io.outputs import (
+    CLASSES_FILE,
+    CSV_FILE,
+    INFECTION_FILE,
+    LUNG_FILE,
+    PROBABILITY_FILE,
+    STATS_FILE,
+    case_fields,
+    check_output_dir,
+    completed_row,
+    json_value,
+    like_reference,
+    reference_header,
+    remove_stale_parts,
+    write_csv_atomic,
+    write_nifti_atomic,
+    write_text_atomic,
+)
 from infnet_monai.io.dicom_seg import DICOM_SEG_FILE, write_dicom_seg
 from infnet_monai.pipeline.distributed import case_bytes, dist_env, gather_rows, rank_device, shard_by_size, start
 from infnet_monai.io.volume import CaseError, load_ct
@@ -63,10 +76,9 @@ from infnet_monai.postprocessing import (
     lung_mask,
     postprocess_infection,
 )
-from infnet_monai.stats.burden import BURDEN_FIELDS, class_burden, infection_burden
+from infnet_monai.stats.burden import class_burden, infection_burden
 from infnet_monai.transforms.ct import LUNG_WINDOW_HU, WORLD_AXIS_LABELS, ct_slice_preprocessing
 from infnet_monai.transforms.slices import DEFAULT_SPATIAL_SIZE
-from infnet_monai.utils.files import atomic_write
 from infnet_monai.utils.device import autocast_context, resolve_device
 from infnet_monai.utils.model_path import default_class_model_path, default_model_path
 from infnet_monai.visualize.overview import overview_image, write_overview
@@ -92,61 +104,6 @@ logger = logging.getLogger(__name__)
 # the option defaults live in infnet_monai.defaults (no heavy imports, for a fast --help)
 DEFAULT_MIN_LESION_EXTENT_MM = MIN_LESION_EXTENT_MM
 DEFAULT_MIN_LESION_AREA_MM2 = MIN_LESION_AREA_MM2
-STATS_FILE = "stats.json"
-CSV_FILE = "burden.csv"
-INFECTION_FILE = "infection.nii.gz"
-CLASSES_FILE = "infection_classes.nii.gz"
-LUNG_FILE = "lung.nii.gz"
-PROBABILITY_FILE = "probability.nii.gz"
-
-
-def write_nifti_atomic(image: nib.Nifti1Image, path: Path) -> Path:
-    """``nib.save`` to a temporary file beside ``path``, then rename: readers never see a half-written file."""
-    return atomic_write(path, lambda tmp: nib.save(image, tmp))
-
-
-def _write_text_atomic(text: str, path: Path) -> Path:
-    def write(tmp: str) -> None:
-        with open(tmp, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-
-    return atomic_write(path, write)
-
-
-def write_csv_atomic(rows: Sequence[dict], path: Path, fields: Sequence[str] = BURDEN_FIELDS) -> Path:
-    """Write the cohort table (one row per case, columns ``fields``) atomically."""
-    import io
-
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(fields), extrasaction="ignore")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: _csv_value(row.get(k)) for k in fields})
-    return _write_text_atomic(buf.getvalue(), path)
-
-
-def _csv_value(v: Any) -> Any:
-    if v is None:
-        return ""
-    if isinstance(v, (list, tuple)):
-        return "x".join(f"{x:g}" if isinstance(x, float) else str(x) for x in v)
-    if isinstance(v, float):
-        return "nan" if math.isnan(v) else f"{v:.6g}"
-    return v
-
-
-def _json_value(v: Any) -> Any:
-    if isinstance(v, float) and not math.isfinite(v):
-        return None  # JSON has no NaN; null means "not defined" (e.g. percent of an empty lung)
-    if isinstance(v, (np.integer,)):
-        return int(v)
-    if isinstance(v, (np.floating,)):
-        return _json_value(float(v))
-    if isinstance(v, (list, tuple)):
-        return [_json_value(x) for x in v]
-    return v
-
-
 @dataclass
 class CaseResult:
     """Outputs of one case: masks on the input's voxel grid and the statistics row."""
@@ -423,20 +380,20 @@ class CTSegmenter:
         result = self.segment_image(image, keep_probability=save_probability)
         case_dir = Path(output_dir) / case.case_id
         case_dir.mkdir(parents=True, exist_ok=True)
-        _remove_stale_parts(case_dir, (INFECTION_FILE, CLASSES_FILE, LUNG_FILE, PROBABILITY_FILE, STATS_FILE, DICOM_SEG_FILE, OVERVIEW_FILE))
-        reference = _reference_header(case, image)
+        remove_stale_parts(case_dir, (INFECTION_FILE, CLASSES_FILE, LUNG_FILE, PROBABILITY_FILE, STATS_FILE, DICOM_SEG_FILE, OVERVIEW_FILE))
+        reference = reference_header(case, image)
         paths = {
-            "infection_mask_path": write_nifti_atomic(_like(result.infection, reference), case_dir / INFECTION_FILE),
-            "lung_mask_path": write_nifti_atomic(_like(result.lung, reference), case_dir / LUNG_FILE),
+            "infection_mask_path": write_nifti_atomic(like_reference(result.infection, reference), case_dir / INFECTION_FILE),
+            "lung_mask_path": write_nifti_atomic(like_reference(result.lung, reference), case_dir / LUNG_FILE),
         }
         if result.classes is not None:
-            paths["infection_classes_path"] = write_nifti_atomic(_like(result.classes, reference), case_dir / CLASSES_FILE)
+            paths["infection_classes_path"] = write_nifti_atomic(like_reference(result.classes, reference), case_dir / CLASSES_FILE)
         if save_probability and result.probability is not None:
             prob8 = np.round(result.probability * 255.0).astype(np.uint8)
-            img = _like(prob8, reference)
+            img = like_reference(prob8, reference)
             img.header.set_slope_inter(1.0 / 255.0, 0.0)  # viewers show 0..1
             write_nifti_atomic(img, case_dir / PROBABILITY_FILE)
-        row = _case_fields(case)
+        row = case_fields(case)
         row.update(result.row)
         row.update({k: str(v) for k, v in paths.items()})
         row["status"], row["error"] = "ok", ""
@@ -457,7 +414,7 @@ class CTSegmenter:
         row["notes"] = notes
         row["rank"], row["world_size"] = self._rank
         # stats.json last: its presence marks the case complete (used by resume)
-        _write_text_atomic(json.dumps({k: _json_value(v) for k, v in row.items()}, indent=2), case_dir / STATS_FILE)
+        write_text_atomic(json.dumps({k: json_value(v) for k, v in row.items()}, indent=2), case_dir / STATS_FILE)
         return row
 
     def _version(self) -> str:
@@ -535,8 +492,8 @@ class CTSegmenter:
         input_path, output_dir = Path(input_path), Path(output_dir)
         if not input_path.exists():
             raise FileNotFoundError(f"input '{input_path}' does not exist.")
-        _check_output_dir(input_path, output_dir)
-        _remove_stale_parts(output_dir, (CSV_FILE,))
+        check_output_dir(input_path, output_dir)
+        remove_stale_parts(output_dir, (CSV_FILE,))
         cases = discover_cases(input_path, exclude=[output_dir])
         if not cases:
             raise FileNotFoundError(f"no NIfTI (.nii, .nii.gz) or DICOM CT found under '{input_path}'.")
@@ -571,7 +528,7 @@ class CTSegmenter:
         return report
 
     def _one_case(self, case: CTCase, output_dir: Path, save_probability, resume, slice_progress) -> dict:
-        row = _completed_row(case, output_dir, classes=self.class_model is not None) if resume else None
+        row = completed_row(case, output_dir, classes=self.class_model is not None) if resume else None
         if row is not None:
             logger.info("%s: already complete, skipped (--resume)", case.case_id)
             self._overview_for_resumed(case, output_dir, row)
@@ -600,108 +557,9 @@ class CTSegmenter:
             # CaseError messages already name the file; anything unexpected gets the case's path in front
             message = str(e) if isinstance(e, CaseError) else f"{case.source_path}: unexpected {type(e).__name__}: {e}"
         logger.error("%s (%s): %s", case.case_id, case.source_path, message)
-        row = _case_fields(case)
+        row = case_fields(case)
         row.update({"status": "error", "error": message})
         return row
-
-
-def _case_fields(case: CTCase) -> dict:
-    return {
-        "case_id": case.case_id,
-        "source_path": str(case.source_path),
-        "patient_id": case.patient_id or "",
-        "series_instance_uid": case.series_instance_uid or "",
-    }
-
-
-def _reference_header(case: CTCase, image: MetaTensor) -> tuple[np.ndarray, nib.Nifti1Header | None]:
-    """Affine and header the outputs must carry: the NIfTI input's own, or the DICOM series' RAS affine."""
-    if case.kind == "nifti":
-        src = nib.load(str(case.files[0]))
-        return np.asarray(src.affine, dtype=np.float64), src.header
-    affine = image.affine.numpy() if isinstance(image.affine, torch.Tensor) else np.asarray(image.affine)
-    return np.asarray(affine, dtype=np.float64), None
-
-
-def _like(array: np.ndarray, reference: tuple[np.ndarray, nib.Nifti1Header | None]) -> nib.Nifti1Image:
-    affine, header = reference
-    array = np.asarray(array, dtype=np.uint8)
-    if header is None:
-        img = nib.Nifti1Image(array, affine)
-        img.set_qform(affine, code=1)
-        img.set_sform(affine, code=1)
-    else:
-        hdr = header.copy()
-        if array.ndim != len(hdr.get_data_shape()):
-            hdr.set_data_shape(array.shape)
-        img = nib.Nifti1Image(array, affine, header=hdr)
-        qform, qcode = header.get_qform(coded=True)
-        sform, scode = header.get_sform(coded=True)
-        if qform is not None:
-            img.set_qform(qform, code=int(qcode))
-        if sform is not None:
-            img.set_sform(sform, code=int(scode))
-    img.set_data_dtype(np.uint8)
-    img.header.set_slope_inter(1.0, 0.0)
-    img.header["cal_min"], img.header["cal_max"] = 0, 0
-    return img
-
-
-def _check_output_dir(input_path: Path, output_dir: Path) -> None:
-    if output_dir.exists() and not output_dir.is_dir():
-        raise NotADirectoryError(f"output '{output_dir}' exists and is not a folder.")
-    if input_path.is_dir() and input_path.resolve() == output_dir.resolve():
-        raise ValueError(f"output folder '{output_dir}' is the input folder; choose another so no input is overwritten.")
-    try:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=".write-test.", dir=output_dir)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as e:
-        raise PermissionError(f"cannot write to output folder '{output_dir}': {e.strerror or e}.") from e
-
-
-def _remove_stale_parts(folder: Path, names: Sequence[str]) -> None:
-    """Delete temporary files that :func:`atomic_write` left for ``names`` when a run was killed (SIGKILL, power)."""
-    for name in names:
-        for stale in folder.glob(f".{name}.*.part*"):
-            logger.debug("removing %s, left by an interrupted run", stale)
-            stale.unlink(missing_ok=True)
-
-
-def _check_complete(path: Path, image: nib.Nifti1Image) -> None:
-    """Read ``path`` to its end: a truncated or corrupt gzip stream, or missing voxel data, raises."""
-    expected = int(image.dataobj.offset) + int(np.prod(image.shape)) * image.get_data_dtype().itemsize
-    size = 0
-    with (gzip.open(path, "rb") if path.name.endswith(".gz") else open(path, "rb")) as f:
-        while chunk := f.read(1 << 22):  # bounded memory; gzip checks its CRC and length at the end
-            size += len(chunk)
-    if size < expected:
-        raise ValueError(f"{path.name} holds {size} bytes of image data, {expected} expected")
-
-
-def _completed_row(case: CTCase, output_dir: Path, classes: bool = False) -> dict | None:
-    """The stored row of a case whose outputs are complete and readable, else ``None`` (it will be redone); with
-    ``classes``, a case stored without its GGO / consolidation map is redone too."""
-    case_dir = output_dir / case.case_id
-    stats = case_dir / STATS_FILE
-    if not stats.is_file():
-        return None
-    try:
-        row = json.loads(stats.read_text(encoding="utf-8"))
-        if row.get("status") != "ok" or row.get("source_path") != str(case.source_path):
-            return None
-        if classes and not row.get("infection_classes_path"):
-            return None
-        for name in (INFECTION_FILE, LUNG_FILE) + ((CLASSES_FILE,) if row.get("infection_classes_path") else ()):
-            img = nib.load(str(case_dir / name))
-            if list(img.shape[:3]) != list(row.get("shape", [])):
-                return None
-            _check_complete(case_dir / name, img)  # a truncated file still has a readable header and first slices
-    except (OSError, ValueError, json.JSONDecodeError, EOFError, zlib.error) as e:
-        logger.warning("%s: stored outputs unreadable (%s); redoing the case", case.case_id, e)
-        return None
-    return {k: (math.nan if v is None and k.endswith("_percent") else v) for k, v in row.items()}
 
 
 def segment_cohort(

@@ -505,7 +505,9 @@ def test_full_disk_everywhere_is_reported_not_a_traceback(tmp_path, three, tiny_
     def full(path, write):  # every output write of the pipeline fails, burden.csv included
         return _enospc_writer(None, path)
 
-    monkeypatch.setattr(segment_module, "atomic_write", full)
+    import infnet_monai.io.outputs as outputs_module  # the writers of burden.csv and stats.json
+
+    monkeypatch.setattr(outputs_module, "atomic_write", full)
     monkeypatch.setattr(segment_module, "write_nifti_atomic", _enospc_writer)
     assert _segment(cohort / "a first.nii.gz", out, tiny_model) == 1
     err = capsys.readouterr().err
