@@ -2,8 +2,15 @@
 # Licensed under the MIT License.
 """Post-processing of 3D CT segmentations: HU-based lung masks, infection-mask clean-up, GGO / consolidation labels."""
 
-from .infection import CONSOLIDATION_LABEL, CONSOLIDATION_SHARE_THRESHOLD, GGO_LABEL, infection_classes
+from .infection import (
+    CONSOLIDATION_LABEL,
+    CONSOLIDATION_SHARE_THRESHOLD,
+    GGO_LABEL,
+    infection_classes,
+    postprocess_infection,
+)
 
+from .transforms import InfectionClasses, InfectionClassesd, InfectionMask, InfectionMaskd, LungMask, LungMaskd
 from .lung import (
     AIRWAY_DILATION_MM,
     BODY_HU,
@@ -34,10 +41,15 @@ from .lung import (
     extend_lung,
     extension_slices,
     lung_mask,
-    postprocess_infection,
 )
 
 __all__ = [
+    "InfectionClasses",
+    "InfectionClassesd",
+    "InfectionMask",
+    "InfectionMaskd",
+    "LungMask",
+    "LungMaskd",
     "CONSOLIDATION_LABEL",
     "CONSOLIDATION_SHARE_THRESHOLD",
     "GGO_LABEL",

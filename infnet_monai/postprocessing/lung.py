@@ -60,7 +60,6 @@ __all__ = [
     "extension_slices",
     "lung_mask",
     "extend_lung",
-    "postprocess_infection",
 ]
 
 logger = logging.getLogger(__name__)
@@ -678,81 +677,4 @@ def extend_lung(
             filled = _fill_holes_axial(one[b])
             region = out[b]
             region[filled & (region == 0)] = lab
-    return out
-
-
-def postprocess_infection(
-    probability: np.ndarray,
-    lung: np.ndarray,
-    spacing_mm: Sequence[float],
-    threshold: float = 0.5,
-    min_lesion_volume_mm3: float = 10.0,
-    lung_margin_mm: float = 0.0,
-    min_lesion_extent_mm: float = 0.0,
-    min_lesion_area_mm2: float = 0.0,
-) -> np.ndarray:
-    """Binary infection mask from a probability map: threshold, restrict to the lung, drop small lesions.
-
-    Args:
-        probability: infection probability (0-1) or any score, shape ``(X, Y, Z)`` (RAS, as :func:`lung_mask`).
-        lung: lung mask or label map of the same shape; voxels ``> 0`` are lung.
-        spacing_mm: voxel size in mm along axes ``(0, 1, 2)``.
-        threshold: a voxel is positive when ``probability >= threshold``.
-        min_lesion_volume_mm3: 3D 26-connected components smaller than this volume (mm^3) are removed;
-            0 keeps all.
-        lung_margin_mm: the lung is dilated by this distance (mm, exact Euclidean, spacing-aware) before the
-            restriction, to keep lesions at the pleura that the lung mask cut; 0 uses the lung as is.
-        min_lesion_extent_mm: components spanning fewer axial millimetres (number of slices times the slice
-            spacing) are removed; a scan shorter than this requires its full length. 0 keeps all.
-        min_lesion_area_mm2: after the 3D filters, in-plane 8-connected pieces smaller than this area (mm^2) on an
-            axial slice are removed. 0 keeps all.
-
-    Returns:
-        ``uint8`` array of shape ``(X, Y, Z)`` with values 0 / 1.
-
-    Raises:
-        ValueError: on shape mismatch, non-3D input, non-positive spacing or negative volume / margin / extent.
-    """
-    probability = _check_volume(probability, "probability")
-    lung = _check_volume(lung, "lung")
-    if probability.shape != lung.shape:
-        raise ValueError(f"probability and lung must have the same shape, got {probability.shape} and {lung.shape}.")
-    spacing = _check_spacing(spacing_mm)
-    if min(min_lesion_volume_mm3, min_lesion_extent_mm, min_lesion_area_mm2) < 0:
-        raise ValueError(
-            "min_lesion_volume_mm3, min_lesion_extent_mm and min_lesion_area_mm2 must be >= 0, got "
-            f"{min_lesion_volume_mm3}, {min_lesion_extent_mm} and {min_lesion_area_mm2}."
-        )
-    if lung_margin_mm < 0:
-        raise ValueError(f"lung_margin_mm must be >= 0, got {lung_margin_mm}.")
-
-    region = lung > 0
-    if lung_margin_mm > 0:
-        region = _dilate_mm(region, lung_margin_mm, spacing)
-    mask = (probability >= threshold) & region
-    if not mask.any():
-        return mask.astype(np.uint8)
-    box = _bbox(mask)  # label only around the lesions: bounded memory on long scans
-    sub = mask[box]
-    if min_lesion_volume_mm3 > 0 or min_lesion_extent_mm > 0:
-        labels, _ = ndi.label(sub, structure=_FULL_3D, output=np.int32)
-        volumes_mm3 = np.bincount(labels.ravel()) * float(np.prod(spacing))
-        keep = volumes_mm3 >= min_lesion_volume_mm3
-        if min_lesion_extent_mm > 0:
-            needed = min(min_lesion_extent_mm, mask.shape[2] * spacing[2])
-            extents = np.zeros(keep.shape)
-            for i, sl in enumerate(ndi.find_objects(labels), start=1):
-                if sl is not None:
-                    extents[i] = (sl[2].stop - sl[2].start) * spacing[2]
-            keep &= extents >= needed - 1e-6
-        keep[0] = False
-        sub = keep[labels]
-    if min_lesion_area_mm2 > 0 and sub.any():
-        labels, _ = ndi.label(sub, structure=_AXIAL_8, output=np.int32)
-        areas_mm2 = np.bincount(labels.ravel()) * spacing[0] * spacing[1]
-        keep = areas_mm2 >= min_lesion_area_mm2
-        keep[0] = False
-        sub = keep[labels]
-    out = np.zeros(mask.shape, dtype=np.uint8)
-    out[box] = sub
     return out
