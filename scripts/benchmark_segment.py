@@ -6,6 +6,7 @@ Cases: ``abdomen_3mm.nii.gz`` (122x101x112), the ``abdomen_dicom`` series (512x5
 (``ru_maxrss``) is its own; the time is the wall time of the whole case (loading, inference, lung mask, writing).
 
     python scripts/benchmark_segment.py --threads 2
+    python scripts/benchmark_segment.py --threads 2 --resampled-only --slices 300 600 1200   # growth with length
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ def _one(args: argparse.Namespace) -> None:
     from infnet_monai.pipeline import CTSegmenter
 
     t0 = time.perf_counter()
-    seg = CTSegmenter(args.model, device=args.device, batch_slices=args.batch_slices)
+    limit = {"max_slices": args.max_slices} if args.max_slices else {}
+    seg = CTSegmenter(args.model, device=args.device, batch_slices=args.batch_slices, **limit)
     load_s = time.perf_counter() - t0
     t1 = time.perf_counter()
     report = seg.run(args.one, args.out)
@@ -77,6 +79,13 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batch-slices", type=int, default=16)
+    parser.add_argument(
+        "--slices", type=int, nargs="+", default=[300],
+        help="lengths of the 512 x 512 volumes resampled from the abdomen scan (default: 300); e.g. 300 600 1200 "
+        "shows how time and memory grow with the scan's length",
+    )
+    parser.add_argument("--resampled-only", action="store_true", help="skip the real scans")
+    parser.add_argument("--max-slices", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--one", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -85,15 +94,19 @@ def main() -> None:
         return
     results = []
     with tempfile.TemporaryDirectory() as tmp:
-        cases = [
+        cases = [] if args.resampled_only else [
             DATA / "ct" / "abdomen_3mm.nii.gz",
             DATA / "ct" / "abdomen_dicom",
             DATA / "ct" / "covid_ct_md_normal001",
-            _make_large(Path(tmp) / "resampled_512x512x300.nii.gz"),
         ]
-        for i, case in enumerate(cases):
+        longest = max(args.slices)
+        for i, case in enumerate(cases + [None] * len(args.slices)):
+            if case is None:  # generated one at a time: a 1200-slice volume is 0.6 GB on disk
+                n = args.slices[i - len(cases)]
+                case = _make_large(Path(tmp) / f"resampled_512x512x{n}.nii.gz", (512, 512, n))
             cmd = [sys.executable, __file__, "--one", str(case), "--out", str(Path(tmp) / f"out{i}"),
-                   "--device", args.device, "--threads", str(args.threads), "--batch-slices", str(args.batch_slices)]
+                   "--device", args.device, "--threads", str(args.threads), "--batch-slices", str(args.batch_slices),
+                   "--max-slices", str(max(longest + 1, 1000))]
             if args.model:
                 cmd += ["--model", args.model]
             proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
@@ -101,6 +114,8 @@ def main() -> None:
                 results.append({"case": str(case), "status": "crashed", "error": proc.stderr[-2000:]})
                 continue
             results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+            if str(case).startswith(tmp):
+                Path(case).unlink()
     print(
         json.dumps(
             {
