@@ -233,7 +233,7 @@ def _add_segment_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--max-slices", type=int, default=DEFAULT_MAX_SLICES,
-        help=f"refuse volumes longer than this, to bound memory (default: {DEFAULT_MAX_SLICES})",
+        help=f"refuse volumes longer than this, a guard against a mistaken input (default: {DEFAULT_MAX_SLICES})",
     )
     p.add_argument("--tta", action="store_true", help="average with left-right flipped slices (2x time)")
     _add_temperature_option(p)

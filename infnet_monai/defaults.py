@@ -12,7 +12,7 @@ __all__ = [
     "MIN_LESION_AREA_MM2",
 ]
 
-DEFAULT_MAX_SLICES = 1000
+DEFAULT_MAX_SLICES = 3000
 """Longer volumes are refused to bound memory (peak about 3.2 GB for 512 x 512 x 300 with the class head,
 ``scripts/benchmark_segment.py``)."""
 DEFAULT_MIN_LESION_MM3 = 300.0

@@ -122,6 +122,82 @@ def _smooth_noise(rng: np.random.Generator, shape: Sequence[int], sigma_vox: Seq
     return noise / max(float(noise.std()), 1e-6)
 
 
+def _airways(coords, lung_specs: dict, half, lung_z0: float) -> np.ndarray:
+    """Trachea from the top down to the carina, main bronchi ending inside each lung."""
+    carina = (0.0, 0.05 * half[1], lung_z0 + 0.45 * half[2])
+    airway = _tube(coords, carina, (0.0, carina[1], half[2] + 10.0), _TRACHEA_RADIUS_MM)
+    for lab, (c, r) in lung_specs.items():
+        entry = (c[0] - math.copysign(0.55 * r[0], c[0]), 0.0, c[2] + 0.15 * r[2])
+        airway |= _tube(coords, carina, entry, _BRONCHUS_RADIUS_MM)
+    return airway
+
+
+def _vessels(coords, lung_specs: dict, shape) -> np.ndarray:
+    """Short tubes fully inside each lung."""
+    vessels = np.zeros(shape, dtype=bool)
+    for c, r in lung_specs.values():
+        for dx, dy, dz0, dz1 in ((0.0, 0.3, -0.6, 0.5), (0.3, -0.3, -0.5, 0.4), (-0.35, 0.1, -0.3, 0.6)):
+            p0 = (c[0] + dx * r[0], c[1] + dy * r[1], c[2] + dz0 * r[2])
+            p1 = (c[0] + 0.6 * dx * r[0], c[1] + 0.5 * dy * r[1], c[2] + dz1 * r[2])
+            vessels |= _tube(coords, p0, p1, _VESSEL_RADIUS_MM)
+    return vessels
+
+
+def _place_lesions(coords, lung_specs: dict, lung_no_airway: dict, rng, voxel_ml: float) -> tuple[list[dict], list]:
+    """The lesions (kind, lung label, centre as fractions of the lung radii, radii in mm), each moved by the seed."""
+    lesion_specs = (
+        ("ggo", 1, (0.25, -0.2, -0.35), (12.0, 10.0, 14.0)),
+        ("ggo", 2, (0.1, 0.3, -0.3), (10.0, 12.0, 14.0)),
+        ("consolidation", 1, (-0.1, 0.2, 0.3), (10.0, 9.0, 14.0)),
+    )
+    lesions: list[dict[str, Any]] = []
+    lesion_masks = []
+    for kind, lab, frac, radii in lesion_specs:
+        c, r = lung_specs[lab]
+        jitter = rng.uniform(-_LESION_JITTER_MM, _LESION_JITTER_MM, size=3)
+        centre = tuple(float(c[i] + frac[i] * r[i] + jitter[i]) for i in range(3))
+        mask = _ellipsoid(coords, centre, radii)
+        # a one-voxel margin from the pleura keeps the lesion enclosed by aerated lung
+        if not mask.any() or (mask & ~ndi.binary_erosion(lung_no_airway[lab])).any():
+            raise RuntimeError(f"{kind} lesion at {centre} mm does not fit inside the lung; enlarge the volume.")
+        lesion_masks.append((kind, mask))
+        lesions.append(
+            {
+                "kind": kind,
+                "side": "right" if lab == 1 else "left",
+                "centre_mm": centre,
+                "radii_mm": tuple(float(v) for v in radii),
+                "volume_ml": float(mask.sum()) * voxel_ml,
+                "analytic_volume_ml": 4.0 / 3.0 * math.pi * radii[0] * radii[1] * radii[2] / 1000.0,
+            }
+        )
+    return lesions, lesion_masks
+
+
+def _intensities(rng, shape, spacing, tissues, lungs_all, vessels, airway, lesion_masks) -> tuple[np.ndarray, np.ndarray]:
+    """``(volume in HU, infection mask)``: tissue values, parenchyma and GGO textures, lesions, noise."""
+    body, fat, spine = tissues
+    volume = np.full(shape, AIR_HU, dtype=np.float32)
+    volume[body] = SOFT_TISSUE_HU
+    volume[fat] = FAT_HU
+    volume[spine & body] = BONE_HU
+    sigma_vox = [4.0 / s for s in spacing]  # about 4 mm texture grain
+    texture = _smooth_noise(rng, shape, sigma_vox)
+    volume[lungs_all] = LUNG_PARENCHYMA_HU + PARENCHYMA_TEXTURE_SD_HU * texture[lungs_all]
+    volume[vessels & lungs_all] = VESSEL_HU
+    volume[airway & body] = AIR_HU
+    ggo_texture = _smooth_noise(rng, shape, [3.0 / s for s in spacing])
+    infection = np.zeros(shape, dtype=bool)
+    for kind, mask in lesion_masks:
+        if kind == "ggo":
+            volume[mask] = GGO_HU + GGO_TEXTURE_SD_HU * ggo_texture[mask]
+        else:
+            volume[mask] = CONSOLIDATION_HU
+        infection |= mask
+    volume += NOISE_SD_HU * rng.standard_normal(shape, dtype=np.float32)
+    return volume, infection
+
+
 def make_chest_phantom(
     shape: Sequence[int] = (160, 160, 64),
     spacing_mm: Sequence[float] = (2.0, 2.0, 4.0),
@@ -178,71 +254,13 @@ def make_chest_phantom(
     }
     ellipsoids = {lab: _ellipsoid(coords, c, r) for lab, (c, r) in lung_specs.items()}
 
-    # airways: trachea from the top down to the carina, main bronchi ending inside each lung
-    carina = (0.0, 0.05 * half[1], lung_z0 + 0.45 * half[2])
-    airway = _tube(coords, carina, (0.0, carina[1], half[2] + 10.0), _TRACHEA_RADIUS_MM)
-    for lab, (c, r) in lung_specs.items():
-        entry = (c[0] - math.copysign(0.55 * r[0], c[0]), 0.0, c[2] + 0.15 * r[2])
-        airway |= _tube(coords, carina, entry, _BRONCHUS_RADIUS_MM)
-
-    # vessels: short tubes fully inside each lung
-    vessels = np.zeros(shape, dtype=bool)
-    for c, r in lung_specs.values():
-        for dx, dy, dz0, dz1 in ((0.0, 0.3, -0.6, 0.5), (0.3, -0.3, -0.5, 0.4), (-0.35, 0.1, -0.3, 0.6)):
-            p0 = (c[0] + dx * r[0], c[1] + dy * r[1], c[2] + dz0 * r[2])
-            p1 = (c[0] + 0.6 * dx * r[0], c[1] + 0.5 * dy * r[1], c[2] + dz1 * r[2])
-            vessels |= _tube(coords, p0, p1, _VESSEL_RADIUS_MM)
-
-    # lesions: (kind, lung label, centre as fractions of the lung radii, radii in mm)
-    lesion_specs = (
-        ("ggo", 1, (0.25, -0.2, -0.35), (12.0, 10.0, 14.0)),
-        ("ggo", 2, (0.1, 0.3, -0.3), (10.0, 12.0, 14.0)),
-        ("consolidation", 1, (-0.1, 0.2, 0.3), (10.0, 9.0, 14.0)),
-    )
+    airway = _airways(coords, lung_specs, half, lung_z0)
+    vessels = _vessels(coords, lung_specs, shape)
     lung_no_airway = {lab: e & ~airway for lab, e in ellipsoids.items()}
-    lesions: list[dict[str, Any]] = []
-    lesion_masks = []
-    voxel_ml = float(np.prod(spacing)) / 1000.0
-    for kind, lab, frac, radii in lesion_specs:
-        c, r = lung_specs[lab]
-        jitter = rng.uniform(-_LESION_JITTER_MM, _LESION_JITTER_MM, size=3)
-        centre = tuple(float(c[i] + frac[i] * r[i] + jitter[i]) for i in range(3))
-        mask = _ellipsoid(coords, centre, radii)
-        # a one-voxel margin from the pleura keeps the lesion enclosed by aerated lung
-        if not mask.any() or (mask & ~ndi.binary_erosion(lung_no_airway[lab])).any():
-            raise RuntimeError(f"{kind} lesion at {centre} mm does not fit inside the lung; enlarge the volume.")
-        lesion_masks.append((kind, mask))
-        lesions.append(
-            {
-                "kind": kind,
-                "side": "right" if lab == 1 else "left",
-                "centre_mm": centre,
-                "radii_mm": tuple(float(v) for v in radii),
-                "volume_ml": float(mask.sum()) * voxel_ml,
-                "analytic_volume_ml": 4.0 / 3.0 * math.pi * radii[0] * radii[1] * radii[2] / 1000.0,
-            }
-        )
-
-    # intensities
-    volume = np.full(shape, AIR_HU, dtype=np.float32)
-    volume[body] = SOFT_TISSUE_HU
-    volume[fat] = FAT_HU
-    volume[spine & body] = BONE_HU
-    lungs_all = ellipsoids[1] | ellipsoids[2]
-    sigma_vox = [4.0 / s for s in spacing]  # about 4 mm texture grain
-    texture = _smooth_noise(rng, shape, sigma_vox)
-    volume[lungs_all] = LUNG_PARENCHYMA_HU + PARENCHYMA_TEXTURE_SD_HU * texture[lungs_all]
-    volume[vessels & lungs_all] = VESSEL_HU
-    volume[airway & body] = AIR_HU
-    ggo_texture = _smooth_noise(rng, shape, [3.0 / s for s in spacing])
-    infection = np.zeros(shape, dtype=bool)
-    for kind, mask in lesion_masks:
-        if kind == "ggo":
-            volume[mask] = GGO_HU + GGO_TEXTURE_SD_HU * ggo_texture[mask]
-        else:
-            volume[mask] = CONSOLIDATION_HU
-        infection |= mask
-    volume += NOISE_SD_HU * rng.standard_normal(shape, dtype=np.float32)
+    lesions, lesion_masks = _place_lesions(coords, lung_specs, lung_no_airway, rng, float(np.prod(spacing)) / 1000.0)
+    volume, infection = _intensities(
+        rng, shape, spacing, (body, fat, spine), ellipsoids[1] | ellipsoids[2], vessels, airway, lesion_masks
+    )
 
     lung = np.zeros(shape, dtype=np.uint8)
     lung[lung_no_airway[1]] = 1

@@ -98,6 +98,28 @@ def _file_stem(item_id: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", str(item_id)).strip("._") or "slice"
 
 
+def _check_propagation_options(
+    group_size, steps_per_group, batch_size, pseudo_epochs, pseudo_chunk, has_labeled: bool, has_unlabeled: bool,
+    pseudo_label_temperature, min_confidence, pseudo_labeled_fraction,
+) -> None:
+    if group_size < 1:
+        raise ValueError(f"group_size must be >= 1, got {group_size}.")
+    if steps_per_group < 0 or batch_size < 1 or pseudo_epochs < 0 or pseudo_chunk < 1:
+        raise ValueError("steps_per_group and pseudo_epochs must be >= 0, batch_size and pseudo_chunk >= 1.")
+    if not has_unlabeled:
+        raise ValueError("no unlabeled slices to propagate over.")
+    try:
+        check_temperature(pseudo_label_temperature)
+    except ValueError as e:
+        raise ValueError(f"pseudo_label_{e}") from e
+    if not 0.0 <= min_confidence <= 1.0:
+        raise ValueError(f"min_confidence must be in [0, 1], got {min_confidence}.")
+    if not 0.0 <= pseudo_labeled_fraction < 1.0:
+        raise ValueError(f"pseudo_labeled_fraction must be in [0, 1), got {pseudo_labeled_fraction}.")
+    if pseudo_labeled_fraction > 0 and not has_labeled:
+        raise ValueError("pseudo_labeled_fraction > 0 needs labeled slices.")
+
+
 class RandomSelectionPropagation:
     """Run (or resume) the Semi-Inf-Net schedule; see the module docstring.
 
@@ -180,22 +202,10 @@ class RandomSelectionPropagation:
         transform_kwargs: dict | None = None,
         num_workers: int = 0,
     ) -> None:
-        if group_size < 1:
-            raise ValueError(f"group_size must be >= 1, got {group_size}.")
-        if steps_per_group < 0 or batch_size < 1 or pseudo_epochs < 0 or pseudo_chunk < 1:
-            raise ValueError("steps_per_group and pseudo_epochs must be >= 0, batch_size and pseudo_chunk >= 1.")
-        if not unlabeled:
-            raise ValueError("no unlabeled slices to propagate over.")
-        try:
-            check_temperature(pseudo_label_temperature)
-        except ValueError as e:
-            raise ValueError(f"pseudo_label_{e}") from e
-        if not 0.0 <= min_confidence <= 1.0:
-            raise ValueError(f"min_confidence must be in [0, 1], got {min_confidence}.")
-        if not 0.0 <= pseudo_labeled_fraction < 1.0:
-            raise ValueError(f"pseudo_labeled_fraction must be in [0, 1), got {pseudo_labeled_fraction}.")
-        if pseudo_labeled_fraction > 0 and not labeled:
-            raise ValueError("pseudo_labeled_fraction > 0 needs labeled slices.")
+        _check_propagation_options(
+            group_size, steps_per_group, batch_size, pseudo_epochs, pseudo_chunk, bool(labeled), bool(unlabeled),
+            pseudo_label_temperature, min_confidence, pseudo_labeled_fraction,
+        )
         self.network = network
         self.network_kwargs = dict(network_kwargs)
         # only the keys pseudo-labeled entries also have, so mixed batches collate
@@ -234,11 +244,13 @@ class RandomSelectionPropagation:
         self.metadata = dict(metadata or {})
         self.transform_kwargs = dict(transform_kwargs or {})
         self.num_workers = int(num_workers)
-        self.optimizer = torch.optim.AdamW(
-            self.network.parameters(), lr=self.learning_rate, weight_decay=self.weight_decay
-        )
         self.state: dict[str, Any] = {}
-        # ignite engines of stages 1 and 2; attach handlers to them (e.g. a progress bar) before calling run()
+        self._build_engines()
+
+    def _build_engines(self) -> None:
+        """The optimizer and the ignite engines of stages 1 and 2 (attach handlers to them, e.g. a progress bar,
+        before calling :meth:`run`); every iteration saves the state."""
+        self.optimizer = torch.optim.AdamW(self.network.parameters(), lr=self.learning_rate, weight_decay=self.weight_decay)
         self.propagate_engine = Engine(self._propagate_step)
         self.pseudo_engine = Engine(self._pseudo_step)
         for engine in (self.propagate_engine, self.pseudo_engine):

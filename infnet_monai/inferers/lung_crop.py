@@ -163,17 +163,24 @@ class LungCropSliceInferer(Inferer):
         self.grow_threshold = float(grow_threshold)
         self.last_boxes: np.ndarray | None = None  # (Z, 4) crop boxes of the last call, -1 rows for skipped slices
         self.on_batch: Callable[[int, int], None] | None = None  # progress: (slices done, slices to do so far)
+        self.last_count: tuple[int, int] = (0, 0)  # (slices run, slices to run) of the last call, all rounds
 
     def __call__(  # type: ignore[override]
-        self, inputs: torch.Tensor, network: Callable[[torch.Tensor], torch.Tensor], lung: np.ndarray | torch.Tensor
+        self,
+        inputs: torch.Tensor,
+        network: Callable[[torch.Tensor], torch.Tensor],
+        lung: np.ndarray | torch.Tensor,
+        boxes: np.ndarray | None = None,
     ) -> torch.Tensor:
         """Probabilities on the grid of ``inputs``.
 
         Args:
-            inputs: ``(1, C, X, Y, Z)`` prepared volume (intensity-normalised, slices along Z).
+            inputs: ``(1, C, X, Y, Z)`` prepared volume (intensity-normalised, slices along Z), or a slab of one.
             network: maps ``(B, C, H, W)`` to ``(B, K, H, W)`` probabilities; channel 0 is the infection, which
                 decides the box growth (further channels, e.g. the consolidation share, are carried along).
             lung: ``(X, Y, Z)`` lung mask on the same grid.
+            boxes: ``(Z, 4)`` first-pass crop boxes (default :func:`slice_boxes` of ``lung``); a slab of a volume
+                passes its rows of the whole volume's boxes, so that slabs give what the whole volume gives.
 
         Returns:
             ``(1, K, X, Y, Z)`` float32 probabilities on ``self.device``; 0 on slices without lung.
@@ -184,7 +191,9 @@ class LungCropSliceInferer(Inferer):
         if lung_np.shape != tuple(inputs.shape[2:]):
             raise ValueError(f"lung mask shape {lung_np.shape} differs from the volume's {tuple(inputs.shape[2:])}.")
         out: torch.Tensor | None = None
-        boxes = slice_boxes(lung_np, self.margins)
+        boxes = slice_boxes(lung_np, self.margins) if boxes is None else np.asarray(boxes, dtype=np.int64).copy()
+        if boxes.shape != (lung_np.shape[2], 4):
+            raise ValueError(f"boxes must be ({lung_np.shape[2]}, 4), got {boxes.shape}.")
         todo = np.flatnonzero(boxes[:, 0] >= 0)
         count = {"done": 0, "total": 0}
 
@@ -206,20 +215,26 @@ class LungCropSliceInferer(Inferer):
             todo = np.flatnonzero((grown != boxes).any(axis=1))
             boxes = grown
         self.last_boxes = boxes
+        self.last_count = (count["done"], count["total"])
         if out is None:  # no slice holds lung: the network is never run, one channel of zeros
             out = torch.zeros((1, 1, *inputs.shape[2:]), dtype=torch.float32, device=self.device)
         return out
 
     def _run(self, inputs, network, boxes: np.ndarray, slices: np.ndarray, out: torch.Tensor | None) -> torch.Tensor:
-        crops = torch.stack([self._crop(inputs[0, :, :, :, k], boxes[k]) for k in slices], dim=-1)  # (C, H, W, n)
-        prob = self.slice_inferer(crops[None], network)[0]  # (K, H, W, n)
-        if out is None:
-            out = torch.zeros((1, prob.shape[0], *inputs.shape[2:]), dtype=torch.float32, device=self.device)
-        for i, k in enumerate(slices):
-            x0, x1, y0, y1 = (int(v) for v in boxes[k])
-            back = F.interpolate(prob[None, :, :, :, i].float(), size=(x1 - x0, y1 - y0), mode="bilinear", align_corners=False)
-            out[0, :, :, :, k] = 0.0
-            out[0, :, x0:x1, y0:y1, k] = back[0].to(out.device)
+        # the crops are stacked a few batches at a time, so their memory does not grow with the scan's length
+        step = self.slice_inferer.sw_batch_size * 4
+        for start in range(0, len(slices), step):
+            part = slices[start : start + step]
+            crops = torch.stack([self._crop(inputs[0, :, :, :, k], boxes[k]) for k in part], dim=-1)  # (C, H, W, n)
+            prob = self.slice_inferer(crops[None], network)[0]  # (K, H, W, n)
+            del crops
+            if out is None:
+                out = torch.zeros((1, prob.shape[0], *inputs.shape[2:]), dtype=torch.float32, device=self.device)
+            for i, k in enumerate(part):
+                x0, x1, y0, y1 = (int(v) for v in boxes[k])
+                back = F.interpolate(prob[None, :, :, :, i].float(), size=(x1 - x0, y1 - y0), mode="bilinear", align_corners=False)
+                out[0, :, :, :, k] = 0.0
+                out[0, :, x0:x1, y0:y1, k] = back[0].to(out.device)
         return out
 
     def _crop(self, plane: torch.Tensor, box: np.ndarray) -> torch.Tensor:

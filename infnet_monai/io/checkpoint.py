@@ -31,6 +31,7 @@ __all__ = [
     "model_temperature",
     "load_checkpoint",
     "load_model",
+    "load_weights",
     "load_class_model",
     "atomic_torch_save",
     "network_state_dict",
@@ -195,6 +196,29 @@ def load_model(
     info = {k: v for k, v in checkpoint.items() if k != "state_dict"}
     logger.debug("loaded %s (network %s)", path, kwargs)
     return network, info
+
+
+def load_weights(network: nn.Module, path: str | os.PathLike | None = None) -> nn.Module:
+    """Load the weights of checkpoint ``path`` (default: the shipped model) into an already built ``network``, the
+    bundle's ``network_def`` (in float32); returns ``network`` in eval mode.
+
+    Raises:
+        CheckpointError: the file is not a model checkpoint, or its weights do not fit ``network`` (the message gives
+            the checkpoint's own network arguments, which ``network_def`` must match).
+    """
+    from infnet_monai.utils.model_path import default_model_path
+
+    path = Path(path) if path else default_model_path()
+    checkpoint = load_checkpoint(path)
+    state = {k: v.float() if v.is_floating_point() else v for k, v in checkpoint["state_dict"].items()}
+    try:
+        network.load_state_dict(state)
+    except RuntimeError as e:
+        raise CheckpointError(
+            f"the weights of '{path}' do not fit the network built from network_def; the checkpoint's network "
+            f"arguments are {checkpoint.get('network', {})} ({type(e).__name__}: {str(e)[:300]})"
+        ) from e
+    return network.eval()
 
 
 def load_class_model(

@@ -18,7 +18,6 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 import torch
-from monai.data import MetaTensor
 
 from infnet_monai.io.cases import CTCase
 from infnet_monai.stats.burden import BURDEN_FIELDS
@@ -96,12 +95,13 @@ def case_fields(case: CTCase) -> dict:
     }
 
 
-def reference_header(case: CTCase, image: MetaTensor) -> tuple[np.ndarray, nib.Nifti1Header | None]:
-    """Affine and header the outputs must carry: the NIfTI input's own, or the DICOM series' RAS affine."""
+def reference_header(case: CTCase, affine: np.ndarray | torch.Tensor) -> tuple[np.ndarray, nib.Nifti1Header | None]:
+    """Affine and header the outputs must carry: the NIfTI input's own, or ``affine`` (the loaded DICOM series'
+    voxel-to-RAS matrix)."""
     if case.kind == "nifti":
         src = nib.load(str(case.files[0]))
         return np.asarray(src.affine, dtype=np.float64), src.header
-    affine = image.affine.numpy() if isinstance(image.affine, torch.Tensor) else np.asarray(image.affine)
+    affine = affine.cpu().numpy() if isinstance(affine, torch.Tensor) else np.asarray(affine)
     return np.asarray(affine, dtype=np.float64), None
 
 

@@ -4,7 +4,8 @@
 convention (voxel index -> RAS world millimetres), exactly as ``monai.transforms.LoadImage`` produces it, so the
 pipeline can apply MONAI spatial transforms and invert them later:
 
-- NIfTI: ``LoadImage(reader=NibabelReader(...))``; the affine is nibabel's.
+- NIfTI: ``LoadImage(reader=CompactNibabelReader(...))``, MONAI's ``NibabelReader`` with the scaling applied
+  without a float64 copy; the affine is nibabel's.
 - DICOM: ``LoadImage(reader=SimpleITKSeriesReader())`` on the case's sorted file list. ``SimpleITKSeriesReader`` is
   a MONAI ``ImageReader`` over SimpleITK (GDCM) that follows ``monai.data.ITKReader`` conventions (array indexed
   ``(X, Y, Z)``, LPS -> RAS affine), so no extra ``itk`` package is needed. GDCM applies RescaleSlope/Intercept.
@@ -63,6 +64,7 @@ from infnet_monai.io.cases import CT_SOP_CLASS_UIDS, CTCase, read_dicom_header
 __all__ = [
     "CaseError",
     "SimpleITKSeriesReader",
+    "CompactNibabelReader",
     "load_ct",
     "MIN_SLICES",
     "MAX_SPACING_MM",
@@ -99,18 +101,19 @@ class SimpleITKSeriesReader(ImageReader):
     It mirrors ``monai.data.ITKReader`` with ``reverse_indexing=False``: the array is indexed ``(X, Y, Z)`` (column,
     row, slice), ``affine`` maps voxel indices to world millimetres in RAS (LPS -> RAS when ``affine_lps_to_ras``),
     ``spatial_shape`` and ``original_channel_dim`` (``"no_channel"``) are set so that ``EnsureChannelFirst`` works.
-    RescaleSlope/Intercept are applied by GDCM; the output is float32.
+    RescaleSlope/Intercept are applied by GDCM; by default the output keeps the pixel type GDCM gives (int16 for
+    the usual integer rescale), which :func:`load_ct` then stores compactly.
 
     Args:
         affine_lps_to_ras: convert the affine from ITK's LPS to RAS (as ``NibabelReader`` returns). Default True.
-        output_pixel_type: SimpleITK pixel type of the read image. Default ``sitk.sitkFloat32``.
+        output_pixel_type: SimpleITK pixel type of the read image. Default ``sitk.sitkUnknown`` (GDCM's own).
 
     Example::
 
         image = LoadImage(reader=SimpleITKSeriesReader(), image_only=True, ensure_channel_first=True)(file_list)
     """
 
-    def __init__(self, affine_lps_to_ras: bool = True, output_pixel_type: int = sitk.sitkFloat32) -> None:
+    def __init__(self, affine_lps_to_ras: bool = True, output_pixel_type: int = sitk.sitkUnknown) -> None:
         super().__init__()
         self.affine_lps_to_ras = affine_lps_to_ras
         self.output_pixel_type = output_pixel_type
@@ -181,7 +184,11 @@ class _SourceInfo:
 
 
 def load_ct(case: CTCase, min_slices: int = MIN_SLICES, max_spacing_mm: float = MAX_SPACING_MM) -> MetaTensor:
-    """Load and validate one CT case as a float32 volume in Hounsfield units.
+    """Load and validate one CT case as a volume in Hounsfield units, stored compactly.
+
+    Integer Hounsfield units (the usual integer rescale slope and intercept) are kept as int16, so a 512 x 512 x 1200
+    scan takes 0.6 GB instead of 1.3 GB (float32) or 2.5 GB (float64, nibabel's scaled read); other values are float32.
+    The scaling is applied to the stored integers directly (:class:`CompactNibabelReader`).
 
     Args:
         case: a case from :func:`~infnet_monai.io.cases.discover_cases` (or built by hand).
@@ -189,7 +196,7 @@ def load_ct(case: CTCase, min_slices: int = MIN_SLICES, max_spacing_mm: float = 
         max_spacing_mm: largest voxel spacing accepted on any axis, in mm (default 20).
 
     Returns:
-        ``MetaTensor`` of shape ``(1, X, Y, Z)``, float32, HU clipped below at -1024. ``.affine`` (float64, 4x4)
+        ``MetaTensor`` of shape ``(1, X, Y, Z)``, int16 or float32, HU clipped below at -1024. ``.affine`` (float64, 4x4)
         maps voxel indices to RAS world mm as MONAI's ``LoadImage`` gives it. ``.meta`` also holds
         ``filename_or_obj`` (the case's source path), ``case_id``, ``source_kind`` (``"nifti"``/``"dicom"``),
         ``patient_id``, ``series_instance_uid`` and ``modality`` (strings, ``""`` when unknown so that the
@@ -249,7 +256,7 @@ def _load_with(reader: ImageReader, files: Sequence[Path] | Path, name: str) -> 
         # LoadImage also instantiates MONAI's default readers; without nvImageCodec one of them warns on every
         # construction although it is never used here
         warnings.filterwarnings("ignore", message="NvImgCodecPydicomReader", category=UserWarning)
-        loader = LoadImage(reader=reader, image_only=True, ensure_channel_first=True, dtype=np.float32)
+        loader = LoadImage(reader=reader, image_only=True, ensure_channel_first=True, dtype=None)
     try:
         image = loader(files if isinstance(files, Path) else list(files))
     except Exception as e:
@@ -259,7 +266,49 @@ def _load_with(reader: ImageReader, files: Sequence[Path] | Path, name: str) -> 
         ) from e
     if not isinstance(image, MetaTensor):  # LoadImage always returns one with image_only=True
         image = MetaTensor(image)
-    return image
+    return _compact(image)
+
+
+def _compact(image: MetaTensor) -> MetaTensor:
+    """int16 when the values are integers that fit with room for the raw-value correction, else float32."""
+    if image.dtype == torch.int16 or image.dtype == torch.float32:
+        return image
+    if not image.is_floating_point():
+        lo, hi = int(image.min()), int(image.max())
+        if lo - RAW_CT_OFFSET >= -32768 and hi <= 32767:
+            return image.to(torch.int16)
+    return image.to(torch.float32)
+
+
+class CompactNibabelReader(NibabelReader):
+    """MONAI's :class:`~monai.data.NibabelReader`, with the NIfTI scaling (``scl_slope``, ``scl_inter``) applied to the
+    stored integers without nibabel's float64 intermediate: integer results stay integers (int32 at most; :func:`load_ct`
+    makes them int16), others become float32. Values equal what nibabel's scaled read gives."""
+
+    def _get_array_data(self, img, filename):  # noqa: D102 - see the class docstring
+        proxy = img.dataobj
+        raw = np.asanyarray(proxy.get_unscaled()) if hasattr(proxy, "get_unscaled") else np.asanyarray(proxy)
+        slope = float(getattr(proxy, "slope", 1.0) if getattr(proxy, "slope", None) is not None else 1.0)
+        inter = float(getattr(proxy, "inter", 0.0) if getattr(proxy, "inter", None) is not None else 0.0)
+        if not np.isfinite(slope) or slope == 0.0:
+            slope = 1.0  # nibabel's rule: no scaling
+        if not np.isfinite(inter):
+            inter = 0.0
+        if slope == 1.0 and inter == 0.0:
+            return raw
+        if np.issubdtype(raw.dtype, np.integer) and slope == int(slope) and inter == int(inter):
+            lo, hi = int(raw.min()) * int(slope), int(raw.max()) * int(slope)
+            bounds = sorted((lo, hi))
+            if bounds[0] + int(inter) >= -(2**31) and bounds[1] + int(inter) < 2**31:
+                out = raw.astype(np.int32)
+                if slope != 1.0:
+                    out *= int(slope)
+                out += int(inter)
+                return out
+        out = raw.astype(np.float32)
+        out *= np.float32(slope)
+        out += np.float32(inter)
+        return out
 
 
 def _load_nifti(case: CTCase) -> tuple[MetaTensor, _SourceInfo]:
@@ -286,7 +335,7 @@ def _load_nifti(case: CTCase) -> tuple[MetaTensor, _SourceInfo]:
             f"{path}: {len(shape)}D image of shape {shape} holds {int(np.prod(extra))} volumes; one 3D CT volume is "
             "needed. Split it (e.g. nibabel's four_to_three) and give one volume per case."
         )
-    image = _load_with(NibabelReader(squeeze_non_spatial_dims=True), path, str(path))
+    image = _load_with(CompactNibabelReader(squeeze_non_spatial_dims=True), path, str(path))
     return image, _SourceInfo(rescale_missing=not np.isfinite(inter) or inter == 0.0)
 
 
@@ -317,12 +366,7 @@ def _vector(ds: Dataset, keyword: str, n: int, path: Path) -> np.ndarray:
     return value
 
 
-def _check_dicom_geometry(
-    case: CTCase, headers: list[Dataset], min_slices: int, max_spacing_mm: float
-) -> tuple[list[Path], np.ndarray]:
-    """Validate slice geometry from the headers; return the files sorted along the normal and the LPS affine."""
-    folder = case.source_path
-    files = [Path(p) for p in case.files]
+def _check_single_frames(files: list[Path], headers: list[Dataset]) -> None:
     for path, ds in zip(files, headers):
         frames = ds.get("NumberOfFrames", 1)
         try:
@@ -334,6 +378,58 @@ def _check_dicom_geometry(
                 f"{path}: multi-frame DICOM ({frames} frames in one file) is not supported. Convert the series "
                 "to NIfTI (e.g. with dcm2niix) and give the NIfTI file."
             )
+
+
+def _regular_slice_spacing(folder, files: list[Path], along: np.ndarray) -> float:
+    """The median slice spacing of the sorted positions ``along`` the normal; duplicates, gaps (missing slices) and
+    non-uniform spacing are refused."""
+    gaps = np.diff(along)
+    dup = np.flatnonzero(gaps < _DUPLICATE_MM)
+    if dup.size:
+        i = int(dup[0])
+        raise CaseError(
+            f"{folder}: {dup.size} duplicate slice position(s), e.g. {files[i].name} and {files[i + 1].name} at "
+            f"{along[i]:.3f} mm along the slice normal. The folder mixes two acquisitions of one series: keep one."
+        )
+    median = float(np.median(gaps))
+    worst = int(np.argmax(np.abs(gaps - median)))
+    if gaps[worst] > _MAX_GAP_RATIO * median:
+        raise CaseError(
+            f"{folder}: gap of {gaps[worst]:.3g} mm between slices {files[worst].name} and {files[worst + 1].name} "
+            f"({gaps[worst] / median:.2g}x the median spacing of {median:.3g} mm): slice(s) are missing. Export the "
+            "complete series (volumes are not resampled)."
+        )
+    if abs(gaps[worst] - median) > _SPACING_TOLERANCE * median:
+        raise CaseError(
+            f"{folder}: non-uniform slice spacing: {gaps[worst]:.3g} mm between {files[worst].name} and "
+            f"{files[worst + 1].name}, median {median:.3g} mm. Resample the series to uniform spacing (e.g. convert "
+            "it to NIfTI with a tool that resamples) and give that file."
+        )
+    return median
+
+
+def _check_stacked(folder, positions: np.ndarray, normal: np.ndarray, along: np.ndarray, pixel_mm: float, tilt_tag) -> None:
+    """Refuse slice positions that drift in-plane by more than half a pixel (gantry tilt, shear)."""
+    offsets = positions - positions[0]
+    inplane = offsets - np.outer(offsets @ normal, normal)
+    drift = float(np.max(np.linalg.norm(inplane, axis=1)))
+    if drift > 0.5 * pixel_mm:
+        extent = float(along[-1] - along[0])
+        angle = float(np.degrees(np.arctan2(drift, extent)))
+        raise CaseError(
+            f"{folder}: slice positions are not stacked along the slice normal: they drift {drift:.3g} mm in-plane "
+            f"over {extent:.3g} mm (about {angle:.2g} degrees; GantryDetectorTilt={tilt_tag}). Gantry-tilted or "
+            "sheared series are not supported: correct the tilt (e.g. dcm2niix does) and give the NIfTI file."
+        )
+
+
+def _check_dicom_geometry(
+    case: CTCase, headers: list[Dataset], min_slices: int, max_spacing_mm: float
+) -> tuple[list[Path], np.ndarray]:
+    """Validate slice geometry from the headers; return the files sorted along the normal and the LPS affine."""
+    folder = case.source_path
+    files = [Path(p) for p in case.files]
+    _check_single_frames(files, headers)
     orientations = [_vector(ds, "ImageOrientationPatient", 6, p) for p, ds in zip(files, headers)]
     positions = np.stack([_vector(ds, "ImagePositionPatient", 3, p) for p, ds in zip(files, headers)])
     pixel_spacings = [_vector(ds, "PixelSpacing", 2, p) for p, ds in zip(files, headers)]
@@ -362,41 +458,9 @@ def _check_dicom_geometry(
     order = np.argsort(along, kind="stable")
     along, positions = along[order], positions[order]
     files = [files[i] for i in order]
-    gaps = np.diff(along)
-    dup = np.flatnonzero(gaps < _DUPLICATE_MM)
-    if dup.size:
-        i = int(dup[0])
-        raise CaseError(
-            f"{folder}: {dup.size} duplicate slice position(s), e.g. {files[i].name} and {files[i + 1].name} at "
-            f"{along[i]:.3f} mm along the slice normal. The folder mixes two acquisitions of one series: keep one."
-        )
-    median = float(np.median(gaps))
-    worst = int(np.argmax(np.abs(gaps - median)))
-    if gaps[worst] > _MAX_GAP_RATIO * median:
-        raise CaseError(
-            f"{folder}: gap of {gaps[worst]:.3g} mm between slices {files[worst].name} and {files[worst + 1].name} "
-            f"({gaps[worst] / median:.2g}x the median spacing of {median:.3g} mm): slice(s) are missing. Export the "
-            "complete series (volumes are not resampled)."
-        )
-    if abs(gaps[worst] - median) > _SPACING_TOLERANCE * median:
-        raise CaseError(
-            f"{folder}: non-uniform slice spacing: {gaps[worst]:.3g} mm between {files[worst].name} and "
-            f"{files[worst + 1].name}, median {median:.3g} mm. Resample the series to uniform spacing (e.g. convert "
-            "it to NIfTI with a tool that resamples) and give that file."
-        )
-    offsets = positions - positions[0]
-    inplane = offsets - np.outer(offsets @ normal, normal)
-    drift = float(np.max(np.linalg.norm(inplane, axis=1)))
+    median = _regular_slice_spacing(folder, files, along)
     pixel = pixel_spacings[0]
-    if drift > 0.5 * float(np.min(pixel)):
-        extent = float(along[-1] - along[0])
-        angle = float(np.degrees(np.arctan2(drift, extent)))
-        tilt_tag = headers[0].get("GantryDetectorTilt", None)
-        raise CaseError(
-            f"{folder}: slice positions are not stacked along the slice normal: they drift {drift:.3g} mm in-plane "
-            f"over {extent:.3g} mm (about {angle:.2g} degrees; GantryDetectorTilt={tilt_tag}). Gantry-tilted or "
-            "sheared series are not supported: correct the tilt (e.g. dcm2niix does) and give the NIfTI file."
-        )
+    _check_stacked(folder, positions, normal, along, float(np.min(pixel)), headers[0].get("GantryDetectorTilt", None))
     for label, value in (("pixel spacing", float(np.min(pixel))), ("slice spacing", median)):
         if not 0.0 < value <= max_spacing_mm:
             raise CaseError(
@@ -473,21 +537,23 @@ def _check_spacing(image: MetaTensor, name: str, max_spacing_mm: float) -> None:
 
 def _to_hounsfield(image: MetaTensor, name: str, rescale_missing: bool) -> tuple[MetaTensor, str, int]:
     """Check that ``image`` holds HU, correct raw stored values, clip padding to air."""
-    finite = torch.isfinite(image)
-    n_bad = int(finite.numel() - finite.sum())
+    n_bad = 0
+    if image.is_floating_point():
+        n_bad = int(torch.count_nonzero(~torch.isfinite(image)))
     if n_bad:
         raise CaseError(
             f"{name}: {n_bad} voxel(s) are NaN or infinite. The image is damaged or was processed with errors: "
             "export the original CT again."
         )
-    del finite
+    # thresholds as Python ints for integer volumes: a float scalar would make torch compare a float32 copy
+    hu = (lambda v: v) if image.is_floating_point() else (lambda v: int(v))
     vmin, vmax = float(image.min()), float(image.max())
     correction = "none"
     if vmin >= 0.0 and vmax > 1000.0:
         total = image.numel()
-        air = int((image <= RAW_CT_OFFSET + _AIR_THRESHOLD_HU).sum()) / total
-        soft = int(((image >= RAW_CT_OFFSET - 100.0) & (image <= RAW_CT_OFFSET + 100.0)).sum()) / total
-        dense = int((image > RAW_CT_OFFSET + 1000.0).sum()) / total
+        air = int(torch.count_nonzero(image <= hu(RAW_CT_OFFSET + _AIR_THRESHOLD_HU))) / total
+        soft = int(torch.count_nonzero((image >= hu(RAW_CT_OFFSET - 100.0)) & (image <= hu(RAW_CT_OFFSET + 100.0)))) / total
+        dense = int(torch.count_nonzero(image > hu(RAW_CT_OFFSET + 1000.0))) / total
         fits = air >= _RAW_MIN_FRACTION and soft >= _RAW_MIN_FRACTION and dense <= _RAW_MAX_DENSE_FRACTION
         if not (rescale_missing and fits):
             reason = (
@@ -510,15 +576,15 @@ def _to_hounsfield(image: MetaTensor, name: str, rescale_missing: bool) -> tuple
             100 * air,
             100 * soft,
         )
-        image.sub_(RAW_CT_OFFSET)
+        image.sub_(hu(RAW_CT_OFFSET))
         correction = f"subtracted {RAW_CT_OFFSET:g}"
-    if not bool((image < _AIR_THRESHOLD_HU).any()):
+    if not bool((image < hu(_AIR_THRESHOLD_HU)).any()):
         raise CaseError(
             f"{name}: no voxel below {_AIR_THRESHOLD_HU:g} HU (values {float(image.min()):g}..{float(image.max()):g})."
             " A CT in Hounsfield units always shows air (about -1000 HU) around the body and in the lungs; this "
             "looks like a label map, a normalised image or other units. Give the original CT in HU."
         )
-    clipped = int((image < AIR_HU).sum())
+    clipped = int(torch.count_nonzero(image < hu(AIR_HU)))  # not .sum(): that counts in an int64 copy
     if clipped:
-        image.clamp_(min=AIR_HU)
+        image.clamp_(min=hu(AIR_HU))
     return image, correction, clipped

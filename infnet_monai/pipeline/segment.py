@@ -37,14 +37,14 @@ import torch
 import torch.distributed as dist
 
 from monai.data import MetaTensor
-from monai.transforms import Compose, Invertd, Orientation
+from monai.transforms import Compose, Invertd, Orientationd, apply_transform
 
 from infnet_monai import __version__
 from infnet_monai.defaults import DEFAULT_MAX_SLICES, DEFAULT_MIN_LESION_MM3
 from infnet_monai.io.cases import CTCase, discover_cases
-from infnet_monai.inferers.lung_crop import LungCropSliceInferer
+from infnet_monai.inferers.lung_crop import LUNG_CROP_MARGINS, LungCropSliceInferer, slice_boxes
 from infnet_monai.inferers.slices import resolve_temperature
-from infnet_monai.io.checkpoint import load_class_model, load_model
+from infnet_monai.io.checkpoint import load_checkpoint, load_class_model, load_model
 from infnet_monai.io.outputs import (
     CLASSES_FILE,
     CSV_FILE,
@@ -66,20 +66,12 @@ from infnet_monai.io.outputs import (
 from infnet_monai.io.dicom_seg import DICOM_SEG_FILE, write_dicom_seg
 from infnet_monai.pipeline.distributed import case_bytes, dist_env, gather_rows, rank_device, shard_by_size, start
 from infnet_monai.io.volume import CaseError, load_ct
-from infnet_monai.postprocessing import (
-    EXTENSION_THRESHOLD,
-    MIN_LESION_AREA_MM2,
-    MIN_LESION_EXTENT_MM,
-    body_mask,
-    extend_lung,
-    infection_classes,
-    lung_mask,
-    postprocess_infection,
-)
-from infnet_monai.stats.burden import class_burden, infection_burden
-from infnet_monai.transforms.ct import LUNG_WINDOW_HU, WORLD_AXIS_LABELS, ct_slice_preprocessing
+from infnet_monai.pipeline.components import ct_postprocessing, ct_preprocessing, split_slicewise
+from infnet_monai.postprocessing import EXTENSION_THRESHOLD, MIN_LESION_AREA_MM2, MIN_LESION_EXTENT_MM, body_mask
+from infnet_monai.transforms.ct import LUNG_WINDOW_HU
 from infnet_monai.transforms.slices import DEFAULT_SPATIAL_SIZE
 from infnet_monai.utils.device import autocast_context, resolve_device
+from infnet_monai.utils.memory import release_memory
 from infnet_monai.utils.model_path import default_class_model_path, default_model_path
 from infnet_monai.visualize.overview import overview_image, write_overview
 from infnet_monai.visualize.report import OVERVIEW_FILE, write_report
@@ -113,6 +105,9 @@ class CaseResult:
     lung: np.ndarray | None = None
     probability: np.ndarray | None = None
     classes: np.ndarray | None = None
+    overview: Any = None  # the overview picture (PIL image), when made
+    notes: list = field(default_factory=list)
+    affine: np.ndarray | None = None  # voxel-to-world (RAS) matrix of the input's grid
 
 
 @dataclass
@@ -135,21 +130,28 @@ class CohortReport:
 class CTSegmenter:
     """Segment COVID-19 lung infection in CT volumes with a 2D Inf-Net applied slice by slice.
 
+    The pipeline is four MONAI components, the ones the bundle's ``configs/inference.json`` lists
+    (:mod:`infnet_monai.pipeline.components`): the network, ``preprocessing``, ``inferer`` and ``postprocessing``;
+    each can be given, else it is built from the options below.
+
     Args:
-        model_path: checkpoint from :func:`infnet_monai.io.save_model` (default: the shipped model).
+        model_path: checkpoint from :func:`infnet_monai.io.save_model` (default: the shipped model); with ``network``
+            given, only its metadata (calibration, input size) is read.
         device: ``"auto"`` | ``"cpu"`` | ``"cuda"`` | ``"cuda:N"``.
         batch_slices: axial slices per forward pass (bounds memory on the device).
         threshold: probability at or above which a voxel is infection.
         min_lesion_volume_mm3: connected lesions smaller than this are removed.
         window_hu: Hounsfield window mapped onto the training intensities.
-        max_slices: longer volumes are refused with a clear error (memory bound); raise it if memory allows.
+        max_slices: longer volumes are refused with a clear error naming the file (a guard against a mistaken input;
+            memory does not grow with the length beyond the volume and its masks).
         amp: mixed precision on CUDA.
         flip_tta: also run the left-right flipped slices and average (twice the time).
         temperature: logit temperature, probability ``sigmoid(logit / temperature)``; ``None`` uses the checkpoint's
             calibration (1 when it has none). Without ``flip_tta``, masks at threshold 0.5 do not depend on it.
-        network: an already built network (then ``model_path`` is not read); used with ``spatial_size``.
-        spatial_size: in-plane network size when ``network`` is given.
-        preprocessing: a custom invertible chain (default :func:`ct_slice_preprocessing`).
+        network: an already built network (weights loaded); used with ``spatial_size`` or ``model_path``.
+        spatial_size: in-plane network size when ``network`` is given without ``model_path``.
+        preprocessing: the chain from ``{"image": case, path or volume}`` (default
+            :func:`~infnet_monai.pipeline.components.ct_preprocessing`); its slice-wise tail streams in slabs.
         min_lesion_extent_mm: lesions spanning fewer axial millimetres are removed (3D consistency).
         min_lesion_area_mm2: in-plane pieces of infection smaller than this on a slice are removed.
         field_of_view: ``"lung"`` crops every slice with lung to the lungs' box (training-like); ``"body"`` to the
@@ -166,6 +168,13 @@ class CTSegmenter:
         overview: write ``overview.png`` per case (also for cases skipped by ``resume``); ``run`` always writes
             ``report.html``.
         dicom_seg: write ``segmentation.dcm`` (DICOM-SEG referencing the source series) for DICOM inputs.
+        slab_slices: axial slices that stream together through the slice-wise preprocessing, the network and the
+            inversion (bounds the memory of those steps; the results do not depend on it).
+        inferer: called as ``inferer(slab, network_fn, lung, boxes=...)`` (default
+            :class:`~infnet_monai.inferers.LungCropSliceInferer` with ``batch_slices`` and ``crop_rounds``).
+        postprocessing: the chain from ``{"image", "lung", "pred"}`` on the RAS grid to ``"infection"``, ``"lung"``,
+            ``"classes"`` (with the head), ``"burden"`` and ``"image"`` on the input's grid (default
+            :func:`~infnet_monai.pipeline.components.ct_postprocessing` with the thresholds and lesion filters above).
     """
 
     def __init__(
@@ -192,48 +201,29 @@ class CTSegmenter:
         class_model_path: str | os.PathLike | None = None,
         overview: bool = True,
         dicom_seg: bool = True,
+        slab_slices: int = 32,
+        inferer: Any = None,
+        postprocessing: Compose | None = None,
     ) -> None:
-        if batch_slices < 1:
-            raise ValueError(f"batch_slices must be >= 1, got {batch_slices}.")
-        if not 0.0 < threshold <= 1.0:
-            raise ValueError(f"threshold must be in (0, 1], got {threshold}.")
+        _check_options(batch_slices, threshold, slab_slices, field_of_view, extension_threshold)
         self.device = resolve_device(rank_device(device, dist_env()))
         self._rank = (0, 1)  # (rank, world size) of the running job, recorded in stats.json
-        info: dict = {}
-        if network is None:
-            self.model_path: Path | None = Path(model_path) if model_path is not None else default_model_path()
-            network, info = load_model(self.model_path, self.device)
-        else:
-            self.model_path = None
-            network = network.to(self.device).eval()
-        self.network = network
+        self.network, self.model_path, info = self._load_network(model_path, network)
         prep = info.get("preprocessing", {})
         size = spatial_size or prep.get("spatial_size", DEFAULT_SPATIAL_SIZE)
         self.spatial_size = int(size if isinstance(size, (int, float)) else size[0])
-        in_channels = int(info.get("network", {}).get("in_channels", getattr(network, "in_channels", 1)))
-        self.preprocessing = preprocessing or ct_slice_preprocessing(window_hu, in_channels)
-        self.inferer = LungCropSliceInferer(
-            roi_size=(self.spatial_size, self.spatial_size),
-            sw_batch_size=batch_slices,
-            sw_device=self.device,
-            device=torch.device("cpu"),
-            max_rounds=crop_rounds,
-        )
-        self.invert = Invertd("pred", transform=self.preprocessing, orig_keys="image", nearest_interp=False)
-        if field_of_view not in ("lung", "body"):
-            raise ValueError(f"field_of_view must be 'lung' or 'body', got {field_of_view!r}.")
-        self.field_of_view = field_of_view
-        if extension_threshold is None:
-            extension_threshold = min(threshold, EXTENSION_THRESHOLD)  # the lung takes in every lesion it touches
-        if not 0.0 < extension_threshold <= 1.0:
-            raise ValueError(f"extension_threshold must be in (0, 1], got {extension_threshold}.")
-        self.extension_threshold = float(extension_threshold)
+        in_channels = int(info.get("network", {}).get("in_channels", getattr(self.network, "in_channels", 1)))
         self.threshold = threshold
+        self.extension_threshold = float(min(threshold, EXTENSION_THRESHOLD) if extension_threshold is None else extension_threshold)
         self.min_lesion_volume_mm3 = float(min_lesion_volume_mm3)
         self.min_lesion_extent_mm = float(min_lesion_extent_mm)
         self.min_lesion_area_mm2 = float(min_lesion_area_mm2)
         self.window_hu = tuple(float(w) for w in window_hu)
         self.max_slices = int(max_slices)
+        self._build_components(preprocessing, inferer, postprocessing, in_channels, batch_slices, crop_rounds)
+        self.field_of_view = field_of_view
+        self.slab_slices = int(slab_slices)
+        self.last_boxes: np.ndarray | None = None  # (Z, 4) crop boxes of the last volume, -1 rows for skipped slices
         self.amp = amp
         self.flip_tta = flip_tta
         self.model_info = info
@@ -246,6 +236,43 @@ class CTSegmenter:
             self.class_model, class_info = load_class_model(self.network, self.temperature, class_model_path, self.device)
             self.class_model_path = Path(class_model_path) if class_model_path else None
             self.class_model_info = class_info
+
+    def _load_network(self, model_path, network) -> tuple[torch.nn.Module, Path | None, dict]:
+        """``(network on the device in eval mode, checkpoint path or None, checkpoint metadata)``."""
+        if network is None:
+            path = Path(model_path) if model_path is not None else default_model_path()
+            network, info = load_model(path, self.device)
+            return network, path, info
+        network = network.to(self.device).eval()
+        if model_path is None:
+            return network, None, {}
+        info = {k: v for k, v in load_checkpoint(model_path).items() if k != "state_dict"}
+        return network, Path(model_path), info
+
+    def _build_components(self, preprocessing, inferer, postprocessing, in_channels: int, batch_slices: int, crop_rounds: int) -> None:
+        """``preprocessing``, ``inferer`` and ``postprocessing`` as given or from the factories, and the inversions."""
+        self.preprocessing = preprocessing or ct_preprocessing(self.window_hu, in_channels, self.max_slices)
+        self._volume_prep, self._slab_prep = split_slicewise(self.preprocessing)
+        self._slab_invert = Invertd("pred", transform=self._slab_prep, orig_keys="image", nearest_interp=False)
+        self._to_input_grid = Invertd("probability", transform=self._volume_prep, orig_keys="image", nearest_interp=False)
+        self.inferer = inferer or LungCropSliceInferer(
+            roi_size=(self.spatial_size, self.spatial_size),
+            sw_batch_size=batch_slices,
+            sw_device=self.device,
+            device=torch.device("cpu"),
+            max_rounds=crop_rounds,
+        )
+        slices = getattr(self.inferer, "slice_inferer", None)
+        if slices is not None and slices.sw_device is None:
+            slices.sw_device = self.device  # a configured inferer runs the network where it lives
+        self.postprocessing = postprocessing or ct_postprocessing(
+            self._volume_prep,
+            threshold=self.threshold,
+            extension_threshold=self.extension_threshold,
+            min_lesion_volume_mm3=self.min_lesion_volume_mm3,
+            min_lesion_extent_mm=self.min_lesion_extent_mm,
+            min_lesion_area_mm2=self.min_lesion_area_mm2,
+        )
 
     # ------------------------------------------------------------------ one volume
     def _maps(self, x: torch.Tensor) -> torch.Tensor:
@@ -260,51 +287,92 @@ class CTSegmenter:
             prob = 0.5 * (prob + self._maps(x.flip(-1)).flip(-1))
         return prob
 
-    def _check_length(self, image: MetaTensor) -> None:
-        n_slices = int(max(image.shape[1:]))
-        if n_slices > self.max_slices:
-            source = image.meta.get("filename_or_obj", "") if isinstance(image, MetaTensor) else ""
-            prefix = f"{source}: " if source else ""  # every error names the file (load_ct records it)
-            raise CaseError(
-                f"{prefix}volume has {n_slices} voxels along its longest axis, above the limit of {self.max_slices} that keeps "
-                "memory bounded; raise it with --max-slices (about 0.6 GB of memory per 100 slices of 512x512)."
-            )
-
     @torch.no_grad()
-    def _probability_ras(self, hu_ras: MetaTensor, lung_ras: np.ndarray) -> np.ndarray:
-        """Infection probability ``(1, X, Y, Z)`` on the RAS grid of ``hu_ras`` (``(2, X, Y, Z)`` with the
-        consolidation share when the class head is on), each slice cropped to ``lung_ras`` (or to the body on the
-        slices with lung, with ``field_of_view="body"``)."""
+    def _probability_ras(self, hu_ras: MetaTensor, lung_ras: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """``(probability, share)`` on the RAS grid of ``hu_ras``: the infection probability ``(1, X, Y, Z)``
+        (float16) and, with the class head, the consolidation share ``(1, X, Y, Z)`` as uint8 in 1/255 steps
+        (else ``None``); each slice cropped to ``lung_ras`` (or to the body on the slices with lung, with
+        ``field_of_view="body"``).
+
+        The volume streams through the slice-wise preprocessing, the network and the inversion in slabs of
+        :attr:`slab_slices` axial slices; the crop boxes come from the whole lung, so the slabs give what the whole
+        volume gives, and memory beyond the volume, its lung mask and this result does not grow with the length."""
         if self.field_of_view == "body":
             body = body_mask(hu_ras[0].numpy())
             body[:, :, ~lung_ras.any(axis=(0, 1))] = False
             lung_ras = body
-        image = MetaTensor(hu_ras.as_tensor(), meta=dict(hu_ras.meta))  # a fresh history: only this chain is inverted
-        lung = MetaTensor(torch.from_numpy(np.ascontiguousarray(lung_ras[None] > 0)), meta=dict(hu_ras.meta))
-        data = self.preprocessing({"image": image, "lung": lung})
-        x = data["image"].as_tensor().unsqueeze(0)  # (1, C, X', Y', Z')
+        n_slices = int(hu_ras.shape[3])
+        lung_t = MetaTensor(torch.from_numpy(np.ascontiguousarray(lung_ras[None] > 0)), meta=dict(hu_ras.meta))
+        for step in self._slab_prep.transforms:  # the lung in the slices' orientation, for the whole lung's boxes
+            if isinstance(step, Orientationd):
+                lung_t = step.ornt_transform(lung_t)
+        boxes = slice_boxes(lung_t[0].numpy(), getattr(self.inferer, "margins", LUNG_CROP_MARGINS))
+        del lung_t
+        out: np.ndarray | None = None
+        share: np.ndarray | None = None
+        progress, offset = getattr(self.inferer, "on_batch", None), (0, 0)
+        self.last_boxes = np.full((n_slices, 4), -1, dtype=np.int64)
+        try:
+            for z0 in range(0, n_slices, self.slab_slices):
+                z1 = min(n_slices, z0 + self.slab_slices)
+                if not (boxes[z0:z1, 0] >= 0).any():
+                    continue  # no lung in this slab: nothing to run, probability 0
+                if progress is not None:
+                    self.inferer.on_batch = lambda d, t, o=offset: progress(o[0] + d, o[1] + t)
+                pred = self._slab_probability(hu_ras, lung_ras, z0, z1, boxes[z0:z1])
+                count = getattr(self.inferer, "last_count", (0, 0))
+                offset = (offset[0] + count[0], offset[1] + count[1])
+                self.last_boxes[z0:z1] = getattr(self.inferer, "last_boxes", boxes[z0:z1])
+                if out is None:
+                    out = np.zeros((1, *hu_ras.shape[1:]), dtype=np.float16)
+                    share = np.zeros((1, *hu_ras.shape[1:]), dtype=np.uint8) if pred.shape[0] > 1 else None
+                out[..., z0:z1] = pred[:1]
+                if share is not None:  # the share in 1/255 steps (exact at the 0.5 class threshold), a byte a voxel
+                    share[..., z0:z1] = np.round(pred[1:2] * 255.0)
+                del pred
+                release_memory()  # the slab's blocks go back to the system, not into a growing heap
+        finally:
+            if progress is not None:
+                self.inferer.on_batch = progress
+        if out is None:  # no slice holds lung: the network is never run
+            out, share = np.zeros((1, *hu_ras.shape[1:]), dtype=np.float16), None
+        return out, share
+
+    def _slab_probability(self, hu_ras: MetaTensor, lung_ras: np.ndarray, z0: int, z1: int, boxes) -> np.ndarray:
+        """Slices ``z0:z1`` through the slice-wise preprocessing, the inferer and the preprocessing's inversion."""
+        meta = dict(hu_ras.meta)
+        affine = np.array(hu_ras.affine.cpu().numpy(), dtype=np.float64)
+        affine[:3, 3] += affine[:3, 2] * z0  # the slab's own origin
+        meta["affine"] = torch.as_tensor(affine)
+        image = MetaTensor(hu_ras.as_tensor()[..., z0:z1], meta=meta)  # a fresh history: only this chain is inverted
+        lung = MetaTensor(torch.from_numpy(np.ascontiguousarray(lung_ras[None, :, :, z0:z1] > 0)), meta=dict(meta))
+        data = self._slab_prep({"image": image, "lung": lung})
+        x = data["image"].as_tensor().unsqueeze(0)  # (1, C, X', Y', n)
         with autocast_context(self.device, self.amp):
-            prob = self.inferer(x, self._network_fn, data["lung"][0].as_tensor())
+            prob = self.inferer(x, self._network_fn, data["lung"][0].as_tensor(), boxes=boxes)
         pred = MetaTensor(prob[0].float().cpu(), meta=data["image"].meta, applied_operations=data["image"].applied_operations)
         del x, prob, image, lung
-        data = {"image": data["image"], "pred": pred}
-        return self.invert(data)["pred"].clamp_(0.0, 1.0).numpy()
+        back = self._slab_invert({"image": data["image"], "pred": pred})["pred"]
+        return back.clamp_(0.0, 1.0).numpy()
 
-    def _to_ras(self, image: MetaTensor) -> tuple[Orientation, MetaTensor, tuple[float, float, float], np.ndarray]:
-        """The volume in RAS (with the transform that undoes it), its spacing and its Hounsfield-unit lung mask."""
-        self._check_length(image)
-        orient = Orientation(axcodes="RAS", labels=WORLD_AXIS_LABELS)
-        hu_ras = orient(image)
-        spacing = tuple(float(s) for s in hu_ras.pixdim[:3])
-        return orient, hu_ras, spacing, lung_mask(hu_ras[0].numpy(), spacing)
+    def _prepare(self, source: Any) -> tuple[dict, MetaTensor]:
+        """The whole-volume preprocessing of ``source``; the network's maps go into ``"pred"`` (the infection
+        probability) and, with the class head, ``"share"`` (the consolidation share, uint8 in 1/255 steps), on the
+        RAS grid."""
+        data = _apply_steps(self._volume_prep, {"image": source})
+        prob, share = self._probability_ras(data["image"], np.asarray(data["lung"][0]))
+        if self.class_model is not None and share is None:  # nothing inferred: an all-background class map
+            share = np.zeros(prob.shape, dtype=np.uint8)
+        data["pred"] = MetaTensor(torch.from_numpy(prob), meta=dict(data["image"].meta))
+        if share is not None:
+            data["share"] = MetaTensor(torch.from_numpy(share), meta=dict(data["image"].meta))
+        return data, data["pred"]
 
-    @staticmethod
-    def _from_ras(arr: np.ndarray, orient: Orientation, hu_ras: MetaTensor, dtype=np.uint8) -> np.ndarray:
-        """An ``(X, Y, Z)`` array on the RAS grid of ``hu_ras`` brought back onto the input's grid, in ``dtype``
-        (not float32: a float copy of a 512 x 512 x 1000 mask would be 1 GB)."""
-        data = torch.from_numpy(np.ascontiguousarray(arr[None], dtype=dtype))
-        mt = MetaTensor(data, meta=hu_ras.meta, applied_operations=hu_ras.applied_operations)
-        return np.ascontiguousarray(orient.inverse(mt)[0].numpy())
+    def _input_grid_probability(self, data: dict) -> np.ndarray:
+        """The infection probability (channel 0 of ``"pred"``) on the input's voxel grid, float32."""
+        prob = MetaTensor(torch.from_numpy(data["pred"].numpy()[0:1].astype(np.float32)), meta=dict(data["image"].meta))
+        out = self._to_input_grid({"image": data["image"], "probability": prob})["probability"]
+        return np.ascontiguousarray(out[0].numpy())
 
     def probability(self, image: MetaTensor) -> MetaTensor:
         """Infection probability on the voxel grid of ``image`` (0 on slices without lung).
@@ -313,60 +381,60 @@ class CTSegmenter:
             image: ``(1, X, Y, Z)`` CT in Hounsfield units with its affine (e.g. from :func:`load_ct`).
 
         Returns:
-            ``(1, X, Y, Z)`` float32 probabilities in [0, 1], same affine.
+            ``(1, X, Y, Z)`` float32 probabilities in [0, 1] (computed in float32, kept in float16 on the way), same
+            affine.
         """
-        orient, hu_ras, _, lung_hu = self._to_ras(image)
-        prob = self._from_ras(self._probability_ras(hu_ras, lung_hu)[0], orient, hu_ras, np.float32)
-        return MetaTensor(torch.from_numpy(prob[None]), meta=image.meta)
+        data, _ = self._prepare(image)
+        return MetaTensor(torch.from_numpy(self._input_grid_probability(data)[None]), meta=image.meta)
 
-    def segment_image(self, image: MetaTensor, keep_probability: bool = False) -> CaseResult:
-        """Infection and lung masks plus burden statistics for one loaded volume.
+    def segment_image(self, image: Any, keep_probability: bool = False, title: str = "") -> CaseResult:
+        """Infection and lung masks plus burden statistics for one volume.
 
-        Steps (in RAS, axis 2 axial): Hounsfield-unit lung mask; lung-cropped slice-wise inference; the infection
-        found against the lung joins it (pathology-inclusive lung); infection thresholded inside that lung with
-        small lesions removed; statistics; masks brought back onto the input's grid.
+        Steps (in RAS, axis 2 axial): Hounsfield-unit lung mask; lung-cropped slice-wise inference streamed in slabs;
+        the infection found against the lung joins it (pathology-inclusive lung); infection thresholded inside that
+        lung with small lesions removed; statistics; masks brought back onto the input's grid; the overview picture.
 
         Args:
-            image: ``(1, X, Y, Z)`` CT in Hounsfield units.
+            image: ``(1, X, Y, Z)`` CT in Hounsfield units, or what ``preprocessing`` loads (a case or a path).
             keep_probability: also return the probability map.
+            title: the overview picture's title (the case id).
 
         Returns:
             :class:`CaseResult` with ``infection`` (uint8 0/1), ``lung`` (uint8 0 background, 1 right, 2 left) and,
             with the class head, ``classes`` (uint8 0 background, 1 GGO, 2 consolidation; non-zero exactly where
-            ``infection`` is) on the voxel grid of ``image``, and the burden statistics in ``row``.
+            ``infection`` is) on the voxel grid of ``image``, the burden statistics in ``row`` and, with
+            ``overview``, the picture.
         """
-        orient, hu_ras, spacing, lung_hu = self._to_ras(image)
-        hu = hu_ras[0].numpy()
-        maps = self._probability_ras(hu_ras, lung_hu)
-        prob_ras = maps[0]
-        lung_ras = extend_lung(lung_hu, prob_ras, hu, spacing, threshold=self.extension_threshold)
-        infection_ras = postprocess_infection(
-            prob_ras,
-            lung_ras,
-            spacing,
-            threshold=self.threshold,
-            min_lesion_volume_mm3=self.min_lesion_volume_mm3,
-            min_lesion_extent_mm=self.min_lesion_extent_mm,
-            min_lesion_area_mm2=self.min_lesion_area_mm2,
-        )
-        row = dict(infection_burden(infection_ras, lung_ras, spacing))
-        classes_ras = None
-        if self.class_model is not None:  # no slice with lung: nothing was inferred, an all-background class map
-            classes_ras = infection_classes(infection_ras, maps[1] if maps.shape[0] > 1 else np.zeros_like(maps[0]))
-        del maps
-        if classes_ras is not None:
-            row.update(class_burden(classes_ras, lung_ras, spacing))
-        row["shape"] = list(int(s) for s in image.shape[1:])
-        row["spacing_mm"] = [round(float(s), 6) for s in image.pixdim[:3]]
-        row["lung_hu_volume_ml"] = round(float((lung_hu > 0).sum()) * float(np.prod(spacing)) / 1000.0, 3)
-        row["slices_inferred"] = int((self.inferer.last_boxes[:, 0] >= 0).sum())
+        data, pred = self._prepare(image)
+        spacing = tuple(float(s) for s in data["image"].pixdim[:3])
+        lung_hu_ml = round(float(np.count_nonzero(data["lung"].numpy())) * float(np.prod(spacing)) / 1000.0, 3)
+        probability = self._input_grid_probability(data) if keep_probability else None
+        del pred
+        data = _apply_steps(self.postprocessing, data)
+        release_memory()
+        volume = data["image"]
+        row = dict(data["burden"])
+        row["shape"] = [int(s) for s in volume.shape[1:]]
+        row["spacing_mm"] = [round(float(s), 6) for s in volume.pixdim[:3]]
+        row["lung_hu_volume_ml"] = lung_hu_ml
+        row["slices_inferred"] = int((self.last_boxes[:, 0] >= 0).sum())
+        masks = {k: np.ascontiguousarray(data[k][0].numpy(), dtype=np.uint8) for k in ("infection", "lung", "classes") if k in data}
+        picture, note = self._overview(volume[0].numpy(), masks["lung"], masks["infection"], volume.affine, masks.get("classes"), row, title)
         return CaseResult(
-            row=row,
-            infection=self._from_ras(infection_ras, orient, hu_ras),
-            lung=self._from_ras(lung_ras, orient, hu_ras),
-            probability=self._from_ras(prob_ras, orient, hu_ras, np.float32) if keep_probability else None,
-            classes=self._from_ras(classes_ras, orient, hu_ras) if classes_ras is not None else None,
+            row=row, infection=masks["infection"], lung=masks["lung"], classes=masks.get("classes"), probability=probability,
+            overview=picture, notes=[note] if note else [], affine=np.asarray(volume.affine.cpu().numpy(), dtype=np.float64),
         )
+
+    def _overview(self, hu, lung, infection, affine, classes, row: dict, title: str) -> tuple[Any, str]:
+        """``(picture, note)``: the overview picture (RGB) of arrays on the grid of ``affine``, ``None`` when off or
+        failed; a failure is a warning and a note for ``stats.json``, never a lost case."""
+        if not self.overview:
+            return None, ""
+        try:
+            return overview_image(hu, lung, infection, np.asarray(affine), classes, row, title, self._version()), ""
+        except Exception as e:  # noqa: BLE001 - a picture must never cost the masks
+            logger.warning("%s: overview picture not made: %s", title, e)
+            return None, f"overview.png not written: {type(e).__name__}: {e}"
 
     # ------------------------------------------------------------------ one case, with files
     def segment_case(self, case: CTCase, output_dir: str | os.PathLike, save_probability: bool = False) -> dict:
@@ -376,12 +444,13 @@ class CTSegmenter:
             CaseError: the input is unusable (the message names the file and the problem).
         """
         start = time.time()
-        image = load_ct(case)
-        result = self.segment_image(image, keep_probability=save_probability)
+        if case.error:
+            raise CaseError(case.error)
+        result = self.segment_image(case, save_probability, case.case_id)  # loaded by the preprocessing's LoadCTd
+        reference = reference_header(case, result.affine)
         case_dir = Path(output_dir) / case.case_id
         case_dir.mkdir(parents=True, exist_ok=True)
         remove_stale_parts(case_dir, (INFECTION_FILE, CLASSES_FILE, LUNG_FILE, PROBABILITY_FILE, STATS_FILE, DICOM_SEG_FILE, OVERVIEW_FILE))
-        reference = reference_header(case, image)
         paths = {
             "infection_mask_path": write_nifti_atomic(like_reference(result.infection, reference), case_dir / INFECTION_FILE),
             "lung_mask_path": write_nifti_atomic(like_reference(result.lung, reference), case_dir / LUNG_FILE),
@@ -403,14 +472,13 @@ class CTSegmenter:
         row["model"] = str(self.model_path) if self.model_path else "in-memory network"
         if self.class_model is not None:
             row["class_model"] = str(self.class_model_path or default_class_model_path())
-        notes = list(case.notes)
+        notes = list(case.notes) + result.notes
         if self.dicom_seg and case.kind == "dicom":
             seg_path = self._write_dicom_seg(case, case_dir, result, reference[0], notes)
             if seg_path is not None:
                 row["dicom_seg_path"] = str(seg_path)
-        if self.overview:
-            masks = (result.lung, result.infection, result.classes)
-            self._write_overview(case_dir, image[0].numpy(), masks, reference[0], row, notes)
+        if result.overview is not None:
+            self._save_overview(case_dir, result.overview, notes)
         row["notes"] = notes
         row["rank"], row["world_size"] = self._rank
         # stats.json last: its presence marks the case complete (used by resume)
@@ -434,13 +502,11 @@ class CTSegmenter:
             notes.append(f"segmentation.dcm not written: {type(e).__name__}: {e}")
             return None
 
-    def _write_overview(self, case_dir: Path, hu, masks, affine, row: dict, notes: list) -> None:
-        """``overview.png``; a failure is a warning and a note in ``stats.json``, never a lost case."""
-        lung, infection, classes = masks
+    @staticmethod
+    def _save_overview(case_dir: Path, picture, notes: list) -> None:
         try:
-            picture = overview_image(hu, lung, infection, affine, classes, row, row.get("case_id", ""), self._version())
             write_overview(case_dir / OVERVIEW_FILE, picture)
-        except Exception as e:  # noqa: BLE001 - a picture must never cost the masks
+        except OSError as e:
             logger.warning("%s: overview picture not written: %s", case_dir.name, e)
             notes.append(f"overview.png not written: {type(e).__name__}: {e}")
 
@@ -459,7 +525,9 @@ class CTSegmenter:
         except (OSError, ValueError, CaseError) as e:
             logger.warning("%s: overview picture not written: %s", case.case_id, e)
             return
-        self._write_overview(case_dir, image[0].numpy(), masks, affine, row, [])
+        picture, _ = self._overview(image[0].numpy(), masks[0], masks[1], affine, masks[2], row, case.case_id)
+        if picture is not None:
+            self._save_overview(case_dir, picture, [])
 
     def _write_report(self, report: "CohortReport") -> None:
         provenance = {
@@ -543,23 +611,55 @@ class CTSegmenter:
 
     def _safe_case(self, case: CTCase, output_dir: Path, save_probability: bool) -> dict:
         try:
-            if case.error:
-                raise CaseError(case.error)
             return self.segment_case(case, output_dir, save_probability)
         except KeyboardInterrupt:
             raise
-        except OSError as e:
-            if getattr(e, "errno", None) == errno.ENOSPC:
+        except (OSError, CaseError, ValueError, RuntimeError, MemoryError) as raised:
+            e = _root_cause(raised)
+            if isinstance(e, OSError) and getattr(e, "errno", None) == errno.ENOSPC:
                 message = f"no space left on the device while writing outputs under '{output_dir}'; free space and rerun with --resume."
-            else:
+            elif isinstance(e, CaseError):
+                message = str(e)  # CaseError messages already name the file
+            elif isinstance(e, OSError):
                 message = f"{case.source_path}: {type(e).__name__}: {e}"
-        except (CaseError, ValueError, RuntimeError, MemoryError) as e:
-            # CaseError messages already name the file; anything unexpected gets the case's path in front
-            message = str(e) if isinstance(e, CaseError) else f"{case.source_path}: unexpected {type(e).__name__}: {e}"
+            else:  # anything unexpected gets the case's path in front
+                message = f"{case.source_path}: unexpected {type(e).__name__}: {e}"
         logger.error("%s (%s): %s", case.case_id, case.source_path, message)
         row = case_fields(case)
         row.update({"status": "error", "error": message})
         return row
+
+
+def _apply_steps(chain: Compose, data: dict) -> dict:
+    """``chain(data)`` one step at a time, updating ``data`` itself: what a step replaces or drops (the loaded volume
+    once oriented, the probabilities once deleted) is freed at once, not when the chain returns."""
+    for step in chain.flatten().transforms:
+        out = apply_transform(step, data)
+        if out is not data:
+            data.clear()
+            data.update(out)
+        del out
+    return data
+
+
+def _root_cause(e: BaseException) -> BaseException:
+    """The exception a MONAI ``Compose`` wrapped (``RuntimeError("applying transform ...")``), else ``e``."""
+    while isinstance(e, RuntimeError) and str(e).startswith("applying transform") and e.__cause__ is not None:
+        e = e.__cause__
+    return e
+
+
+def _check_options(batch_slices: int, threshold: float, slab_slices: int, field_of_view: str, extension_threshold) -> None:
+    if batch_slices < 1:
+        raise ValueError(f"batch_slices must be >= 1, got {batch_slices}.")
+    if slab_slices < 1:
+        raise ValueError(f"slab_slices must be >= 1, got {slab_slices}.")
+    if not 0.0 < threshold <= 1.0:
+        raise ValueError(f"threshold must be in (0, 1], got {threshold}.")
+    if extension_threshold is not None and not 0.0 < extension_threshold <= 1.0:
+        raise ValueError(f"extension_threshold must be in (0, 1], got {extension_threshold}.")
+    if field_of_view not in ("lung", "body"):
+        raise ValueError(f"field_of_view must be 'lung' or 'body', got {field_of_view!r}.")
 
 
 def segment_cohort(

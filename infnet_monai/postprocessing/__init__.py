@@ -10,7 +10,16 @@ from .infection import (
     postprocess_infection,
 )
 
-from .transforms import InfectionClasses, InfectionClassesd, InfectionMask, InfectionMaskd, LungMask, LungMaskd
+from .transforms import (
+    ExtendLung,
+    ExtendLungd,
+    InfectionClasses,
+    InfectionClassesd,
+    InfectionMask,
+    InfectionMaskd,
+    LungMask,
+    LungMaskd,
+)
 from .lung import (
     AIRWAY_DILATION_MM,
     BODY_HU,
@@ -44,6 +53,8 @@ from .lung import (
 )
 
 __all__ = [
+    "ExtendLung",
+    "ExtendLungd",
     "InfectionClasses",
     "InfectionClassesd",
     "InfectionMask",

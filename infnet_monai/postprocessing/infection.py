@@ -9,6 +9,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from infnet_monai.postprocessing.lung import _AXIAL_8, _FULL_3D, _bbox, _check_spacing, _check_volume, _dilate_mm
+from infnet_monai.utils.arrays import component_sizes, label_components, slabwise
 
 __all__ = [
     "GGO_LABEL", "CONSOLIDATION_LABEL", "CONSOLIDATION_SHARE_THRESHOLD", "infection_classes", "postprocess_infection"
@@ -33,7 +34,8 @@ def infection_classes(
 
     Args:
         infection: ``(X, Y, Z)`` mask; voxels ``> 0`` are infection.
-        consolidation_share: ``q``, the share of the infection that is consolidation, same shape.
+        consolidation_share: ``q``, the share of the infection that is consolidation, same shape; float in [0, 1],
+            or uint8 in 1/255 steps (``round(255 q)``, exact at ``threshold`` 0.5).
         threshold: ``q`` at or above which an infected voxel is consolidation.
 
     Returns:
@@ -48,9 +50,25 @@ def infection_classes(
         raise ValueError(f"infection and consolidation_share must have the same shape, got {infection.shape} and {consolidation_share.shape}.")
     if not 0.0 < threshold < 1.0:
         raise ValueError(f"threshold must be in (0, 1), got {threshold}.")
-    out = (infection > 0).astype(np.uint8)
-    out[(out > 0) & (consolidation_share >= threshold)] = CONSOLIDATION_LABEL
-    return out
+    cut = threshold * 255.0 if consolidation_share.dtype == np.uint8 else threshold
+
+    def label(inf: np.ndarray, share: np.ndarray) -> np.ndarray:
+        out = (inf > 0).astype(np.uint8)
+        out[(out > 0) & (share >= cut)] = CONSOLIDATION_LABEL
+        return out
+
+    return slabwise(label, infection, consolidation_share, dtype=np.uint8)  # no full-size temporaries
+
+
+def _drop_small_pieces(mask: np.ndarray, pixel_mm2: float, min_area_mm2: float) -> np.ndarray:
+    """``mask`` (changed in place) without the in-plane 8-connected pieces smaller than ``min_area_mm2`` on each axial
+    slice; one slice at a time, so the labels stay small."""
+    for k in np.flatnonzero(mask.any(axis=(0, 1))):
+        labels, _ = ndi.label(mask[:, :, k], structure=_AXIAL_8[:, :, 1], output=np.int32)
+        keep = np.bincount(labels.ravel()) * pixel_mm2 >= min_area_mm2
+        keep[0] = False
+        mask[:, :, k] = keep[labels]
+    return mask
 
 
 def postprocess_infection(
@@ -98,17 +116,19 @@ def postprocess_infection(
     if lung_margin_mm < 0:
         raise ValueError(f"lung_margin_mm must be >= 0, got {lung_margin_mm}.")
 
-    region = lung > 0
     if lung_margin_mm > 0:
-        region = _dilate_mm(region, lung_margin_mm, spacing)
-    mask = (probability >= threshold) & region
+        region = _dilate_mm(lung > 0, lung_margin_mm, spacing)
+        mask = slabwise(lambda p, r: (p >= threshold) & r, probability, region)
+        del region
+    else:  # slab by slab: no full-size temporaries on long scans
+        mask = slabwise(lambda p, lu: (p >= threshold) & (lu > 0), probability, lung)
     if not mask.any():
         return mask.astype(np.uint8)
     box = _bbox(mask)  # label only around the lesions: bounded memory on long scans
     sub = mask[box]
     if min_lesion_volume_mm3 > 0 or min_lesion_extent_mm > 0:
-        labels, _ = ndi.label(sub, structure=_FULL_3D, output=np.int32)
-        volumes_mm3 = np.bincount(labels.ravel()) * float(np.prod(spacing))
+        labels, n = label_components(sub, _FULL_3D)
+        volumes_mm3 = component_sizes(labels, n) * float(np.prod(spacing))
         keep = volumes_mm3 >= min_lesion_volume_mm3
         if min_lesion_extent_mm > 0:
             needed = min(min_lesion_extent_mm, mask.shape[2] * spacing[2])
@@ -119,12 +139,11 @@ def postprocess_infection(
             keep &= extents >= needed - 1e-6
         keep[0] = False
         sub = keep[labels]
+        del labels
     if min_lesion_area_mm2 > 0 and sub.any():
-        labels, _ = ndi.label(sub, structure=_AXIAL_8, output=np.int32)
-        areas_mm2 = np.bincount(labels.ravel()) * spacing[0] * spacing[1]
-        keep = areas_mm2 >= min_lesion_area_mm2
-        keep[0] = False
-        sub = keep[labels]
-    out = np.zeros(mask.shape, dtype=np.uint8)
-    out[box] = sub
-    return out
+        sub = _drop_small_pieces(np.ascontiguousarray(sub), spacing[0] * spacing[1], min_lesion_area_mm2)
+    if np.shares_memory(sub, mask):
+        sub = np.array(sub, dtype=bool)  # the kept voxels, no longer a view of ``mask``
+    mask[...] = False  # the result takes the mask's memory: no second full-size array on long scans
+    mask[box] = sub
+    return mask.view(np.uint8)

@@ -28,6 +28,7 @@ from scipy import ndimage as ndi
 
 from infnet_monai.defaults import MIN_LESION_AREA_MM2, MIN_LESION_EXTENT_MM
 from infnet_monai.utils.arrays import bounding_box as _bbox
+from infnet_monai.utils.arrays import label_components, slabwise
 from infnet_monai.utils.validation import check_spacing_mm
 
 __all__ = [
@@ -426,9 +427,19 @@ def _lung_mask_working(
         labels, n = ndi.label(candidate, structure=_FACE_3D)
         kept = list(range(1, n + 1))
 
-    # right / left: by side of the body centre along axis 0; a component on both sides holds joined lungs
-    sides = np.zeros(volume_hu.shape, dtype=np.uint8)
-    right_side = (np.arange(volume_hu.shape[0]) > body_centre)[:, None, None]
+    sides = _assign_sides(labels, kept, spacing, body_centre)
+    del labels
+    _close_and_fill(sides, out, spacing, closing_radius_mm)
+    if airway is not None:
+        out[airway] = 0
+    return out
+
+
+def _assign_sides(labels: np.ndarray, kept: Sequence[int], spacing, body_centre: float) -> np.ndarray:
+    """Right / left label map of the ``kept`` components: by side of the body centre along axis 0; a component on
+    both sides holds joined lungs and is split (:func:`_split_joined`)."""
+    sides = np.zeros(labels.shape, dtype=np.uint8)
+    right_side = (np.arange(labels.shape[0]) > body_centre)[:, None, None]
     for i in kept:
         comp = labels == i
         n_right = int((comp & right_side).sum())
@@ -438,9 +449,12 @@ def _lung_mask_working(
             sides[comp] = split[comp]
         else:
             sides[comp] = RIGHT_LUNG_LABEL if 2 * n_right >= n_all else LEFT_LUNG_LABEL
-    del labels
+    return sides
 
-    # per lung: closing (dense tissue against the border) then per-slice hole filling (vessels, lesions)
+
+def _close_and_fill(sides: np.ndarray, out: np.ndarray, spacing, closing_radius_mm: float) -> None:
+    """Per lung of ``sides``: closing (dense tissue against the border), then per-slice hole filling (vessels,
+    lesions), written into ``out`` where it is still background."""
     pad = [int(math.ceil(closing_radius_mm / s)) + 1 for s in spacing]
     for lab in (RIGHT_LUNG_LABEL, LEFT_LUNG_LABEL):
         lung = sides == lab
@@ -450,9 +464,6 @@ def _lung_mask_working(
         filled = _fill_holes_axial(_closing_mm(lung[box], closing_radius_mm, spacing))
         region = out[box]
         region[filled & (region == 0)] = lab
-    if airway is not None:
-        out[airway] = 0
-    return out
 
 
 def lung_mask(
@@ -520,6 +531,21 @@ def lung_mask(
     """
     volume_hu = _check_volume(volume_hu, "volume_hu")
     spacing = _check_spacing(spacing_mm)
+    _check_lung_mask_options(volume_hu, max_pure_air_fraction, min_relative_volume, min_component_ml, closing_radius_mm, working_spacing_mm)
+    factors = [1, 1, 1]
+    if working_spacing_mm is not None:  # integer block sizes to about the working spacing, >= 3 blocks per axis
+        factors = [max(1, int(math.floor(working_spacing_mm / s + 1e-6))) for s in spacing]
+        factors = [f if n // f >= 3 else 1 for f, n in zip(factors, volume_hu.shape)]
+    args = (threshold_hu, pure_air_hu, max_pure_air_fraction, min_component_ml, min_relative_volume, closing_radius_mm, remove_airway)
+    if factors == [1, 1, 1]:
+        return _lung_mask_working(volume_hu, spacing, *args)
+
+    coarse_spacing = tuple(s * f for s, f in zip(spacing, factors))
+    coarse = _lung_mask_working(_block_mean(volume_hu, factors), coarse_spacing, *args)  # type: ignore[arg-type]
+    return _to_full_resolution(coarse, factors, volume_hu, threshold_hu)
+
+
+def _check_lung_mask_options(volume_hu, max_pure_air_fraction, min_relative_volume, min_component_ml, closing_radius_mm, working_spacing_mm) -> None:
     if not 0.0 <= max_pure_air_fraction <= 1.0:
         raise ValueError(f"max_pure_air_fraction must be in [0, 1], got {max_pure_air_fraction}.")
     if not 0.0 <= min_relative_volume <= 1.0:
@@ -533,32 +559,17 @@ def lung_mask(
     if not (np.issubdtype(volume_hu.dtype, np.floating) or np.issubdtype(volume_hu.dtype, np.signedinteger)):
         raise ValueError(f"volume_hu must hold signed integer or float Hounsfield units, got dtype {volume_hu.dtype}.")
 
-    factors = [1, 1, 1]
-    if working_spacing_mm is not None:
-        factors = [max(1, int(math.floor(working_spacing_mm / s + 1e-6))) for s in spacing]
-        factors = [f if n // f >= 3 else 1 for f, n in zip(factors, volume_hu.shape)]
-    args = (
-        threshold_hu,
-        pure_air_hu,
-        max_pure_air_fraction,
-        min_component_ml,
-        min_relative_volume,
-        closing_radius_mm,
-        remove_airway,
-    )
-    if factors == [1, 1, 1]:
-        return _lung_mask_working(volume_hu, spacing, *args)
 
-    coarse_spacing = tuple(s * f for s, f in zip(spacing, factors))
-    coarse = _lung_mask_working(_block_mean(volume_hu, factors), coarse_spacing, *args)  # type: ignore[arg-type]
+def _to_full_resolution(coarse: np.ndarray, factors, volume_hu: np.ndarray, threshold_hu: float) -> np.ndarray:
+    """The coarse label map upsampled (nearest) onto ``volume_hu``'s grid, its boundary layer trimmed of the voxels
+    that are not air-like at full resolution."""
     if not coarse.any():
         return np.zeros(volume_hu.shape, dtype=np.uint8)
-    # coarse boundary layer: trim its voxels that are not air-like at full resolution
     inner = coarse > 0
     band = inner & ~ndi.binary_erosion(inner, structure=_FULL_3D, border_value=1)
     out = _upsample_labels(coarse, factors, volume_hu.shape)
     band_full = _upsample_labels(band, factors, volume_hu.shape)
-    out[band_full & (volume_hu >= threshold_hu)] = 0
+    out[slabwise(lambda b, v: b & (v >= threshold_hu), band_full, volume_hu)] = 0
     return out
 
 
@@ -608,6 +619,28 @@ def extension_slices(
     return ok
 
 
+def _join_nearest_lung(out: np.ndarray, added: np.ndarray, box: tuple[slice, ...], spacing, per_label: np.ndarray) -> None:
+    """Give each voxel of ``added`` (a mask on ``box`` of ``out``) the label of the nearest lung voxel of ``out``
+    (spacing-aware), on the box around the added voxels 2 voxels wider, unless that lung may not be extended on its
+    slice (``per_label``); ``out`` is changed in place."""
+    tight = _bbox(added)
+    near = tuple(
+        slice(max(b.start + t.start - 2, 0), min(b.start + t.stop + 2, size)) for b, t, size in zip(box, tight, out.shape)
+    )
+    add = np.zeros(tuple(s.stop - s.start for s in near), dtype=bool)
+    src = tuple(slice(max(s.start - b.start, 0), min(s.stop, b.stop) - b.start) for s, b in zip(near, box))
+    dst = tuple(slice(max(b.start - s.start, 0), max(b.start - s.start, 0) + (w.stop - w.start)) for s, b, w in zip(near, box, src))
+    add[dst] = added[src]
+    sub = out[near]
+    idx = ndi.distance_transform_edt(sub == 0, sampling=spacing, return_distances=False, return_indices=True)
+    sub[add] = sub[tuple(i[add] for i in idx)]
+    del idx
+    z = np.arange(near[2].start, near[2].stop)[None, None, :]
+    sub[add & ~per_label[sub, np.broadcast_to(z, sub.shape)]] = 0
+    add &= sub > 0
+    logger.debug("extend_lung: %.1f mL of infection against the lung added to it.", add.sum() * float(np.prod(spacing)) / 1000.0)
+
+
 def extend_lung(
     lung: np.ndarray,
     probability: np.ndarray,
@@ -616,6 +649,7 @@ def extend_lung(
     threshold: float = EXTENSION_THRESHOLD,
     max_hu: float = EXTENSION_MAX_HU,
     min_area_fraction: float = EXTENSION_MIN_AREA_FRACTION,
+    in_place: bool = False,
 ) -> np.ndarray:
     """Pathology-inclusive lung: the Hounsfield-unit lung plus the infection found against it.
 
@@ -633,6 +667,7 @@ def extend_lung(
         threshold: probability at or above which a voxel may be added.
         max_hu: voxels above this density are never added.
         min_area_fraction: see :data:`EXTENSION_MIN_AREA_FRACTION`.
+        in_place: extend a ``uint8`` ``lung`` itself instead of a copy (saves one mask's memory on long scans).
 
     Returns:
         ``uint8`` label map like ``lung``, a superset of it.
@@ -642,34 +677,27 @@ def extend_lung(
         if np.shape(arr) != lung.shape:
             raise ValueError(f"{name} must have the lung's shape {lung.shape}, got {np.shape(arr)}.")
     spacing = _check_spacing(spacing_mm)
-    out = np.asarray(lung, dtype=np.uint8).copy()
-    inside = out > 0
+    out = lung if in_place and lung.dtype == np.uint8 else np.asarray(lung, dtype=np.uint8).copy()
     per_label = extension_slices(out, spacing, min_area_fraction)  # all False without lung
     allowed = per_label.any(axis=0)
     if not allowed.any():
         return out
-    found = (np.asarray(probability) >= threshold) & (np.asarray(volume_hu) <= max_hu) & ~inside
+    # slab by slab, and the rest inside bounding boxes: no full-size temporaries on long scans
+    found = slabwise(lambda p, h, o: (p >= threshold) & (h <= max_hu) & (o == 0), probability, volume_hu, out)
     found[:, :, ~allowed] = False
     if not found.any():
         return out
     box = _bbox(found, (1, 1, 1))
-    labels, n = ndi.label(found[box] | inside[box], structure=_FULL_3D)
-    attached = np.unique(labels[inside[box]])
-    added = np.zeros(out.shape, dtype=bool)
-    added[box] = np.isin(labels, attached[attached > 0]) & found[box]
-    del labels
+    inside = out[box] > 0
+    labels, n = label_components(found[box] | inside, _FULL_3D)
+    attached = np.zeros(n + 1, dtype=bool)
+    attached[labels[inside]] = True
+    attached[0] = False
+    added = attached[labels] & found[box]  # on ``box``
+    del labels, found, inside
     if not added.any():
         return out
-    # label of the nearest lung voxel (spacing-aware), computed on the box around the added voxels
-    box = _bbox(added, (2, 2, 2))
-    sub, add = out[box], added[box]
-    idx = ndi.distance_transform_edt(sub == 0, sampling=spacing, return_distances=False, return_indices=True)
-    sub[add] = sub[tuple(i[add] for i in idx)]
-    # a voxel joins only a lung that may be extended on its slice
-    z = np.arange(box[2].start, box[2].stop)[None, None, :]
-    sub[add & ~per_label[sub, np.broadcast_to(z, sub.shape)]] = 0
-    added[box] &= sub > 0
-    logger.debug("extend_lung: %.1f mL of infection against the lung added to it.", added.sum() * float(np.prod(spacing)) / 1000.0)
+    _join_nearest_lung(out, added, box, spacing, per_label)
     for lab in (RIGHT_LUNG_LABEL, LEFT_LUNG_LABEL):
         one = out == lab
         if one.any():

@@ -2,10 +2,17 @@
 
 - :class:`LungMask` / :class:`LungMaskd`: right / left lung label map from a CT in Hounsfield units
   (:func:`~infnet_monai.postprocessing.lung.lung_mask`);
+- :class:`ExtendLung` / :class:`ExtendLungd`: the pathology-inclusive lung, the infection found against the lung
+  joining it (:func:`~infnet_monai.postprocessing.lung.extend_lung`);
 - :class:`InfectionMask` / :class:`InfectionMaskd`: the binary infection mask from the probability and the lung
   (:func:`~infnet_monai.postprocessing.infection.postprocess_infection`);
 - :class:`InfectionClasses` / :class:`InfectionClassesd`: GGO / consolidation labels of that mask from the
   consolidation share (:func:`~infnet_monai.postprocessing.infection.infection_classes`).
+
+The burden statistics of the masks are :class:`infnet_monai.stats.InfectionBurden` / ``InfectionBurdend``.
+
+A probability input may hold several channels (the network's infection probability, then the consolidation share):
+``channel`` picks one.
 
 Inputs are ``(1, X, Y, Z)`` arrays or MetaTensors with the slices along the last axis, as the pipeline keeps them in
 RAS. The voxel spacing comes from a MetaTensor's affine (``pixdim``) unless ``spacing_mm`` is given. Outputs are
@@ -24,16 +31,29 @@ from monai.data import MetaTensor
 from monai.transforms import MapTransform, Transform
 
 from infnet_monai.postprocessing.infection import CONSOLIDATION_SHARE_THRESHOLD, infection_classes, postprocess_infection
-from infnet_monai.postprocessing.lung import lung_mask
+from infnet_monai.postprocessing.lung import extend_lung, lung_mask
+from infnet_monai.utils.memory import release_memory
 
-__all__ = ["LungMask", "LungMaskd", "InfectionMask", "InfectionMaskd", "InfectionClasses", "InfectionClassesd"]
+__all__ = [
+    "LungMask",
+    "LungMaskd",
+    "ExtendLung",
+    "ExtendLungd",
+    "InfectionMask",
+    "InfectionMaskd",
+    "InfectionClasses",
+    "InfectionClassesd",
+]
 
 
-def _volume(img: Any, name: str) -> np.ndarray:
+def _volume(img: Any, name: str, channel: int | None = None) -> np.ndarray:
+    """The ``(X, Y, Z)`` array of a channel-first volume (without a copy); ``channel`` picks one of several."""
     arr = img.detach().cpu().numpy() if isinstance(img, torch.Tensor) else np.asarray(img)
-    if arr.ndim != 4 or arr.shape[0] != 1:
+    if arr.ndim != 4 or (channel is None and arr.shape[0] != 1):
         raise ValueError(f"{name} must be a channel-first (1, X, Y, Z) volume, got shape {arr.shape}.")
-    return arr[0]
+    if channel is not None and not 0 <= channel < arr.shape[0]:
+        raise ValueError(f"{name} has {arr.shape[0]} channel(s); channel {channel} was asked for.")
+    return arr[0 if channel is None else channel]
 
 
 def _spacing(img: Any, spacing_mm: Sequence[float] | None) -> tuple[float, float, float]:
@@ -78,18 +98,20 @@ class LungMaskd(MapTransform):
 
 
 class InfectionMask(Transform):
-    """Binary infection mask from a probability map and the lung; ``kwargs`` go to ``postprocess_infection``
-    (``threshold``, ``min_lesion_volume_mm3``, ``min_lesion_extent_mm``, ``min_lesion_area_mm2``, ``lung_margin_mm``)."""
+    """Binary infection mask from a probability map (``channel`` of it) and the lung; ``kwargs`` go to
+    ``postprocess_infection`` (``threshold``, ``min_lesion_volume_mm3``, ``min_lesion_extent_mm``,
+    ``min_lesion_area_mm2``, ``lung_margin_mm``)."""
 
-    def __init__(self, spacing_mm: Sequence[float] | None = None, **kwargs: Any) -> None:
+    def __init__(self, spacing_mm: Sequence[float] | None = None, channel: int = 0, **kwargs: Any) -> None:
         self.spacing_mm = spacing_mm
+        self.channel = int(channel)
         self.kwargs = kwargs
 
     def __call__(self, probability: Any, lung: Any) -> torch.Tensor:
-        mask = postprocess_infection(
-            _volume(probability, "probability"), _volume(lung, "lung"), _spacing(probability, self.spacing_mm), **self.kwargs
-        )
-        return _like(mask, probability)
+        prob = _volume(probability, "probability", self.channel)
+        mask = postprocess_infection(prob, _volume(lung, "lung"), _spacing(probability, self.spacing_mm), **self.kwargs)
+        release_memory()
+        return _like(mask, lung)
 
 
 class InfectionMaskd(MapTransform):
@@ -97,10 +119,10 @@ class InfectionMaskd(MapTransform):
     mask goes to ``output_key``."""
 
     def __init__(self, keys: KeysCollection, lung_key: str = "lung", output_key: str = "infection", spacing_mm=None,
-                 allow_missing_keys=False, **kwargs):
+                 channel: int = 0, allow_missing_keys=False, **kwargs):
         super().__init__(keys, allow_missing_keys)
         self.lung_key, self.output_key = lung_key, output_key
-        self.transform = InfectionMask(spacing_mm, **kwargs)
+        self.transform = InfectionMask(spacing_mm, channel, **kwargs)
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict:
         d = dict(data)
@@ -110,30 +132,73 @@ class InfectionMaskd(MapTransform):
 
 
 class InfectionClasses(Transform):
-    """GGO (1) / consolidation (2) labels of an infection mask from the consolidation share."""
+    """GGO (1) / consolidation (2) labels of an infection mask from the consolidation share (``share_channel`` of
+    its input)."""
 
-    def __init__(self, threshold: float = CONSOLIDATION_SHARE_THRESHOLD) -> None:
+    def __init__(self, threshold: float = CONSOLIDATION_SHARE_THRESHOLD, share_channel: int | None = None) -> None:
         self.threshold = threshold
+        self.share_channel = share_channel
 
     def __call__(self, infection: Any, consolidation_share: Any) -> torch.Tensor:
-        classes = infection_classes(
-            _volume(infection, "infection"), _volume(consolidation_share, "consolidation_share"), self.threshold
-        )
-        return _like(classes, infection)
+        share = _volume(consolidation_share, "consolidation_share", self.share_channel)
+        return _like(infection_classes(_volume(infection, "infection"), share, self.threshold), infection)
 
 
 class InfectionClassesd(MapTransform):
     """Dictionary version of :class:`InfectionClasses`: ``keys`` hold the infection mask, ``share_key`` the
-    consolidation share, and the class map goes to ``output_key``."""
+    consolidation share, and the class map goes to ``output_key``; without a share (a binary network) nothing is
+    added."""
 
     def __init__(self, keys: KeysCollection, share_key: str = "consolidation_share", output_key: str = "classes",
-                 threshold: float = CONSOLIDATION_SHARE_THRESHOLD, allow_missing_keys: bool = False) -> None:
+                 threshold: float = CONSOLIDATION_SHARE_THRESHOLD, share_channel: int | None = None,
+                 allow_missing_keys: bool = False) -> None:
         super().__init__(keys, allow_missing_keys)
         self.share_key, self.output_key = share_key, output_key
-        self.transform = InfectionClasses(threshold)
+        self.transform = InfectionClasses(threshold, share_channel)
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict:
         d = dict(data)
         for key in self.key_iterator(d):
-            d[self.output_key] = self.transform(d[key], d[self.share_key])
+            share = d.get(self.share_key)
+            channel = self.transform.share_channel
+            if share is None or (channel is not None and channel >= share.shape[0]):
+                continue  # no consolidation share (a binary network): no class map
+            d[self.output_key] = self.transform(d[key], share)
+        return d
+
+
+class ExtendLung(Transform):
+    """The pathology-inclusive lung: infection (``channel`` of the probability) found against the lung joins it;
+    ``kwargs`` go to ``extend_lung`` (``threshold``, ``max_hu``, ``min_area_fraction``). The lung is extended in
+    place when it is a ``uint8`` array (no copy on long scans)."""
+
+    def __init__(self, spacing_mm: Sequence[float] | None = None, channel: int = 0, **kwargs: Any) -> None:
+        self.spacing_mm = spacing_mm
+        self.channel = int(channel)
+        self.kwargs = kwargs
+
+    def __call__(self, lung: Any, probability: Any, image: Any) -> torch.Tensor:
+        arr = _volume(lung, "lung")
+        out = extend_lung(
+            arr, _volume(probability, "probability", self.channel), _volume(image, "image"), _spacing(image, self.spacing_mm),
+            in_place=True, **self.kwargs,
+        )
+        release_memory()
+        return lung if out is arr and isinstance(lung, torch.Tensor) else _like(out, lung)
+
+
+class ExtendLungd(MapTransform):
+    """Dictionary version of :class:`ExtendLung`: ``keys`` hold the lung (replaced by the extended lung),
+    ``probability_key`` the probability and ``image_key`` the CT in Hounsfield units."""
+
+    def __init__(self, keys: KeysCollection, probability_key: str = "pred", image_key: str = "image", spacing_mm=None,
+                 channel: int = 0, allow_missing_keys: bool = False, **kwargs: Any) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.probability_key, self.image_key = probability_key, image_key
+        self.transform = ExtendLung(spacing_mm, channel, **kwargs)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = self.transform(d[key], d[self.probability_key], d[self.image_key])
         return d

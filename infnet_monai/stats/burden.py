@@ -14,11 +14,10 @@ import logging
 from collections.abc import Sequence
 
 import numpy as np
-from scipy import ndimage as ndi
 
 from infnet_monai.postprocessing.infection import CONSOLIDATION_LABEL, GGO_LABEL
 from infnet_monai.postprocessing.lung import LEFT_LUNG_LABEL, RIGHT_LUNG_LABEL
-from infnet_monai.utils.arrays import bounding_box
+from infnet_monai.utils.arrays import bounding_box, component_sizes, count_where, label_components
 from infnet_monai.utils.validation import check_spacing_mm
 
 __all__ = ["MM3_PER_ML", "BURDEN_KEYS", "CLASS_BURDEN_KEYS", "BURDEN_FIELDS", "infection_burden", "class_burden"]
@@ -119,18 +118,18 @@ def infection_burden(infection: np.ndarray, lung: np.ndarray, spacing_mm: Sequen
     spacing = check_spacing_mm(spacing_mm)
     voxel_ml = spacing[0] * spacing[1] * spacing[2] / MM3_PER_ML
 
-    infected = infection > 0
-    lung_any = lung > 0
-    right = lung == RIGHT_LUNG_LABEL
-    left = lung == LEFT_LUNG_LABEL
-    n_lung, n_right, n_left = int(lung_any.sum()), int(right.sum()), int(left.sum())
-    n_infected = int(infected.sum())
+    n_lung = count_where(lambda lu: lu > 0, lung)  # counted slab by slab: no full-size masks on long scans
+    n_right = count_where(lambda lu: lu == RIGHT_LUNG_LABEL, lung)
+    n_left = count_where(lambda lu: lu == LEFT_LUNG_LABEL, lung)
+    n_infected = count_where(lambda i: i > 0, infection)
+    n_infected_right = count_where(lambda i, lu: (i > 0) & (lu == RIGHT_LUNG_LABEL), infection, lung)
+    n_infected_left = count_where(lambda i, lu: (i > 0) & (lu == LEFT_LUNG_LABEL), infection, lung)
 
     if n_infected:
         # 26-connected components, labelled only within the lesions' bounding box (bounded memory on long scans)
-        box = bounding_box(infected)
-        labels, _ = ndi.label(infected[box], structure=np.ones((3, 3, 3), dtype=bool), output=np.int32)
-        sizes = np.bincount(labels.ravel())[1:]
+        box = bounding_box(infection)
+        labels, n = label_components(infection[box] > 0, np.ones((3, 3, 3), dtype=bool))
+        sizes = component_sizes(labels, n)[1:]
         lesion_count, largest = int(sizes.size), int(sizes.max())
     else:
         lesion_count, largest = 0, 0
@@ -141,11 +140,11 @@ def infection_burden(infection: np.ndarray, lung: np.ndarray, spacing_mm: Sequen
         "left_lung_volume_ml": n_left * voxel_ml,
         "infection_volume_ml": n_infected * voxel_ml,
         "infection_percent": _percent(n_infected, n_lung, "the lung"),
-        "right_lung_infection_percent": _percent(int((infected & right).sum()), n_right, "the right lung"),
-        "left_lung_infection_percent": _percent(int((infected & left).sum()), n_left, "the left lung"),
+        "right_lung_infection_percent": _percent(n_infected_right, n_right, "the right lung"),
+        "left_lung_infection_percent": _percent(n_infected_left, n_left, "the left lung"),
         "lesion_count": lesion_count,
         "largest_lesion_ml": largest * voxel_ml,
-        "slices_with_infection": int(infected.any(axis=(0, 1)).sum()),
+        "slices_with_infection": int(np.count_nonzero(infection.any(axis=(0, 1)))),
     }
 
 
@@ -171,13 +170,18 @@ def class_burden(classes: np.ndarray, lung: np.ndarray, spacing_mm: Sequence[flo
         raise ValueError(f"classes and lung must be 3D arrays of the same shape, got {classes.shape} and {lung.shape}.")
     spacing = check_spacing_mm(spacing_mm)
     voxel_ml = spacing[0] * spacing[1] * spacing[2] / MM3_PER_ML
-    sides = (("", lung > 0, "the lung"), ("right_", lung == RIGHT_LUNG_LABEL, "the right lung"), ("left_", lung == LEFT_LUNG_LABEL, "the left lung"))
+    sides = (("", (1, 2), "the lung"), ("right_", (RIGHT_LUNG_LABEL,), "the right lung"), ("left_", (LEFT_LUNG_LABEL,), "the left lung"))
     out: dict[str, float] = {}
-    for prefix, region, what in sides:
-        n_region = int(region.sum())
+    for prefix, labels, what in sides:
+        # counted slab by slab: no full-size masks on long scans
+        in_side = (lambda lu: lu > 0) if not prefix else (lambda lu, v=labels[0]: lu == v)
+        n_region = count_where(in_side, lung)
         for label, name in _CLASSES:
             # overall: the class map as given; per lung: inside that lung
-            n = int((classes == label).sum()) if not prefix else int(((classes == label) & region).sum())
+            if not prefix:
+                n = count_where(lambda c, v=label: c == v, classes)
+            else:
+                n = count_where(lambda c, lu, v=label: (c == v) & in_side(lu), classes, lung)
             out[f"{prefix}{name}_volume_ml"] = n * voxel_ml
             out[f"{prefix}{name}_percent"] = _percent(n, n_region, what)
     return {k: out[k] for k in CLASS_BURDEN_KEYS}

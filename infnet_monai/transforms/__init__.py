@@ -1,4 +1,5 @@
 from .classes import ClassMapsd
+from .io import LoadCT, LoadCTd
 from .masking import RandPatchMask, RandPatchMaskd
 from .slices import (
     DEFAULT_CLASS_SIZE,
@@ -16,6 +17,8 @@ from .slices import (
 
 __all__ = [
     "ClassMapsd",
+    "LoadCT",
+    "LoadCTd",
     "DEFAULT_CLASS_SIZE",
     "DEFAULT_SPATIAL_SIZE",
     "train_class_transforms",

@@ -76,11 +76,12 @@ def test_nifti_matches_monai_loadimage(tmp_path: Path, abdomen: nib.Nifti1Image,
     (case,) = discover_cases(path.parent)
     image = load_ct(case)
     reference = LoadImage(reader=NibabelReader(), image_only=True, ensure_channel_first=True)(ABDOMEN_NII)
-    assert isinstance(image, MetaTensor) and image.dtype == torch.float32
+    assert isinstance(image, MetaTensor) and image.dtype == torch.int16  # integer HU stored compactly
     assert tuple(image.shape) == tuple(reference.shape) == (1, 122, 101, 30)
     np.testing.assert_allclose(image.affine.numpy(), reference.affine.numpy())
     np.testing.assert_allclose(image.affine.numpy(), abdomen.affine, atol=1e-5)
     np.testing.assert_array_equal(image[0].numpy(), np.maximum(hu, -1024).astype(np.float32))
+    np.testing.assert_array_equal(image[0].numpy(), np.maximum(reference[0].numpy(), -1024))  # nibabel's scaled values
     assert image.meta["filename_or_obj"] == str(path)
     assert image.meta["case_id"] == case.case_id == "ct_scan"
     assert image.meta["hu_correction"] == "none"
@@ -296,3 +297,26 @@ def test_simpleitk_reader_folder_matches_file_list() -> None:
     from_files = loader(sorted(CHEST_DICOM.iterdir()))
     assert tuple(from_folder.shape) == tuple(from_files.shape) == (1, 512, 512, 2)
     np.testing.assert_allclose(from_folder.affine.numpy(), from_files.affine.numpy())
+
+
+@pytest.mark.parametrize(
+    "stored, slope, inter, dtype",
+    [
+        (np.int16, 1.0, -1024.0, torch.int16),  # the usual CT export: integers, stored compactly
+        (np.uint16, 1.0, -1024.0, torch.int16),
+        (np.int16, 0.5, -1024.0, torch.float32),  # fractional HU stay float32
+        (np.float32, 1.0, -1024.0, torch.float32),
+    ],
+)
+def test_nifti_scaling_matches_nibabel_without_a_float64_copy(tmp_path, stored, slope, inter, dtype):
+    rng = np.random.default_rng(0)
+    raw = rng.integers(0, 2000, size=(16, 12, 4)).astype(stored)
+    img = nib.Nifti1Image(raw, np.diag([0.8, 0.8, 2.0, 1.0]))
+    img.header.set_slope_inter(slope, inter)
+    path = tmp_path / "scaled.nii.gz"
+    nib.save(img, str(path))
+    (case,) = discover_cases(path)
+    image = load_ct(case)
+    assert image.dtype == dtype
+    expected = np.maximum(np.asarray(nib.load(str(path)).dataobj, dtype=np.float64), -1024)
+    np.testing.assert_array_equal(image[0].numpy().astype(np.float64), expected)

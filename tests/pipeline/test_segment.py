@@ -125,16 +125,17 @@ def test_permuted_and_flipped_copy_gives_the_same_masks(tmp_path, ct_dir, segmen
         assert np.array_equal(back, np.asarray(o.dataobj))
 
 
-def test_cli_and_bundle_write_identical_files(tmp_path, ct_dir, tiny_model):
+def test_cli_and_bundle_write_identical_files(tmp_path, ct_dir):
+    """The bundle's zoo components (network_def, preprocessing, inferer, postprocessing from _target_), with a key
+    overridden from the command line, give what the command line gives, voxel for voxel (shipped models)."""
     src = ct_dir / "abdomen_3mm_small.nii.gz"
     cli_out, bundle_out = tmp_path / "cli", tmp_path / "bundle"
-    assert main(["segment", str(src), "-o", str(cli_out), "--model", str(tiny_model), "--device", "cpu", "-q"]) == 0
+    assert main(["segment", str(src), "-o", str(cli_out), "--device", "cpu", "-q"]) == 0
     proc = subprocess.run(
         [
             sys.executable, "-m", "monai.bundle", "run", "--config_file",
             str(REPO / "bundles" / "infnet_covid" / "configs" / "inference.json"),
-            "--dataset_dir", str(src), "--output_dir", str(bundle_out), "--model_path", str(tiny_model),
-            "--device", "cpu",
+            "--dataset_dir", str(src), "--output_dir", str(bundle_out), "--device", "cpu", "--inferer#sw_batch_size", "3",
         ],
         cwd=REPO, capture_output=True, text=True, timeout=600,
     )
@@ -144,12 +145,57 @@ def test_cli_and_bundle_write_identical_files(tmp_path, ct_dir, tiny_model):
         b = nib.load(str(bundle_out / "abdomen_3mm_small" / name))
         assert np.array_equal(np.asarray(a.dataobj), np.asarray(b.dataobj))
         assert np.array_equal(a.affine, b.affine)
+    assert np.asarray(nib.load(str(cli_out / "abdomen_3mm_small" / "lung.nii.gz")).dataobj).any()
     rows_a = list(csv.DictReader((cli_out / "burden.csv").open()))
     rows_b = list(csv.DictReader((bundle_out / "burden.csv").open()))
-    drop = {"seconds", "infection_mask_path", "lung_mask_path", "infection_classes_path"}
+    drop = {"seconds", "infection_mask_path", "lung_mask_path", "infection_classes_path", "model", "class_model"}
     assert [{k: v for k, v in r.items() if k not in drop} for r in rows_a] == [
         {k: v for k, v in r.items() if k not in drop} for r in rows_b
     ]
+    stats_a, stats_b = (json.loads((out / "abdomen_3mm_small" / "stats.json").read_text()) for out in (cli_out, bundle_out))
+    assert Path(stats_a["model"]).resolve() == Path(REPO / stats_b["model"]).resolve()  # the same shipped model
+
+
+def test_bundle_components_are_built_from_target_and_overridable():
+    from monai.bundle import ConfigParser
+    from monai.transforms import Compose
+
+    from infnet_monai.inferers import LungCropSliceInferer
+    from infnet_monai.networks.nets import InfNet
+    from infnet_monai.pipeline.components import ct_postprocessing, ct_preprocessing, split_slicewise
+
+    parser = ConfigParser()
+    parser.read_config(str(REPO / "bundles" / "infnet_covid" / "configs" / "inference.json"))
+    for key in ("network_def", "inferer", "preprocessing", "postprocessing"):
+        assert "_target_" in parser[key], key
+    parser["inferer"]["sw_batch_size"] = 3
+    parser["bundle_root"] = str(REPO / "bundles" / "infnet_covid")
+    parser.parse()
+    assert isinstance(parser.get_parsed_content("network_def"), InfNet)
+    inferer = parser.get_parsed_content("inferer")
+    assert isinstance(inferer, LungCropSliceInferer) and inferer.slice_inferer.sw_batch_size == 3
+    pre, post = parser.get_parsed_content("preprocessing"), parser.get_parsed_content("postprocessing")
+    assert isinstance(pre, Compose) and isinstance(post, Compose)
+    # the same steps, with the same settings, as the factories the command line uses
+    factory_pre = ct_preprocessing()
+    assert [type(t) for t in pre.flatten().transforms] == [type(t) for t in factory_pre.flatten().transforms]
+    volume, slices = split_slicewise(pre)
+    assert [type(t).__name__ for t in volume.transforms] == ["LoadCTd", "Orientationd", "LungMaskd"]
+    assert [type(t).__name__ for t in slices.transforms] == ["Orientationd", "ScaleIntensityRanged", "NormalizeIntensityd"]
+    scale = slices.transforms[1].scaler
+    assert (scale.a_min, scale.a_max) == (-1060.0, 195.0)
+    factory_post = ct_postprocessing(split_slicewise(factory_pre)[0])
+    assert [type(t) for t in post.transforms] == [type(t) for t in factory_post.transforms]
+    mask, factory_mask = post.transforms[1].transform, factory_post.transforms[1].transform
+    assert mask.kwargs == factory_mask.kwargs
+
+
+def test_bundle_network_def_must_fit_the_checkpoint(tmp_path, tiny_model):
+    from infnet_monai.io import CheckpointError, load_weights
+    from infnet_monai.networks.nets import InfNet
+
+    with pytest.raises(CheckpointError, match="network_def"):
+        load_weights(InfNet(in_channels=1), tiny_model)
 
 
 def test_cohort_with_a_bad_case_continues_and_resume_skips(tmp_path, ct_dir, tiny_model, capsys):
@@ -239,3 +285,26 @@ def test_slice_progress_reports_every_batch_of_a_case(tmp_path, ct_dir, segmente
     done = [c[1] for c in calls]
     assert done == sorted(done) and calls[-1][1] == calls[-1][2] >= row["slices_inferred"] > 0
     assert segmenter.inferer.on_batch is None  # detached after the case
+
+
+def test_slabs_stream_to_the_same_result_as_the_whole_volume(ct_dir, tiny_model, tiny_class_model):
+    """Preprocessing, network and inversion stream in slabs of slices (bounded memory); the crop boxes come from the
+    whole lung, so the result does not depend on the slab size."""
+    (case,) = discover_cases(ct_dir / "abdomen_3mm_small.nii.gz")
+    image = load_ct(case)
+    results = {}
+    for slab in (4, 7, 10_000):
+        seg = CTSegmenter(tiny_model, device="cpu", batch_slices=4, class_model_path=tiny_class_model, slab_slices=slab)
+        calls = []
+        seg.inferer.on_batch = lambda d, t: calls.append((d, t))
+        results[slab] = (seg.segment_image(image, keep_probability=True), seg.last_boxes.copy(), calls)
+    whole, whole_boxes, whole_calls = results[10_000]
+    assert whole.row["slices_inferred"] > 0
+    for slab in (4, 7):
+        res, boxes, calls = results[slab]
+        np.testing.assert_array_equal(boxes, whole_boxes)
+        np.testing.assert_allclose(res.probability, whole.probability, atol=2e-3)
+        for name in ("infection", "lung", "classes"):
+            np.testing.assert_array_equal(getattr(res, name), getattr(whole, name), err_msg=name)
+        assert calls[-1] == whole_calls[-1]  # progress counts every slice once, across slabs
+        assert all(b[0] >= a[0] for a, b in zip(calls, calls[1:]))

@@ -1,0 +1,126 @@
+"""The pipeline's parts as MONAI components, shared by :class:`~infnet_monai.pipeline.CTSegmenter` and the bundle.
+
+The bundle's ``configs/inference.json`` lists the same parts with ``_target_`` (``network_def``, ``preprocessing``,
+``inferer``, ``postprocessing``); the command line and the Python API build them with the factories below. Either way
+one implementation runs them (:class:`~infnet_monai.pipeline.CTSegmenter`):
+
+``preprocessing`` (a :class:`~monai.transforms.Compose` over ``{"image": case}``):
+    :class:`~infnet_monai.transforms.LoadCTd` (the project's reader), ``Orientationd`` to RAS,
+    :class:`~infnet_monai.postprocessing.LungMaskd` (lung mask from Hounsfield units, into ``"lung"``), then the
+    slice preparation: ``Orientationd`` of image and lung to the training slices' orientation, the Hounsfield window
+    (``ScaleIntensityRanged``) and the standardisation (``NormalizeIntensityd``). The runner applies the steps up
+    to the last one that needs the whole volume once, and streams the slice-wise rest (:func:`split_slicewise`),
+    with the network and its inversion, in slabs of slices.
+``inferer``:
+    :class:`~infnet_monai.inferers.LungCropSliceInferer` (MONAI's ``SliceInferer`` over each slice cropped to its
+    lungs and resized to the network's input).
+``postprocessing`` (a ``Compose`` over ``{"image": CT in RAS, "lung", "pred": infection probability, "share":
+consolidation share}`` on the RAS grid):
+    :class:`~infnet_monai.postprocessing.ExtendLungd`, :class:`~infnet_monai.postprocessing.InfectionMaskd`,
+    :class:`~infnet_monai.postprocessing.InfectionClassesd`, ``DeleteItemsd`` of the probabilities,
+    :class:`~infnet_monai.stats.InfectionBurdend` (statistics on the RAS grid) and ``Invertd`` through the RAS
+    orientation back onto the input's voxel grid. The runner then writes the files (:mod:`infnet_monai.io.outputs`).
+
+The runner applies the chains one step at a time, so that what a step replaces or drops is freed at once.
+
+The activation with the temperature is part of the network function (:class:`CTSegmenter`), not of
+``postprocessing``: the crop rounds of the inferer and the GGO / consolidation head both need probabilities.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from monai.transforms import (
+    Compose,
+    DeleteItemsd,
+    Invertd,
+    NormalizeIntensityd,
+    Orientationd,
+    RepeatChanneld,
+    ScaleIntensityRanged,
+)
+
+from infnet_monai.defaults import DEFAULT_MAX_SLICES, DEFAULT_MIN_LESION_MM3
+from infnet_monai.postprocessing import (
+    EXTENSION_THRESHOLD,
+    MIN_LESION_AREA_MM2,
+    MIN_LESION_EXTENT_MM,
+    ExtendLungd,
+    InfectionClassesd,
+    InfectionMaskd,
+    LungMaskd,
+)
+from infnet_monai.stats.transforms import InfectionBurdend
+from infnet_monai.transforms.ct import LUNG_WINDOW_HU, WORLD_AXIS_LABELS, ct_slice_preprocessing
+from infnet_monai.transforms.io import LoadCTd
+
+__all__ = ["ct_preprocessing", "ct_postprocessing", "split_slicewise"]
+
+
+def ct_preprocessing(
+    window_hu: Sequence[float] = LUNG_WINDOW_HU, in_channels: int = 1, max_slices: int = DEFAULT_MAX_SLICES
+) -> Compose:
+    """The default ``preprocessing``: load, RAS, lung mask, then the slice preparation (see the module docstring)."""
+    return Compose(
+        [
+            LoadCTd("image", max_slices=max_slices),
+            Orientationd("image", axcodes="RAS", labels=WORLD_AXIS_LABELS),
+            LungMaskd("image", output_key="lung"),
+            *ct_slice_preprocessing(window_hu, in_channels).transforms,
+        ]
+    )
+
+
+def ct_postprocessing(
+    volume_preprocessing: Compose,
+    threshold: float = 0.5,
+    extension_threshold: float | None = None,
+    min_lesion_volume_mm3: float = DEFAULT_MIN_LESION_MM3,
+    min_lesion_extent_mm: float = MIN_LESION_EXTENT_MM,
+    min_lesion_area_mm2: float = MIN_LESION_AREA_MM2,
+) -> Compose:
+    """The default ``postprocessing`` (see the module docstring); ``volume_preprocessing`` is the whole-volume part of
+    the preprocessing (its orientation is inverted at the end)."""
+    if extension_threshold is None:
+        extension_threshold = min(threshold, EXTENSION_THRESHOLD)  # the lung takes in every lesion it touches
+    return Compose(
+        [
+            ExtendLungd("lung", probability_key="pred", image_key="image", threshold=extension_threshold),
+            InfectionMaskd(
+                "pred", lung_key="lung", output_key="infection", threshold=threshold,
+                min_lesion_volume_mm3=min_lesion_volume_mm3, min_lesion_extent_mm=min_lesion_extent_mm,
+                min_lesion_area_mm2=min_lesion_area_mm2,
+            ),
+            InfectionClassesd("infection", share_key="share", output_key="classes"),
+            DeleteItemsd(["pred", "share"]),
+            InfectionBurdend("infection", lung_key="lung", classes_key="classes", output_key="burden"),
+            # one key per step (each step's copy is one volume); "image" last: the others are inverted with its history
+            *(
+                Invertd(key, transform=volume_preprocessing, orig_keys="image", nearest_interp=True, allow_missing_keys=True)
+                for key in ("infection", "lung", "classes", "image")
+            ),
+        ]
+    )
+
+
+def _slicewise(t) -> bool:
+    """Whether ``t`` works slice by slice on axial slices and keeps RAS's slice axis (superior) last."""
+    if isinstance(t, Orientationd):
+        codes = t.ornt_transform.axcodes
+        return codes is not None and codes[2] == "S"
+    if isinstance(t, ScaleIntensityRanged | RepeatChanneld):
+        return True
+    if isinstance(t, NormalizeIntensityd):  # with fixed statistics; computed ones would be the slab's, not the volume's
+        return t.normalizer.subtrahend is not None and t.normalizer.divisor is not None
+    return False
+
+
+def split_slicewise(chain: Compose) -> tuple[Compose, Compose]:
+    """``(whole-volume part, slice-wise part)`` of ``chain``: the slice-wise part is its longest tail of steps that
+    work slice by slice (so slabs of slices can stream through it and its inverse); empty when there is none."""
+    steps = list(chain.flatten().transforms)
+    cut = len(steps)
+    while cut > 0 and _slicewise(steps[cut - 1]):
+        cut -= 1
+    return Compose(steps[:cut]), Compose(steps[cut:])

@@ -1,0 +1,51 @@
+"""The burden statistics as MONAI transforms: :class:`InfectionBurden` / :class:`InfectionBurdend`.
+
+They end the pipeline's post-processing on the RAS grid (the axial slice counts need it), before the masks are
+brought back onto the input's grid.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping, Sequence
+from typing import Any
+
+from monai.config import KeysCollection
+from monai.transforms import MapTransform, Transform
+
+from infnet_monai.postprocessing.transforms import _spacing, _volume
+from infnet_monai.stats.burden import class_burden, infection_burden
+
+__all__ = ["InfectionBurden", "InfectionBurdend"]
+
+
+class InfectionBurden(Transform):
+    """Burden statistics (:data:`~infnet_monai.stats.BURDEN_KEYS`, and the class keys when a class map is given)
+    of an infection mask in a lung label map."""
+
+    def __init__(self, spacing_mm: Sequence[float] | None = None) -> None:
+        self.spacing_mm = spacing_mm
+
+    def __call__(self, infection: Any, lung: Any, classes: Any = None) -> dict:
+        spacing = _spacing(lung, self.spacing_mm)
+        inf, lu = _volume(infection, "infection"), _volume(lung, "lung")
+        row = dict(infection_burden(inf, lu, spacing))
+        if classes is not None:
+            row.update(class_burden(_volume(classes, "classes"), lu, spacing))
+        return row
+
+
+class InfectionBurdend(MapTransform):
+    """Dictionary version of :class:`InfectionBurden`: ``keys`` hold the infection mask, ``lung_key`` the lung and
+    ``classes_key`` the class map (optional); the statistics go to ``output_key`` as a dictionary."""
+
+    def __init__(self, keys: KeysCollection, lung_key: str = "lung", classes_key: str = "classes",
+                 output_key: str = "burden", spacing_mm=None, allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.lung_key, self.classes_key, self.output_key = lung_key, classes_key, output_key
+        self.transform = InfectionBurden(spacing_mm)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[self.output_key] = self.transform(d[key], d[self.lung_key], d.get(self.classes_key))
+        return d

@@ -1,0 +1,89 @@
+"""Every advertised ``segment`` option through the command line, and ``demo`` end to end."""
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from infnet_monai.cli import main
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, data_dir, tiny_model, tiny_class_model):
+    """``segment`` of one real scan with the tiny model: defaults plus the probability map, then one option each."""
+    src = data_dir / "ct" / "abdomen_3mm_small.nii.gz"
+    base = ["--model", str(tiny_model), "--class-model", str(tiny_class_model), "--device", "cpu", "-q", "--no-overview"]
+    options = {
+        "default": ["--save-prob"],
+        "threshold": ["--threshold", "0.9", "--save-prob"],
+        "min_lesion": ["--min-lesion-mm3", "1e9"],
+        "no_min_lesion": ["--min-lesion-mm3", "0", "--min-lesion-extent-mm", "0", "--min-lesion-area-mm2", "0"],
+    }
+    out = {}
+    for name, extra in options.items():
+        folder = tmp_path_factory.mktemp(name)
+        assert main(["segment", str(src), "-o", str(folder), *base, *extra]) == 0, name
+        case = folder / "abdomen_3mm_small"
+        out[name] = {
+            "stats": json.loads((case / "stats.json").read_text()),
+            "infection": np.asarray(nib.load(str(case / "infection.nii.gz")).dataobj),
+            "probability": nib.load(str(case / "probability.nii.gz")) if (case / "probability.nii.gz").exists() else None,
+        }
+    return out
+
+
+def test_save_prob_writes_a_probability_scaled_to_0_1(runs):
+    img = runs["default"]["probability"]
+    assert img is not None and img.get_data_dtype() == np.uint8
+    assert img.dataobj.slope == pytest.approx(1 / 255) and img.dataobj.inter == 0.0  # nibabel moves scl_* here
+    prob = img.get_fdata()
+    assert prob.min() >= 0.0 and prob.max() <= 1.0 + 1e-6 and prob.max() > 0.5
+    infection = runs["default"]["infection"] > 0
+    assert infection.any()
+    assert prob[infection].min() >= 0.5 - 1 / 255  # every infection voxel is at or above the threshold
+    assert runs["no_min_lesion"]["probability"] is None  # only with --save-prob
+
+
+def test_threshold_keeps_only_voxels_above_it(runs):
+    prob = runs["default"]["probability"].get_fdata()
+    high = runs["threshold"]["infection"] > 0
+    assert runs["threshold"]["stats"]["threshold"] == 0.9 and runs["default"]["stats"]["threshold"] == 0.5
+    assert high.sum() < (runs["default"]["infection"] > 0).sum()
+    assert not high.any() or prob[high].min() >= 0.9 - 1 / 255
+
+
+def test_min_lesion_volume_filters_lesions(runs):
+    assert runs["min_lesion"]["stats"]["lesion_count"] == 0 and not runs["min_lesion"]["infection"].any()
+    assert runs["no_min_lesion"]["stats"]["lesion_count"] >= runs["default"]["stats"]["lesion_count"] > 0
+    assert (runs["no_min_lesion"]["infection"] >= runs["default"]["infection"]).all()  # the filters only remove
+
+
+def test_tta_averages_with_the_flipped_slices(tmp_path, data_dir):
+    """With the shipped model (the tiny random one saturates): --tta changes the probabilities, not the grid."""
+    src = data_dir / "ct" / "abdomen_3mm_small.nii.gz"
+    maps = {}
+    for name, extra in (("plain", []), ("tta", ["--tta"])):
+        out = tmp_path / name
+        assert main(["segment", str(src), "-o", str(out), "--device", "cpu", "-q", "--no-overview", "--save-prob", *extra]) == 0
+        maps[name] = nib.load(str(out / "abdomen_3mm_small" / "probability.nii.gz")).get_fdata()
+    plain, tta = maps["plain"], maps["tta"]
+    assert tta.shape == plain.shape and tta.min() >= 0.0 and tta.max() <= 1.0 + 1e-6
+    assert not np.array_equal(tta, plain)
+    assert np.corrcoef(plain.ravel(), tta.ravel())[0, 1] > 0.8  # an average with the flipped view (0.87), not another map
+
+
+def test_demo_end_to_end(tmp_path, capsys):
+    """``infnet-covid demo``: writes the phantom, segments it with the shipped models and reports the truth."""
+    assert main(["demo", "-o", str(tmp_path), "--device", "cpu", "-q"]) == 0
+    printed = capsys.readouterr().out
+    assert "phantom truth: infection" in printed and "phantom_chest" in printed
+    case = tmp_path / "segmentation" / "phantom_chest"
+    for name in ("infection.nii.gz", "lung.nii.gz", "infection_classes.nii.gz", "stats.json", "overview.png"):
+        assert (case / name).is_file(), name
+    assert (tmp_path / "segmentation" / "burden.csv").is_file() and (tmp_path / "segmentation" / "report.html").is_file()
+    truth = np.asarray(nib.load(str(tmp_path / "truth" / "phantom_chest_infection.nii.gz")).dataobj) > 0
+    lung = np.asarray(nib.load(str(case / "lung.nii.gz")).dataobj) > 0
+    stats = json.loads((case / "stats.json").read_text())
+    assert stats["status"] == "ok"
+    assert (lung & truth).sum() / truth.sum() > 0.95  # the lung mask holds the true lesions
