@@ -16,7 +16,7 @@ from PIL import Image, UnidentifiedImageError
 from infnet_monai.data.covid_semiseg import IMAGE_SUFFIXES
 from infnet_monai.networks.nets.classes import CLASS_NAMES
 from infnet_monai.io.checkpoint import load_class_model, load_model, model_temperature
-from infnet_monai.transforms.slices import DEFAULT_SPATIAL_SIZE, SLICE_MEAN, SLICE_STD
+from infnet_monai.transforms.slices import DEFAULT_SPATIAL_SIZE, SLICE_MEAN, SLICE_STD, slice_inference_transforms
 from infnet_monai.utils.files import atomic_write
 from infnet_monai.utils.device import autocast_context, resolve_device
 from infnet_monai.utils.model_path import default_model_path
@@ -124,19 +124,11 @@ class SlicePredictor:
         return self
 
     def _batch(self, images: Sequence[np.ndarray]) -> torch.Tensor:
-        batch = torch.stack(
-            [
-                F.interpolate(
-                    torch.as_tensor(np.asarray(im, dtype=np.float32))[None, None],
-                    size=self.spatial_size,
-                    mode="bilinear",
-                    align_corners=False,
-                )[0]
-                for im in images
-            ]
-        ).to(self.device)
-        batch = (batch - self.mean) / self.std
-        return batch.repeat(1, self.in_channels, 1, 1) if self.in_channels > 1 else batch
+        """The slices through :func:`~infnet_monai.transforms.slice_inference_transforms` (the checkpoint's size,
+        channels, mean and std), stacked on the device."""
+        chain = slice_inference_transforms(self.spatial_size, self.in_channels, self.mean, self.std)
+        prepared = [torch.as_tensor(chain(np.asarray(im, dtype=np.float32))) for im in images]
+        return torch.stack([p.as_tensor() if hasattr(p, "as_tensor") else p for p in prepared]).float().to(self.device)
 
     def _probabilities(self, batch: torch.Tensor, classes: bool) -> torch.Tensor:
         """``(B, C, H, W)`` probabilities at the network size: infection (C = 1), or infection, GGO and

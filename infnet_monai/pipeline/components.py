@@ -54,20 +54,26 @@ from infnet_monai.postprocessing import (
 from infnet_monai.stats.transforms import InfectionBurdend
 from infnet_monai.transforms.ct import LUNG_WINDOW_HU, WORLD_AXIS_LABELS, ct_slice_preprocessing
 from infnet_monai.transforms.io import LoadCTd
+from infnet_monai.transforms.slices import SLICE_MEAN, SLICE_STD
 
 __all__ = ["ct_preprocessing", "ct_postprocessing", "split_slicewise"]
 
 
 def ct_preprocessing(
-    window_hu: Sequence[float] = LUNG_WINDOW_HU, in_channels: int = 1, max_slices: int = DEFAULT_MAX_SLICES
+    window_hu: Sequence[float] = LUNG_WINDOW_HU,
+    in_channels: int = 1,
+    max_slices: int = DEFAULT_MAX_SLICES,
+    mean: float = SLICE_MEAN,
+    std: float = SLICE_STD,
 ) -> Compose:
-    """The default ``preprocessing``: load, RAS, lung mask, then the slice preparation (see the module docstring)."""
+    """The default ``preprocessing``: load, RAS, lung mask, then the slice preparation (see the module docstring);
+    ``in_channels``, ``mean`` and ``std`` are the checkpoint's."""
     return Compose(
         [
             LoadCTd("image", max_slices=max_slices),
             Orientationd("image", axcodes="RAS", labels=WORLD_AXIS_LABELS),
             LungMaskd("image", output_key="lung"),
-            *ct_slice_preprocessing(window_hu, in_channels).transforms,
+            *ct_slice_preprocessing(window_hu, in_channels, mean=mean, std=std).transforms,
         ]
     )
 

@@ -69,7 +69,7 @@ from infnet_monai.io.volume import CaseError, load_ct
 from infnet_monai.pipeline.components import ct_postprocessing, ct_preprocessing, split_slicewise
 from infnet_monai.postprocessing import EXTENSION_THRESHOLD, MIN_LESION_AREA_MM2, MIN_LESION_EXTENT_MM, body_mask
 from infnet_monai.transforms.ct import LUNG_WINDOW_HU
-from infnet_monai.transforms.slices import DEFAULT_SPATIAL_SIZE
+from infnet_monai.transforms.slices import DEFAULT_SPATIAL_SIZE, SLICE_MEAN, SLICE_STD
 from infnet_monai.utils.device import autocast_context, resolve_device
 from infnet_monai.utils.memory import release_memory
 from infnet_monai.utils.model_path import default_class_model_path, default_model_path
@@ -220,7 +220,8 @@ class CTSegmenter:
         self.min_lesion_area_mm2 = float(min_lesion_area_mm2)
         self.window_hu = tuple(float(w) for w in window_hu)
         self.max_slices = int(max_slices)
-        self._build_components(preprocessing, inferer, postprocessing, in_channels, batch_slices, crop_rounds)
+        stats = (float(prep.get("slice_mean", SLICE_MEAN)), float(prep.get("slice_std", SLICE_STD)))
+        self._build_components(preprocessing, inferer, postprocessing, in_channels, stats, batch_slices, crop_rounds)
         self.field_of_view = field_of_view
         self.slab_slices = int(slab_slices)
         self.last_boxes: np.ndarray | None = None  # (Z, 4) crop boxes of the last volume, -1 rows for skipped slices
@@ -249,9 +250,10 @@ class CTSegmenter:
         info = {k: v for k, v in load_checkpoint(model_path).items() if k != "state_dict"}
         return network, Path(model_path), info
 
-    def _build_components(self, preprocessing, inferer, postprocessing, in_channels: int, batch_slices: int, crop_rounds: int) -> None:
-        """``preprocessing``, ``inferer`` and ``postprocessing`` as given or from the factories, and the inversions."""
-        self.preprocessing = preprocessing or ct_preprocessing(self.window_hu, in_channels, self.max_slices)
+    def _build_components(self, preprocessing, inferer, postprocessing, in_channels: int, stats, batch_slices: int, crop_rounds: int) -> None:
+        """``preprocessing``, ``inferer`` and ``postprocessing`` as given or from the factories (with the checkpoint's
+        input channels and slice ``stats``, mean and std), and the inversions."""
+        self.preprocessing = preprocessing or ct_preprocessing(self.window_hu, in_channels, self.max_slices, *stats)
         self._volume_prep, self._slab_prep = split_slicewise(self.preprocessing)
         self._slab_invert = Invertd("pred", transform=self._slab_prep, orig_keys="image", nearest_interp=False)
         self._to_input_grid = Invertd("probability", transform=self._volume_prep, orig_keys="image", nearest_interp=False)

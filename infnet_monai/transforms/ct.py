@@ -37,6 +37,8 @@ def ct_slice_preprocessing(
     axcodes: str = SLICE_AXCODES,
     key: str = "image",
     lung_key: str | None = "lung",
+    mean: float = SLICE_MEAN,
+    std: float = SLICE_STD,
 ) -> Compose:
     """Invertible chain: orientation of the image (and its lung mask), Hounsfield window to [0, 1], standardise.
 
@@ -50,6 +52,8 @@ def ct_slice_preprocessing(
         axcodes: orientation of the prepared volume; slices are along its last axis.
         key: the image key.
         lung_key: the lung-mask key oriented together with the image; ``None`` for none.
+        mean, std: the standardisation of the network's training slices (the checkpoint's ``slice_mean`` and
+            ``slice_std``).
 
     Returns:
         a :class:`monai.transforms.Compose` mapping ``{"image": MetaTensor (1, X, Y, Z) in HU}`` to
@@ -62,7 +66,7 @@ def ct_slice_preprocessing(
     xforms: list = [
         Orientationd(keys, axcodes=axcodes, labels=WORLD_AXIS_LABELS, allow_missing_keys=True),
         ScaleIntensityRanged(key, a_min=lower, a_max=upper, b_min=0.0, b_max=1.0, clip=True),
-        NormalizeIntensityd(key, subtrahend=SLICE_MEAN, divisor=SLICE_STD),
+        NormalizeIntensityd(key, subtrahend=mean, divisor=std),
     ]
     if in_channels > 1:
         xforms.append(RepeatChanneld(key, repeats=in_channels))

@@ -19,9 +19,11 @@ from monai.transforms import (
     ConcatItemsd,
     CopyItemsd,
     DeleteItemsd,
+    EnsureChannelFirst,
     EnsureChannelFirstd,
     EnsureTyped,
     LoadImaged,
+    NormalizeIntensity,
     NormalizeIntensityd,
     RandAdjustContrastd,
     RandAffined,
@@ -30,7 +32,9 @@ from monai.transforms import (
     RandRotate90d,
     RandScaleIntensityd,
     RandShiftIntensityd,
+    RepeatChannel,
     RepeatChanneld,
+    Resize,
     Resized,
     ScaleIntensityRanged,
 )
@@ -44,7 +48,7 @@ __all__ = [
     "train_class_transforms",
     "val_class_transforms",
     "val_slice_transforms",
-    "inference_slice_transforms",
+    "slice_inference_transforms",
     "intensity_normalization",
     "pretrain_slice_transforms",
 ]
@@ -255,11 +259,23 @@ def val_slice_transforms(
     )
 
 
-def inference_slice_transforms(
-    spatial_size: int | Sequence[int] = DEFAULT_SPATIAL_SIZE, in_channels: int = 1
+def slice_inference_transforms(
+    spatial_size: int | Sequence[int] = DEFAULT_SPATIAL_SIZE,
+    in_channels: int = 1,
+    mean: float = SLICE_MEAN,
+    std: float = SLICE_STD,
 ) -> Compose:
-    """Inference chain for 8-bit slices (``{"image": path}``): the validation chain without a label."""
-    return val_slice_transforms(spatial_size, in_channels, label_key=None)
+    """Inference chain for one slice already read and scaled to [0, 1] (an ``(H, W)`` array), as
+    :class:`~infnet_monai.inferers.SlicePredictor` and ``predict-slices`` run it: the validation chain's resize and
+    standardisation, with the checkpoint's ``mean`` and ``std``; gives ``(in_channels, *spatial_size)``."""
+    xforms: list = [
+        EnsureChannelFirst(channel_dim="no_channel"),
+        Resize(_size(spatial_size), mode="bilinear"),
+        NormalizeIntensity(subtrahend=mean, divisor=std),
+    ]
+    if in_channels > 1:
+        xforms.append(RepeatChannel(repeats=in_channels))
+    return Compose(xforms)
 
 
 def pretrain_slice_transforms(

@@ -1,12 +1,16 @@
 """Every advertised ``segment`` option through the command line, and ``demo`` end to end."""
 
 import json
+import re
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
 
 from infnet_monai.cli import main
+
+README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
 
 
 @pytest.fixture(scope="module")
@@ -87,3 +91,21 @@ def test_demo_end_to_end(tmp_path, capsys):
     stats = json.loads((case / "stats.json").read_text())
     assert stats["status"] == "ok"
     assert (lung & truth).sum() / truth.sum() > 0.95  # the lung mask holds the true lesions
+    # the figures the README states for the demo (shipped models, seed 0)
+    found = re.search(r"over-calls it \((\d+\.\d) mL in (\d+) lesions found for (\d+\.\d) mL in (\d+) true lesions", README)
+    lungs = re.search(r"lung mask matches the phantom's lungs \((\d+) mL measured, (\d+) mL true\)", README)
+    assert found and lungs, "the README's demo figures moved: update this test with them"
+    assert f"{stats['infection_volume_ml']:.1f}" == found.group(1) and stats["lesion_count"] == int(found.group(2))
+    assert f"infection {found.group(3)} mL in {found.group(4)} lesions" in printed
+    assert round(stats["lung_volume_ml"]) == int(lungs.group(1))
+    truth_lung = re.search(r"lung (\d+\.\d) mL", printed.split("phantom truth:")[1])
+    assert truth_lung and round(float(truth_lung.group(1))) == int(lungs.group(2))
+
+
+def test_shipped_model_on_the_abdomen_scan_gives_the_readme_figure(tmp_path, data_dir):
+    """README: the shipped models mark N mL of the lung bases of abdomen_3mm as infection (scripts/evaluate_3d.py)."""
+    stated = re.search(r"and (\d+\.\d) mL of the lung bases of `abdomen_3mm` as infection", README)
+    assert stated, "the README's abdomen_3mm figure moved: update this test with it"
+    assert main(["segment", str(data_dir / "ct" / "abdomen_3mm.nii.gz"), "-o", str(tmp_path), "--device", "cpu", "-q", "--no-overview"]) == 0
+    stats = json.loads((tmp_path / "abdomen_3mm" / "stats.json").read_text())
+    assert f"{stats['infection_volume_ml']:.1f}" == stated.group(1)
