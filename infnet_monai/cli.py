@@ -219,29 +219,19 @@ def _add_segment_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
     p.add_argument("--batch-slices", type=int, default=16, help="axial slices per forward pass (default: 16)")
     p.add_argument("--threshold", type=float, default=0.5, help="infection probability threshold (default: 0.5)")
-    p.add_argument(
-        "--min-lesion-mm3", type=float, default=DEFAULT_MIN_LESION_MM3,
-        help=f"drop connected lesions smaller than this (default: {DEFAULT_MIN_LESION_MM3:g} mm3)",
+    numeric = (  # flag, type, default, help
+        ("--min-lesion-mm3", float, DEFAULT_MIN_LESION_MM3, "drop connected lesions smaller than this (mm3)"),
+        ("--min-lesion-extent-mm", float, DEFAULT_MIN_LESION_EXTENT_MM, "drop lesions spanning fewer axial mm (slices x spacing)"),
+        ("--min-lesion-area-mm2", float, DEFAULT_MIN_LESION_AREA_MM2, "drop in-plane pieces of infection smaller than this on a slice (mm2)"),
+        ("--max-slices", int, DEFAULT_MAX_SLICES, "refuse volumes longer than this, a guard against a mistaken input"),
     )
-    p.add_argument(
-        "--min-lesion-extent-mm", type=float, default=DEFAULT_MIN_LESION_EXTENT_MM,
-        help=f"drop lesions spanning fewer axial mm (slices x spacing; default: {DEFAULT_MIN_LESION_EXTENT_MM:g})",
-    )
-    p.add_argument(
-        "--min-lesion-area-mm2", type=float, default=DEFAULT_MIN_LESION_AREA_MM2,
-        help=f"drop in-plane pieces of infection smaller than this on a slice (default: {DEFAULT_MIN_LESION_AREA_MM2:g} mm2)",
-    )
-    p.add_argument(
-        "--max-slices", type=int, default=DEFAULT_MAX_SLICES,
-        help=f"refuse volumes longer than this, a guard against a mistaken input (default: {DEFAULT_MAX_SLICES})",
-    )
-    p.add_argument("--tta", action="store_true", help="average with left-right flipped slices (2x time)")
-    _add_temperature_option(p)
+    for flag, kind, default, text in numeric:
+        p.add_argument(flag, type=kind, default=default, help=f"{text} (default: {default:g})")
+    _add_model_options(p, "average with left-right flipped slices (2x time)")
     p.add_argument(
         "--no-classes", action="store_true",
         help="skip GGO / consolidation: no infection_classes.nii.gz, empty per-class burden columns",
     )
-    _add_class_model_option(p)
     p.add_argument(
         "--no-dicom-seg", action="store_true",
         help="skip OUTPUT/<case>/segmentation.dcm (DICOM-SEG, written for DICOM inputs)",
@@ -250,6 +240,13 @@ def _add_segment_options(p: argparse.ArgumentParser) -> None:
         "--no-overview", action="store_true", help="skip OUTPUT/<case>/overview.png (report.html is still written)"
     )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+
+def _add_model_options(p: argparse.ArgumentParser, tta_help: str) -> None:
+    """``--tta``, ``--temperature`` and ``--class-model``, shared by ``segment`` and ``predict-slices``."""
+    p.add_argument("--tta", action="store_true", help=tta_help)
+    _add_temperature_option(p)
+    _add_class_model_option(p)
 
 
 def _add_class_model_option(p: argparse.ArgumentParser) -> None:
@@ -287,13 +284,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None, help="model checkpoint (default: the shipped model)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
     p.add_argument("--batch-size", type=int, default=8, help="slices per forward pass (default: 8)")
-    p.add_argument("--tta", action="store_true", help="average with the left-right flipped slice (2x time)")
-    _add_temperature_option(p)
+    _add_model_options(p, "average with the left-right flipped slice (2x time)")
     p.add_argument(
         "--classes", action="store_true",
         help="also write OUTPUT_DIR/ggo/<stem>.png and OUTPUT_DIR/consolidation/<stem>.png (8-bit probabilities)",
     )
-    _add_class_model_option(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_predict_slices)
 
