@@ -357,7 +357,7 @@ class CTSegmenter:
         back = self._slab_invert({"image": data["image"], "pred": pred})["pred"]
         return back.clamp_(0.0, 1.0).numpy()
 
-    def _prepare(self, source: Any) -> tuple[dict, MetaTensor]:
+    def _prepare(self, source: Any) -> dict:
         """The whole-volume preprocessing of ``source``; the network's maps go into ``"pred"`` (the infection
         probability) and, with the class head, ``"share"`` (the consolidation share, uint8 in 1/255 steps), on the
         RAS grid."""
@@ -368,7 +368,7 @@ class CTSegmenter:
         data["pred"] = MetaTensor(torch.from_numpy(prob), meta=dict(data["image"].meta))
         if share is not None:
             data["share"] = MetaTensor(torch.from_numpy(share), meta=dict(data["image"].meta))
-        return data, data["pred"]
+        return data
 
     def _input_grid_probability(self, data: dict) -> np.ndarray:
         """The infection probability (channel 0 of ``"pred"``) on the input's voxel grid, float32."""
@@ -386,7 +386,7 @@ class CTSegmenter:
             ``(1, X, Y, Z)`` float32 probabilities in [0, 1] (computed in float32, kept in float16 on the way), same
             affine.
         """
-        data, _ = self._prepare(image)
+        data = self._prepare(image)
         return MetaTensor(torch.from_numpy(self._input_grid_probability(data)[None]), meta=image.meta)
 
     def segment_image(self, image: Any, keep_probability: bool = False, title: str = "") -> CaseResult:
@@ -407,11 +407,10 @@ class CTSegmenter:
             ``infection`` is) on the voxel grid of ``image``, the burden statistics in ``row`` and, with
             ``overview``, the picture.
         """
-        data, pred = self._prepare(image)
+        data = self._prepare(image)
         spacing = tuple(float(s) for s in data["image"].pixdim[:3])
         lung_hu_ml = round(float(np.count_nonzero(data["lung"].numpy())) * float(np.prod(spacing)) / 1000.0, 3)
         probability = self._input_grid_probability(data) if keep_probability else None
-        del pred
         data = _apply_steps(self.postprocessing, data)
         release_memory()
         volume = data["image"]
