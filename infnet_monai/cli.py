@@ -60,6 +60,9 @@ class _SliceBar:
 
 
 def _cmd_predict_slices(args: argparse.Namespace) -> int:
+    """For every .jpg/.jpeg/.png in INPUT_DIR write OUTPUT_DIR/<stem>.png: an 8-bit probability map (0-255) of
+    infection with the input's height and width; with --classes also the GGO and consolidation maps in OUTPUT_DIR/ggo/
+    and OUTPUT_DIR/consolidation/."""
     from infnet_monai.inferers.slices import predict_slice_folder
 
     report = predict_slice_folder(
@@ -84,6 +87,10 @@ CALIBRATION_TEMPERATURES = (1.0, 0.5, 0.25, 0.125, 0.0625)  # = inferers.calibra
 
 
 def _cmd_calibrate(args: argparse.Namespace) -> int:
+    """Run the model on labeled 2D slices at several logit temperatures (probability = sigmoid(logit / T)), score
+    each with the paper's protocol and write a copy of the checkpoint that records the largest T whose mean Dice is
+    within --tolerance of the best. Masks at threshold 0.5 do not depend on T. Use slices the model was not trained
+    on."""
     from infnet_monai.data.covid_semiseg import IMAGE_SUFFIXES
     from infnet_monai.inferers.calibration import calibrate_model
     from infnet_monai.utils.model_path import default_model_path
@@ -166,6 +173,9 @@ def _segment_kwargs(args: argparse.Namespace) -> dict:
 
 
 def _cmd_segment(args: argparse.Namespace) -> int:
+    """Segment COVID-19 lung infection in a NIfTI file, a DICOM series folder, or a folder of many cases. Writes
+    OUTPUT/<case>/infection.nii.gz, infection_classes.nii.gz (1 GGO, 2 consolidation), lung.nii.gz, stats.json and
+    OUTPUT/burden.csv. Exit code 0: all cases ok; 1: some failed (see burden.csv); 2: usage error."""
     from infnet_monai.pipeline.segment import CSV_FILE, segment_cohort
     from infnet_monai.visualize.report import REPORT_FILE
 
@@ -196,6 +206,8 @@ def _cmd_segment(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
+    """Generate a synthetic chest CT in Hounsfield units with lesions of known volume, segment it and print the
+    burden table next to the truth."""
     from infnet_monai.pipeline.demo import run_demo
 
     report, truth = run_demo(args.output, seed=args.seed, **_segment_kwargs(args))
@@ -214,9 +226,7 @@ def _add_segment_options(p: argparse.ArgumentParser) -> None:
     from infnet_monai.defaults import MIN_LESION_AREA_MM2 as DEFAULT_MIN_LESION_AREA_MM2
     from infnet_monai.defaults import MIN_LESION_EXTENT_MM as DEFAULT_MIN_LESION_EXTENT_MM
 
-    p.add_argument("-o", "--output", required=True, help="output folder (created if missing)")
-    p.add_argument("--model", default=None, help="model checkpoint (default: the shipped model)")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
+    _add_io_options(p, "output folder (created if missing)")
     p.add_argument("--batch-slices", type=int, default=16, help="axial slices per forward pass (default: 16)")
     p.add_argument("--threshold", type=float, default=0.5, help="infection probability threshold (default: 0.5)")
     numeric = (  # flag, type, default, help
@@ -242,6 +252,13 @@ def _add_segment_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
 
+def _add_io_options(p: argparse.ArgumentParser, output_help: str) -> None:
+    """``-o/--output``, ``--model`` and ``--device``, shared by every subcommand that runs a model."""
+    p.add_argument("-o", "--output", required=True, help=output_help)
+    p.add_argument("--model", default=None, help="model checkpoint (default: the shipped model)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
+
+
 def _add_model_options(p: argparse.ArgumentParser, tta_help: str) -> None:
     """``--tta``, ``--temperature`` and ``--class-model``, shared by ``segment`` and ``predict-slices``."""
     p.add_argument("--tta", action="store_true", help=tta_help)
@@ -263,6 +280,53 @@ def _add_temperature_option(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _predict_slices_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("input_dir", help="folder of 8-bit lung-windowed CT slices")
+    _add_io_options(p, "output folder (created if missing)")
+    p.add_argument("--batch-size", type=int, default=8, help="slices per forward pass (default: 8)")
+    _add_model_options(p, "average with the left-right flipped slice (2x time)")
+    p.add_argument(
+        "--classes", action="store_true",
+        help="also write OUTPUT_DIR/ggo/<stem>.png and OUTPUT_DIR/consolidation/<stem>.png (8-bit probabilities)",
+    )
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+
+def _calibrate_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("images", help="folder of 8-bit slices (.jpg/.jpeg/.png)")
+    p.add_argument("masks", help="folder of their infection masks, same name stems (> 128 is infection)")
+    _add_io_options(p, "calibrated checkpoint to write (not the input model)")
+    p.add_argument(
+        "--temperatures", type=float, nargs="+", default=list(CALIBRATION_TEMPERATURES),
+        help="values to try (default: 1 0.5 0.25 0.125 0.0625)",
+    )
+    p.add_argument("--tolerance", type=float, default=0.005, help="mean-Dice slack for a larger T (default: 0.005)")
+
+
+def _segment_command_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("input", help="NIfTI file, DICOM series folder, or cohort folder")
+    _add_segment_options(p)
+    p.add_argument("--save-prob", action="store_true", help="also write probability.nii.gz")
+    p.add_argument("--resume", action="store_true", help="skip cases whose outputs are already complete")
+
+
+def _demo_options(p: argparse.ArgumentParser) -> None:
+    _add_segment_options(p)
+    p.add_argument("--seed", type=int, default=0, help="phantom seed (default: 0)")
+
+
+# name, one-line help, options; the description under ``COMMAND --help`` is the command function's docstring
+COMMANDS = (
+    ("predict-slices", _cmd_predict_slices, _predict_slices_options,
+     "probability PNGs for a folder of 2D CT slices (.jpg/.jpeg/.png)"),
+    ("calibrate", _cmd_calibrate, _calibrate_options,
+     "choose a model's probability temperature on labeled slices and write a calibrated copy"),
+    ("segment", _cmd_segment, _segment_command_options,
+     "infection and lung masks plus burden statistics for CT volumes (NIfTI / DICOM, file or cohort folder)"),
+    ("demo", _cmd_demo, _demo_options, "run the whole pipeline on a generated chest CT phantom (no data needed)"),
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="infnet-covid",
@@ -271,70 +335,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-
-    p = sub.add_parser(
-        "predict-slices",
-        help="probability PNGs for a folder of 2D CT slices (.jpg/.jpeg/.png)",
-        description="For every .jpg/.jpeg/.png in INPUT_DIR write OUTPUT_DIR/<stem>.png: an 8-bit probability map "
-        "(0-255) of infection with the input's height and width; with --classes also the GGO and consolidation maps "
-        "in OUTPUT_DIR/ggo/ and OUTPUT_DIR/consolidation/.",
-    )
-    p.add_argument("input_dir", help="folder of 8-bit lung-windowed CT slices")
-    p.add_argument("-o", "--output", required=True, help="output folder (created if missing)")
-    p.add_argument("--model", default=None, help="model checkpoint (default: the shipped model)")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
-    p.add_argument("--batch-size", type=int, default=8, help="slices per forward pass (default: 8)")
-    _add_model_options(p, "average with the left-right flipped slice (2x time)")
-    p.add_argument(
-        "--classes", action="store_true",
-        help="also write OUTPUT_DIR/ggo/<stem>.png and OUTPUT_DIR/consolidation/<stem>.png (8-bit probabilities)",
-    )
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=_cmd_predict_slices)
-
-    p = sub.add_parser(
-        "calibrate",
-        help="choose a model's probability temperature on labeled slices and write a calibrated copy",
-        description="Run the model on labeled 2D slices at several logit temperatures (probability = sigmoid(logit / T)), "
-        "score each with the paper's protocol and write a copy of the checkpoint that records the largest T whose "
-        "mean Dice is within --tolerance of the best. Masks at threshold 0.5 do not depend on T. Use slices the model "
-        "was not trained on.",
-    )
-    p.add_argument("images", help="folder of 8-bit slices (.jpg/.jpeg/.png)")
-    p.add_argument("masks", help="folder of their infection masks, same name stems (> 128 is infection)")
-    p.add_argument("-o", "--output", required=True, help="calibrated checkpoint to write (not the input model)")
-    p.add_argument("--model", default=None, help="model checkpoint (default: the shipped model)")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
-    p.add_argument(
-        "--temperatures", type=float, nargs="+", default=list(CALIBRATION_TEMPERATURES),
-        help="values to try (default: 1 0.5 0.25 0.125 0.0625)",
-    )
-    p.add_argument("--tolerance", type=float, default=0.005, help="mean-Dice slack for a larger T (default: 0.005)")
-    p.set_defaults(func=_cmd_calibrate)
-
-    p = sub.add_parser(
-        "segment",
-        help="infection and lung masks plus burden statistics for CT volumes (NIfTI / DICOM, file or cohort folder)",
-        description="Segment COVID-19 lung infection in a NIfTI file, a DICOM series folder, or a folder of many "
-        "cases. Writes OUTPUT/<case>/infection.nii.gz, infection_classes.nii.gz (1 GGO, 2 consolidation), lung.nii.gz, "
-        "stats.json and OUTPUT/burden.csv. "
-        "Exit code 0: all cases ok; 1: some failed (see burden.csv); 2: usage error.",
-    )
-    p.add_argument("input", help="NIfTI file, DICOM series folder, or cohort folder")
-    _add_segment_options(p)
-    p.add_argument("--save-prob", action="store_true", help="also write probability.nii.gz")
-    p.add_argument("--resume", action="store_true", help="skip cases whose outputs are already complete")
-    p.set_defaults(func=_cmd_segment)
-
-    p = sub.add_parser(
-        "demo",
-        help="run the whole pipeline on a generated chest CT phantom (no data needed)",
-        description="Generate a synthetic chest CT in Hounsfield units with lesions of known volume, segment it and "
-        "print the burden table next to the truth.",
-    )
-    _add_segment_options(p)
-    p.add_argument("--seed", type=int, default=0, help="phantom seed (default: 0)")
-    p.set_defaults(func=_cmd_demo)
+    for name, func, add_options, summary in COMMANDS:
+        p = sub.add_parser(name, help=summary, description=" ".join((func.__doc__ or summary).split()))
+        add_options(p)
+        p.set_defaults(func=func)
     return parser
 
 

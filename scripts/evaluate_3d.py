@@ -72,7 +72,7 @@ def evaluate_rebuilt(seg, data_dir: Path, work: Path, split: str) -> dict:
         nib.save(nib.Nifti1Image(vol.volume_hu, vol.affine), str(src / f"slice_{stem}.nii.gz"))
         truths[f"slice_{stem}"] = vol.mask
     t0 = time.perf_counter()
-    report = seg.run(src, out, save_probability=True)
+    report = seg.run(src, out)
     seconds = time.perf_counter() - t0
     per = []
     for row in report.rows:
@@ -231,7 +231,10 @@ def main(argv: list[str] | None = None) -> int:
         )
         if v is not None
     }
-    seg = CTSegmenter(args.model, device=args.device, field_of_view=args.field_of_view, **overrides)
+    # probability.nii.gz is written for every case: the raw-probability Dice of the rebuilt volumes reads it
+    seg = CTSegmenter(
+        args.model, device=args.device, field_of_view=args.field_of_view, save_probability=True, **overrides
+    )
     with tempfile.TemporaryDirectory() as tmp:
         work = args.work or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)

@@ -162,9 +162,10 @@ def _check_complete(path: Path, image: nib.Nifti1Image) -> None:
         raise ValueError(f"{path.name} holds {size} bytes of image data, {expected} expected")
 
 
-def completed_row(case: CTCase, output_dir: Path, classes: bool = False) -> dict | None:
+def completed_row(case: CTCase, output_dir: Path, classes: bool = False, probability: bool = False) -> dict | None:
     """The stored row of a case whose outputs are complete and readable, else ``None`` (it will be redone); with
-    ``classes``, a case stored without its GGO / consolidation map is redone too."""
+    ``classes``, a case stored without its GGO / consolidation map is redone too, and with ``probability`` one stored
+    without ``probability.nii.gz``."""
     case_dir = output_dir / case.case_id
     stats = case_dir / STATS_FILE
     if not stats.is_file():
@@ -175,7 +176,8 @@ def completed_row(case: CTCase, output_dir: Path, classes: bool = False) -> dict
             return None
         if classes and not row.get("infection_classes_path"):
             return None
-        for name in (INFECTION_FILE, LUNG_FILE) + ((CLASSES_FILE,) if row.get("infection_classes_path") else ()):
+        names = (INFECTION_FILE, LUNG_FILE) + ((CLASSES_FILE,) if row.get("infection_classes_path") else ())
+        for name in names + ((PROBABILITY_FILE,) if probability else ()):
             img = nib.load(str(case_dir / name))
             if list(img.shape[:3]) != list(row.get("shape", [])):
                 return None

@@ -168,6 +168,8 @@ class CTSegmenter:
         overview: write ``overview.png`` per case (also for cases skipped by ``resume``); ``run`` always writes
             ``report.html``.
         dicom_seg: write ``segmentation.dcm`` (DICOM-SEG referencing the source series) for DICOM inputs.
+        save_probability: also write ``probability.nii.gz`` (uint8, scaled to 0-1 by its header); with ``resume``,
+            a case stored without it is redone.
         slab_slices: axial slices that stream together through the slice-wise preprocessing, the network and the
             inversion (bounds the memory of those steps; the results do not depend on it).
         inferer: called as ``inferer(slab, network_fn, lung, boxes=...)`` (default
@@ -201,6 +203,7 @@ class CTSegmenter:
         class_model_path: str | os.PathLike | None = None,
         overview: bool = True,
         dicom_seg: bool = True,
+        save_probability: bool = False,
         slab_slices: int = 32,
         inferer: Any = None,
         postprocessing: Compose | None = None,
@@ -231,6 +234,7 @@ class CTSegmenter:
         self.temperature = resolve_temperature(temperature, info)
         self.overview = bool(overview)
         self.dicom_seg = bool(dicom_seg)
+        self.save_probability = bool(save_probability)
         self.class_model: torch.nn.Module | None = None
         self.class_model_path: Path | None = None
         if classes:
@@ -438,7 +442,7 @@ class CTSegmenter:
             return None, f"overview.png not written: {type(e).__name__}: {e}"
 
     # ------------------------------------------------------------------ one case, with files
-    def segment_case(self, case: CTCase, output_dir: str | os.PathLike, save_probability: bool = False) -> dict:
+    def segment_case(self, case: CTCase, output_dir: str | os.PathLike) -> dict:
         """Load, segment and write one case under ``output_dir/<case_id>/``; return its statistics row.
 
         Raises:
@@ -447,7 +451,7 @@ class CTSegmenter:
         start = time.time()
         if case.error:
             raise CaseError(case.error)
-        result = self.segment_image(case, save_probability, case.case_id)  # loaded by the preprocessing's LoadCTd
+        result = self.segment_image(case, self.save_probability, case.case_id)  # loaded by the preprocessing's LoadCTd
         reference = reference_header(case, result.affine)
         case_dir = Path(output_dir) / case.case_id
         case_dir.mkdir(parents=True, exist_ok=True)
@@ -458,7 +462,7 @@ class CTSegmenter:
         }
         if result.classes is not None:
             paths["infection_classes_path"] = write_nifti_atomic(like_reference(result.classes, reference), case_dir / CLASSES_FILE)
-        if save_probability and result.probability is not None:
+        if self.save_probability and result.probability is not None:
             prob8 = np.round(result.probability * 255.0).astype(np.uint8)
             img = like_reference(prob8, reference)
             img.header.set_slope_inter(1.0 / 255.0, 0.0)  # viewers show 0..1
@@ -551,7 +555,6 @@ class CTSegmenter:
         self,
         input_path: str | os.PathLike,
         output_dir: str | os.PathLike,
-        save_probability: bool = False,
         resume: bool = False,
         progress: Callable[[Iterable], Iterable] | None = None,
         slice_progress: Callable[[str, int, int], None] | None = None,
@@ -569,12 +572,12 @@ class CTSegmenter:
         env = dist_env()
         joined = start(env, self.device) if env is not None else False
         try:
-            return self._run_cases(cases, output_dir, save_probability, resume, progress, slice_progress, env)
+            return self._run_cases(cases, output_dir, resume, progress, slice_progress, env)
         finally:
             if joined:
                 dist.destroy_process_group()
 
-    def _run_cases(self, cases, output_dir: Path, save_probability, resume, progress, slice_progress, env) -> CohortReport:
+    def _run_cases(self, cases, output_dir: Path, resume, progress, slice_progress, env) -> CohortReport:
         """This rank's share of ``cases`` (all of them in one process), then the cohort's table and report."""
         mine = shard_by_size([case_bytes(c.files) for c in cases], env.world_size)[env.rank] if env else range(len(cases))
         self._rank = (env.rank, env.world_size) if env else (0, 1)
@@ -582,7 +585,7 @@ class CTSegmenter:
         rows: dict[int, dict] = {}
         todo = [cases[i] for i in mine]
         for i, case in zip(mine, progress(todo) if progress is not None else todo):
-            rows[i] = self._one_case(case, output_dir, save_probability, resume, slice_progress)
+            rows[i] = self._one_case(case, output_dir, resume, slice_progress)
             if env is None:  # one process: the table grows case by case; with several, rank 0 writes it at the end
                 report.rows = [rows[j] for j in sorted(rows)]
                 write_csv_atomic(report.rows, output_dir / CSV_FILE)
@@ -596,23 +599,24 @@ class CTSegmenter:
         logger.info("%d case(s): %d ok, %d failed; table %s", len(cases), len(cases) - n_bad, n_bad, output_dir / CSV_FILE)
         return report
 
-    def _one_case(self, case: CTCase, output_dir: Path, save_probability, resume, slice_progress) -> dict:
-        row = completed_row(case, output_dir, classes=self.class_model is not None) if resume else None
+    def _one_case(self, case: CTCase, output_dir: Path, resume, slice_progress) -> dict:
+        complete = {"classes": self.class_model is not None, "probability": self.save_probability}
+        row = completed_row(case, output_dir, **complete) if resume else None
         if row is not None:
             logger.info("%s: already complete, skipped (--resume)", case.case_id)
             self._overview_for_resumed(case, output_dir, row)
             return row
         cid = case.case_id
         self.inferer.on_batch = (lambda d, t, c=cid: slice_progress(c, d, t)) if slice_progress else None
-        row = self._safe_case(case, output_dir, save_probability)
+        row = self._safe_case(case, output_dir)
         self.inferer.on_batch = None
         if row.get("status") == "ok":
             logger.info("%s: done in %.1f s (%d slices inferred)", cid, row["seconds"], row.get("slices_inferred", 0))
         return row
 
-    def _safe_case(self, case: CTCase, output_dir: Path, save_probability: bool) -> dict:
+    def _safe_case(self, case: CTCase, output_dir: Path) -> dict:
         try:
-            return self.segment_case(case, output_dir, save_probability)
+            return self.segment_case(case, output_dir)
         except KeyboardInterrupt:
             raise
         except (OSError, CaseError, ValueError, RuntimeError, MemoryError) as raised:
@@ -663,42 +667,25 @@ def _check_options(batch_slices: int, threshold: float, slab_slices: int, field_
         raise ValueError(f"field_of_view must be 'lung' or 'body', got {field_of_view!r}.")
 
 
-def segment_cohort(
-    input_path: str | os.PathLike,
-    output_dir: str | os.PathLike,
-    model_path: str | os.PathLike | None = None,
-    device: str = "auto",
-    batch_slices: int = 16,
-    save_probability: bool = False,
-    resume: bool = False,
-    progress: Callable[[Iterable], Iterable] | None = None,
-    slice_progress: Callable[[str, int, int], None] | None = None,
-    **kwargs: Any,
-) -> CohortReport:
+def segment_cohort(input_path: str | os.PathLike, output_dir: str | os.PathLike, **options: Any) -> CohortReport:
     """Segment a NIfTI file, a DICOM series folder, or a cohort folder of both (any depth).
 
     Writes ``output_dir/<case_id>/infection.nii.gz`` (uint8 0/1), ``lung.nii.gz`` (uint8 0 background, 1 right,
-    2 left), both with the input's shape and affine, ``stats.json`` and optionally ``probability.nii.gz``; and
-    ``output_dir/burden.csv`` with one row per case (``status`` ok or error, with the message). A failing case never
-    stops the run. With ``resume=True`` cases whose outputs are complete are skipped.
+    2 left), both with the input's shape and affine, ``stats.json`` and, with ``save_probability=True``,
+    ``probability.nii.gz``; and ``output_dir/burden.csv`` with one row per case (``status`` ok or error, with the
+    message). A failing case never stops the run. With ``resume=True`` cases whose outputs are complete are skipped.
 
     Args:
         input_path: file or folder.
         output_dir: output folder (may lie inside the input folder; it is then not scanned).
-        model_path: checkpoint (default: the shipped model).
-        device: ``"auto"`` | ``"cpu"`` | ``"cuda"``.
-        batch_slices: slices per forward pass.
-        save_probability: also write the probability map.
-        resume: skip cases already complete.
-        progress: wraps the case iterable (e.g. ``tqdm``).
-        slice_progress: called as ``(case_id, slices done, slices to do)`` after every batch inside a case.
-        kwargs: further :class:`CTSegmenter` options (threshold, min_lesion_volume_mm3, window_hu, max_slices, ...).
+        options: :meth:`CTSegmenter.run` options (``resume``; ``progress``, which wraps the case iterable, e.g.
+            ``tqdm``; ``slice_progress``, called as ``(case_id, slices done, slices to do)`` after every batch inside
+            a case) and :class:`CTSegmenter` options, with their defaults (``model_path``, default the shipped model;
+            ``device``, ``"auto"`` | ``"cpu"`` | ``"cuda"``; ``batch_slices``, ``threshold``,
+            ``min_lesion_volume_mm3``, ``window_hu``, ``max_slices``, ``save_probability``, ...).
 
     Returns:
         :class:`CohortReport`; ``report.exit_code`` is 0 when all cases succeeded, else 1.
     """
-    segmenter = CTSegmenter(model_path, device=device, batch_slices=batch_slices, **kwargs)
-    return segmenter.run(
-        input_path, output_dir, save_probability=save_probability, resume=resume, progress=progress,
-        slice_progress=slice_progress,
-    )
+    run_options = {name: options.pop(name) for name in ("resume", "progress", "slice_progress") if name in options}
+    return CTSegmenter(**options).run(input_path, output_dir, **run_options)

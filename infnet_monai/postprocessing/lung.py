@@ -22,6 +22,8 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -49,6 +51,7 @@ __all__ = [
     "MIN_SIDE_FRACTION",
     "MAX_SEPARATION_EROSION_MM",
     "WORKING_SPACING_MM",
+    "LungMaskOptions",
     "BODY_HU",
     "body_mask",
     "EXTENSION_MAX_HU",
@@ -135,6 +138,47 @@ EXTENSION_EDGE_RISE = 1.25
 bases (or the apices), where no slice looks like the training slices. On the abdominal ``abdomen_3mm`` the lung area
 at the top slice is 96 cm^2 against 13 cm^2 21 mm lower, and extending there added the liver dome; a chest CT has
 no lung at its ends, and a volume rebuilt from one slice has the same area on every slice."""
+
+
+
+@dataclass(frozen=True)
+class LungMaskOptions:
+    """Settings of :func:`lung_mask`, checked when made; the defaults are the module constants.
+
+    Attributes:
+        threshold_hu: air-like threshold in HU.
+        pure_air_hu: pure-gas threshold in HU (airway lumen, bowel gas).
+        max_pure_air_fraction: largest fraction (0-1) of pure-gas voxels in a component's interior still taken as
+            lung.
+        min_component_ml: absolute minimum volume (mL) of a lung component.
+        min_relative_volume: minimum volume of the second lung component relative to the largest (0-1).
+        closing_radius_mm: radius (mm) of the closing ball; 0 disables the closing (hole filling still runs).
+        remove_airway: detect and remove the trachea and main bronchi.
+        working_spacing_mm: target voxel size (mm) for the morphology; ``None`` segments at full resolution.
+    """
+
+    threshold_hu: float = LUNG_THRESHOLD_HU
+    pure_air_hu: float = PURE_AIR_HU
+    max_pure_air_fraction: float = MAX_PURE_AIR_FRACTION
+    min_component_ml: float = MIN_LUNG_COMPONENT_ML
+    min_relative_volume: float = MIN_RELATIVE_COMPONENT_VOLUME
+    closing_radius_mm: float = CLOSING_RADIUS_MM
+    remove_airway: bool = True
+    working_spacing_mm: float | None = WORKING_SPACING_MM
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.max_pure_air_fraction <= 1.0:
+            raise ValueError(f"max_pure_air_fraction must be in [0, 1], got {self.max_pure_air_fraction}.")
+        if not 0.0 <= self.min_relative_volume <= 1.0:
+            raise ValueError(f"min_relative_volume must be in [0, 1], got {self.min_relative_volume}.")
+        if self.min_component_ml < 0 or self.closing_radius_mm < 0:
+            raise ValueError(
+                "min_component_ml and closing_radius_mm must be >= 0, "
+                f"got {self.min_component_ml} and {self.closing_radius_mm}."
+            )
+        if self.working_spacing_mm is not None and self.working_spacing_mm <= 0:
+            raise ValueError(f"working_spacing_mm must be positive or None, got {self.working_spacing_mm}.")
+
 
 _FACE_3D = ndi.generate_binary_structure(3, 1)
 _FULL_3D = ndi.generate_binary_structure(3, 3)
@@ -356,26 +400,16 @@ def _split_joined(
     return out
 
 
-def _lung_mask_working(
-    volume_hu: np.ndarray,
-    spacing: tuple[float, float, float],
-    threshold_hu: float,
-    pure_air_hu: float,
-    max_pure_air_fraction: float,
-    min_component_ml: float,
-    min_relative_volume: float,
-    closing_radius_mm: float,
-    remove_airway: bool,
-) -> np.ndarray:
+def _lung_mask_working(volume_hu: np.ndarray, spacing: tuple[float, float, float], opts: LungMaskOptions) -> np.ndarray:
     """The whole segmentation on one grid (see :func:`lung_mask`)."""
     voxel_ml = float(np.prod(spacing)) / 1000.0
     out = np.zeros(volume_hu.shape, dtype=np.uint8)
 
-    air = volume_hu < threshold_hu
+    air = volume_hu < opts.threshold_hu
     # body: the largest non-air component, with its in-slice cavities (lungs, gas) filled
     tissue_labels, n_tissue = ndi.label(~air, structure=_FACE_3D)
     if n_tissue == 0:
-        logger.warning("lung_mask: the volume holds no voxel above %.0f HU (no body); empty mask.", threshold_hu)
+        logger.warning("lung_mask: the volume holds no voxel above %.0f HU (no body); empty mask.", opts.threshold_hu)
         return out
     tissue_counts = np.bincount(tissue_labels.ravel())
     tissue_counts[0] = 0
@@ -388,11 +422,11 @@ def _lung_mask_working(
 
     # air-like components inside the body; gas-like ones (mostly pure air) are not lung
     labels, n = ndi.label(candidate, structure=_FACE_3D)
-    lung_like = _pure_air_fraction(labels, n, candidate, volume_hu, spacing, pure_air_hu) <= max_pure_air_fraction
+    lung_like = _pure_air_fraction(labels, n, candidate, volume_hu, spacing, opts.pure_air_hu) <= opts.max_pure_air_fraction
     lung_like[0] = False
-    kept = _select_components(labels, n, voxel_ml, min_component_ml, min_relative_volume, allowed=lung_like)
+    kept = _select_components(labels, n, voxel_ml, opts.min_component_ml, opts.min_relative_volume, allowed=lung_like)
     if not kept:
-        logger.warning("lung_mask: no lung-like air component of at least %.1f mL; empty mask.", min_component_ml)
+        logger.warning("lung_mask: no lung-like air component of at least %.1f mL; empty mask.", opts.min_component_ml)
         return out
     candidate = np.isin(labels, kept)
     del labels
@@ -402,13 +436,13 @@ def _lung_mask_working(
     body_centre = float(x_coords.mean()) if x_coords.size else (volume_hu.shape[0] - 1) / 2.0
 
     airway = None
-    if remove_airway:
+    if opts.remove_airway:
         airway = _find_airway(
             candidate,
             volume_hu,
             spacing,
             body_centre,
-            pure_air_hu,
+            opts.pure_air_hu,
             AIRWAY_MIN_VOLUME_ML,
             AIRWAY_MAX_OFFSET_MM,
             AIRWAY_MAX_LUNG_FRACTION,
@@ -418,7 +452,7 @@ def _lung_mask_working(
         logger.debug("lung_mask: removed %.1f mL of trachea / main bronchi.", airway.sum() * voxel_ml)
         candidate &= ~airway
         labels, n = ndi.label(candidate, structure=_FACE_3D)
-        kept = _select_components(labels, n, voxel_ml, min_component_ml, min_relative_volume)
+        kept = _select_components(labels, n, voxel_ml, opts.min_component_ml, opts.min_relative_volume)
         if not kept:
             logger.warning("lung_mask: nothing left after airway removal; empty mask.")
             return out
@@ -429,7 +463,7 @@ def _lung_mask_working(
 
     sides = _assign_sides(labels, kept, spacing, body_centre)
     del labels
-    _close_and_fill(sides, out, spacing, closing_radius_mm)
+    _close_and_fill(sides, out, spacing, opts.closing_radius_mm)
     if airway is not None:
         out[airway] = 0
     return out
@@ -466,18 +500,7 @@ def _close_and_fill(sides: np.ndarray, out: np.ndarray, spacing, closing_radius_
         region[filled & (region == 0)] = lab
 
 
-def lung_mask(
-    volume_hu: np.ndarray,
-    spacing_mm: Sequence[float],
-    threshold_hu: float = LUNG_THRESHOLD_HU,
-    pure_air_hu: float = PURE_AIR_HU,
-    max_pure_air_fraction: float = MAX_PURE_AIR_FRACTION,
-    min_component_ml: float = MIN_LUNG_COMPONENT_ML,
-    min_relative_volume: float = MIN_RELATIVE_COMPONENT_VOLUME,
-    closing_radius_mm: float = CLOSING_RADIUS_MM,
-    remove_airway: bool = True,
-    working_spacing_mm: float | None = WORKING_SPACING_MM,
-) -> np.ndarray:
+def lung_mask(volume_hu: np.ndarray, spacing_mm: Sequence[float], **options: Any) -> np.ndarray:
     """Right / left lung mask of a CT volume from Hounsfield-unit thresholds and morphology.
 
     Steps:
@@ -511,15 +534,9 @@ def lung_mask(
         volume_hu: CT volume in Hounsfield units, shape ``(X, Y, Z)``, RAS-oriented (axis 0 toward the patient's
             right, axis 1 anterior, axis 2 superior).
         spacing_mm: voxel size in mm along axes ``(0, 1, 2)``.
-        threshold_hu: air-like threshold in HU.
-        pure_air_hu: pure-gas threshold in HU (airway lumen, bowel gas).
-        max_pure_air_fraction: largest fraction (0-1) of pure-gas voxels in a component's interior still taken as
-            lung.
-        min_component_ml: absolute minimum volume (mL) of a lung component.
-        min_relative_volume: minimum volume of the second lung component relative to the largest (0-1).
-        closing_radius_mm: radius (mm) of the closing ball; 0 disables the closing (hole filling still runs).
-        remove_airway: detect and remove the trachea and main bronchi.
-        working_spacing_mm: target voxel size (mm) for the morphology; ``None`` segments at full resolution.
+        options: :class:`LungMaskOptions` fields (``threshold_hu``, ``pure_air_hu``, ``max_pure_air_fraction``,
+            ``min_component_ml``, ``min_relative_volume``, ``closing_radius_mm``, ``remove_airway``,
+            ``working_spacing_mm``); the others keep their defaults.
 
     Returns:
         ``uint8`` array of shape ``(X, Y, Z)``: 0 background, :data:`RIGHT_LUNG_LABEL` (1) right lung,
@@ -531,33 +548,19 @@ def lung_mask(
     """
     volume_hu = _check_volume(volume_hu, "volume_hu")
     spacing = _check_spacing(spacing_mm)
-    _check_lung_mask_options(volume_hu, max_pure_air_fraction, min_relative_volume, min_component_ml, closing_radius_mm, working_spacing_mm)
-    factors = [1, 1, 1]
-    if working_spacing_mm is not None:  # integer block sizes to about the working spacing, >= 3 blocks per axis
-        factors = [max(1, int(math.floor(working_spacing_mm / s + 1e-6))) for s in spacing]
-        factors = [f if n // f >= 3 else 1 for f, n in zip(factors, volume_hu.shape)]
-    args = (threshold_hu, pure_air_hu, max_pure_air_fraction, min_component_ml, min_relative_volume, closing_radius_mm, remove_airway)
-    if factors == [1, 1, 1]:
-        return _lung_mask_working(volume_hu, spacing, *args)
-
-    coarse_spacing = tuple(s * f for s, f in zip(spacing, factors))
-    coarse = _lung_mask_working(_block_mean(volume_hu, factors), coarse_spacing, *args)  # type: ignore[arg-type]
-    return _to_full_resolution(coarse, factors, volume_hu, threshold_hu)
-
-
-def _check_lung_mask_options(volume_hu, max_pure_air_fraction, min_relative_volume, min_component_ml, closing_radius_mm, working_spacing_mm) -> None:
-    if not 0.0 <= max_pure_air_fraction <= 1.0:
-        raise ValueError(f"max_pure_air_fraction must be in [0, 1], got {max_pure_air_fraction}.")
-    if not 0.0 <= min_relative_volume <= 1.0:
-        raise ValueError(f"min_relative_volume must be in [0, 1], got {min_relative_volume}.")
-    if min_component_ml < 0 or closing_radius_mm < 0:
-        raise ValueError(
-            f"min_component_ml and closing_radius_mm must be >= 0, got {min_component_ml} and {closing_radius_mm}."
-        )
-    if working_spacing_mm is not None and working_spacing_mm <= 0:
-        raise ValueError(f"working_spacing_mm must be positive or None, got {working_spacing_mm}.")
+    opts = LungMaskOptions(**options)
     if not (np.issubdtype(volume_hu.dtype, np.floating) or np.issubdtype(volume_hu.dtype, np.signedinteger)):
         raise ValueError(f"volume_hu must hold signed integer or float Hounsfield units, got dtype {volume_hu.dtype}.")
+    factors = [1, 1, 1]
+    if opts.working_spacing_mm is not None:  # integer block sizes to about the working spacing, >= 3 blocks per axis
+        factors = [max(1, int(math.floor(opts.working_spacing_mm / s + 1e-6))) for s in spacing]
+        factors = [f if n // f >= 3 else 1 for f, n in zip(factors, volume_hu.shape)]
+    if factors == [1, 1, 1]:
+        return _lung_mask_working(volume_hu, spacing, opts)
+
+    coarse_spacing = tuple(s * f for s, f in zip(spacing, factors))
+    coarse = _lung_mask_working(_block_mean(volume_hu, factors), coarse_spacing, opts)  # type: ignore[arg-type]
+    return _to_full_resolution(coarse, factors, volume_hu, opts.threshold_hu)
 
 
 def _to_full_resolution(coarse: np.ndarray, factors, volume_hu: np.ndarray, threshold_hu: float) -> np.ndarray:
@@ -578,10 +581,10 @@ def body_mask(volume_hu: np.ndarray) -> np.ndarray:
     return _fill_holes_axial(np.asarray(volume_hu) > BODY_HU)
 
 
-def _holds_widest_level(area: np.ndarray, slice_mm: float, rise_mm: float, rise: float) -> bool:
+def _holds_widest_level(area: np.ndarray, slice_mm: float) -> bool:
     """Whether an axial lung-area profile reaches its widest level inside the scan (see :data:`EXTENSION_EDGE_RISE`)."""
-    n, peak = len(area), float(area.max())
-    step = max(1, int(round(rise_mm / slice_mm)))
+    n, peak, rise = len(area), float(area.max()), EXTENSION_EDGE_RISE
+    step = max(1, int(round(EXTENSION_EDGE_RISE_MM / slice_mm)))
     for edge, inward in ((n - 1, -1), (0, 1)):
         inner = edge + inward * step
         if area[edge] >= 0.9 * peak and 0 <= inner < n and area[edge] > rise * area[inner]:
@@ -590,19 +593,16 @@ def _holds_widest_level(area: np.ndarray, slice_mm: float, rise_mm: float, rise:
 
 
 def extension_slices(
-    lung: np.ndarray,
-    spacing_mm: Sequence[float],
-    min_area_fraction: float = EXTENSION_MIN_AREA_FRACTION,
-    edge_rise_mm: float = EXTENSION_EDGE_RISE_MM,
-    edge_rise: float = EXTENSION_EDGE_RISE,
+    lung: np.ndarray, spacing_mm: Sequence[float], min_area_fraction: float = EXTENSION_MIN_AREA_FRACTION
 ) -> np.ndarray:
-    """Per lung label and axial slice, whether :func:`extend_lung` may add to that lung there.
+    """Per lung label and axial slice, whether :func:`extend_lung` may add to that lung there: nowhere when the scan
+    does not hold the lungs' widest level (:data:`EXTENSION_EDGE_RISE`), else where the lung's area is at least
+    ``min_area_fraction`` of its largest.
 
     Args:
         lung: ``(X, Y, Z)`` label map (RAS).
         spacing_mm: voxel size in mm along axes ``(0, 1, 2)``.
         min_area_fraction: see :data:`EXTENSION_MIN_AREA_FRACTION`.
-        edge_rise_mm, edge_rise: see :data:`EXTENSION_EDGE_RISE`.
 
     Returns:
         ``(3, Z)`` bool array indexed by label (row 0 unused); all ``False`` when the scan does not hold the lungs'
@@ -610,7 +610,7 @@ def extension_slices(
     """
     ok = np.zeros((3, lung.shape[2]), dtype=bool)
     total = (lung > 0).sum(axis=(0, 1))
-    if not total.any() or not _holds_widest_level(total, float(spacing_mm[2]), edge_rise_mm, edge_rise):
+    if not total.any() or not _holds_widest_level(total, float(spacing_mm[2])):
         return ok
     for lab in (RIGHT_LUNG_LABEL, LEFT_LUNG_LABEL):
         area = (lung == lab).sum(axis=(0, 1))
