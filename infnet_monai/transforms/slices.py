@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from monai.data import PILReader
 
@@ -44,6 +45,8 @@ __all__ = [
     "SLICE_STD",
     "DEFAULT_SPATIAL_SIZE",
     "DEFAULT_CLASS_SIZE",
+    "SliceAugmentation",
+    "CLASS_AUGMENTATION",
     "train_slice_transforms",
     "train_class_transforms",
     "val_class_transforms",
@@ -92,17 +95,74 @@ def intensity_normalization(key: str = "image", in_channels: int = 1) -> list:
     return out
 
 
+@dataclass(frozen=True)
+class SliceAugmentation:
+    """Random augmentation of the training chains; the defaults are the binary model's (strong intensity
+    augmentation, see :func:`train_slice_transforms`), :data:`CLASS_AUGMENTATION` is the class head's.
+
+    Attributes:
+        rotate_degrees: maximum in-plane rotation.
+        scale_range: maximum relative zoom in or out.
+        intensity_scale: range of the random intensity factor minus one.
+        intensity_shift: maximum absolute intensity offset (in [0, 1] units).
+        gamma: range of the random gamma.
+        noise_std: standard deviation of the additive Gaussian noise (0 disables).
+        flip: random flips along both axes.
+    """
+
+    rotate_degrees: float = 15.0
+    scale_range: float = 0.15
+    intensity_scale: tuple[float, float] = (-0.55, 0.3)
+    intensity_shift: float = 0.15
+    gamma: tuple[float, float] = (0.6, 1.6)
+    noise_std: float = 0.02
+    flip: bool = True
+
+    def spatial(self, keys: Sequence[str]) -> list:
+        """Random flips on both axes, then a random rotation and zoom, applied alike to every key (bilinear)."""
+        xforms: list = []
+        if self.flip:
+            xforms += [
+                RandFlipd(keys, prob=0.5, spatial_axis=0, allow_missing_keys=True),
+                RandFlipd(keys, prob=0.5, spatial_axis=1, allow_missing_keys=True),
+            ]
+        if self.rotate_degrees > 0 or self.scale_range > 0:
+            xforms.append(
+                RandAffined(
+                    keys,
+                    prob=0.7,
+                    rotate_range=math.radians(self.rotate_degrees),
+                    scale_range=(self.scale_range, self.scale_range),
+                    mode="bilinear",
+                    padding_mode="zeros",
+                    allow_missing_keys=True,
+                )
+            )
+        return xforms
+
+    def intensity(self, key: str) -> list:
+        """Random scale, shift, gamma and noise of a [0, 1] image, clipped back to [0, 1]."""
+        xforms: list = [
+            RandScaleIntensityd(key, factors=self.intensity_scale, prob=0.8),
+            RandShiftIntensityd(key, offsets=self.intensity_shift, prob=0.5),
+            RandAdjustContrastd(key, gamma=self.gamma, prob=0.5),
+        ]
+        if self.noise_std > 0:
+            xforms.append(RandGaussianNoised(key, prob=0.3, std=self.noise_std))
+        xforms.append(ScaleIntensityRanged(key, a_min=0.0, a_max=1.0, b_min=0.0, b_max=1.0, clip=True))
+        return xforms
+
+
+CLASS_AUGMENTATION = SliceAugmentation(intensity_scale=(-0.1, 0.1), intensity_shift=0.05, gamma=(0.85, 1.2))
+"""The GGO / consolidation head's augmentation: the binary model's spatial part, a much weaker intensity part (see
+:func:`train_class_transforms`)."""
+
+
 def train_slice_transforms(
     spatial_size: int | Sequence[int] = DEFAULT_SPATIAL_SIZE,
     in_channels: int = 1,
     label_keys: Sequence[str] = ("label", "edge"),
-    rotate_degrees: float = 15.0,
-    scale_range: float = 0.15,
-    intensity_scale: tuple[float, float] = (-0.55, 0.3),
-    intensity_shift: float = 0.15,
-    gamma: tuple[float, float] = (0.6, 1.6),
-    noise_std: float = 0.02,
-    flip: bool = True,
+    augmentation: SliceAugmentation = SliceAugmentation(),
 ) -> Compose:
     """Training chain: load, [0, 1] scaling, resize, spatial and intensity augmentation, standardisation.
 
@@ -115,13 +175,7 @@ def train_slice_transforms(
         spatial_size: training size (height, width); aspect ratio is not kept, as in the paper.
         in_channels: network input channels (the slice is replicated).
         label_keys: keys resized and augmented with the image (missing keys are skipped, e.g. no edge map).
-        rotate_degrees: maximum in-plane rotation.
-        scale_range: maximum relative zoom in or out.
-        intensity_scale: range of the random intensity factor minus one.
-        intensity_shift: maximum absolute intensity offset (in [0, 1] units).
-        gamma: range of the random gamma.
-        noise_std: standard deviation of the additive Gaussian noise (0 disables).
-        flip: random flips along both axes.
+        augmentation: the random ranges (default: the binary model's, :class:`SliceAugmentation`'s defaults).
 
     Returns:
         a :class:`monai.transforms.Compose` mapping ``{"image": path, "label": path, "edge": path}`` to tensors
@@ -132,50 +186,12 @@ def train_slice_transforms(
         *_load(keys, allow_missing_keys=True),
         _to_unit(keys, allow_missing_keys=True),
         Resized(keys, spatial_size=_size(spatial_size), mode="bilinear", allow_missing_keys=True),
-        *_spatial_augmentation(keys, rotate_degrees, scale_range, flip),
-        *_intensity_augmentation("image", intensity_scale, intensity_shift, gamma, noise_std),
+        *augmentation.spatial(keys),
+        *augmentation.intensity("image"),
         *intensity_normalization("image", in_channels),
         EnsureTyped(keys, track_meta=False, allow_missing_keys=True),
     ]
     return Compose(xforms)
-
-
-def _spatial_augmentation(keys: Sequence[str], rotate_degrees: float, scale_range: float, flip: bool) -> list:
-    """Random flips on both axes, then a random rotation and zoom, applied alike to every key (bilinear)."""
-    xforms: list = []
-    if flip:
-        xforms += [
-            RandFlipd(keys, prob=0.5, spatial_axis=0, allow_missing_keys=True),
-            RandFlipd(keys, prob=0.5, spatial_axis=1, allow_missing_keys=True),
-        ]
-    if rotate_degrees > 0 or scale_range > 0:
-        xforms.append(
-            RandAffined(
-                keys,
-                prob=0.7,
-                rotate_range=math.radians(rotate_degrees),
-                scale_range=(scale_range, scale_range),
-                mode="bilinear",
-                padding_mode="zeros",
-                allow_missing_keys=True,
-            )
-        )
-    return xforms
-
-
-def _intensity_augmentation(
-    key: str, intensity_scale: tuple[float, float], intensity_shift: float, gamma: tuple[float, float], noise_std: float
-) -> list:
-    """Random scale, shift, gamma and noise of a [0, 1] image, clipped back to [0, 1]."""
-    xforms: list = [
-        RandScaleIntensityd(key, factors=intensity_scale, prob=0.8),
-        RandShiftIntensityd(key, offsets=intensity_shift, prob=0.5),
-        RandAdjustContrastd(key, gamma=gamma, prob=0.5),
-    ]
-    if noise_std > 0:
-        xforms.append(RandGaussianNoised(key, prob=0.3, std=noise_std))
-    xforms.append(ScaleIntensityRanged(key, a_min=0.0, a_max=1.0, b_min=0.0, b_max=1.0, clip=True))
-    return xforms
 
 
 def _class_inputs(prior_key: str, classes_key: str) -> list:
@@ -208,12 +224,7 @@ def train_class_transforms(
     spatial_size: int | Sequence[int] = DEFAULT_CLASS_SIZE,
     prior_key: str = "prior",
     classes_key: str = "classes",
-    rotate_degrees: float = 15.0,
-    scale_range: float = 0.15,
-    intensity_scale: tuple[float, float] = (-0.1, 0.1),
-    intensity_shift: float = 0.05,
-    gamma: tuple[float, float] = (0.85, 1.2),
-    noise_std: float = 0.02,
+    augmentation: SliceAugmentation = CLASS_AUGMENTATION,
 ) -> Compose:
     """Training chain of the GGO / consolidation head (:class:`~infnet_monai.networks.nets.InfNetClasses`).
 
@@ -226,11 +237,9 @@ def train_class_transforms(
     consolidation; soft at boundaries after interpolation).
     """
     keys = ["image", prior_key, "label"]
-    augmentation = [
-        *_spatial_augmentation(keys, rotate_degrees, scale_range, True),
-        *_intensity_augmentation("image", intensity_scale, intensity_shift, gamma, noise_std),
-    ]
-    return _class_chain(spatial_size, prior_key, classes_key, augmentation)
+    return _class_chain(
+        spatial_size, prior_key, classes_key, [*augmentation.spatial(keys), *augmentation.intensity("image")]
+    )
 
 
 def val_class_transforms(
