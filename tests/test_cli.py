@@ -22,6 +22,20 @@ def test_no_command_is_usage_error(capsys):
     assert main([]) == 2
 
 
+def test_every_subcommand_has_its_description_and_shared_options(capsys, monkeypatch):
+    from infnet_monai.cli import COMMANDS, build_parser
+
+    monkeypatch.setenv("COLUMNS", "2000")  # no line folding: the description reads as one line
+    parser = build_parser()
+    assert [name for name, *_ in COMMANDS] == ["predict-slices", "calibrate", "segment", "demo"]
+    for name, func, _, _ in COMMANDS:
+        with pytest.raises(SystemExit):
+            parser.parse_args([name, "--help"])
+        text = " ".join(capsys.readouterr().out.split())
+        assert " ".join(func.__doc__.split()) in text
+        assert all(flag in text for flag in ("--output", "--model", "--device"))
+
+
 def test_predict_slices_writes_same_size_pngs(tmp_path, data_dir, tiny_model):
     src = tmp_path / "in put é"
     src.mkdir()

@@ -21,6 +21,7 @@ RAS. The voxel spacing comes from a MetaTensor's affine (``pixdim``) unless ``sp
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
@@ -31,7 +32,7 @@ from monai.data import MetaTensor
 from monai.transforms import MapTransform, Transform
 
 from infnet_monai.postprocessing.infection import CONSOLIDATION_SHARE_THRESHOLD, infection_classes, postprocess_infection
-from infnet_monai.postprocessing.lung import extend_lung, lung_mask
+from infnet_monai.postprocessing.lung import LungMaskOptions, extend_lung, lung_mask
 from infnet_monai.utils.memory import release_memory
 
 __all__ = [
@@ -72,14 +73,16 @@ def _like(arr: np.ndarray, reference: Any) -> torch.Tensor:
 
 
 class LungMask(Transform):
-    """Right (1) / left (2) lung label map of a CT in Hounsfield units; ``kwargs`` go to ``lung_mask``."""
+    """Right (1) / left (2) lung label map of a CT in Hounsfield units; ``kwargs`` are
+    :class:`~infnet_monai.postprocessing.lung.LungMaskOptions` fields, checked here."""
 
     def __init__(self, spacing_mm: Sequence[float] | None = None, **kwargs: Any) -> None:
         self.spacing_mm = spacing_mm
-        self.kwargs = kwargs
+        self.options = LungMaskOptions(**kwargs)
 
     def __call__(self, img: Any) -> torch.Tensor:
-        return _like(lung_mask(_volume(img, "image"), _spacing(img, self.spacing_mm), **self.kwargs), img)
+        options = dataclasses.asdict(self.options)
+        return _like(lung_mask(_volume(img, "image"), _spacing(img, self.spacing_mm), **options), img)
 
 
 class LungMaskd(MapTransform):
@@ -97,15 +100,30 @@ class LungMaskd(MapTransform):
         return d
 
 
-class InfectionMask(Transform):
-    """Binary infection mask from a probability map (``channel`` of it) and the lung; ``kwargs`` go to
-    ``postprocess_infection`` (``threshold``, ``min_lesion_volume_mm3``, ``min_lesion_extent_mm``,
-    ``min_lesion_area_mm2``, ``lung_margin_mm``)."""
+class _ProbabilityTransform(Transform):
+    """Base of the array transforms that read ``channel`` of a probability map: ``spacing_mm`` (default: the
+    MetaTensor's), the channel, and ``kwargs`` for the function they wrap."""
 
     def __init__(self, spacing_mm: Sequence[float] | None = None, channel: int = 0, **kwargs: Any) -> None:
         self.spacing_mm = spacing_mm
         self.channel = int(channel)
         self.kwargs = kwargs
+
+
+class _ProbabilityMapTransform(MapTransform):
+    """Base of the dictionary versions of :class:`_ProbabilityTransform` subclasses (``array_transform``)."""
+
+    array_transform: type[_ProbabilityTransform]
+
+    def __init__(self, keys: KeysCollection, spacing_mm, channel: int, allow_missing_keys: bool, **kwargs: Any) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.transform = self.array_transform(spacing_mm, channel, **kwargs)
+
+
+class InfectionMask(_ProbabilityTransform):
+    """Binary infection mask from a probability map (``channel`` of it) and the lung; ``kwargs`` go to
+    ``postprocess_infection`` (``threshold``, ``min_lesion_volume_mm3``, ``min_lesion_extent_mm``,
+    ``min_lesion_area_mm2``, ``lung_margin_mm``)."""
 
     def __call__(self, probability: Any, lung: Any) -> torch.Tensor:
         prob = _volume(probability, "probability", self.channel)
@@ -114,15 +132,16 @@ class InfectionMask(Transform):
         return _like(mask, lung)
 
 
-class InfectionMaskd(MapTransform):
+class InfectionMaskd(_ProbabilityMapTransform):
     """Dictionary version of :class:`InfectionMask`: ``keys`` hold the probability, ``lung_key`` the lung, and the
     mask goes to ``output_key``."""
 
+    array_transform = InfectionMask
+
     def __init__(self, keys: KeysCollection, lung_key: str = "lung", output_key: str = "infection", spacing_mm=None,
                  channel: int = 0, allow_missing_keys=False, **kwargs):
-        super().__init__(keys, allow_missing_keys)
+        super().__init__(keys, spacing_mm, channel, allow_missing_keys, **kwargs)
         self.lung_key, self.output_key = lung_key, output_key
-        self.transform = InfectionMask(spacing_mm, channel, **kwargs)
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict:
         d = dict(data)
@@ -167,15 +186,10 @@ class InfectionClassesd(MapTransform):
         return d
 
 
-class ExtendLung(Transform):
+class ExtendLung(_ProbabilityTransform):
     """The pathology-inclusive lung: infection (``channel`` of the probability) found against the lung joins it;
     ``kwargs`` go to ``extend_lung`` (``threshold``, ``max_hu``, ``min_area_fraction``). The lung is extended in
     place when it is a ``uint8`` array (no copy on long scans)."""
-
-    def __init__(self, spacing_mm: Sequence[float] | None = None, channel: int = 0, **kwargs: Any) -> None:
-        self.spacing_mm = spacing_mm
-        self.channel = int(channel)
-        self.kwargs = kwargs
 
     def __call__(self, lung: Any, probability: Any, image: Any) -> torch.Tensor:
         arr = _volume(lung, "lung")
@@ -187,15 +201,16 @@ class ExtendLung(Transform):
         return lung if out is arr and isinstance(lung, torch.Tensor) else _like(out, lung)
 
 
-class ExtendLungd(MapTransform):
+class ExtendLungd(_ProbabilityMapTransform):
     """Dictionary version of :class:`ExtendLung`: ``keys`` hold the lung (replaced by the extended lung),
     ``probability_key`` the probability and ``image_key`` the CT in Hounsfield units."""
 
+    array_transform = ExtendLung
+
     def __init__(self, keys: KeysCollection, probability_key: str = "pred", image_key: str = "image", spacing_mm=None,
                  channel: int = 0, allow_missing_keys: bool = False, **kwargs: Any) -> None:
-        super().__init__(keys, allow_missing_keys)
+        super().__init__(keys, spacing_mm, channel, allow_missing_keys, **kwargs)
         self.probability_key, self.image_key = probability_key, image_key
-        self.transform = ExtendLung(spacing_mm, channel, **kwargs)
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict:
         d = dict(data)

@@ -13,7 +13,7 @@ import torch
 
 from monai.config import KeysCollection
 from monai.transforms import MapTransform, RandomizableTransform
-from monai.utils import ensure_tuple_rep
+from monai.utils import ensure_tuple, ensure_tuple_rep
 
 __all__ = ["RandPatchMask", "RandPatchMaskd"]
 
@@ -43,9 +43,11 @@ class RandPatchMask(RandomizableTransform):
         fill_value: float = 0.0,
         prob: float = 1.0,
     ) -> None:
-        RandomizableTransform.__init__(self, prob)
         if not 0.0 < ratio < 1.0:
             raise ValueError(f"ratio must be in (0, 1), got {ratio}.")
+        if min(ensure_tuple(patch_size)) < 1:
+            raise ValueError(f"patch_size must be at least 1 voxel, got {patch_size}.")
+        RandomizableTransform.__init__(self, prob)
         self.patch_size = patch_size
         self.ratio = float(ratio)
         self.fill_value = float(fill_value)

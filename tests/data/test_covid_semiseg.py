@@ -62,6 +62,27 @@ def test_train_transforms_are_random_but_seedable(data_dir):
     assert torch.equal(a, b) and not torch.equal(a, c)
 
 
+def test_augmentation_settings_choose_the_random_steps():
+    from monai.transforms import RandAdjustContrastd, RandAffined, RandFlipd, RandGaussianNoised, RandScaleIntensityd
+
+    from infnet_monai.transforms import CLASS_AUGMENTATION, SliceAugmentation, train_class_transforms
+
+    def kinds(chain):
+        return [type(t) for t in chain.flatten().transforms]
+
+    default = kinds(train_slice_transforms(spatial_size=64))
+    assert default.count(RandFlipd) == 2 and RandAffined in default and RandGaussianNoised in default
+    still = SliceAugmentation(rotate_degrees=0.0, scale_range=0.0, noise_std=0.0, flip=False)
+    assert not {RandFlipd, RandAffined, RandGaussianNoised} & set(kinds(train_slice_transforms(64, augmentation=still)))
+    # the class head: the binary model's spatial part, a weaker intensity part
+    assert CLASS_AUGMENTATION.rotate_degrees == SliceAugmentation().rotate_degrees
+    assert CLASS_AUGMENTATION.intensity_scale == (-0.1, 0.1) and CLASS_AUGMENTATION.gamma == (0.85, 1.2)
+    chain = train_class_transforms(spatial_size=64).flatten().transforms
+    scale = next(t for t in chain if isinstance(t, RandScaleIntensityd)).scaler.factors
+    gamma = next(t for t in chain if isinstance(t, RandAdjustContrastd)).adjuster.gamma
+    assert tuple(scale) == (-0.1, 0.1) and tuple(gamma) == (0.85, 1.2)
+
+
 def test_val_transforms_keep_label_size(data_dir):
     item = labeled_datalist(data_dir)[0]
     out = val_slice_transforms(spatial_size=64)(item)

@@ -446,6 +446,23 @@ def test_resume_redoes_a_case_with_corrupt_outputs(tmp_path, three, tiny_model, 
     _assert_same_outputs(out_a, out_c)
 
 
+def test_resume_with_save_prob_redoes_cases_stored_without_the_probability(tmp_path, three, tiny_model):
+    cohort, out_a = three
+    out_d = tmp_path / "out_d"
+    shutil.copytree(out_a, out_d)  # a run without --save-prob
+    before = _stats_mtimes(out_d)
+    assert _segment(cohort, out_d, tiny_model, "--resume", "--save-prob") == 0
+    after = _stats_mtimes(out_d)
+    assert all(after[c] != before[c] for c in before)  # every case redone, now with its probability
+    for case in before:
+        assert (out_d / case / "probability.nii.gz").is_file()
+        for name in ("infection.nii.gz", "lung.nii.gz"):
+            a, d = (np.asarray(nib.load(str(o / case / name)).dataobj) for o in (out_a, out_d))
+            assert np.array_equal(a, d), (case, name)
+    assert _segment(cohort, out_d, tiny_model, "--resume", "--save-prob") == 0
+    assert _stats_mtimes(out_d) == after  # complete now: all skipped
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # 4. unwritable output, full disk
 

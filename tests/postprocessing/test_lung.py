@@ -197,3 +197,14 @@ def test_integer_input_matches_float(phantom):
 def test_invalid_arguments(kwargs):
     with pytest.raises(ValueError):
         lung_mask(**kwargs)
+
+
+def test_options_are_checked_when_made():
+    from infnet_monai.postprocessing import LungMaskOptions
+
+    assert LungMaskOptions().threshold_hu == -320.0 and LungMaskOptions().working_spacing_mm == 2.0
+    for bad in ({"min_relative_volume": -0.1}, {"min_component_ml": -1.0}, {"working_spacing_mm": 0.0}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            LungMaskOptions(**bad)
+    with pytest.raises(TypeError, match="closing_radius"):
+        lung_mask(np.zeros((4, 4, 4)), (1.0, 1.0, 1.0), closing_radius=3.0)  # misspelt option

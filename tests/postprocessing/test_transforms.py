@@ -125,3 +125,10 @@ def test_a_uint8_share_in_255ths_classifies_exactly_like_the_float_share_at_one_
     infection = np.ones_like(share, dtype=np.uint8)
     as_bytes = np.round(share * 255.0).astype(np.uint8)  # how the pipeline keeps it on long scans
     np.testing.assert_array_equal(infection_classes(infection, as_bytes), infection_classes(infection, share))
+
+
+def test_lung_mask_transform_checks_its_options_when_made():
+    with pytest.raises(ValueError, match="max_pure_air_fraction"):
+        LungMask(max_pure_air_fraction=2.0)
+    with pytest.raises(ValueError, match="max_pure_air_fraction"):
+        LungMaskd("image", max_pure_air_fraction=2.0)

@@ -42,6 +42,14 @@ def test_bad_ratio_is_refused():
         RandPatchMask(ratio=1.0)
 
 
+@pytest.mark.parametrize("patch", [0, (16, 0), -8])
+def test_empty_patches_are_refused(patch):
+    with pytest.raises(ValueError, match="patch_size"):
+        RandPatchMask(patch_size=patch)
+    with pytest.raises(ValueError, match="patch_size"):
+        RandPatchMaskd("image", patch_size=patch)
+
+
 def test_dictionary_version_stores_original_and_mask_as_label():
     t = RandPatchMaskd("image", target_key="label", patch_size=16, ratio=0.5)
     t.set_random_state(0)

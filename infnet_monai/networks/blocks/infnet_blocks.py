@@ -192,8 +192,8 @@ class EdgeAttention(nn.Module):
     def __init__(
         self,
         spatial_dims: int,
-        in_channels: int = 256,
-        channels: int = 64,
+        in_channels: int,
+        channels: int,
         out_channels: int = 1,
         norm: tuple | str | None = "BATCH",
         act: tuple | str | None = "RELU",
@@ -223,10 +223,10 @@ class ReverseAttention(nn.Module):
         spatial_dims: 2 or 3.
         in_channels: backbone stage channels.
         channels: channels after the 1x1 reduction and in the refinement stack.
-        edge_channels: channels of the edge guidance.
+        edge_channels: channels of the edge guidance (the :class:`EdgeAttention` ``channels``).
         out_channels: prediction channels.
-        num_convs: convolutions in the refinement stack (3 for stage 4, 2 for stages 3 and 2 in the paper).
-        kernel_size: their kernel size (5 for stage 4, 3 otherwise in the paper).
+        kernel_sizes: one kernel size per convolution of the refinement stack (three of 5 for stage 4, two of 3
+            for stages 3 and 2 in the paper).
         head_kernel_size: kernel of the final projection (1 for stage 4, 3 otherwise).
         norm: normalisation for MONAI's factory.
         act: activation of the convolutions (``None`` reproduces the reference code).
@@ -241,10 +241,9 @@ class ReverseAttention(nn.Module):
         spatial_dims: int,
         in_channels: int,
         channels: int,
-        edge_channels: int = 64,
+        edge_channels: int,
         out_channels: int = 1,
-        num_convs: int = 2,
-        kernel_size: int = 3,
+        kernel_sizes: Sequence[int] = (3, 3),
         head_kernel_size: int = 3,
         norm: tuple | str | None = "BATCH",
         act: tuple | str | None = "RELU",
@@ -253,7 +252,7 @@ class ReverseAttention(nn.Module):
         self.reduce = ConvBlock(spatial_dims, in_channels, channels, 1, norm=norm, act=act)
         layers: list[nn.Module] = []
         cin = channels + edge_channels
-        for _ in range(num_convs):
+        for kernel_size in kernel_sizes:
             layers.append(ConvBlock(spatial_dims, cin, channels, kernel_size, norm=norm, act=act))
             cin = channels
         self.refine = nn.Sequential(*layers)

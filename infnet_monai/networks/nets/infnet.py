@@ -128,15 +128,11 @@ class InfNet(nn.Module):
         self.rfb4 = ReceptiveFieldBlock(spatial_dims, c4, rfb_channels, norm=norm, act=act)
         self.decoder = PartialDecoder(spatial_dims, rfb_channels, out_channels, norm=norm, act=act)
         self.edge = EdgeAttention(spatial_dims, c1, edge_channels, 1, norm=norm, act=act)
-        self.ra4 = ReverseAttention(
-            spatial_dims, c4, ra_channels[0], edge_channels, out_channels, 3, 5, 1, norm=norm, act=act
-        )
-        self.ra3 = ReverseAttention(
-            spatial_dims, c3, ra_channels[1], edge_channels, out_channels, 2, 3, 3, norm=norm, act=act
-        )
-        self.ra2 = ReverseAttention(
-            spatial_dims, c2, ra_channels[2], edge_channels, out_channels, 2, 3, 3, norm=norm, act=act
-        )
+        # the paper's refinement: three 5x5 convolutions and a 1x1 head at stage 4, two 3x3 and a 3x3 head below
+        ra = {"edge_channels": edge_channels, "out_channels": out_channels, "norm": norm, "act": act}
+        self.ra4 = ReverseAttention(spatial_dims, c4, ra_channels[0], kernel_sizes=(5, 5, 5), head_kernel_size=1, **ra)
+        self.ra3 = ReverseAttention(spatial_dims, c3, ra_channels[1], kernel_sizes=(3, 3), head_kernel_size=3, **ra)
+        self.ra2 = ReverseAttention(spatial_dims, c2, ra_channels[2], kernel_sizes=(3, 3), head_kernel_size=3, **ra)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | InfNetOutput:
         size = x.shape[2:]
