@@ -15,19 +15,19 @@ import pytest
 from PIL import Image
 from skimage.transform import resize
 
-from infnet_monai.metrics import (
+from infnet_monai.metrics.paper import (
     PAPER_THRESHOLDS,
     PaperMetricAccumulator,
     dice_iou_at_threshold,
     e_measure,
     evaluate_folders,
     evaluate_image,
+    main,
     mean_absolute_error,
     normalize_prediction,
     s_measure,
     threshold_curves,
 )
-from infnet_monai.metrics.paper import main
 
 NUM_T = 256
 

@@ -6,17 +6,10 @@ import torch
 from monai.data import MetaTensor
 
 from infnet_monai.data.phantom import make_chest_phantom
-from infnet_monai.postprocessing import (
-    InfectionClasses,
-    InfectionClassesd,
-    InfectionMask,
-    InfectionMaskd,
-    LungMask,
-    LungMaskd,
-    infection_classes,
-    lung_mask,
-    postprocess_infection,
-)
+from infnet_monai.postprocessing.infection import infection_classes, postprocess_infection
+from infnet_monai.postprocessing.lung import lung_mask
+from infnet_monai.postprocessing.transforms import InfectionClasses, InfectionClassesd, InfectionMask, InfectionMaskd
+from infnet_monai.postprocessing.transforms import LungMask, LungMaskd
 
 
 @pytest.fixture(scope="module")
