@@ -26,7 +26,7 @@ from infnet_monai.utils.files import atomic_write
 __all__ = [
     "STATS_FILE", "CSV_FILE", "INFECTION_FILE", "CLASSES_FILE", "LUNG_FILE", "PROBABILITY_FILE",
     "write_nifti_atomic", "write_text_atomic", "write_csv_atomic", "json_value", "case_fields", "reference_header",
-    "like_reference", "check_output_dir", "remove_stale_parts", "completed_row",
+    "like_reference", "write_case_volumes", "check_output_dir", "remove_stale_parts", "completed_row",
 ]
 
 logger = logging.getLogger(__name__)
@@ -127,6 +127,31 @@ def like_reference(array: np.ndarray, reference: tuple[np.ndarray, nib.Nifti1Hea
     img.header.set_slope_inter(1.0, 0.0)
     img.header["cal_min"], img.header["cal_max"] = 0, 0
     return img
+
+
+def write_case_volumes(
+    case_dir: Path,
+    reference: tuple[np.ndarray, nib.Nifti1Header | None],
+    infection: np.ndarray,
+    lung: np.ndarray,
+    classes: np.ndarray | None = None,
+    probability: np.ndarray | None = None,
+) -> dict[str, str]:
+    """Write a case's volumes on the input's grid (``reference`` from :func:`reference_header`), each atomically and
+    in this order: ``infection.nii.gz``, ``lung.nii.gz``, ``infection_classes.nii.gz`` (with ``classes``) and
+    ``probability.nii.gz`` (with ``probability``: uint8, scaled to 0-1 by its header); return the masks' path fields
+    of the case's row."""
+    masks = {"infection_mask_path": (infection, INFECTION_FILE), "lung_mask_path": (lung, LUNG_FILE)}
+    if classes is not None:
+        masks["infection_classes_path"] = (classes, CLASSES_FILE)
+    paths = {}
+    for field, (array, name) in masks.items():
+        paths[field] = str(write_nifti_atomic(like_reference(array, reference), case_dir / name))
+    if probability is not None:
+        image = like_reference(np.round(probability * 255.0).astype(np.uint8), reference)
+        image.header.set_slope_inter(1.0 / 255.0, 0.0)  # viewers show 0..1
+        write_nifti_atomic(image, case_dir / PROBABILITY_FILE)
+    return paths
 
 
 def check_output_dir(input_path: Path, output_dir: Path) -> None:

@@ -7,9 +7,8 @@ from .segment import (
     CohortReport,
     CTSegmenter,
     segment_cohort,
-    write_csv_atomic,
-    write_nifti_atomic,
 )
+from infnet_monai.io.outputs import write_csv_atomic, write_nifti_atomic  # the atomic writers, also used by the pipeline
 
 __all__ = [
     "CSV_FILE",

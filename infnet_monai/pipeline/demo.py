@@ -11,7 +11,8 @@ import nibabel as nib
 import numpy as np
 
 from infnet_monai.data.phantom import make_chest_phantom
-from infnet_monai.pipeline.segment import CohortReport, segment_cohort, write_nifti_atomic
+from infnet_monai.io.outputs import write_nifti_atomic
+from infnet_monai.pipeline.segment import CohortReport, segment_cohort
 from infnet_monai.stats.burden import infection_burden
 
 __all__ = ["run_demo"]

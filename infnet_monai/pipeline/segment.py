@@ -56,11 +56,10 @@ from infnet_monai.io.outputs import (
     check_output_dir,
     completed_row,
     json_value,
-    like_reference,
     reference_header,
     remove_stale_parts,
+    write_case_volumes,
     write_csv_atomic,
-    write_nifti_atomic,
     write_text_atomic,
 )
 from infnet_monai.io.dicom_seg import DICOM_SEG_FILE, write_dicom_seg
@@ -81,8 +80,6 @@ __all__ = [
     "CaseResult",
     "CohortReport",
     "segment_cohort",
-    "write_nifti_atomic",
-    "write_csv_atomic",
     "DEFAULT_MAX_SLICES",
     "DEFAULT_MIN_LESION_MM3",
     "DEFAULT_MIN_LESION_EXTENT_MM",
@@ -456,20 +453,11 @@ class CTSegmenter:
         case_dir = Path(output_dir) / case.case_id
         case_dir.mkdir(parents=True, exist_ok=True)
         remove_stale_parts(case_dir, (INFECTION_FILE, CLASSES_FILE, LUNG_FILE, PROBABILITY_FILE, STATS_FILE, DICOM_SEG_FILE, OVERVIEW_FILE))
-        paths = {
-            "infection_mask_path": write_nifti_atomic(like_reference(result.infection, reference), case_dir / INFECTION_FILE),
-            "lung_mask_path": write_nifti_atomic(like_reference(result.lung, reference), case_dir / LUNG_FILE),
-        }
-        if result.classes is not None:
-            paths["infection_classes_path"] = write_nifti_atomic(like_reference(result.classes, reference), case_dir / CLASSES_FILE)
-        if self.save_probability and result.probability is not None:
-            prob8 = np.round(result.probability * 255.0).astype(np.uint8)
-            img = like_reference(prob8, reference)
-            img.header.set_slope_inter(1.0 / 255.0, 0.0)  # viewers show 0..1
-            write_nifti_atomic(img, case_dir / PROBABILITY_FILE)
+        probability = result.probability if self.save_probability else None
+        paths = write_case_volumes(case_dir, reference, result.infection, result.lung, result.classes, probability)
         row = case_fields(case)
         row.update(result.row)
-        row.update({k: str(v) for k, v in paths.items()})
+        row.update(paths)
         row["status"], row["error"] = "ok", ""
         row["seconds"] = round(time.time() - start, 2)
         row["window_hu"] = list(self.window_hu)

@@ -29,7 +29,7 @@ import pytest
 import torch
 from PIL import Image
 
-import infnet_monai.pipeline.segment as segment_module
+import infnet_monai.io.outputs as outputs_module
 from infnet_monai.cli import main
 from infnet_monai.io.cases import sanitize_case_id
 from infnet_monai.stats.burden import BURDEN_FIELDS
@@ -351,7 +351,7 @@ def test_interrupted_run_resumes_to_identical_outputs(tmp_path, three, tiny_mode
     out_b = tmp_path / "out_b"
     with monkeypatch.context() as m:
         crash = _interrupting_writer("b_crop", "lung.nii.gz", KeyboardInterrupt())
-        m.setattr(segment_module, "write_nifti_atomic", crash)
+        m.setattr(outputs_module, "write_nifti_atomic", crash)
         assert _segment(cohort, out_b, tiny_model) == 130  # Ctrl-C while writing the 2nd case's lung mask
     assert not _parts(out_b)
     assert [(r["case_id"], r["status"]) for r in _rows(out_b)] == [("a_first", "ok")]
@@ -369,7 +369,7 @@ KILLER = r"""
 import sys, time
 from pathlib import Path
 import nibabel as nib
-import infnet_monai.pipeline.segment as seg
+import infnet_monai.io.outputs as outputs
 from infnet_monai.cli import main
 from infnet_monai.utils.files import atomic_write
 
@@ -383,7 +383,7 @@ def slow_writer(image, path):
             time.sleep(300)
     return atomic_write(path, write)
 
-seg.write_nifti_atomic = slow_writer
+outputs.write_nifti_atomic = slow_writer
 sys.exit(main(sys.argv[2:]))
 """
 
@@ -506,7 +506,7 @@ def _enospc_writer(image, path):
 def test_full_disk_while_writing_masks(tmp_path, three, tiny_model, monkeypatch):
     cohort, _ = three
     out = tmp_path / "out"
-    monkeypatch.setattr(segment_module, "write_nifti_atomic", _enospc_writer)
+    monkeypatch.setattr(outputs_module, "write_nifti_atomic", _enospc_writer)
     assert _segment(cohort / "a first.nii.gz", out, tiny_model) == 1
     (row,) = _rows(out)
     assert row["status"] == "error"
@@ -522,10 +522,8 @@ def test_full_disk_everywhere_is_reported_not_a_traceback(tmp_path, three, tiny_
     def full(path, write):  # every output write of the pipeline fails, burden.csv included
         return _enospc_writer(None, path)
 
-    import infnet_monai.io.outputs as outputs_module  # the writers of burden.csv and stats.json
-
     monkeypatch.setattr(outputs_module, "atomic_write", full)
-    monkeypatch.setattr(segment_module, "write_nifti_atomic", _enospc_writer)
+    monkeypatch.setattr(outputs_module, "write_nifti_atomic", _enospc_writer)
     assert _segment(cohort / "a first.nii.gz", out, tiny_model) == 1
     err = capsys.readouterr().err
     assert "No space left on device" in err and "--resume" in err
