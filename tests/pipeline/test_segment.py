@@ -232,6 +232,23 @@ def test_too_long_volume_is_refused_with_the_option_named(tmp_path, ct_dir, tiny
     assert "--max-slices" in report.rows[0]["error"]
 
 
+def test_segment_cohort_passes_segmenter_and_run_options(tmp_path, ct_dir, tiny_model):
+    src = ct_dir / "abdomen_3mm_small.nii.gz"
+    seen = []
+    report = segment_cohort(
+        src, tmp_path, model_path=tiny_model, device="cpu", save_probability=True, overview=False,
+        progress=lambda cases: seen.extend(cases) or cases,
+    )
+    assert report.exit_code == 0 and [c.case_id for c in seen] == ["abdomen_3mm_small"]
+    case = tmp_path / "abdomen_3mm_small"
+    assert (case / "probability.nii.gz").is_file() and not (case / "overview.png").exists()
+    first = (case / "stats.json").stat().st_mtime_ns
+    again = segment_cohort(src, tmp_path, model_path=tiny_model, device="cpu", save_probability=True, resume=True)
+    assert again.exit_code == 0 and (case / "stats.json").stat().st_mtime_ns == first  # complete: skipped
+    with pytest.raises(TypeError, match="no_such_option"):
+        segment_cohort(src, tmp_path, model_path=tiny_model, no_such_option=1)
+
+
 def test_usage_errors(tmp_path, tiny_model, capsys):
     assert main(["segment", str(tmp_path / "missing"), "-o", str(tmp_path / "o"), "--model", str(tiny_model), "-q"]) == 2
     empty = tmp_path / "empty"
