@@ -72,6 +72,7 @@ from infnet_monai.transforms.slices import DEFAULT_SPATIAL_SIZE, SLICE_MEAN, SLI
 from infnet_monai.utils.device import autocast_context, resolve_device
 from infnet_monai.utils.memory import release_memory
 from infnet_monai.utils.model_path import default_class_model_path, default_model_path
+from infnet_monai.utils.validation import check_flag
 from infnet_monai.visualize.overview import overview_image, write_overview
 from infnet_monai.visualize.report import OVERVIEW_FILE, write_report
 
@@ -225,16 +226,16 @@ class CTSegmenter:
         self.field_of_view = field_of_view
         self.slab_slices = int(slab_slices)
         self.last_boxes: np.ndarray | None = None  # (Z, 4) crop boxes of the last volume, -1 rows for skipped slices
-        self.amp = amp
-        self.flip_tta = flip_tta
+        self.amp = check_flag(amp, "amp")
+        self.flip_tta = check_flag(flip_tta, "flip_tta")
         self.model_info = info
         self.temperature = resolve_temperature(temperature, info)
-        self.overview = bool(overview)
-        self.dicom_seg = bool(dicom_seg)
-        self.save_probability = bool(save_probability)
+        self.overview = check_flag(overview, "overview")
+        self.dicom_seg = check_flag(dicom_seg, "dicom_seg")
+        self.save_probability = check_flag(save_probability, "save_probability")
         self.class_model: torch.nn.Module | None = None
         self.class_model_path: Path | None = None
-        if classes:
+        if check_flag(classes, "classes"):
             self.class_model, class_info = load_class_model(self.network, self.temperature, class_model_path, self.device)
             self.class_model_path = Path(class_model_path) if class_model_path else None
             self.class_model_info = class_info
@@ -549,7 +550,7 @@ class CTSegmenter:
     ) -> CohortReport:
         """Segment every case under ``input_path``; see :func:`segment_cohort`. ``slice_progress(case_id, done,
         total)`` is called after every batch of slices inside a case (``total`` grows when crops are rerun)."""
-        input_path, output_dir = Path(input_path), Path(output_dir)
+        input_path, output_dir, resume = Path(input_path), Path(output_dir), check_flag(resume, "resume")
         if not input_path.exists():
             raise FileNotFoundError(f"input '{input_path}' does not exist.")
         check_output_dir(input_path, output_dir)

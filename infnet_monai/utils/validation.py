@@ -1,11 +1,11 @@
-"""Validation of user-facing numeric arguments."""
+"""Validation of user-facing arguments."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
 
-__all__ = ["check_spacing_mm", "check_temperature"]
+__all__ = ["check_flag", "check_spacing_mm", "check_temperature"]
 
 
 def check_spacing_mm(spacing_mm: Sequence[float]) -> tuple[float, float, float]:
@@ -26,3 +26,17 @@ def check_temperature(temperature: float) -> float:
     if not (math.isfinite(temperature) and temperature > 0):
         raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}.")
     return float(temperature)
+
+
+def check_flag(value: object, name: str) -> bool:
+    """Return a yes / no option as a bool. A bundle override arrives as the word the user typed (``--resume false``
+    gives the string ``"false"``, which Python would take as true), so words are read with MONAI's ``str2bool``
+    (true / false, yes / no, t / f, y / n, 1 / 0, any case); anything else raises ``ValueError`` naming the option."""
+    from monai.utils import str2bool
+
+    if isinstance(value, int) and not isinstance(value, bool) and value in (0, 1):
+        return bool(value)
+    try:
+        return str2bool(value if isinstance(value, bool) else str(value))
+    except ValueError:
+        raise ValueError(f"{name} must be true or false, got {value!r}.") from None

@@ -130,17 +130,18 @@ def test_cli_and_bundle_write_identical_files(tmp_path, ct_dir):
     overridden from the command line, give what the command line gives, voxel for voxel (shipped models)."""
     src = ct_dir / "abdomen_3mm_small.nii.gz"
     cli_out, bundle_out = tmp_path / "cli", tmp_path / "bundle"
-    assert main(["segment", str(src), "-o", str(cli_out), "--device", "cpu", "-q"]) == 0
+    assert main(["segment", str(src), "-o", str(cli_out), "--device", "cpu", "-q", "--save-prob"]) == 0
     proc = subprocess.run(
         [
             sys.executable, "-m", "monai.bundle", "run", "--config_file",
             str(REPO / "bundles" / "infnet_covid" / "configs" / "inference.json"),
             "--dataset_dir", str(src), "--output_dir", str(bundle_out), "--device", "cpu", "--inferer#sw_batch_size", "3",
+            "--save_probability", "true",
         ],
         cwd=REPO, capture_output=True, text=True, timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    for name in ("infection.nii.gz", "lung.nii.gz", "infection_classes.nii.gz"):
+    for name in ("infection.nii.gz", "lung.nii.gz", "infection_classes.nii.gz", "probability.nii.gz"):
         a = nib.load(str(cli_out / "abdomen_3mm_small" / name))
         b = nib.load(str(bundle_out / "abdomen_3mm_small" / name))
         assert np.array_equal(np.asarray(a.dataobj), np.asarray(b.dataobj))
@@ -247,6 +248,16 @@ def test_segment_cohort_passes_segmenter_and_run_options(tmp_path, ct_dir, tiny_
     assert again.exit_code == 0 and (case / "stats.json").stat().st_mtime_ns == first  # complete: skipped
     with pytest.raises(TypeError, match="no_such_option"):
         segment_cohort(src, tmp_path, model_path=tiny_model, no_such_option=1)
+
+
+def test_segmenter_reads_yes_no_words_as_bundle_overrides_give_them(tmp_path, ct_dir, tiny_model):
+    """``--save_probability false`` reaches the bundle's segmenter as the string "false"."""
+    seg = CTSegmenter(tiny_model, device="cpu", save_probability="false", overview="no", dicom_seg="0", classes="false")
+    assert (seg.save_probability, seg.overview, seg.dicom_seg, seg.class_model) == (False, False, False, None)
+    seg.run(ct_dir / "abdomen_3mm_small.nii.gz", tmp_path, resume="false")
+    assert sorted(p.name for p in (tmp_path / "abdomen_3mm_small").iterdir()) == ["infection.nii.gz", "lung.nii.gz", "stats.json"]
+    with pytest.raises(ValueError, match="save_probability must be true or false"):
+        CTSegmenter(tiny_model, device="cpu", save_probability="sometimes")
 
 
 def test_usage_errors(tmp_path, tiny_model, capsys):
