@@ -454,8 +454,7 @@ class CTSegmenter:
         case_dir = Path(output_dir) / case.case_id
         case_dir.mkdir(parents=True, exist_ok=True)
         remove_stale_parts(case_dir, (INFECTION_FILE, CLASSES_FILE, LUNG_FILE, PROBABILITY_FILE, STATS_FILE, DICOM_SEG_FILE, OVERVIEW_FILE))
-        probability = result.probability if self.save_probability else None
-        paths = write_case_volumes(case_dir, reference, result.infection, result.lung, result.classes, probability)
+        paths = write_case_volumes(case_dir, reference, result.infection, result.lung, result.classes, result.probability)
         row = case_fields(case)
         row.update(result.row)
         row.update(paths)
@@ -589,8 +588,8 @@ class CTSegmenter:
         return report
 
     def _one_case(self, case: CTCase, output_dir: Path, resume, slice_progress) -> dict:
-        complete = {"classes": self.class_model is not None, "probability": self.save_probability}
-        row = completed_row(case, output_dir, **complete) if resume else None
+        classes = self.class_model is not None
+        row = completed_row(case, output_dir, classes=classes, probability=self.save_probability) if resume else None
         if row is not None:
             logger.info("%s: already complete, skipped (--resume)", case.case_id)
             self._overview_for_resumed(case, output_dir, row)

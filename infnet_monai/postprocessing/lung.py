@@ -140,7 +140,6 @@ at the top slice is 96 cm^2 against 13 cm^2 21 mm lower, and extending there add
 no lung at its ends, and a volume rebuilt from one slice has the same area on every slice."""
 
 
-
 @dataclass(frozen=True)
 class LungMaskOptions:
     """Settings of :func:`lung_mask`, checked when made; the defaults are the module constants.
