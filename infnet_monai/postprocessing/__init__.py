@@ -20,21 +20,22 @@ from .transforms import (
     LungMask,
     LungMaskd,
 )
-from .lung import (
-    AIRWAY_DILATION_MM,
-    BODY_HU,
-    AIRWAY_MAX_LUNG_FRACTION,
-    AIRWAY_MAX_OFFSET_MM,
-    AIRWAY_MIN_VOLUME_ML,
-    AIRWAY_TOP_SLAB_MM,
-    CLOSING_RADIUS_MM,
+from .extension import (
     EXTENSION_MAX_HU,
     EXTENSION_THRESHOLD,
     EXTENSION_MIN_AREA_FRACTION,
     EXTENSION_EDGE_RISE,
     EXTENSION_EDGE_RISE_MM,
-    MIN_LESION_AREA_MM2,
-    MIN_LESION_EXTENT_MM,
+    extend_lung,
+    extension_slices,
+)
+from infnet_monai.defaults import MIN_LESION_AREA_MM2, MIN_LESION_EXTENT_MM
+from .lung import (
+    AIRWAY_DILATION_MM,
+    BODY_HU,
+    AIRWAY_MAX_LUNG_FRACTION,
+    CLOSING_RADIUS_MM,
+    DOME_MIN_AREA_MM2,
     INTERIOR_DEPTH_MM,
     LEFT_LUNG_LABEL,
     LUNG_THRESHOLD_HU,
@@ -48,8 +49,6 @@ from .lung import (
     RIGHT_LUNG_LABEL,
     WORKING_SPACING_MM,
     body_mask,
-    extend_lung,
-    extension_slices,
     lung_mask,
 )
 
@@ -69,9 +68,7 @@ __all__ = [
     "AIRWAY_DILATION_MM",
     "BODY_HU",
     "AIRWAY_MAX_LUNG_FRACTION",
-    "AIRWAY_MAX_OFFSET_MM",
-    "AIRWAY_MIN_VOLUME_ML",
-    "AIRWAY_TOP_SLAB_MM",
+    "DOME_MIN_AREA_MM2",
     "CLOSING_RADIUS_MM",
     "EXTENSION_MAX_HU",
     "EXTENSION_THRESHOLD",

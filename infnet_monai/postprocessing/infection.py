@@ -8,8 +8,9 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import ndimage as ndi
 
-from infnet_monai.postprocessing.lung import _AXIAL_8, _FULL_3D, _bbox, _check_spacing, _check_volume, _dilate_mm
-from infnet_monai.utils.arrays import component_sizes, label_components, slabwise
+from infnet_monai.postprocessing.morphology import AXIAL_8, FULL_3D, check_volume, dilate_mm
+from infnet_monai.utils.arrays import bounding_box, component_sizes, label_components, slabwise
+from infnet_monai.utils.validation import check_spacing_mm
 
 __all__ = [
     "GGO_LABEL", "CONSOLIDATION_LABEL", "CONSOLIDATION_SHARE_THRESHOLD", "infection_classes", "postprocess_infection"
@@ -64,7 +65,7 @@ def _drop_small_pieces(mask: np.ndarray, pixel_mm2: float, min_area_mm2: float) 
     """``mask`` (changed in place) without the in-plane 8-connected pieces smaller than ``min_area_mm2`` on each axial
     slice; one slice at a time, so the labels stay small."""
     for k in np.flatnonzero(mask.any(axis=(0, 1))):
-        labels, _ = ndi.label(mask[:, :, k], structure=_AXIAL_8[:, :, 1], output=np.int32)
+        labels, _ = ndi.label(mask[:, :, k], structure=AXIAL_8[:, :, 1], output=np.int32)
         keep = np.bincount(labels.ravel()) * pixel_mm2 >= min_area_mm2
         keep[0] = False
         mask[:, :, k] = keep[labels]
@@ -103,11 +104,11 @@ def postprocess_infection(
     Raises:
         ValueError: on shape mismatch, non-3D input, non-positive spacing or negative volume / margin / extent.
     """
-    probability = _check_volume(probability, "probability")
-    lung = _check_volume(lung, "lung")
+    probability = check_volume(probability, "probability")
+    lung = check_volume(lung, "lung")
     if probability.shape != lung.shape:
         raise ValueError(f"probability and lung must have the same shape, got {probability.shape} and {lung.shape}.")
-    spacing = _check_spacing(spacing_mm)
+    spacing = check_spacing_mm(spacing_mm)
     if min(min_lesion_volume_mm3, min_lesion_extent_mm, min_lesion_area_mm2) < 0:
         raise ValueError(
             "min_lesion_volume_mm3, min_lesion_extent_mm and min_lesion_area_mm2 must be >= 0, got "
@@ -117,17 +118,17 @@ def postprocess_infection(
         raise ValueError(f"lung_margin_mm must be >= 0, got {lung_margin_mm}.")
 
     if lung_margin_mm > 0:
-        region = _dilate_mm(lung > 0, lung_margin_mm, spacing)
+        region = dilate_mm(lung > 0, lung_margin_mm, spacing)
         mask = slabwise(lambda p, r: (p >= threshold) & r, probability, region)
         del region
     else:  # slab by slab: no full-size temporaries on long scans
         mask = slabwise(lambda p, lu: (p >= threshold) & (lu > 0), probability, lung)
     if not mask.any():
         return mask.astype(np.uint8)
-    box = _bbox(mask)  # label only around the lesions: bounded memory on long scans
+    box = bounding_box(mask)  # label only around the lesions: bounded memory on long scans
     sub = mask[box]
     if min_lesion_volume_mm3 > 0 or min_lesion_extent_mm > 0:
-        labels, n = label_components(sub, _FULL_3D)
+        labels, n = label_components(sub, FULL_3D)
         volumes_mm3 = component_sizes(labels, n) * float(np.prod(spacing))
         keep = volumes_mm3 >= min_lesion_volume_mm3
         if min_lesion_extent_mm > 0:

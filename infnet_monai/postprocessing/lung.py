@@ -28,9 +28,19 @@ from typing import Any
 import numpy as np
 from scipy import ndimage as ndi
 
-from infnet_monai.defaults import MIN_LESION_AREA_MM2, MIN_LESION_EXTENT_MM
-from infnet_monai.utils.arrays import bounding_box as _bbox
-from infnet_monai.utils.arrays import label_components, slabwise
+from infnet_monai.postprocessing.airway import find_airway
+from infnet_monai.postprocessing.morphology import (
+    FACE_3D,
+    FULL_3D,
+    block_mean,
+    check_volume,
+    closing_mm,
+    dilate_mm,
+    fill_enclosed_holes,
+    fill_holes_axial,
+    upsample_labels,
+)
+from infnet_monai.utils.arrays import bounding_box, slabwise
 from infnet_monai.utils.validation import check_spacing_mm
 
 __all__ = [
@@ -44,26 +54,15 @@ __all__ = [
     "INTERIOR_DEPTH_MM",
     "CLOSING_RADIUS_MM",
     "AIRWAY_DILATION_MM",
-    "AIRWAY_MIN_VOLUME_ML",
-    "AIRWAY_MAX_OFFSET_MM",
     "AIRWAY_MAX_LUNG_FRACTION",
-    "AIRWAY_TOP_SLAB_MM",
+    "DOME_MIN_AREA_MM2",
     "MIN_SIDE_FRACTION",
     "MAX_SEPARATION_EROSION_MM",
     "WORKING_SPACING_MM",
     "LungMaskOptions",
     "BODY_HU",
     "body_mask",
-    "EXTENSION_MAX_HU",
-    "EXTENSION_THRESHOLD",
-    "EXTENSION_MIN_AREA_FRACTION",
-    "EXTENSION_EDGE_RISE",
-    "EXTENSION_EDGE_RISE_MM",
-    "MIN_LESION_EXTENT_MM",
-    "MIN_LESION_AREA_MM2",
-    "extension_slices",
     "lung_mask",
-    "extend_lung",
 ]
 
 logger = logging.getLogger(__name__)
@@ -94,18 +93,17 @@ INTERIOR_DEPTH_MM = 3.0
 """Depth (mm) below the surface of an air-like component beyond which its voxels count as interior for the
 pure-air fraction (:data:`MAX_PURE_AIR_FRACTION`)."""
 AIRWAY_DILATION_MM = 3.0
-"""The detected trachea / main bronchi lumen is dilated by this distance (mm) before removal, taking its
-partial-volume rim with it."""
-AIRWAY_MIN_VOLUME_ML = 1.0
-"""Smallest volume (mL) of a pure-air component accepted as trachea."""
-AIRWAY_MAX_OFFSET_MM = 40.0
-"""The trachea must cross the top slab of the lung candidate within this distance (mm, along axis 0) of the body
-centre."""
+"""The trachea and main bronchi (:func:`~infnet_monai.postprocessing.airway.find_airway`) are dilated by this
+distance (mm) before removal, taking the partial-volume rim of their lumen with them."""
 AIRWAY_MAX_LUNG_FRACTION = 0.3
-"""When the detected airway holds more than this fraction of the lung candidate, the region growing is assumed to
-have leaked into (emphysematous) parenchyma and airway removal is skipped."""
-AIRWAY_TOP_SLAB_MM = 15.0
-"""Thickness (mm) of the top slab of the lung candidate in which the trachea is looked for."""
+"""When the detected airway holds more than this fraction of the lung candidate, it is not the central airway (a
+growth into emphysematous parenchyma) and airway removal is skipped."""
+DOME_MIN_AREA_MM2 = 600.0
+"""A hole of the lung that opens into non-lung tissue through the slice above or below it
+(:func:`~infnet_monai.postprocessing.morphology.fill_enclosed_holes`) and reaches this in-plane area (mm^2) is an
+organ's dome (liver, spleen, stomach seen as an island in the lung base), not a vessel, and is not filled. On the
+four chest CTs in ``shared/`` the domes measured 17-39 cm^2 and the open vessel holes at the hila at most 4.1 cm^2
+(``scripts/evaluate_3d.py --holes``)."""
 MIN_SIDE_FRACTION = 0.2
 """A lung component with at least this fraction of its voxels on each side of the body centre holds both lungs
 (joined at the anterior / posterior junction) and is split."""
@@ -115,30 +113,8 @@ WORKING_SPACING_MM = 2.0
 """Volumes with finer voxels are block-averaged to about this voxel size (mm) for the morphology, and the label
 map is brought back to the input grid at the end."""
 
-EXTENSION_MAX_HU = 200.0
-"""Voxels denser than this (HU: bone, contrast, metal) are never added to the lung by :func:`extend_lung`;
-consolidation measures about -100 to +100 HU."""
-
 BODY_HU = -500.0
 """Voxels above this (HU) are tissue for :func:`body_mask`."""
-EXTENSION_THRESHOLD = 0.3
-"""Infection probability at or above which tissue against the lung joins it (:func:`extend_lung`). Below the
-infection threshold (0.5), so the lung also takes in the uncertain rim of a consolidation: on the 50 labeled slices
-rebuilt as CT, 96.6% of the true infection lies inside the lung at 0.5 and 96.9% at 0.3, while the infection found on
-the real scans in ``shared/`` does not change (``scripts/evaluate_3d.py``)."""
-EXTENSION_MIN_AREA_FRACTION = 0.5
-"""The lung is extended only on axial slices where that lung's area is at least this fraction of its largest slice
-area: near the apex and the bases the network meets anatomy that the (mid-lung) training slices never show, and
-marks the liver dome, the heart and the stomach wall next to the lung as infection."""
-EXTENSION_EDGE_RISE_MM = 20.0
-EXTENSION_EDGE_RISE = 1.25
-"""... and only when the scan holds the lungs' widest level. When the lungs are cut by the first or last slice at
-(nearly) their largest area, and that area is more than :data:`EXTENSION_EDGE_RISE` times the area
-:data:`EXTENSION_EDGE_RISE_MM` further in, the lungs were still growing where the scan stops: the scan shows only the
-bases (or the apices), where no slice looks like the training slices. On the abdominal ``abdomen_3mm`` the lung area
-at the top slice is 96 cm^2 against 13 cm^2 21 mm lower, and extending there added the liver dome; a chest CT has
-no lung at its ends, and a volume rebuilt from one slice has the same area on every slice."""
-
 
 @dataclass(frozen=True)
 class LungMaskOptions:
@@ -179,78 +155,6 @@ class LungMaskOptions:
             raise ValueError(f"working_spacing_mm must be positive or None, got {self.working_spacing_mm}.")
 
 
-_FACE_3D = ndi.generate_binary_structure(3, 1)
-_FULL_3D = ndi.generate_binary_structure(3, 3)
-_AXIAL_2D = np.zeros((3, 3, 3), dtype=bool)
-_AXIAL_2D[:, :, 1] = ndi.generate_binary_structure(2, 1)  # in-plane 4-connectivity, no link between slices
-_AXIAL_8 = np.zeros((3, 3, 3), dtype=bool)
-_AXIAL_8[:, :, 1] = True  # in-plane 8-connectivity, no link between slices
-
-
-_check_spacing = check_spacing_mm
-
-
-def _check_volume(volume: np.ndarray, name: str) -> np.ndarray:
-    volume = np.asarray(volume)
-    if volume.ndim != 3:
-        raise ValueError(f"{name} must be a 3D array (axes 0, 1, 2 in RAS order), got shape {volume.shape}.")
-    if volume.size == 0:
-        raise ValueError(f"{name} must not be empty, got shape {volume.shape}.")
-    return volume
-
-
-def _fill_holes_axial(mask: np.ndarray) -> np.ndarray:
-    """Fill the holes of ``mask`` in every axial slice (``mask[:, :, k]``) independently.
-
-    The ends of axis 2 are not a border: a structure cut by the first or last slice is still filled in-plane.
-    """
-    return ndi.binary_fill_holes(mask, structure=_AXIAL_2D)
-
-
-def _distance_mm(mask: np.ndarray, spacing: Sequence[float]) -> np.ndarray:
-    """Euclidean distance (mm) of every voxel to the nearest ``True`` voxel of ``mask`` (0 inside it)."""
-    return ndi.distance_transform_edt(~mask, sampling=spacing)
-
-
-def _dilate_mm(mask: np.ndarray, radius_mm: float, spacing: Sequence[float]) -> np.ndarray:
-    """Dilation by an exact Euclidean ball of ``radius_mm`` (spacing-aware, anisotropic voxels allowed)."""
-    if radius_mm <= 0 or not mask.any():
-        return mask.copy()
-    return _distance_mm(mask, spacing) <= radius_mm
-
-
-def _closing_mm(mask: np.ndarray, radius_mm: float, spacing: Sequence[float]) -> np.ndarray:
-    """Morphological closing by a Euclidean ball of ``radius_mm``.
-
-    Distance transforms are used so the ball is exact for anisotropic voxels. The array border is not treated as
-    background, so a lung cut by the first or last slice is not eroded there.
-    """
-    if radius_mm <= 0 or not mask.any():
-        return mask.copy()
-    dilated = _dilate_mm(mask, radius_mm, spacing)
-    # erosion of the dilation: keep voxels farther than radius from the dilation's complement
-    return ndi.distance_transform_edt(dilated, sampling=spacing) > radius_mm
-
-
-def _block_mean(volume: np.ndarray, factors: Sequence[int]) -> np.ndarray:
-    """Mean over non-overlapping blocks of ``factors`` voxels; trailing voxels that do not fill a block are cut."""
-    n = [s // f for s, f in zip(volume.shape, factors)]
-    cropped = volume[: n[0] * factors[0], : n[1] * factors[1], : n[2] * factors[2]]
-    blocks = cropped.reshape(n[0], factors[0], n[1], factors[1], n[2], factors[2])
-    return blocks.mean(axis=(1, 3, 5), dtype=np.float32)
-
-
-def _upsample_labels(labels: np.ndarray, factors: Sequence[int], shape: Sequence[int]) -> np.ndarray:
-    """Nearest-neighbour upsampling by integer ``factors``; trailing voxels cut by :func:`_block_mean` copy the
-    last block."""
-    out = labels
-    for axis, f in enumerate(factors):
-        if f > 1:
-            out = np.repeat(out, f, axis=axis)
-    pad = [(0, int(s) - o) for s, o in zip(shape, out.shape)]
-    if any(p[1] for p in pad):
-        out = np.pad(out, pad, mode="edge")
-    return out
 
 
 def _select_components(
@@ -309,68 +213,21 @@ def _pure_air_fraction(
     return num / den
 
 
-def _find_airway(
-    candidate: np.ndarray,
-    volume_hu: np.ndarray,
-    spacing: tuple[float, float, float],
-    body_centre: float,
-    pure_air_hu: float,
-    min_volume_ml: float,
-    max_offset_mm: float,
-    max_lung_fraction: float,
-) -> np.ndarray | None:
-    """Trachea / main bronchi: the pure-air component crossing the top slab of the candidate near the midline."""
-    z_idx = np.flatnonzero(candidate.any(axis=(0, 1)))
-    if z_idx.size == 0:
-        return None
-    slab = max(1, int(round(AIRWAY_TOP_SLAB_MM / spacing[2])))
-    z_top = int(z_idx[-1]) + 1
-    z_lo = max(int(z_idx[0]), z_top - slab)
-    pure = candidate & (volume_hu < pure_air_hu)
-    labels, n = ndi.label(pure, structure=_FACE_3D)
-    if n == 0:
-        return None
-    voxel_ml = float(np.prod(spacing)) / 1000.0
-    counts = np.bincount(labels.ravel(), minlength=n + 1)
-    top = labels[:, :, z_lo:z_top]
-    top_ids = np.unique(top[top > 0])
-    best, best_count = 0, 0
-    for i in top_ids:
-        if counts[i] * voxel_ml < min_volume_ml:
-            continue
-        x_mean = float(np.nonzero(top == i)[0].mean())
-        if abs(x_mean - body_centre) * spacing[0] > max_offset_mm:
-            continue
-        if counts[i] > best_count:
-            best, best_count = int(i), int(counts[i])
-    if best == 0:
-        logger.debug("lung_mask: no trachea found in the top slab of the lung candidate.")
-        return None
-    if best_count > max_lung_fraction * candidate.sum():
-        logger.warning(
-            "lung_mask: the airway candidate holds %.0f%% of the air-like region (leak into parenchyma?); "
-            "airway removal skipped.",
-            100.0 * best_count / candidate.sum(),
-        )
-        return None
-    return labels == best
-
-
 def _split_joined(
     component: np.ndarray, spacing: tuple[float, float, float], body_centre: float, max_erosion_mm: float
 ) -> np.ndarray:
     """Split a component holding both lungs; returns a label map (right / left labels) on the component."""
-    box = _bbox(component)
+    box = bounding_box(component)
     comp = component[box]
     offset0 = box[0].start
     n_iter = max(1, int(math.ceil(max_erosion_mm / min(spacing))))
     eroded = comp
     total = comp.sum()
     for _ in range(n_iter):
-        eroded = ndi.binary_erosion(eroded, structure=_FACE_3D, border_value=1)
+        eroded = ndi.binary_erosion(eroded, structure=FACE_3D, border_value=1)
         if not eroded.any():
             break
-        labels, n = ndi.label(eroded, structure=_FACE_3D)
+        labels, n = ndi.label(eroded, structure=FACE_3D)
         if n < 2:
             continue
         counts = np.bincount(labels.ravel())
@@ -406,13 +263,13 @@ def _lung_mask_working(volume_hu: np.ndarray, spacing: tuple[float, float, float
 
     air = volume_hu < opts.threshold_hu
     # body: the largest non-air component, with its in-slice cavities (lungs, gas) filled
-    tissue_labels, n_tissue = ndi.label(~air, structure=_FACE_3D)
+    tissue_labels, n_tissue = ndi.label(~air, structure=FACE_3D)
     if n_tissue == 0:
         logger.warning("lung_mask: the volume holds no voxel above %.0f HU (no body); empty mask.", opts.threshold_hu)
         return out
     tissue_counts = np.bincount(tissue_labels.ravel())
     tissue_counts[0] = 0
-    body = _fill_holes_axial(tissue_labels == int(np.argmax(tissue_counts)))
+    body = fill_holes_axial(tissue_labels == int(np.argmax(tissue_counts)))
     del tissue_labels
     candidate = air & body
     if not candidate.any():
@@ -420,7 +277,7 @@ def _lung_mask_working(volume_hu: np.ndarray, spacing: tuple[float, float, float
         return out
 
     # air-like components inside the body; gas-like ones (mostly pure air) are not lung
-    labels, n = ndi.label(candidate, structure=_FACE_3D)
+    labels, n = ndi.label(candidate, structure=FACE_3D)
     lung_like = _pure_air_fraction(labels, n, candidate, volume_hu, spacing, opts.pure_air_hu) <= opts.max_pure_air_fraction
     lung_like[0] = False
     kept = _select_components(labels, n, voxel_ml, opts.min_component_ml, opts.min_relative_volume, allowed=lung_like)
@@ -434,30 +291,18 @@ def _lung_mask_working(volume_hu: np.ndarray, spacing: tuple[float, float, float
     x_coords = np.nonzero(body[:, :, z_has])[0]
     body_centre = float(x_coords.mean()) if x_coords.size else (volume_hu.shape[0] - 1) / 2.0
 
-    airway = None
-    if opts.remove_airway:
-        airway = _find_airway(
-            candidate,
-            volume_hu,
-            spacing,
-            body_centre,
-            opts.pure_air_hu,
-            AIRWAY_MIN_VOLUME_ML,
-            AIRWAY_MAX_OFFSET_MM,
-            AIRWAY_MAX_LUNG_FRACTION,
-        )
+    airway = _central_airway(volume_hu, spacing, body, candidate, int(np.flatnonzero(z_has)[-1])) if opts.remove_airway else None
     if airway is not None:
-        airway = _dilate_mm(airway, AIRWAY_DILATION_MM, spacing) & candidate
         logger.debug("lung_mask: removed %.1f mL of trachea / main bronchi.", airway.sum() * voxel_ml)
         candidate &= ~airway
-        labels, n = ndi.label(candidate, structure=_FACE_3D)
+        labels, n = ndi.label(candidate, structure=FACE_3D)
         kept = _select_components(labels, n, voxel_ml, opts.min_component_ml, opts.min_relative_volume)
         if not kept:
             logger.warning("lung_mask: nothing left after airway removal; empty mask.")
             return out
         candidate = np.isin(labels, kept)
     else:
-        labels, n = ndi.label(candidate, structure=_FACE_3D)
+        labels, n = ndi.label(candidate, structure=FACE_3D)
         kept = list(range(1, n + 1))
 
     sides = _assign_sides(labels, kept, spacing, body_centre)
@@ -466,6 +311,23 @@ def _lung_mask_working(volume_hu: np.ndarray, spacing: tuple[float, float, float
     if airway is not None:
         out[airway] = 0
     return out
+
+
+def _central_airway(volume_hu, spacing, body: np.ndarray, candidate: np.ndarray, air_top: int) -> np.ndarray | None:
+    """The trachea and main bronchi (:func:`~infnet_monai.postprocessing.airway.find_airway`) dilated by
+    :data:`AIRWAY_DILATION_MM`, inside the lung candidate; ``None`` when there is none or it is implausibly large."""
+    found = find_airway(volume_hu, spacing, body, air_top=air_top)
+    if found is None:
+        return None
+    airway = dilate_mm(found.lumen, AIRWAY_DILATION_MM, spacing) & candidate
+    n_airway, n_candidate = int(np.count_nonzero(airway)), int(np.count_nonzero(candidate))
+    if n_airway > AIRWAY_MAX_LUNG_FRACTION * n_candidate:
+        logger.warning(
+            "lung_mask: the airway found holds %.0f%% of the air-like region (not the central airway); airway "
+            "removal skipped.", 100.0 * n_airway / n_candidate,
+        )
+        return None
+    return airway
 
 
 def _assign_sides(labels: np.ndarray, kept: Sequence[int], spacing, body_centre: float) -> np.ndarray:
@@ -486,15 +348,18 @@ def _assign_sides(labels: np.ndarray, kept: Sequence[int], spacing, body_centre:
 
 
 def _close_and_fill(sides: np.ndarray, out: np.ndarray, spacing, closing_radius_mm: float) -> None:
-    """Per lung of ``sides``: closing (dense tissue against the border), then per-slice hole filling (vessels,
-    lesions), written into ``out`` where it is still background."""
+    """Per lung of ``sides``: closing (dense tissue against the border), then the filling of the holes that are
+    enclosed (vessels, lesions) but not of the domes that open into the abdomen (:data:`DOME_MIN_AREA_MM2`), written
+    into ``out`` where it is still background."""
     pad = [int(math.ceil(closing_radius_mm / s)) + 1 for s in spacing]
     for lab in (RIGHT_LUNG_LABEL, LEFT_LUNG_LABEL):
         lung = sides == lab
         if not lung.any():
             continue
-        box = _bbox(lung, pad)
-        filled = _fill_holes_axial(_closing_mm(lung[box], closing_radius_mm, spacing))
+        box = bounding_box(lung, pad)
+        filled, domes = fill_enclosed_holes(closing_mm(lung[box], closing_radius_mm, spacing), spacing, DOME_MIN_AREA_MM2)
+        if domes.any():
+            logger.debug("lung_mask: %.1f mL of organ dome left out of the lung.", domes.sum() * float(np.prod(spacing)) / 1000.0)
         region = out[box]
         region[filled & (region == 0)] = lab
 
@@ -512,16 +377,17 @@ def lung_mask(volume_hu: np.ndarray, spacing_mm: Sequence[float], **options: Any
        (deeper than :data:`INTERIOR_DEPTH_MM`) below ``pure_air_hu`` are gas (stomach, colon) and dropped. Of the
        rest, the largest is kept and the second largest too when it is at least ``min_relative_volume`` times the
        largest; both must reach ``min_component_ml``.
-    4. Trachea / main bronchi (``remove_airway``): the pure-air component crossing the top
-       :data:`AIRWAY_TOP_SLAB_MM` of the candidate near the body centre, dilated by :data:`AIRWAY_DILATION_MM`, is
-       removed (nothing happens when there is none, e.g. an abdominal scan). Step 3's selection is redone.
+    4. Trachea / main bronchi (``remove_airway``): found in 3D from the tracheal air column
+       (:func:`~infnet_monai.postprocessing.airway.find_airway`), dilated by :data:`AIRWAY_DILATION_MM` and removed
+       (nothing happens when there is none, e.g. an abdominal scan). Step 3's selection is redone.
     5. Right / left: a component lies on the side of the body centre (mean axis-0 index of the body in the slices
        with lung) holding most of its voxels; larger axis-0 index is the patient's right. A component with at least
        :data:`MIN_SIDE_FRACTION` of its voxels on each side holds both lungs joined at a junction line: it is
        eroded (up to :data:`MAX_SEPARATION_EROSION_MM`) until it falls into a right and a left piece, whose
        voxels then claim the rest of the component by nearest distance; failing that it is cut at the midline.
-    6. Per lung: closing by a Euclidean ball of ``closing_radius_mm`` and hole filling in every axial slice, so
-       vessels and dense lesions (consolidation, about +40 HU) enclosed by aerated lung are part of the lung.
+    6. Per lung: closing by a Euclidean ball of ``closing_radius_mm`` and the filling of enclosed holes, so vessels
+       and dense lesions (consolidation, about +40 HU) enclosed by aerated lung are part of the lung; an island that
+       opens into the abdomen through the slices below (the liver or spleen dome, :data:`DOME_MIN_AREA_MM2`) is not.
 
     For voxels finer than ``working_spacing_mm`` the volume is block-averaged by integer factors to about that size,
     segmented there, brought back by nearest-neighbour upsampling, and voxels of the coarse boundary layer that are
@@ -545,8 +411,8 @@ def lung_mask(volume_hu: np.ndarray, spacing_mm: Sequence[float], **options: Any
         ValueError: when ``volume_hu`` is not a non-empty 3D array, ``spacing_mm`` is not 3 positive sizes, or a
             parameter is out of range.
     """
-    volume_hu = _check_volume(volume_hu, "volume_hu")
-    spacing = _check_spacing(spacing_mm)
+    volume_hu = check_volume(volume_hu, "volume_hu")
+    spacing = check_spacing_mm(spacing_mm)
     opts = LungMaskOptions(**options)
     if not (np.issubdtype(volume_hu.dtype, np.floating) or np.issubdtype(volume_hu.dtype, np.signedinteger)):
         raise ValueError(f"volume_hu must hold signed integer or float Hounsfield units, got dtype {volume_hu.dtype}.")
@@ -558,7 +424,7 @@ def lung_mask(volume_hu: np.ndarray, spacing_mm: Sequence[float], **options: Any
         return _lung_mask_working(volume_hu, spacing, opts)
 
     coarse_spacing = tuple(s * f for s, f in zip(spacing, factors))
-    coarse = _lung_mask_working(_block_mean(volume_hu, factors), coarse_spacing, opts)  # type: ignore[arg-type]
+    coarse = _lung_mask_working(block_mean(volume_hu, factors), coarse_spacing, opts)  # type: ignore[arg-type]
     return _to_full_resolution(coarse, factors, volume_hu, opts.threshold_hu)
 
 
@@ -568,140 +434,15 @@ def _to_full_resolution(coarse: np.ndarray, factors, volume_hu: np.ndarray, thre
     if not coarse.any():
         return np.zeros(volume_hu.shape, dtype=np.uint8)
     inner = coarse > 0
-    band = inner & ~ndi.binary_erosion(inner, structure=_FULL_3D, border_value=1)
-    out = _upsample_labels(coarse, factors, volume_hu.shape)
-    band_full = _upsample_labels(band, factors, volume_hu.shape)
+    band = inner & ~ndi.binary_erosion(inner, structure=FULL_3D, border_value=1)
+    out = upsample_labels(coarse, factors, volume_hu.shape)
+    band_full = upsample_labels(band, factors, volume_hu.shape)
     out[slabwise(lambda b, v: b & (v >= threshold_hu), band_full, volume_hu)] = 0
     return out
 
 
 def body_mask(volume_hu: np.ndarray) -> np.ndarray:
     """Tissue denser than :data:`BODY_HU` with its cavities (lungs, gas) filled in every axial slice, ``(X, Y, Z)``."""
-    return _fill_holes_axial(np.asarray(volume_hu) > BODY_HU)
+    return fill_holes_axial(np.asarray(volume_hu) > BODY_HU)
 
 
-def _holds_widest_level(area: np.ndarray, slice_mm: float) -> bool:
-    """Whether an axial lung-area profile reaches its widest level inside the scan (see :data:`EXTENSION_EDGE_RISE`)."""
-    n, peak, rise = len(area), float(area.max()), EXTENSION_EDGE_RISE
-    step = max(1, int(round(EXTENSION_EDGE_RISE_MM / slice_mm)))
-    for edge, inward in ((n - 1, -1), (0, 1)):
-        inner = edge + inward * step
-        if area[edge] >= 0.9 * peak and 0 <= inner < n and area[edge] > rise * area[inner]:
-            return False
-    return True
-
-
-def extension_slices(
-    lung: np.ndarray, spacing_mm: Sequence[float], min_area_fraction: float = EXTENSION_MIN_AREA_FRACTION
-) -> np.ndarray:
-    """Per lung label and axial slice, whether :func:`extend_lung` may add to that lung there: nowhere when the scan
-    does not hold the lungs' widest level (:data:`EXTENSION_EDGE_RISE`), else where the lung's area is at least
-    ``min_area_fraction`` of its largest.
-
-    Args:
-        lung: ``(X, Y, Z)`` label map (RAS).
-        spacing_mm: voxel size in mm along axes ``(0, 1, 2)``.
-        min_area_fraction: see :data:`EXTENSION_MIN_AREA_FRACTION`.
-
-    Returns:
-        ``(3, Z)`` bool array indexed by label (row 0 unused); all ``False`` when the scan does not hold the lungs'
-        widest level.
-    """
-    ok = np.zeros((3, lung.shape[2]), dtype=bool)
-    total = (lung > 0).sum(axis=(0, 1))
-    if not total.any() or not _holds_widest_level(total, float(spacing_mm[2])):
-        return ok
-    for lab in (RIGHT_LUNG_LABEL, LEFT_LUNG_LABEL):
-        area = (lung == lab).sum(axis=(0, 1))
-        if area.max() > 0:
-            ok[lab] = (area >= min_area_fraction * area.max()) & (area > 0)
-    return ok
-
-
-def _join_nearest_lung(out: np.ndarray, added: np.ndarray, box: tuple[slice, ...], spacing, per_label: np.ndarray) -> None:
-    """Give each voxel of ``added`` (a mask on ``box`` of ``out``) the label of the nearest lung voxel of ``out``
-    (spacing-aware), on the box around the added voxels 2 voxels wider, unless that lung may not be extended on its
-    slice (``per_label``); ``out`` is changed in place."""
-    tight = _bbox(added)
-    near = tuple(
-        slice(max(b.start + t.start - 2, 0), min(b.start + t.stop + 2, size)) for b, t, size in zip(box, tight, out.shape)
-    )
-    add = np.zeros(tuple(s.stop - s.start for s in near), dtype=bool)
-    src = tuple(slice(max(s.start - b.start, 0), min(s.stop, b.stop) - b.start) for s, b in zip(near, box))
-    dst = tuple(slice(max(b.start - s.start, 0), max(b.start - s.start, 0) + (w.stop - w.start)) for s, b, w in zip(near, box, src))
-    add[dst] = added[src]
-    sub = out[near]
-    idx = ndi.distance_transform_edt(sub == 0, sampling=spacing, return_distances=False, return_indices=True)
-    sub[add] = sub[tuple(i[add] for i in idx)]
-    del idx
-    z = np.arange(near[2].start, near[2].stop)[None, None, :]
-    sub[add & ~per_label[sub, np.broadcast_to(z, sub.shape)]] = 0
-    add &= sub > 0
-    logger.debug("extend_lung: %.1f mL of infection against the lung added to it.", add.sum() * float(np.prod(spacing)) / 1000.0)
-
-
-def extend_lung(
-    lung: np.ndarray,
-    probability: np.ndarray,
-    volume_hu: np.ndarray,
-    spacing_mm: Sequence[float],
-    threshold: float = EXTENSION_THRESHOLD,
-    max_hu: float = EXTENSION_MAX_HU,
-    min_area_fraction: float = EXTENSION_MIN_AREA_FRACTION,
-    in_place: bool = False,
-) -> np.ndarray:
-    """Pathology-inclusive lung: the Hounsfield-unit lung plus the infection found against it.
-
-    Dense consolidation at the pleura, the mediastinum or the diaphragm has soft-tissue density, so a lung mask from
-    Hounsfield units (:func:`lung_mask`) leaves it out, and with it the disease of the sickest patients. The
-    infection model sees it. Every 3D component (26-connected) of ``probability >= threshold`` that touches the lung
-    joins it, without voxels denser than ``max_hu`` (bone) and only on the slices :func:`extension_slices` allows;
-    each added voxel takes the label of the nearest lung voxel, and each lung is then filled per axial slice.
-
-    Args:
-        lung: ``(X, Y, Z)`` label map from :func:`lung_mask` (RAS).
-        probability: ``(X, Y, Z)`` infection probability in [0, 1].
-        volume_hu: ``(X, Y, Z)`` CT in Hounsfield units.
-        spacing_mm: voxel size in mm along axes ``(0, 1, 2)``.
-        threshold: probability at or above which a voxel may be added.
-        max_hu: voxels above this density are never added.
-        min_area_fraction: see :data:`EXTENSION_MIN_AREA_FRACTION`.
-        in_place: extend a ``uint8`` ``lung`` itself instead of a copy (saves one mask's memory on long scans).
-
-    Returns:
-        ``uint8`` label map like ``lung``, a superset of it.
-    """
-    lung = _check_volume(lung, "lung")
-    for name, arr in (("probability", probability), ("volume_hu", volume_hu)):
-        if np.shape(arr) != lung.shape:
-            raise ValueError(f"{name} must have the lung's shape {lung.shape}, got {np.shape(arr)}.")
-    spacing = _check_spacing(spacing_mm)
-    out = lung if in_place and lung.dtype == np.uint8 else np.asarray(lung, dtype=np.uint8).copy()
-    per_label = extension_slices(out, spacing, min_area_fraction)  # all False without lung
-    allowed = per_label.any(axis=0)
-    if not allowed.any():
-        return out
-    # slab by slab, and the rest inside bounding boxes: no full-size temporaries on long scans
-    found = slabwise(lambda p, h, o: (p >= threshold) & (h <= max_hu) & (o == 0), probability, volume_hu, out)
-    found[:, :, ~allowed] = False
-    if not found.any():
-        return out
-    box = _bbox(found, (1, 1, 1))
-    inside = out[box] > 0
-    labels, n = label_components(found[box] | inside, _FULL_3D)
-    attached = np.zeros(n + 1, dtype=bool)
-    attached[labels[inside]] = True
-    attached[0] = False
-    added = attached[labels] & found[box]  # on ``box``
-    del labels, found, inside
-    if not added.any():
-        return out
-    _join_nearest_lung(out, added, box, spacing, per_label)
-    for lab in (RIGHT_LUNG_LABEL, LEFT_LUNG_LABEL):
-        one = out == lab
-        if one.any():
-            b = _bbox(one)
-            filled = _fill_holes_axial(one[b])
-            region = out[b]
-            region[filled & (region == 0)] = lab
-    return out

@@ -32,7 +32,8 @@ from monai.data import MetaTensor
 from monai.transforms import MapTransform, Transform
 
 from infnet_monai.postprocessing.infection import CONSOLIDATION_SHARE_THRESHOLD, infection_classes, postprocess_infection
-from infnet_monai.postprocessing.lung import LungMaskOptions, extend_lung, lung_mask
+from infnet_monai.postprocessing.extension import extend_lung
+from infnet_monai.postprocessing.lung import LungMaskOptions, lung_mask
 from infnet_monai.utils.memory import release_memory
 
 __all__ = [
