@@ -10,6 +10,7 @@ __all__ = [
     "DEFAULT_MIN_LESION_MM3",
     "MIN_LESION_EXTENT_MM",
     "MIN_LESION_AREA_MM2",
+    "BASAL_RIM_MAX_SHARE",
 ]
 
 DEFAULT_MAX_SLICES = 3000
@@ -24,6 +25,11 @@ scan when the scan is shorter: pneumonia patches span several neighbouring slice
 normal lungs (partial volume at the pleura and the diaphragm, vessels) are short. On the normal chest CT
 ``covid_ct_md_normal001`` the false infection falls from 0.18% to 0% of the lung between 10 and 20 mm, with the
 sensitivity on the COVID-19 CT's slice labels unchanged (``scripts/evaluate_3d.py``)."""
+BASAL_RIM_MAX_SHARE = 0.5
+"""A lesion with at least this share of its voxels in the basal rim (the slice of lung over the diaphragm, the liver
+and spleen domes and the heart, whose partial volume looks like ground glass) is removed
+(:func:`~infnet_monai.postprocessing.infection.basal_rim_shares`). Chosen leave-one-scan-out
+(``scripts/evaluate_3d.py --loso``)."""
 MIN_LESION_AREA_MM2 = 100.0
 """Pieces of infection smaller than this in-plane area (mm^2, 1 cm^2) on an axial slice are removed: the thin tails
 of lesions at the lung bases and partial volume at the diaphragm, which otherwise mark slices as infected that

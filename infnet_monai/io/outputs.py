@@ -67,6 +67,8 @@ def write_csv_atomic(rows: Sequence[dict], path: Path, fields: Sequence[str] = B
 def _csv_value(v: Any) -> Any:
     if v is None:
         return ""
+    if isinstance(v, (list, tuple)) and all(isinstance(x, str) for x in v):
+        return ";".join(v)  # names, e.g. qc_flags ("" when none)
     if isinstance(v, (list, tuple)):
         return "x".join(f"{x:g}" if isinstance(x, float) else str(x) for x in v)
     if isinstance(v, float):

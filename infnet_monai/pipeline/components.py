@@ -16,9 +16,10 @@ one implementation runs them (:class:`~infnet_monai.pipeline.CTSegmenter`):
     lungs and resized to the network's input).
 ``postprocessing`` (a ``Compose`` over ``{"image": CT in RAS, "lung", "pred": infection probability, "share":
 consolidation share}`` on the RAS grid):
-    :class:`~infnet_monai.postprocessing.ExtendLungd`, :class:`~infnet_monai.postprocessing.InfectionMaskd`,
-    :class:`~infnet_monai.postprocessing.InfectionClassesd`, ``DeleteItemsd`` of the probabilities,
-    :class:`~infnet_monai.stats.InfectionBurdend` (statistics on the RAS grid) and ``Invertd`` through the RAS
+    :class:`~infnet_monai.postprocessing.ExtendLungd`, :class:`~infnet_monai.postprocessing.InfectionMaskd` (with
+    the nodule-like lesions apart), :class:`~infnet_monai.postprocessing.InfectionClassesd`, ``DeleteItemsd`` of
+    the probabilities, :class:`~infnet_monai.stats.InfectionBurdend` (statistics on the RAS grid),
+    :class:`~infnet_monai.stats.AnatomyChecksd` (the anatomical self-checks) and ``Invertd`` through the RAS
     orientation back onto the input's voxel grid. The runner then writes the files (:mod:`infnet_monai.io.outputs`).
 
 The runner applies the chains one step at a time, so that what a step replaces or drops is freed at once.
@@ -41,7 +42,7 @@ from monai.transforms import (
     ScaleIntensityRanged,
 )
 
-from infnet_monai.defaults import DEFAULT_MAX_SLICES, DEFAULT_MIN_LESION_MM3
+from infnet_monai.defaults import BASAL_RIM_MAX_SHARE, DEFAULT_MAX_SLICES, DEFAULT_MIN_LESION_MM3
 from infnet_monai.postprocessing import (
     EXTENSION_THRESHOLD,
     MIN_LESION_AREA_MM2,
@@ -51,7 +52,7 @@ from infnet_monai.postprocessing import (
     InfectionMaskd,
     LungMaskd,
 )
-from infnet_monai.stats.transforms import InfectionBurdend
+from infnet_monai.stats.transforms import AnatomyChecksd, InfectionBurdend
 from infnet_monai.transforms.ct import LUNG_WINDOW_HU, WORLD_AXIS_LABELS, ct_slice_preprocessing
 from infnet_monai.transforms.io import LoadCTd
 from infnet_monai.transforms.slices import SLICE_MEAN, SLICE_STD
@@ -85,6 +86,7 @@ def ct_postprocessing(
     min_lesion_volume_mm3: float = DEFAULT_MIN_LESION_MM3,
     min_lesion_extent_mm: float = MIN_LESION_EXTENT_MM,
     min_lesion_area_mm2: float = MIN_LESION_AREA_MM2,
+    basal_rim_max_share: float = BASAL_RIM_MAX_SHARE,
 ) -> Compose:
     """The default ``postprocessing`` (see the module docstring); ``volume_preprocessing`` is the whole-volume part of
     the preprocessing (its orientation is inverted at the end)."""
@@ -94,13 +96,16 @@ def ct_postprocessing(
         [
             ExtendLungd("lung", probability_key="pred", image_key="image", threshold=extension_threshold),
             InfectionMaskd(
-                "pred", lung_key="lung", output_key="infection", threshold=threshold,
-                min_lesion_volume_mm3=min_lesion_volume_mm3, min_lesion_extent_mm=min_lesion_extent_mm,
-                min_lesion_area_mm2=min_lesion_area_mm2,
+                "pred", lung_key="lung", output_key="infection", image_key="image", nodules_key="nodules",
+                threshold=threshold, min_lesion_volume_mm3=min_lesion_volume_mm3,
+                min_lesion_extent_mm=min_lesion_extent_mm, min_lesion_area_mm2=min_lesion_area_mm2,
+                basal_rim_max_share=basal_rim_max_share,
             ),
             InfectionClassesd("infection", share_key="share", output_key="classes"),
             DeleteItemsd(["pred", "share"]),
-            InfectionBurdend("infection", lung_key="lung", classes_key="classes", output_key="burden"),
+            InfectionBurdend("infection", lung_key="lung", classes_key="classes", nodules_key="nodules", output_key="burden"),
+            AnatomyChecksd("infection", lung_key="lung", image_key="image", output_key="burden"),
+            DeleteItemsd(["nodules"]),
             # one key per step (each step's copy is one volume); "image" last: the others are inverted with its history
             *(
                 Invertd(key, transform=volume_preprocessing, orig_keys="image", nearest_interp=True, allow_missing_keys=True)

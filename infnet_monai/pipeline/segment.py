@@ -40,7 +40,7 @@ from monai.data import MetaTensor
 from monai.transforms import Compose, Invertd, Orientationd, apply_transform
 
 from infnet_monai import __version__
-from infnet_monai.defaults import DEFAULT_MAX_SLICES, DEFAULT_MIN_LESION_MM3
+from infnet_monai.defaults import BASAL_RIM_MAX_SHARE, DEFAULT_MAX_SLICES, DEFAULT_MIN_LESION_MM3
 from infnet_monai.io.cases import CTCase, discover_cases
 from infnet_monai.inferers.lung_crop import LUNG_CROP_MARGINS, LungCropSliceInferer, slice_boxes
 from infnet_monai.inferers.slices import resolve_temperature
@@ -151,7 +151,11 @@ class CTSegmenter:
         preprocessing: the chain from ``{"image": case, path or volume}`` (default
             :func:`~infnet_monai.pipeline.components.ct_preprocessing`); its slice-wise tail streams in slabs.
         min_lesion_extent_mm: lesions spanning fewer axial millimetres are removed (3D consistency).
-        min_lesion_area_mm2: in-plane pieces of infection smaller than this on a slice are removed.
+        min_lesion_area_mm2: in-plane pieces of infection smaller than this on a slice are removed (before the 3D
+            filters, so every lesion of the output passes them).
+        basal_rim_max_share: lesions with at least this share of their voxels in the slice of lung over the
+            diaphragm and the heart are removed (:func:`~infnet_monai.postprocessing.infection.basal_rim_shares`);
+            above 1 none is.
         field_of_view: ``"lung"`` crops every slice with lung to the lungs' box (training-like); ``"body"`` to the
             body's box on the same slices, for comparison (on the normal chest CT the extension then takes in what
             the network marks around the heart: 12.1% false infection against 0%, ``scripts/evaluate_3d.py``).
@@ -196,6 +200,7 @@ class CTSegmenter:
         field_of_view: str = "lung",
         min_lesion_extent_mm: float = DEFAULT_MIN_LESION_EXTENT_MM,
         min_lesion_area_mm2: float = DEFAULT_MIN_LESION_AREA_MM2,
+        basal_rim_max_share: float = BASAL_RIM_MAX_SHARE,
         extension_threshold: float | None = None,
         classes: bool = True,
         class_model_path: str | os.PathLike | None = None,
@@ -219,6 +224,7 @@ class CTSegmenter:
         self.min_lesion_volume_mm3 = float(min_lesion_volume_mm3)
         self.min_lesion_extent_mm = float(min_lesion_extent_mm)
         self.min_lesion_area_mm2 = float(min_lesion_area_mm2)
+        self.basal_rim_max_share = float(basal_rim_max_share)
         self.window_hu = tuple(float(w) for w in window_hu)
         self.max_slices = int(max_slices)
         stats = (float(prep.get("slice_mean", SLICE_MEAN)), float(prep.get("slice_std", SLICE_STD)))
@@ -276,6 +282,7 @@ class CTSegmenter:
             min_lesion_volume_mm3=self.min_lesion_volume_mm3,
             min_lesion_extent_mm=self.min_lesion_extent_mm,
             min_lesion_area_mm2=self.min_lesion_area_mm2,
+            basal_rim_max_share=self.basal_rim_max_share,
         )
 
     # ------------------------------------------------------------------ one volume

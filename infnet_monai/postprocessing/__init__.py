@@ -50,6 +50,7 @@ from .lung import (
     WORKING_SPACING_MM,
     body_mask,
     lung_mask,
+    working_factors,
 )
 
 __all__ = [
@@ -90,6 +91,7 @@ __all__ = [
     "RIGHT_LUNG_LABEL",
     "WORKING_SPACING_MM",
     "body_mask",
+    "working_factors",
     "extend_lung",
     "extension_slices",
     "lung_mask",

@@ -15,7 +15,8 @@ from scipy import ndimage as ndi
 
 from infnet_monai.postprocessing.lung import LEFT_LUNG_LABEL, RIGHT_LUNG_LABEL
 from infnet_monai.postprocessing.morphology import FULL_3D, check_volume, fill_holes_axial
-from infnet_monai.utils.arrays import bounding_box, label_components, slabwise
+from infnet_monai.postprocessing.thorax import below_lung, lung_floor, thoracic_envelope
+from infnet_monai.utils.arrays import SLAB_SLICES, bounding_box, label_components, slabwise
 from infnet_monai.utils.validation import check_spacing_mm
 
 __all__ = [
@@ -51,7 +52,6 @@ EXTENSION_EDGE_RISE = 1.25
 bases (or the apices), where no slice looks like the training slices. On the abdominal ``abdomen_3mm`` the lung area
 at the top slice is 96 cm^2 against 13 cm^2 21 mm lower, and extending there added the liver dome; a chest CT has
 no lung at its ends, and a volume rebuilt from one slice has the same area on every slice."""
-
 
 
 def _holds_widest_level(area: np.ndarray, slice_mm: float) -> bool:
@@ -114,6 +114,19 @@ def _join_nearest_lung(out: np.ndarray, added: np.ndarray, box: tuple[slice, ...
     logger.debug("extend_lung: %.1f mL of infection against the lung added to it.", add.sum() * float(np.prod(spacing)) / 1000.0)
 
 
+def _keep_inside_thorax(found: np.ndarray, lung: np.ndarray, volume_hu: np.ndarray, spacing) -> None:
+    """``found`` (changed in place) without the voxels below the lung (the diaphragm and the organs beneath it) and
+    outside the thoracic envelope (the chest wall outside the ribs)."""
+    floor = lung_floor(lung)
+    for z0 in range(0, found.shape[2], SLAB_SLICES):
+        z1 = min(found.shape[2], z0 + SLAB_SLICES)
+        found[:, :, z0:z1] &= ~below_lung(floor, z0, z1)
+    slices = np.flatnonzero(found.any(axis=(0, 1)))
+    for start in range(0, slices.size, SLAB_SLICES):
+        part = slices[start : start + SLAB_SLICES]
+        found[:, :, part] &= thoracic_envelope(volume_hu, lung, spacing, part)
+
+
 def extend_lung(
     lung: np.ndarray,
     probability: np.ndarray,
@@ -123,14 +136,18 @@ def extend_lung(
     max_hu: float = EXTENSION_MAX_HU,
     min_area_fraction: float = EXTENSION_MIN_AREA_FRACTION,
     in_place: bool = False,
+    thorax: bool = True,
 ) -> np.ndarray:
     """Pathology-inclusive lung: the Hounsfield-unit lung plus the infection found against it.
 
     Dense consolidation at the pleura, the mediastinum or the diaphragm has soft-tissue density, so a lung mask from
-    Hounsfield units (:func:`lung_mask`) leaves it out, and with it the disease of the sickest patients. The
-    infection model sees it. Every 3D component (26-connected) of ``probability >= threshold`` that touches the lung
-    joins it, without voxels denser than ``max_hu`` (bone) and only on the slices :func:`extension_slices` allows;
-    each added voxel takes the label of the nearest lung voxel, and each lung is then filled per axial slice.
+    Hounsfield units (:func:`~infnet_monai.postprocessing.lung.lung_mask`) leaves it out, and with it the disease of
+    the sickest patients. The infection model sees it. Every 3D component (26-connected) of
+    ``probability >= threshold`` that touches the lung joins it, without voxels denser than ``max_hu`` (bone), only
+    on the slices :func:`extension_slices` allows, and (``thorax``) only inside the thoracic envelope and above the
+    diaphragm: infection is always inside the bony thorax, and what lies under the lung (the liver and spleen
+    domes, the stomach, the heart) is not lung. Each added voxel takes the label of the nearest lung voxel, and each
+    lung is then filled per axial slice.
 
     Args:
         lung: ``(X, Y, Z)`` label map from :func:`lung_mask` (RAS).
@@ -141,6 +158,8 @@ def extend_lung(
         max_hu: voxels above this density are never added.
         min_area_fraction: see :data:`EXTENSION_MIN_AREA_FRACTION`.
         in_place: extend a ``uint8`` ``lung`` itself instead of a copy (saves one mask's memory on long scans).
+        thorax: add only inside the thoracic envelope (the hull of the lung and the ribs next to it) and never below
+            the lung (:mod:`~infnet_monai.postprocessing.thorax`); ``False`` lifts both limits.
 
     Returns:
         ``uint8`` label map like ``lung``, a superset of it.
@@ -158,6 +177,8 @@ def extend_lung(
     # slab by slab, and the rest inside bounding boxes: no full-size temporaries on long scans
     found = slabwise(lambda p, h, o: (p >= threshold) & (h <= max_hu) & (o == 0), probability, volume_hu, out)
     found[:, :, ~allowed] = False
+    if thorax and found.any():
+        _keep_inside_thorax(found, out, volume_hu, spacing)
     if not found.any():
         return out
     box = bounding_box(found, (1, 1, 1))

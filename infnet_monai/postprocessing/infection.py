@@ -8,18 +8,30 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import ndimage as ndi
 
-from infnet_monai.postprocessing.morphology import AXIAL_8, FULL_3D, check_volume, dilate_mm
+from infnet_monai.postprocessing.morphology import AXIAL_8, FULL_3D, check_volume
+from infnet_monai.postprocessing.nodules import nodule_like
+from infnet_monai.postprocessing.thorax import below_lung, lung_floor
 from infnet_monai.utils.arrays import bounding_box, component_sizes, label_components, slabwise
 from infnet_monai.utils.validation import check_spacing_mm
 
 __all__ = [
-    "GGO_LABEL", "CONSOLIDATION_LABEL", "CONSOLIDATION_SHARE_THRESHOLD", "infection_classes", "postprocess_infection"
+    "GGO_LABEL",
+    "CONSOLIDATION_LABEL",
+    "CONSOLIDATION_SHARE_THRESHOLD",
+    "BASAL_RIM_MM",
+    "infection_classes",
+    "basal_rim_shares",
+    "postprocess_infection",
+    "infection_and_nodules",
 ]
 
 GGO_LABEL = 1
 """Label of ground-glass opacity in a class map."""
 CONSOLIDATION_LABEL = 2
 """Label of consolidation in a class map."""
+BASAL_RIM_MM = 0.0
+"""Depth (mm) of the basal rim of :func:`basal_rim_shares` beyond its minimum, one slice spacing: the partial volume
+of a slice with what lies beneath the lung reaches one slice (``scripts/evaluate_3d.py`` chooses it)."""
 CONSOLIDATION_SHARE_THRESHOLD = 0.5
 """An infected voxel is consolidation where ``q = P(consolidation | infection) >= 0.5``: there the consolidation
 probability ``p * q`` is at least the GGO probability ``p * (1 - q)``."""
@@ -72,79 +84,152 @@ def _drop_small_pieces(mask: np.ndarray, pixel_mm2: float, min_area_mm2: float) 
     return mask
 
 
+def _axial_extents_mm(labels: np.ndarray, n: int, slice_mm: float) -> np.ndarray:
+    """Per label (index 0 unused), the axial extent in mm: the number of slices it spans times the slice spacing."""
+    extents = np.zeros(n + 1)
+    for i, sl in enumerate(ndi.find_objects(labels), start=1):
+        if sl is not None:
+            extents[i] = (sl[2].stop - sl[2].start) * slice_mm
+    return extents
+
+
+def basal_rim_shares(labels: np.ndarray, n: int, lung: np.ndarray, spacing, rim_mm: float, offset: Sequence[int]) -> np.ndarray:
+    """Per lesion label (index 0 unused), the share of its voxels in the basal rim: the lung within ``rim_mm`` (at
+    least one slice spacing) of the tissue that lies below the lung in its column
+    (:func:`~infnet_monai.postprocessing.thorax.below_lung`: the diaphragm, the liver and spleen domes, the heart).
+
+    There a slice holds lung and the organ beneath it at once, and the partial volume looks like ground glass to a 2D
+    network. ``labels`` covers the box of ``lung`` that starts at ``offset``.
+    """
+    reach = max(float(rim_mm), float(spacing[2]))
+    floor = lung_floor(lung)
+    pad = [int(np.ceil(reach / s)) + 1 for s in spacing]
+    shares = np.zeros(n + 1)
+    for i, sl in enumerate(ndi.find_objects(labels), start=1):
+        if sl is None:
+            continue
+        box = tuple(slice(max(o + b.start - p, 0), min(o + b.stop + p, size)) for o, b, p, size in zip(offset, sl, pad, lung.shape))
+        under = below_lung(floor[box[0], box[1]], box[2].start, box[2].stop)
+        if not under.any():
+            continue
+        near = ndi.distance_transform_edt(~under, sampling=spacing) <= reach
+        local = tuple(slice(o + b.start - bb.start, o + b.stop - bb.start) for o, b, bb in zip(offset, sl, box))
+        lesion = labels[sl] == i
+        shares[i] = np.count_nonzero(lesion & near[local]) / max(np.count_nonzero(lesion), 1)
+    return shares
+
+
 def postprocess_infection(
     probability: np.ndarray,
     lung: np.ndarray,
     spacing_mm: Sequence[float],
     threshold: float = 0.5,
     min_lesion_volume_mm3: float = 10.0,
-    lung_margin_mm: float = 0.0,
     min_lesion_extent_mm: float = 0.0,
     min_lesion_area_mm2: float = 0.0,
+    basal_rim_max_share: float = 1.0,
+    basal_rim_mm: float = BASAL_RIM_MM,
+    volume_hu: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Binary infection mask from a probability map: threshold, restrict to the lung, drop small lesions.
+    """Binary infection mask from a probability map: threshold, restrict to the lung, drop what is not a lesion.
+
+    In this order, so that every 3D component of the result passes every filter (the counts of
+    :func:`~infnet_monai.stats.infection_burden` are those of the filtered lesions):
+
+    1. ``probability >= threshold`` inside ``lung``;
+    2. with ``volume_hu``, nodule-like 3D components (26-connected) of at least ``min_lesion_volume_mm3``
+       (:func:`~infnet_monai.postprocessing.nodules.nodule_like`: solid, compact, in aerated lung) are removed: a
+       nodule or small mass is not infection (:func:`infection_and_nodules` returns them);
+    3. in-plane 8-connected pieces smaller than ``min_lesion_area_mm2`` on an axial slice are removed;
+    4. 3D 26-connected lesions smaller than ``min_lesion_volume_mm3`` are removed, those with at least
+       ``basal_rim_max_share`` of their voxels in the basal rim (:func:`basal_rim_shares`, the partial volume of the
+       lung with the diaphragm and the organs beneath it), and those spanning fewer axial millimetres than
+       ``min_lesion_extent_mm``.
 
     Args:
-        probability: infection probability (0-1) or any score, shape ``(X, Y, Z)`` (RAS, as :func:`lung_mask`).
+        probability: infection probability (0-1) or any score, shape ``(X, Y, Z)`` (RAS, as
+            :func:`~infnet_monai.postprocessing.lung.lung_mask`).
         lung: lung mask or label map of the same shape; voxels ``> 0`` are lung.
         spacing_mm: voxel size in mm along axes ``(0, 1, 2)``.
         threshold: a voxel is positive when ``probability >= threshold``.
-        min_lesion_volume_mm3: 3D 26-connected components smaller than this volume (mm^3) are removed;
+        min_lesion_volume_mm3: lesions smaller than this volume (mm^3) are removed; 0 keeps all.
+        min_lesion_extent_mm: lesions spanning fewer axial millimetres (number of slices times the slice spacing)
+            are removed; a scan shorter than this requires its full length. 0 keeps all.
+        min_lesion_area_mm2: in-plane pieces smaller than this area (mm^2) on an axial slice are removed first.
             0 keeps all.
-        lung_margin_mm: the lung is dilated by this distance (mm, exact Euclidean, spacing-aware) before the
-            restriction, to keep lesions at the pleura that the lung mask cut; 0 uses the lung as is.
-        min_lesion_extent_mm: components spanning fewer axial millimetres (number of slices times the slice
-            spacing) are removed; a scan shorter than this requires its full length. 0 keeps all.
-        min_lesion_area_mm2: after the 3D filters, in-plane 8-connected pieces smaller than this area (mm^2) on an
-            axial slice are removed. 0 keeps all.
+        basal_rim_max_share: lesions with at least this share (0-1] of their voxels in the basal rim are removed;
+            1 removes only lesions entirely inside it, and a value above 1 none.
+        basal_rim_mm: depth of the basal rim (mm); at least one slice spacing is used.
+        volume_hu: the CT in HU, for the nodule-like test; ``None`` skips it.
 
     Returns:
         ``uint8`` array of shape ``(X, Y, Z)`` with values 0 / 1.
 
     Raises:
-        ValueError: on shape mismatch, non-3D input, non-positive spacing or negative volume / margin / extent.
+        ValueError: on shape mismatch, non-3D input, non-positive spacing or negative volume / extent / area.
     """
+    return infection_and_nodules(
+        probability, lung, spacing_mm, threshold, min_lesion_volume_mm3, min_lesion_extent_mm, min_lesion_area_mm2,
+        basal_rim_max_share, basal_rim_mm, volume_hu,
+    )[0]
+
+
+def infection_and_nodules(
+    probability: np.ndarray,
+    lung: np.ndarray,
+    spacing_mm: Sequence[float],
+    threshold: float = 0.5,
+    min_lesion_volume_mm3: float = 10.0,
+    min_lesion_extent_mm: float = 0.0,
+    min_lesion_area_mm2: float = 0.0,
+    basal_rim_max_share: float = 1.0,
+    basal_rim_mm: float = BASAL_RIM_MM,
+    volume_hu: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`postprocess_infection`, also returning the nodule-like lesions it removed (step 2):
+    ``(infection, nodules)``, both ``uint8`` 0 / 1 of shape ``(X, Y, Z)``; ``nodules`` is empty without
+    ``volume_hu``."""
     probability = check_volume(probability, "probability")
     lung = check_volume(lung, "lung")
     if probability.shape != lung.shape:
         raise ValueError(f"probability and lung must have the same shape, got {probability.shape} and {lung.shape}.")
+    if volume_hu is not None and np.shape(volume_hu) != lung.shape:
+        raise ValueError(f"volume_hu must have the lung's shape {lung.shape}, got {np.shape(volume_hu)}.")
     spacing = check_spacing_mm(spacing_mm)
-    if min(min_lesion_volume_mm3, min_lesion_extent_mm, min_lesion_area_mm2) < 0:
+    if min(min_lesion_volume_mm3, min_lesion_extent_mm, min_lesion_area_mm2, basal_rim_mm) < 0 or basal_rim_max_share <= 0:
         raise ValueError(
-            "min_lesion_volume_mm3, min_lesion_extent_mm and min_lesion_area_mm2 must be >= 0, got "
-            f"{min_lesion_volume_mm3}, {min_lesion_extent_mm} and {min_lesion_area_mm2}."
+            "min_lesion_volume_mm3, min_lesion_extent_mm, min_lesion_area_mm2 and basal_rim_mm must be >= 0 and "
+            f"basal_rim_max_share > 0, got {min_lesion_volume_mm3}, {min_lesion_extent_mm}, {min_lesion_area_mm2}, "
+            f"{basal_rim_mm} and {basal_rim_max_share}."
         )
-    if lung_margin_mm < 0:
-        raise ValueError(f"lung_margin_mm must be >= 0, got {lung_margin_mm}.")
-
-    if lung_margin_mm > 0:
-        region = dilate_mm(lung > 0, lung_margin_mm, spacing)
-        mask = slabwise(lambda p, r: (p >= threshold) & r, probability, region)
-        del region
-    else:  # slab by slab: no full-size temporaries on long scans
-        mask = slabwise(lambda p, lu: (p >= threshold) & (lu > 0), probability, lung)
+    mask = slabwise(lambda p, lu: (p >= threshold) & (lu > 0), probability, lung)  # no full-size temporaries
+    nodules = np.zeros(mask.shape, dtype=np.uint8)
     if not mask.any():
-        return mask.astype(np.uint8)
+        return mask.view(np.uint8), nodules
     box = bounding_box(mask)  # label only around the lesions: bounded memory on long scans
-    sub = mask[box]
-    if min_lesion_volume_mm3 > 0 or min_lesion_extent_mm > 0:
+    sub = np.ascontiguousarray(mask[box])
+    voxel_mm3 = float(np.prod(spacing))
+    if volume_hu is not None:  # nodules as the network draws them, before the clean-up cuts them into pieces
         labels, n = label_components(sub, FULL_3D)
-        volumes_mm3 = component_sizes(labels, n) * float(np.prod(spacing))
-        keep = volumes_mm3 >= min_lesion_volume_mm3
-        if min_lesion_extent_mm > 0:
-            needed = min(min_lesion_extent_mm, mask.shape[2] * spacing[2])
-            extents = np.zeros(keep.shape)
-            for i, sl in enumerate(ndi.find_objects(labels), start=1):
-                if sl is not None:
-                    extents[i] = (sl[2].stop - sl[2].start) * spacing[2]
-            keep &= extents >= needed - 1e-6
-        keep[0] = False
-        sub = keep[labels]
+        candidates = component_sizes(labels, n) * voxel_mm3 >= min_lesion_volume_mm3
+        nodule = nodule_like(labels, n, np.asarray(volume_hu)[box], spacing, candidates)
+        nodule[0] = False
+        if nodule.any():
+            found = nodule[labels]
+            nodules[box] = found
+            sub &= ~found
         del labels
-    if min_lesion_area_mm2 > 0 and sub.any():
-        sub = _drop_small_pieces(np.ascontiguousarray(sub), spacing[0] * spacing[1], min_lesion_area_mm2)
-    if np.shares_memory(sub, mask):
-        sub = np.array(sub, dtype=bool)  # the kept voxels, no longer a view of ``mask``
+    if min_lesion_area_mm2 > 0:
+        sub = _drop_small_pieces(sub, spacing[0] * spacing[1], min_lesion_area_mm2)
+    labels, n = label_components(sub, FULL_3D)
+    keep = component_sizes(labels, n) * voxel_mm3 >= min_lesion_volume_mm3
+    keep[0] = False
+    if basal_rim_max_share <= 1.0 and keep.any():
+        keep &= basal_rim_shares(labels, n, lung, spacing, basal_rim_mm, [b.start for b in box]) < basal_rim_max_share
+    if min_lesion_extent_mm > 0:
+        keep &= _axial_extents_mm(labels, n, spacing[2]) >= min(min_lesion_extent_mm, mask.shape[2] * spacing[2]) - 1e-6
+    sub = keep[labels]
+    del labels
     mask[...] = False  # the result takes the mask's memory: no second full-size array on long scans
     mask[box] = sub
-    return mask.view(np.uint8)
+    return mask.view(np.uint8), nodules

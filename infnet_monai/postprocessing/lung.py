@@ -62,6 +62,7 @@ __all__ = [
     "LungMaskOptions",
     "BODY_HU",
     "body_mask",
+    "working_factors",
     "lung_mask",
 ]
 
@@ -416,10 +417,7 @@ def lung_mask(volume_hu: np.ndarray, spacing_mm: Sequence[float], **options: Any
     opts = LungMaskOptions(**options)
     if not (np.issubdtype(volume_hu.dtype, np.floating) or np.issubdtype(volume_hu.dtype, np.signedinteger)):
         raise ValueError(f"volume_hu must hold signed integer or float Hounsfield units, got dtype {volume_hu.dtype}.")
-    factors = [1, 1, 1]
-    if opts.working_spacing_mm is not None:  # integer block sizes to about the working spacing, >= 3 blocks per axis
-        factors = [max(1, int(math.floor(opts.working_spacing_mm / s + 1e-6))) for s in spacing]
-        factors = [f if n // f >= 3 else 1 for f, n in zip(factors, volume_hu.shape)]
+    factors = working_factors(volume_hu.shape, spacing, opts.working_spacing_mm)
     if factors == [1, 1, 1]:
         return _lung_mask_working(volume_hu, spacing, opts)
 
@@ -439,6 +437,15 @@ def _to_full_resolution(coarse: np.ndarray, factors, volume_hu: np.ndarray, thre
     band_full = upsample_labels(band, factors, volume_hu.shape)
     out[slabwise(lambda b, v: b & (v >= threshold_hu), band_full, volume_hu)] = 0
     return out
+
+
+def working_factors(shape: Sequence[int], spacing: Sequence[float], working_spacing_mm: float | None = WORKING_SPACING_MM) -> list[int]:
+    """Integer block sizes per axis that bring voxels of ``spacing`` to about ``working_spacing_mm`` (keeping at
+    least 3 blocks per axis); all 1 for ``None`` or coarser voxels."""
+    if working_spacing_mm is None:
+        return [1, 1, 1]
+    factors = [max(1, int(math.floor(working_spacing_mm / s + 1e-6))) for s in spacing]
+    return [f if n // f >= 3 else 1 for f, n in zip(factors, shape)]
 
 
 def body_mask(volume_hu: np.ndarray) -> np.ndarray:

@@ -31,7 +31,7 @@ from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import MapTransform, Transform
 
-from infnet_monai.postprocessing.infection import CONSOLIDATION_SHARE_THRESHOLD, infection_classes, postprocess_infection
+from infnet_monai.postprocessing.infection import CONSOLIDATION_SHARE_THRESHOLD, infection_and_nodules, infection_classes
 from infnet_monai.postprocessing.extension import extend_lung
 from infnet_monai.postprocessing.lung import LungMaskOptions, lung_mask
 from infnet_monai.utils.memory import release_memory
@@ -124,30 +124,43 @@ class _ProbabilityMapTransform(MapTransform):
 class InfectionMask(_ProbabilityTransform):
     """Binary infection mask from a probability map (``channel`` of it) and the lung; ``kwargs`` go to
     ``postprocess_infection`` (``threshold``, ``min_lesion_volume_mm3``, ``min_lesion_extent_mm``,
-    ``min_lesion_area_mm2``, ``lung_margin_mm``)."""
+    ``min_lesion_area_mm2``, ``basal_rim_max_share``, ``basal_rim_mm``). Given the CT in HU, nodule-like lesions
+    are kept out of the mask: :meth:`with_nodules` returns them too."""
 
-    def __call__(self, probability: Any, lung: Any) -> torch.Tensor:
+    def __call__(self, probability: Any, lung: Any, image: Any = None) -> torch.Tensor:
+        return self.with_nodules(probability, lung, image)[0]
+
+    def with_nodules(self, probability: Any, lung: Any, image: Any = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(infection, nodule-like lesions)``; the second is empty without ``image``."""
         prob = _volume(probability, "probability", self.channel)
-        mask = postprocess_infection(prob, _volume(lung, "lung"), _spacing(probability, self.spacing_mm), **self.kwargs)
+        hu = None if image is None else _volume(image, "image")
+        mask, nodules = infection_and_nodules(
+            prob, _volume(lung, "lung"), _spacing(probability, self.spacing_mm), volume_hu=hu, **self.kwargs
+        )
         release_memory()
-        return _like(mask, lung)
+        return _like(mask, lung), _like(nodules, lung)
 
 
 class InfectionMaskd(_ProbabilityMapTransform):
     """Dictionary version of :class:`InfectionMask`: ``keys`` hold the probability, ``lung_key`` the lung, and the
-    mask goes to ``output_key``."""
+    mask goes to ``output_key``; with ``image_key`` (the CT in HU) the nodule-like lesions go to ``nodules_key``."""
 
     array_transform = InfectionMask
 
     def __init__(self, keys: KeysCollection, lung_key: str = "lung", output_key: str = "infection", spacing_mm=None,
-                 channel: int = 0, allow_missing_keys=False, **kwargs):
+                 channel: int = 0, allow_missing_keys=False, image_key: str | None = None, nodules_key: str = "nodules",
+                 **kwargs):
         super().__init__(keys, spacing_mm, channel, allow_missing_keys, **kwargs)
         self.lung_key, self.output_key = lung_key, output_key
+        self.image_key, self.nodules_key = image_key, nodules_key
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict:
         d = dict(data)
         for key in self.key_iterator(d):
-            d[self.output_key] = self.transform(d[key], d[self.lung_key])
+            image = d[self.image_key] if self.image_key is not None else None
+            d[self.output_key], nodules = self.transform.with_nodules(d[key], d[self.lung_key], image)
+            if self.image_key is not None:
+                d[self.nodules_key] = nodules
         return d
 
 
@@ -189,7 +202,7 @@ class InfectionClassesd(MapTransform):
 
 class ExtendLung(_ProbabilityTransform):
     """The pathology-inclusive lung: infection (``channel`` of the probability) found against the lung joins it;
-    ``kwargs`` go to ``extend_lung`` (``threshold``, ``max_hu``, ``min_area_fraction``). The lung is extended in
+    ``kwargs`` go to ``extend_lung`` (``threshold``, ``max_hu``, ``min_area_fraction``, ``thorax``). The lung is extended in
     place when it is a ``uint8`` array (no copy on long scans)."""
 
     def __call__(self, lung: Any, probability: Any, image: Any) -> torch.Tensor:

@@ -20,7 +20,16 @@ from infnet_monai.postprocessing.lung import LEFT_LUNG_LABEL, RIGHT_LUNG_LABEL
 from infnet_monai.utils.arrays import bounding_box, component_sizes, count_where, label_components
 from infnet_monai.utils.validation import check_spacing_mm
 
-__all__ = ["MM3_PER_ML", "BURDEN_KEYS", "CLASS_BURDEN_KEYS", "BURDEN_FIELDS", "infection_burden", "class_burden"]
+__all__ = [
+    "MM3_PER_ML",
+    "BURDEN_KEYS",
+    "CLASS_BURDEN_KEYS",
+    "NODULE_KEYS",
+    "BURDEN_FIELDS",
+    "infection_burden",
+    "class_burden",
+    "nodule_burden",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +49,10 @@ BURDEN_KEYS: tuple[str, ...] = (
     "slices_with_infection",
 )
 """Keys of the dict returned by :func:`infection_burden`, in CSV column order."""
+
+NODULE_KEYS: tuple[str, ...] = ("nodule_like_lesion_count", "nodule_like_volume_ml")
+"""Keys of the dict returned by :func:`nodule_burden`: the nodule-like lesions, kept out of the infection
+(:mod:`infnet_monai.postprocessing.nodules`)."""
 
 _CLASSES = ((GGO_LABEL, "ggo"), (CONSOLIDATION_LABEL, "consolidation"))
 
@@ -64,6 +77,11 @@ BURDEN_FIELDS: tuple[str, ...] = (
     "spacing_mm",
     *BURDEN_KEYS,
     *CLASS_BURDEN_KEYS,
+    *NODULE_KEYS,
+    "trachea_in_lung_percent",
+    "infection_outside_thorax_ml",
+    "lungs_cut_by_scan",
+    "qc_flags",
     "infection_mask_path",
     "infection_classes_path",
     "lung_mask_path",
@@ -185,3 +203,14 @@ def class_burden(classes: np.ndarray, lung: np.ndarray, spacing_mm: Sequence[flo
             out[f"{prefix}{name}_volume_ml"] = n * voxel_ml
             out[f"{prefix}{name}_percent"] = _percent(n, n_region, what)
     return {k: out[k] for k in CLASS_BURDEN_KEYS}
+
+
+def nodule_burden(nodules: np.ndarray, spacing_mm: Sequence[float]) -> dict[str, float | int]:
+    """Count (3D 26-connected components) and volume (mL) of the nodule-like lesions, keys :data:`NODULE_KEYS`."""
+    nodules = np.asarray(nodules)
+    spacing = check_spacing_mm(spacing_mm)
+    n_voxels = count_where(lambda m: m > 0, nodules)
+    count = 0
+    if n_voxels:
+        _, count = label_components(nodules[bounding_box(nodules)] > 0, np.ones((3, 3, 3), dtype=bool))
+    return {"nodule_like_lesion_count": int(count), "nodule_like_volume_ml": n_voxels * float(np.prod(spacing)) / MM3_PER_ML}

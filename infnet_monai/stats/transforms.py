@@ -13,9 +13,10 @@ from monai.config import KeysCollection
 from monai.transforms import MapTransform, Transform
 
 from infnet_monai.postprocessing.transforms import _spacing, _volume
-from infnet_monai.stats.burden import class_burden, infection_burden
+from infnet_monai.stats.anatomy import anatomy_checks
+from infnet_monai.stats.burden import class_burden, infection_burden, nodule_burden
 
-__all__ = ["InfectionBurden", "InfectionBurdend"]
+__all__ = ["InfectionBurden", "InfectionBurdend", "AnatomyChecks", "AnatomyChecksd"]
 
 
 class InfectionBurden(Transform):
@@ -25,27 +26,61 @@ class InfectionBurden(Transform):
     def __init__(self, spacing_mm: Sequence[float] | None = None) -> None:
         self.spacing_mm = spacing_mm
 
-    def __call__(self, infection: Any, lung: Any, classes: Any = None) -> dict:
+    def __call__(self, infection: Any, lung: Any, classes: Any = None, nodules: Any = None) -> dict:
         spacing = _spacing(lung, self.spacing_mm)
         inf, lu = _volume(infection, "infection"), _volume(lung, "lung")
         row = dict(infection_burden(inf, lu, spacing))
         if classes is not None:
             row.update(class_burden(_volume(classes, "classes"), lu, spacing))
+        if nodules is not None:
+            row.update(nodule_burden(_volume(nodules, "nodules"), spacing))
         return row
 
 
 class InfectionBurdend(MapTransform):
     """Dictionary version of :class:`InfectionBurden`: ``keys`` hold the infection mask, ``lung_key`` the lung and
-    ``classes_key`` the class map (optional); the statistics go to ``output_key`` as a dictionary."""
+    ``classes_key`` the class map and ``nodules_key`` the nodule-like lesions (both optional); the statistics go to
+    ``output_key`` as a dictionary."""
 
     def __init__(self, keys: KeysCollection, lung_key: str = "lung", classes_key: str = "classes",
-                 output_key: str = "burden", spacing_mm=None, allow_missing_keys: bool = False) -> None:
+                 output_key: str = "burden", spacing_mm=None, allow_missing_keys: bool = False,
+                 nodules_key: str = "nodules") -> None:
         super().__init__(keys, allow_missing_keys)
         self.lung_key, self.classes_key, self.output_key = lung_key, classes_key, output_key
+        self.nodules_key = nodules_key
         self.transform = InfectionBurden(spacing_mm)
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict:
         d = dict(data)
         for key in self.key_iterator(d):
-            d[self.output_key] = self.transform(d[key], d[self.lung_key], d.get(self.classes_key))
+            d[self.output_key] = self.transform(d[key], d[self.lung_key], d.get(self.classes_key), d.get(self.nodules_key))
+        return d
+
+
+class AnatomyChecks(Transform):
+    """The anatomical self-checks (:func:`~infnet_monai.stats.anatomy.anatomy_checks`) of an infection mask and a
+    lung label map on a CT in HU."""
+
+    def __init__(self, spacing_mm: Sequence[float] | None = None) -> None:
+        self.spacing_mm = spacing_mm
+
+    def __call__(self, image: Any, lung: Any, infection: Any) -> dict:
+        spacing = _spacing(lung, self.spacing_mm)
+        return anatomy_checks(_volume(image, "image"), _volume(lung, "lung"), _volume(infection, "infection"), spacing)
+
+
+class AnatomyChecksd(MapTransform):
+    """Dictionary version of :class:`AnatomyChecks`: ``keys`` hold the infection mask, ``lung_key`` the lung and
+    ``image_key`` the CT; the checks are added to the dictionary at ``output_key`` (the burden statistics)."""
+
+    def __init__(self, keys: KeysCollection, lung_key: str = "lung", image_key: str = "image",
+                 output_key: str = "burden", spacing_mm=None, allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.lung_key, self.image_key, self.output_key = lung_key, image_key, output_key
+        self.transform = AnatomyChecks(spacing_mm)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[self.output_key] = {**d.get(self.output_key, {}), **self.transform(d[self.image_key], d[self.lung_key], d[key])}
         return d

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+from scipy import ndimage as ndi
 import pytest
 
 from infnet_monai.postprocessing import postprocess_infection
@@ -52,19 +53,22 @@ def test_26_connectivity():
     assert out[3, 3, 2] == 1 and out[4, 4, 3] == 1
 
 
-def test_lung_margin_is_spacing_aware():
-    lung = np.zeros((9, 9, 7), dtype=np.uint8)
-    lung[4, 4, 3] = 1
-    prob = np.ones(lung.shape, dtype=np.float32)
-    # margin 1.0 mm reaches the axis-0 neighbours (0.7 mm) and axis-1 neighbours (0.8 mm) but not axis 2 (2.5 mm)
-    # nor the in-plane diagonal (sqrt(0.7^2 + 0.8^2) = 1.06 mm)
-    out = postprocess_infection(prob, lung, SPACING, min_lesion_volume_mm3=0.0, lung_margin_mm=1.0)
-    expected = np.zeros(lung.shape, dtype=np.uint8)
-    expected[3:6, 4, 3] = 1
-    expected[4, 3:6, 3] = 1
-    np.testing.assert_array_equal(out, expected)
-    no_margin = postprocess_infection(prob, lung, SPACING, min_lesion_volume_mm3=0.0)
-    assert no_margin.sum() == 1
+def test_every_output_lesion_passes_every_filter():
+    """The in-plane clean-up runs before the 3D filters: it never leaves a fragment that the 3D filters would drop."""
+    prob = np.zeros((40, 40, 12), dtype=np.float32)
+    prob[5:20, 5:20, 2:10] = 1.0  # 225 mm2 per slice over 8 slices of 2 mm = 16 mm: shorter than 20 mm ...
+    prob[11:13, 11:13, 0:12] = 1.0  # ... but a 4 mm2 thread runs through it over all 12 slices (24 mm)
+    prob[25:38, 25:38, 0:12] = 1.0  # a true lesion: 169 mm2 over 24 mm
+    lung = np.ones(prob.shape, dtype=np.uint8)
+    spacing = (1.0, 1.0, 2.0)
+    out = postprocess_infection(prob, lung, spacing, min_lesion_volume_mm3=300, min_lesion_extent_mm=20, min_lesion_area_mm2=100)
+    labels, n = ndi.label(out, structure=np.ones((3, 3, 3)))
+    assert n == 1 and out[25:38, 25:38, :].all() and not out[:20, :20, :].any()
+    for sl in ndi.find_objects(labels):
+        assert (sl[2].stop - sl[2].start) * spacing[2] >= 20
+    # the thread-joined lesion is judged without the thread: 16 mm, removed; with the extent rule off it stays
+    loose = postprocess_infection(prob, lung, spacing, min_lesion_volume_mm3=300, min_lesion_extent_mm=0, min_lesion_area_mm2=100)
+    assert loose[5:20, 5:20, 2:10].all() and not loose[11:13, 11:13, 0:2].any()
 
 
 def test_empty_probability():
@@ -80,7 +84,9 @@ def test_empty_probability():
         {"probability": np.zeros((4, 4)), "lung": np.zeros((4, 4))},
         {"probability": np.zeros((4, 4, 4)), "lung": np.zeros((4, 4, 4)), "spacing_mm": (1.0, -1.0, 1.0)},
         {"probability": np.zeros((4, 4, 4)), "lung": np.zeros((4, 4, 4)), "min_lesion_volume_mm3": -1.0},
-        {"probability": np.zeros((4, 4, 4)), "lung": np.zeros((4, 4, 4)), "lung_margin_mm": -1.0},
+        {"probability": np.zeros((4, 4, 4)), "lung": np.zeros((4, 4, 4)), "basal_rim_max_share": 0.0},
+        {"probability": np.zeros((4, 4, 4)), "lung": np.zeros((4, 4, 4)), "basal_rim_mm": -1.0},
+        {"probability": np.zeros((4, 4, 4)), "lung": np.zeros((4, 4, 4)), "volume_hu": np.zeros((4, 4, 3))},
     ],
 )
 def test_invalid_arguments(kwargs):

@@ -1,0 +1,139 @@
+# Copyright (c) infnet-monai contributors
+# Licensed under the MIT License.
+"""Anatomical self-checks of a case's masks: reference-free tests that hold for every chest CT.
+
+- ``trachea_in_lung_percent``: the share of the tracheal air column (above the carina,
+  :func:`~infnet_monai.postprocessing.airway.find_airway`) that the lung mask covers. The trachea is not lung;
+  ``nan`` when the scan shows no trachea (an abdominal scan).
+- ``infection_outside_thorax_ml``: the infection outside the bony thorax, the per-slice convex hull of the bone
+  (:func:`~infnet_monai.postprocessing.thorax.bony_thorax`). Lung infection is always inside it; slices without
+  bone (a volume rebuilt from a slice) are not counted.
+- ``lungs_cut_by_scan``: the lungs still have at least :data:`CUT_AREA_FRACTION` of their largest area on the first
+  or the last slice: the scan does not hold the whole lungs, and the burden is that of the part it holds.
+
+:func:`anatomy_checks` returns them with ``qc_flags``, the names of the checks a case fails.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from infnet_monai.postprocessing.airway import TRACHEA_AIR_HU, find_airway
+from infnet_monai.postprocessing.lung import body_mask, working_factors
+from infnet_monai.postprocessing.morphology import block_mean, fill_holes_axial
+from infnet_monai.postprocessing.thorax import BONE_HU, bony_thorax
+from infnet_monai.stats.burden import MM3_PER_ML
+from infnet_monai.utils.arrays import SLAB_SLICES, bounding_box
+from infnet_monai.utils.validation import check_spacing_mm
+
+__all__ = [
+    "TRACHEA_IN_LUNG_MAX_PERCENT",
+    "OUTSIDE_THORAX_MAX_ML",
+    "CUT_AREA_FRACTION",
+    "ANATOMY_KEYS",
+    "QC_FLAGS",
+    "trachea_in_lung_percent",
+    "infection_outside_thorax_ml",
+    "lungs_cut_by_scan",
+    "anatomy_checks",
+]
+
+TRACHEA_IN_LUNG_MAX_PERCENT = 2.0
+"""A lung mask covering more than this share (%) of the tracheal air column fails the check ``trachea_in_lung``."""
+OUTSIDE_THORAX_MAX_ML = 0.5
+"""More infection than this (mL) outside the bony thorax fails the check ``infection_outside_thorax``."""
+CUT_AREA_FRACTION = 0.25
+"""Lungs with at least this fraction of their largest axial area on the first or last slice are cut by the scan
+(``lungs_cut_by_scan``); a whole chest CT starts above the apices and ends below the costophrenic recesses."""
+
+ANATOMY_KEYS: tuple[str, ...] = ("trachea_in_lung_percent", "infection_outside_thorax_ml", "lungs_cut_by_scan", "qc_flags")
+"""Keys of the dict returned by :func:`anatomy_checks`, in CSV column order."""
+QC_FLAGS: dict[str, str] = {
+    "trachea_in_lung": f"the lung mask covers more than {TRACHEA_IN_LUNG_MAX_PERCENT:g}% of the trachea",
+    "infection_outside_thorax": f"more than {OUTSIDE_THORAX_MAX_ML:g} mL of infection outside the bony thorax",
+    "lungs_cut_by_scan": "the scan cuts the lungs: the burden covers only the part it holds",
+}
+"""The flags a case can carry in ``qc_flags``, with what they mean (shown in the report)."""
+
+
+def trachea_in_lung_percent(volume_hu: np.ndarray, lung: np.ndarray, spacing_mm: Sequence[float]) -> float:
+    """Share (%) of the tracheal air column that ``lung`` covers; ``nan`` when no trachea is found.
+
+    The trachea is found on the ~2 mm working grid of the lung mask (reaching at least the lungs' top, so that a
+    midline tube of an abdominal scan is not taken for it) and compared at full resolution inside its bounding box:
+    its air voxels (below :data:`~infnet_monai.postprocessing.airway.TRACHEA_AIR_HU`)."""
+    spacing = check_spacing_mm(spacing_mm)
+    factors = working_factors(volume_hu.shape, spacing)
+    coarse = block_mean(volume_hu, factors) if factors != [1, 1, 1] else np.asarray(volume_hu, dtype=np.float32)
+    coarse_spacing = tuple(s * f for s, f in zip(spacing, factors))
+    lung_slices = np.flatnonzero(np.asarray(lung).any(axis=(0, 1)))
+    air_top = int(lung_slices[-1]) // factors[2] if lung_slices.size else None
+    airway = find_airway(coarse, coarse_spacing, body_mask(coarse), air_top=air_top)
+    if airway is None or not airway.trachea.any():
+        return float("nan")
+    box = bounding_box(airway.trachea)
+    trachea = airway.trachea[box]
+    for axis, f in enumerate(factors):
+        trachea = np.repeat(trachea, f, axis=axis)
+    full = tuple(slice(b.start * f, b.start * f + t) for b, f, t in zip(box, factors, trachea.shape))
+    air = trachea & (np.asarray(volume_hu[full]) < TRACHEA_AIR_HU)
+    n_air = int(np.count_nonzero(air))
+    if n_air == 0:
+        return float("nan")
+    return 100.0 * np.count_nonzero(air & (np.asarray(lung[full]) > 0)) / n_air
+
+
+def infection_outside_thorax_ml(volume_hu: np.ndarray, infection: np.ndarray, spacing_mm: Sequence[float]) -> float:
+    """Volume (mL) of ``infection`` outside the bony thorax, on the slices that show bone."""
+    spacing = check_spacing_mm(spacing_mm)
+    slices = np.flatnonzero(np.asarray(infection).any(axis=(0, 1)))
+    outside = 0
+    for start in range(0, slices.size, SLAB_SLICES):
+        part = slices[start : start + SLAB_SLICES]
+        hu = np.asarray(volume_hu[:, :, part])
+        hull = bony_thorax(hu, fill_holes_axial(hu > -500.0), range(len(part)))
+        has_bone = (hu > BONE_HU).any(axis=(0, 1))
+        inf = np.asarray(infection[:, :, part]) > 0
+        outside += int(np.count_nonzero(inf[:, :, has_bone] & ~hull[:, :, has_bone]))
+    return outside * float(np.prod(spacing)) / MM3_PER_ML
+
+
+def lungs_cut_by_scan(lung: np.ndarray) -> bool:
+    """Whether the lungs reach the first or last slice with at least :data:`CUT_AREA_FRACTION` of their largest
+    area."""
+    area = np.count_nonzero(np.asarray(lung) > 0, axis=(0, 1))
+    if area.size == 0 or area.max() == 0:
+        return False
+    return bool(max(area[0], area[-1]) >= CUT_AREA_FRACTION * area.max())
+
+
+def anatomy_checks(volume_hu: np.ndarray, lung: np.ndarray, infection: np.ndarray, spacing_mm: Sequence[float]) -> dict:
+    """The anatomical self-checks of one case (module docstring).
+
+    Args:
+        volume_hu: ``(X, Y, Z)`` CT in HU, RAS.
+        lung: ``(X, Y, Z)`` lung label map (voxels > 0 are lung).
+        infection: ``(X, Y, Z)`` infection mask.
+        spacing_mm: voxel size in mm along axes ``(0, 1, 2)``.
+
+    Returns:
+        dict with the keys of :data:`ANATOMY_KEYS`; ``qc_flags`` is a list of :data:`QC_FLAGS` names.
+    """
+    trachea = trachea_in_lung_percent(volume_hu, lung, spacing_mm)
+    outside = infection_outside_thorax_ml(volume_hu, infection, spacing_mm)
+    cut = lungs_cut_by_scan(lung)
+    flags = []
+    if trachea == trachea and trachea > TRACHEA_IN_LUNG_MAX_PERCENT:  # nan (no trachea) passes
+        flags.append("trachea_in_lung")
+    if outside > OUTSIDE_THORAX_MAX_ML:
+        flags.append("infection_outside_thorax")
+    if cut:
+        flags.append("lungs_cut_by_scan")
+    return {
+        "trachea_in_lung_percent": trachea,
+        "infection_outside_thorax_ml": outside,
+        "lungs_cut_by_scan": cut,
+        "qc_flags": flags,
+    }
