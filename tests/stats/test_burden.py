@@ -37,6 +37,8 @@ def test_keys_and_field_order():
         "ggo_volume_ml", "consolidation_volume_ml", "ggo_percent", "consolidation_percent",
         "right_ggo_volume_ml", "right_consolidation_volume_ml", "right_ggo_percent", "right_consolidation_percent",
         "left_ggo_volume_ml", "left_consolidation_volume_ml", "left_ggo_percent", "left_consolidation_percent",
+        "nodule_like_lesion_count", "nodule_like_volume_ml",
+        "trachea_in_lung_percent", "infection_outside_thorax_ml", "lungs_cut_by_scan", "qc_flags",
         "infection_mask_path", "infection_classes_path", "lung_mask_path", "seconds",
     )  # fmt: skip
 
