@@ -1,37 +1,59 @@
 #!/usr/bin/env python
-"""3D accuracy of ``infnet-covid segment`` on the development data. Prints JSON, then (``--markdown``) a table.
+"""3D accuracy of ``infnet-covid segment`` on the development data, with every gate chosen leave-one-scan-out.
 
-What it measures, each through the real cohort pipeline (:class:`infnet_monai.pipeline.CTSegmenter` on files):
+Prints JSON, then (``--markdown``) tables. What it measures, through the real pipeline
+(:class:`infnet_monai.pipeline.CTSegmenter`: the network runs once per scan, :meth:`~CTSegmenter.prepare`, and each
+setting of the lesion gates finishes a copy, :meth:`~CTSegmenter.finish`):
 
 - **rebuilt**: the labeled validation slices (seeded split) rebuilt as CT volumes
-  (:func:`infnet_monai.data.rebuild.slice_to_volume`: inverted lung window, 20 px soft-tissue wall, 30 px air,
-  3 x 5 mm slices, 0.75 mm pixels). Infection Dice of the 3D mask against the radiologist's mask (mean over slices),
-  Dice of the raw probability at 0.5 (before lung restriction), the share of the true infection inside the lung mask
-  (mean and worst slice) and the median burden error.
-- **P001**: the real COVID-19 CT ``covid_ct_md_P001``: slice-level agreement, sensitivity and specificity against
-  the radiologists' slice labels, a slice counting as infected when it holds any infection voxel.
-- **normal001** and **lung cancer**: the infection found on scans without COVID-19 (% of lung, mL, lesions).
-- **abdomen**: lung Dice of ``abdomen_3mm`` against its reference lung mask.
+  (:func:`infnet_monai.data.rebuild.slice_to_volume`). Infection Dice against the radiologist's mask (mean over
+  slices), the share of the true infection inside the lung mask (mean and worst slice), the median burden error.
+- **p001**: the real COVID-19 CT ``covid_ct_md_P001``: slice agreement, sensitivity and specificity against the
+  radiologists' slice labels (a slice is infected when it holds any infection voxel).
+- **normal** (``covid_ct_md_normal001``), **lidc** (``lidc_idri_0001``, nodules, no COVID-19), **cancer**
+  (``lung_pet_ct_dx_A0001_chest_5mm``) and **abdomen** (``abdomen_3mm``, lung bases): the infection found on scans
+  without COVID-19 (% of lung, mL, lesions), the nodule-like lesions reported apart, and for the abdomen the lung
+  Dice against its reference mask.
+- the anatomical self-checks of every real scan: the share of the tracheal air column inside the lung mask and the
+  infection outside the bony thorax (:mod:`infnet_monai.stats.anatomy`).
+
+**Leave-one-scan-out** (``--loso``): the lesion gates (``basal_rim_max_share`` and ``min_lesion_extent_mm``, the
+grid :data:`GRID`) are chosen on all items but one, and the held-out item's figure is reported from that choice,
+next to its figure at the shipped setting and at the setting chosen on all items. The choice maximises the mean
+sensitivity figure of the COVID-19 items (rebuilt Dice, P001 slice agreement) minus the mean false infection (in %
+of the lung) of the scans without COVID-19; ties go to the shipped setting. **Holes** (``--holes``): the open holes
+of each scan's lung (domes and hilar vessels, :func:`~infnet_monai.postprocessing.morphology.fill_enclosed_holes`)
+with their in-plane areas, and the dome threshold chosen in the gap of the other scans.
 
     python scripts/evaluate_3d.py --markdown
-    python scripts/evaluate_3d.py --split all --only rebuilt
-    python scripts/evaluate_3d.py --min-lesion-extent-mm 10 --min-lesion-area-mm2 0   # the filters' effect
+    python scripts/evaluate_3d.py --loso --holes --markdown
+    python scripts/evaluate_3d.py --only rebuilt --split all
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import itertools
 import json
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = Path(os.environ.get("INFNET_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
-PARTS = ("rebuilt", "p001", "normal", "cancer", "abdomen")
+SCANS = {
+    "p001": "covid_ct_md_P001",
+    "normal": "covid_ct_md_normal001",
+    "lidc": "lidc_idri_0001/ct.nii.gz",
+    "cancer": "lung_pet_ct_dx_A0001_chest_5mm",
+    "abdomen": "abdomen_3mm.nii.gz",
+}
+PARTS = ("rebuilt", *SCANS)
+COVID = ("rebuilt", "p001")
+GRID = {"basal_rim_max_share": (0.3, 0.5, 0.7, 1.1), "min_lesion_extent_mm": (10.0, 20.0, 30.0)}
+"""The lesion gates compared leave-one-scan-out (``basal_rim_max_share`` 1.1 switches the basal-rim rule off)."""
 
 
 def _dice(a, b) -> float:
@@ -42,91 +64,42 @@ def _dice(a, b) -> float:
     return float(2.0 * (a & b).sum() / den) if den else 1.0
 
 
-def _load(path: Path):
-    import nibabel as nib
+def _copy(data: dict) -> dict:
+    """A copy of a prepared case that a post-processing chain may consume."""
+    import copy
+
+    import torch
+
+    return {k: (v.clone() if isinstance(v, torch.Tensor) else copy.deepcopy(v)) for k, v in data.items()}
+
+
+def _settings() -> list[dict]:
+    return [dict(zip(GRID, values)) for values in itertools.product(*GRID.values())]
+
+
+def _key(setting: dict) -> str:
+    return ",".join(f"{k}={v:g}" for k, v in setting.items())
+
+
+def _finish(seg, data: dict, setting: dict, anatomy: bool):
+    from infnet_monai.pipeline.components import ct_postprocessing
+
+    chain = ct_postprocessing(
+        seg._volume_prep, threshold=seg.threshold, extension_threshold=seg.extension_threshold,
+        min_lesion_volume_mm3=seg.min_lesion_volume_mm3, min_lesion_area_mm2=seg.min_lesion_area_mm2,
+        anatomy_checks=anatomy, **setting,
+    )
+    return seg.finish(_copy(data), postprocessing=chain)
+
+
+def _p001_agreement(result, labels_csv: Path) -> dict:
     import numpy as np
 
-    img = nib.load(str(path))
-    return np.asarray(img.dataobj), img.affine
-
-
-def evaluate_rebuilt(seg, data_dir: Path, work: Path, split: str) -> dict:
-    """Rebuild the chosen labeled slices as CT, segment them, compare with the radiologists' masks."""
-    import nibabel as nib
-    import numpy as np
-    from PIL import Image
-
-    from infnet_monai.data import labeled_splits
-    from infnet_monai.data.rebuild import slice_to_volume
-
-    splits = labeled_splits(data_dir)
-    items = splits["validation"] if split == "validation" else splits["train"] if split == "train" else splits["train"] + splits["validation"]
-    src, out = work / "rebuilt_in", work / "rebuilt_out"
-    src.mkdir(parents=True, exist_ok=True)
-    truths = {}
-    for item in items:
-        stem = Path(item["image"]).stem
-        grey = np.array(Image.open(item["image"]).convert("L"))
-        mask = np.array(Image.open(item["label"]).convert("L")) > 127
-        vol = slice_to_volume(grey, mask)
-        nib.save(nib.Nifti1Image(vol.volume_hu, vol.affine), str(src / f"slice_{stem}.nii.gz"))
-        truths[f"slice_{stem}"] = vol.mask
-    t0 = time.perf_counter()
-    report = seg.run(src, out)
-    seconds = time.perf_counter() - t0
-    per = []
-    for row in report.rows:
-        case = row["case_id"]
-        truth = truths[case]
-        if row["status"] != "ok":
-            per.append({"case": case, "error": row["error"]})
-            continue
-        inf, _ = _load(out / case / "infection.nii.gz")
-        lung, _ = _load(out / case / "lung.nii.gz")
-        prob = nib.load(str(out / case / "probability.nii.gz")).get_fdata()
-        n_true = int(truth.sum())
-        per.append(
-            {
-                "case": case,
-                "dice": _dice(inf, truth),
-                "raw_dice": _dice(prob >= 0.5, truth),
-                "inside_lung": float((truth & (lung > 0)).sum() / n_true) if n_true else 1.0,
-                "burden_error": float((inf > 0).sum() / n_true - 1.0) if n_true else float("nan"),
-            }
-        )
-    ok = [p for p in per if "dice" in p]
-    return {
-        "split": split,
-        "cases": len(per),
-        "failed": len(per) - len(ok),
-        "dice": float(np.mean([p["dice"] for p in ok])),
-        "raw_dice": float(np.mean([p["raw_dice"] for p in ok])),
-        "inside_lung_mean": float(np.mean([p["inside_lung"] for p in ok])),
-        "inside_lung_min": float(np.min([p["inside_lung"] for p in ok])),
-        "burden_error_median": float(np.nanmedian([p["burden_error"] for p in ok])),
-        "seconds": round(seconds, 1),
-        "per_case": per,
-    }
-
-
-def evaluate_p001(seg, data_dir: Path, work: Path) -> dict:
-    """Slice-level agreement with the radiologists' labels of the real COVID-19 CT (any infection voxel = infected)."""
-    import numpy as np
-
-    labels_csv = data_dir / "ct" / "covid_ct_md_P001_slice_labels.csv"
     with open(labels_csv, newline="") as f:
         labels = list(csv.DictReader(f))
-    t0 = time.perf_counter()
-    report = seg.run(data_dir / "ct" / "covid_ct_md_P001", work / "p001_out")
-    seconds = time.perf_counter() - t0
-    row = report.rows[0]
-    if row["status"] != "ok":
-        return {"error": row["error"]}
-    inf, affine = _load(Path(row["infection_mask_path"]))
-    # world z (superior, mm) of every slice index along the array's axial axis
+    affine, inf = result.affine, result.infection
     axial = int(np.argmax(np.abs(affine[2, :3])))
-    other = tuple(a for a in range(3) if a != axial)
-    per_index = np.asarray(inf).any(axis=other)
+    per_index = np.asarray(inf).any(axis=tuple(a for a in range(3) if a != axial))
     z_of_index = affine[2, 3] + affine[2, axial] * np.arange(inf.shape[axial])
     pred, truth = [], []
     for lab in labels:
@@ -136,67 +109,199 @@ def evaluate_p001(seg, data_dir: Path, work: Path) -> dict:
             raise RuntimeError(f"{labels_csv}: no slice of the mask at z = {z} mm")
         pred.append(bool(per_index[k]))
         truth.append(lab["infected"] == "1")
-    pred_a, truth_a = np.array(pred), np.array(truth)
-    tp, tn = int((pred_a & truth_a).sum()), int((~pred_a & ~truth_a).sum())
+    p, t = np.array(pred), np.array(truth)
     return {
-        "slices": len(labels),
-        "agreement": float((pred_a == truth_a).mean()),
-        "sensitivity": tp / max(int(truth_a.sum()), 1),
-        "specificity": tn / max(int((~truth_a).sum()), 1),
-        "infection_percent": row["infection_percent"],
-        "infection_volume_ml": row["infection_volume_ml"],
-        "lesion_count": row["lesion_count"],
-        "seconds": round(seconds, 1),
+        "agreement": float((p == t).mean()),
+        "sensitivity": float((p & t).sum() / max(t.sum(), 1)),
+        "specificity": float((~p & ~t).sum() / max((~t).sum(), 1)),
     }
 
 
-def evaluate_no_covid(seg, path: Path, out: Path) -> dict:
-    """False infection on a scan without COVID-19."""
+def _scan_figures(name: str, result, data_dir: Path) -> dict:
+    import nibabel as nib
+
+    row = result.row
+    out = {k: row.get(k) for k in ("infection_percent", "infection_volume_ml", "lesion_count", "lung_volume_ml", "nodule_like_lesion_count", "nodule_like_volume_ml", "trachea_in_lung_percent", "infection_outside_thorax_ml", "qc_flags") if k in row}
+    if name == "p001":
+        out.update(_p001_agreement(result, data_dir / "ct" / "covid_ct_md_P001_slice_labels.csv"))
+    if name == "abdomen":
+        ref = nib.load(str(data_dir / "ct" / "abdomen_3mm_lung.nii.gz"))
+        out["lung_dice"] = _dice(result.lung, ref.dataobj)
+    return out
+
+
+def evaluate_scan(seg, name: str, data_dir: Path, settings: list[dict], default: dict) -> dict:
+    """Figures of one real scan at every setting (the self-checks at the shipped one)."""
+    from infnet_monai.io.cases import discover_cases
+
     t0 = time.perf_counter()
-    row = seg.run(path, out).rows[0]
-    if row["status"] != "ok":
-        return {"error": row["error"]}
-    return {
-        "infection_percent": row["infection_percent"],
-        "infection_volume_ml": row["infection_volume_ml"],
-        "lesion_count": row["lesion_count"],
-        "lung_volume_ml": row["lung_volume_ml"],
-        "seconds": round(time.perf_counter() - t0, 1),
-    }
+    case = discover_cases(data_dir / "ct" / SCANS[name])[0]
+    data = seg.prepare(case)
+    per = {}
+    for setting in settings:
+        result = _finish(seg, data, setting, anatomy=setting == default)
+        per[_key(setting)] = _scan_figures(name, result, data_dir)
+    return {"per_setting": per, "seconds": round(time.perf_counter() - t0, 1)}
 
 
-def evaluate_abdomen(seg, data_dir: Path, work: Path) -> dict:
-    """Lung Dice against the reference lung mask of ``abdomen_3mm``, plus its false infection."""
-    res = evaluate_no_covid(seg, data_dir / "ct" / "abdomen_3mm.nii.gz", work / "abdomen_out")
-    if "error" in res:
-        return res
-    lung, _ = _load(work / "abdomen_out" / "abdomen_3mm" / "lung.nii.gz")
-    ref, _ = _load(data_dir / "ct" / "abdomen_3mm_lung.nii.gz")
-    res["lung_dice"] = _dice(lung, ref)
-    return res
+def evaluate_rebuilt(seg, data_dir: Path, split: str, settings: list[dict]) -> dict:
+    """The chosen labeled slices rebuilt as CT, at every setting."""
+    import numpy as np
+    from monai.data import MetaTensor
+    from PIL import Image
+
+    import torch
+
+    from infnet_monai.data import labeled_splits
+    from infnet_monai.data.rebuild import slice_to_volume
+
+    splits = labeled_splits(data_dir)
+    items = splits["validation"] if split == "validation" else splits["train"] if split == "train" else splits["train"] + splits["validation"]
+    t0 = time.perf_counter()
+    scores: dict[str, list] = {_key(s): [] for s in settings}
+    for item in items:
+        grey = np.array(Image.open(item["image"]).convert("L"))
+        truth = np.array(Image.open(item["label"]).convert("L")) > 127
+        vol = slice_to_volume(grey, truth)
+        image = MetaTensor(torch.from_numpy(vol.volume_hu[None]), affine=torch.as_tensor(vol.affine))
+        data = seg.prepare(image)
+        for setting in settings:
+            result = _finish(seg, data, setting, anatomy=False)
+            n_true = int(vol.mask.sum())
+            scores[_key(setting)].append(
+                (
+                    _dice(result.infection, vol.mask),
+                    float((vol.mask.astype(bool) & (result.lung > 0)).sum() / n_true) if n_true else 1.0,
+                    float((result.infection > 0).sum() / n_true - 1.0) if n_true else float("nan"),
+                )
+            )
+    per = {}
+    for key, rows in scores.items():
+        arr = np.array(rows)
+        per[key] = {
+            "dice": float(arr[:, 0].mean()),
+            "inside_lung_mean": float(arr[:, 1].mean()),
+            "inside_lung_min": float(arr[:, 1].min()),
+            "burden_error_median": float(np.nanmedian(arr[:, 2])),
+        }
+    return {"split": split, "cases": len(items), "per_setting": per, "seconds": round(time.perf_counter() - t0, 1)}
 
 
-def markdown(result: dict) -> str:
+def _score(item: str, figures: dict) -> float:
+    """The item's figure for the choice: sensitivity of a COVID-19 item, minus the false % of the others."""
+    if item == "rebuilt":
+        return figures["dice"]
+    if item == "p001":
+        return figures["agreement"]
+    pct = figures.get("infection_percent")
+    return -(pct if pct == pct and pct is not None else 0.0)
+
+
+def choose(results: dict, items: list[str], settings: list[dict], default: dict) -> dict:
+    """The setting with the best objective on ``items`` (module docstring); ties go to ``default``."""
+    def objective(setting: dict) -> float:
+        key = _key(setting)
+        covid = [_score(i, results[i]["per_setting"][key]) for i in items if i in COVID]
+        other = [_score(i, results[i]["per_setting"][key]) for i in items if i not in COVID]
+        return (sum(covid) / len(covid) if covid else 0.0) + (sum(other) / len(other) if other else 0.0)
+
+    best = max(objective(s) for s in settings)
+    tied = [s for s in settings if objective(s) >= best - 1e-9]
+    return default if default in tied else tied[0]
+
+
+def leave_one_out(results: dict, settings: list[dict], default: dict) -> dict:
+    items = list(results)
+    out = {"chosen_on_all": choose(results, items, settings, default), "held_out": {}}
+    for held in items:
+        chosen = choose(results, [i for i in items if i != held], settings, default)
+        per = results[held]["per_setting"]
+        out["held_out"][held] = {
+            "chosen": chosen,
+            "held_out_figures": per[_key(chosen)],
+            "shipped_figures": per[_key(default)],
+        }
+    return out
+
+
+def hole_table(data_dir: Path) -> dict:
+    """Open holes of each scan's lung (domes and hilar vessels), and the dome threshold chosen in the gap of the
+    other scans (the midpoint between their largest open vessel and their smallest dome)."""
+    import numpy as np
+    from scipy import ndimage as ndi
+
+    from infnet_monai.io.volume import load_ct
+    from infnet_monai.io.cases import discover_cases
+    from infnet_monai.postprocessing import DOME_MIN_AREA_MM2, lung_mask
+    from monai.transforms import Orientation
+
+    table = {}
+    for name in ("p001", "normal", "lidc", "cancer"):
+        image = Orientation(axcodes="RAS")(load_ct(discover_cases(data_dir / "ct" / SCANS[name])[0]))
+        hu, spacing = image[0].numpy(), [float(s) for s in image.pixdim[:3]]
+        fill_all = lung_mask(hu, spacing, dome_min_area_mm2=float("inf")) > 0
+        fill_closed = lung_mask(hu, spacing, dome_min_area_mm2=0.0) > 0
+        shipped = lung_mask(hu, spacing) > 0
+        labels, n = ndi.label(fill_all & ~fill_closed, structure=np.ones((3, 3, 3)))
+        holes = []
+        for i, sl in enumerate(ndi.find_objects(labels), start=1):
+            comp = labels[sl] == i
+            area_cm2 = comp.sum(axis=(0, 1)).max() * spacing[0] * spacing[1] / 100.0
+            volume_ml = comp.sum() * float(np.prod(spacing)) / 1000.0
+            if volume_ml >= 0.1:
+                holes.append({"area_cm2": round(float(area_cm2), 2), "volume_ml": round(float(volume_ml), 2), "filled": bool(shipped[sl][comp].mean() > 0.5)})
+        table[name] = sorted(holes, key=lambda h: -h["area_cm2"])
+    # a dome is an unfilled hole at the shipped threshold; leave-one-out threshold from the other scans' gap
+    out = {"shipped_cm2": DOME_MIN_AREA_MM2 / 100.0, "scans": table, "held_out": {}}
+    for held in table:
+        others = [h for k, v in table.items() if k != held for h in v]
+        vessels = [h["area_cm2"] for h in others if h["filled"]]
+        domes = [h["area_cm2"] for h in others if not h["filled"]]
+        cut = 0.5 * (max(vessels, default=0.0) + min(domes, default=2 * max(vessels, default=1.0)))
+        same = all((h["area_cm2"] >= cut) == (not h["filled"]) for h in table[held])
+        out["held_out"][held] = {"threshold_cm2": round(cut, 2), "same_decisions_as_shipped": same}
+    return out
+
+
+def markdown(result: dict, default_key: str) -> str:
     def f(v, digits=3):
-        return "-" if v is None else f"{v:.{digits}f}"
+        return "-" if v is None or v != v else f"{v:.{digits}f}"
 
-    r, p, n, c, a = (result.get(k, {}) for k in PARTS)
-    head = (
-        "| rebuilt infection Dice | raw-probability Dice | true infection inside lung (mean / worst) | median burden error "
-        "| P001 slice agreement (sens / spec) | normal001 infection % (mL) | lung-cancer infection % (mL) | abdomen lung Dice |"
-    )
-    sep = "| " + " | ".join(["---"] * 8) + " |"
-    cells = [
-        f(r.get("dice")),
-        f(r.get("raw_dice")),
-        f"{f(r.get('inside_lung_mean'))} / {f(r.get('inside_lung_min'))}" if r else "-",
-        f"{100 * r['burden_error_median']:+.0f}%" if r else "-",
-        f"{f(p.get('agreement'))} ({f(p.get('sensitivity'), 2)} / {f(p.get('specificity'), 2)})" if p else "-",
-        f"{f(n.get('infection_percent'), 2)} ({f(n.get('infection_volume_ml'), 1)})" if n else "-",
-        f"{f(c.get('infection_percent'), 2)} ({f(c.get('infection_volume_ml'), 1)})" if c else "-",
-        f(a.get("lung_dice")),
-    ]
-    return "\n".join([head, sep, "| " + " | ".join(cells) + " |"])
+    lines = ["| item | figure | shipped setting | held-out choice (its setting) |", "| --- | --- | --- | --- |"]
+    loso = result.get("loso", {}).get("held_out", {})
+    for item in PARTS:
+        if item not in result:
+            continue
+        shipped = result[item]["per_setting"][default_key]
+        held = loso.get(item)
+        if item == "rebuilt":
+            name, fig = "infection Dice", "dice"
+        elif item == "p001":
+            name, fig = "slice agreement", "agreement"
+        else:
+            name, fig = "false infection %", "infection_percent"
+        held_cell = f"{f(held['held_out_figures'].get(fig))} ({_key(held['chosen'])})" if held else "-"
+        lines.append(f"| {item} | {name} | {f(shipped.get(fig))} | {held_cell} |")
+    lines += ["", "| scan | infection mL (lesions) | nodule-like (mL) | trachea in lung % | infection outside the bony thorax mL | flags |", "| --- | --- | --- | --- | --- | --- |"]
+    for item in SCANS:
+        if item in result:
+            s = result[item]["per_setting"][default_key]
+            lines.append(
+                f"| {item} | {f(s.get('infection_volume_ml'), 1)} ({s.get('lesion_count')}) | {s.get('nodule_like_lesion_count')} "
+                f"({f(s.get('nodule_like_volume_ml'), 1)}) | {f(s.get('trachea_in_lung_percent'), 1)} | "
+                f"{f(s.get('infection_outside_thorax_ml'), 2)} | {';'.join(s.get('qc_flags') or []) or '-'} |"
+            )
+    if "rebuilt" in result:
+        r = result["rebuilt"]["per_setting"][default_key]
+        lines += ["", f"rebuilt ({result['rebuilt']['split']}, {result['rebuilt']['cases']} slices): Dice {f(r['dice'])}, "
+                  f"true infection inside the lung {f(r['inside_lung_mean'])} (worst {f(r['inside_lung_min'])}), "
+                  f"median burden error {100 * r['burden_error_median']:+.0f}%"]
+    if "p001" in result:
+        p = result["p001"]["per_setting"][default_key]
+        lines.append(f"P001: agreement {f(p['agreement'])} (sensitivity {f(p['sensitivity'], 2)}, specificity {f(p['specificity'], 2)})")
+    if "abdomen" in result:
+        lines.append(f"abdomen_3mm lung Dice {f(result['abdomen']['per_setting'][default_key].get('lung_dice'))}")
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -205,15 +310,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", default=None, help="checkpoint (default: the shipped model)")
     ap.add_argument("--split", choices=("validation", "train", "all"), default="validation")
     ap.add_argument("--only", nargs="+", choices=PARTS, default=list(PARTS))
-    ap.add_argument("--work", type=Path, default=None, help="keep the outputs here (default: a temporary folder)")
+    ap.add_argument("--loso", action="store_true", help="compare the lesion gates (GRID) and choose them leave-one-scan-out")
+    ap.add_argument("--holes", action="store_true", help="the open holes of each lung and the dome threshold, leave-one-out")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--field-of-view", choices=("lung", "body"), default="lung", help="crop of the slices (see CTSegmenter)")
-    ap.add_argument("--min-lesion-extent-mm", type=float, default=None, help="override the segmenter's default")
-    ap.add_argument("--min-lesion-area-mm2", type=float, default=None, help="override the segmenter's default")
-    ap.add_argument("--extension-threshold", type=float, default=None, help="override the segmenter's default")
     ap.add_argument("--markdown", action="store_true")
-    ap.add_argument("--per-case", action="store_true", help="keep the per-slice rows of the rebuilt part")
     args = ap.parse_args(argv)
 
     import torch
@@ -222,39 +323,24 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     from infnet_monai.pipeline import CTSegmenter
 
-    overrides = {
-        k: v
-        for k, v in (
-            ("min_lesion_extent_mm", args.min_lesion_extent_mm),
-            ("min_lesion_area_mm2", args.min_lesion_area_mm2),
-            ("extension_threshold", args.extension_threshold),
-        )
-        if v is not None
-    }
-    # probability.nii.gz is written for every case: the raw-probability Dice of the rebuilt volumes reads it
-    seg = CTSegmenter(
-        args.model, device=args.device, field_of_view=args.field_of_view, save_probability=True, **overrides
-    )
-    with tempfile.TemporaryDirectory() as tmp:
-        work = args.work or Path(tmp)
-        work.mkdir(parents=True, exist_ok=True)
-        result: dict = {"model": str(seg.model_path), "field_of_view": args.field_of_view, **overrides}
-        ct = args.data / "ct"
-        if "rebuilt" in args.only:
-            result["rebuilt"] = evaluate_rebuilt(seg, args.data, work, args.split)
-            if not args.per_case:
-                result["rebuilt"].pop("per_case")
-        if "p001" in args.only:
-            result["p001"] = evaluate_p001(seg, args.data, work)
-        if "normal" in args.only:
-            result["normal"] = evaluate_no_covid(seg, ct / "covid_ct_md_normal001", work / "normal_out")
-        if "cancer" in args.only:
-            result["cancer"] = evaluate_no_covid(seg, ct / "lung_pet_ct_dx_A0001_chest_5mm", work / "cancer_out")
-        if "abdomen" in args.only:
-            result["abdomen"] = evaluate_abdomen(seg, args.data, work)
-    print(json.dumps(result, indent=2))
+    seg = CTSegmenter(args.model, device=args.device, overview=False, dicom_seg=False)
+    default = {"basal_rim_max_share": seg.basal_rim_max_share, "min_lesion_extent_mm": seg.min_lesion_extent_mm}
+    settings = _settings() if args.loso else [default]
+    if default not in settings:
+        settings.append(default)
+    result: dict = {"model": str(seg.model_path), "shipped_setting": default}
+    if "rebuilt" in args.only:
+        result["rebuilt"] = evaluate_rebuilt(seg, args.data, args.split, settings)
+    for name in SCANS:
+        if name in args.only:
+            result[name] = evaluate_scan(seg, name, args.data, settings, default)
+    if args.loso:
+        result["loso"] = leave_one_out({k: result[k] for k in PARTS if k in result}, settings, default)
+    if args.holes:
+        result["holes"] = hole_table(args.data)
+    print(json.dumps(result, indent=1, default=str))
     if args.markdown:
-        print(markdown(result))
+        print(markdown(result, _key(default)))
     return 0
 
 

@@ -87,9 +87,11 @@ def ct_postprocessing(
     min_lesion_extent_mm: float = MIN_LESION_EXTENT_MM,
     min_lesion_area_mm2: float = MIN_LESION_AREA_MM2,
     basal_rim_max_share: float = BASAL_RIM_MAX_SHARE,
+    anatomy_checks: bool = True,
 ) -> Compose:
     """The default ``postprocessing`` (see the module docstring); ``volume_preprocessing`` is the whole-volume part of
-    the preprocessing (its orientation is inverted at the end)."""
+    the preprocessing (its orientation is inverted at the end); ``anatomy_checks=False`` leaves out the self-checks
+    (a comparison of settings that does not need them)."""
     if extension_threshold is None:
         extension_threshold = min(threshold, EXTENSION_THRESHOLD)  # the lung takes in every lesion it touches
     return Compose(
@@ -104,7 +106,7 @@ def ct_postprocessing(
             InfectionClassesd("infection", share_key="share", output_key="classes"),
             DeleteItemsd(["pred", "share"]),
             InfectionBurdend("infection", lung_key="lung", classes_key="classes", nodules_key="nodules", output_key="burden"),
-            AnatomyChecksd("infection", lung_key="lung", image_key="image", output_key="burden"),
+            *([AnatomyChecksd("infection", lung_key="lung", image_key="image", output_key="burden")] if anatomy_checks else []),
             DeleteItemsd(["nodules"]),
             # one key per step (each step's copy is one volume); "image" last: the others are inverted with its history
             *(

@@ -416,18 +416,30 @@ class CTSegmenter:
             ``infection`` is) on the voxel grid of ``image``, the burden statistics in ``row`` and, with
             ``overview``, the picture.
         """
-        data = self._prepare(image)
+        return self.finish(self._prepare(image), keep_probability, title)
+
+    def prepare(self, image: Any) -> dict:
+        """The first half of :meth:`segment_image`: the whole-volume preprocessing and the network's maps on the RAS
+        grid (``"image"``, ``"lung"``, ``"pred"`` and, with the class head, ``"share"``). :meth:`finish` completes
+        it; a copy of the result can be finished with other post-processing (``scripts/evaluate_3d.py`` compares
+        settings without running the network again)."""
+        return self._prepare(image)
+
+    def finish(self, data: dict, keep_probability: bool = False, title: str = "", postprocessing: Compose | None = None) -> CaseResult:
+        """The second half of :meth:`segment_image`: post-processing (``postprocessing``, default this segmenter's),
+        statistics, masks on the input's grid and the overview picture, from what :meth:`prepare` returned (which it
+        consumes)."""
         spacing = tuple(float(s) for s in data["image"].pixdim[:3])
         lung_hu_ml = round(float(np.count_nonzero(data["lung"].numpy())) * float(np.prod(spacing)) / 1000.0, 3)
         probability = self._input_grid_probability(data) if keep_probability else None
-        data = _apply_steps(self.postprocessing, data)
+        data = _apply_steps(postprocessing or self.postprocessing, data)
         release_memory()
         volume = data["image"]
         row = dict(data["burden"])
         row["shape"] = [int(s) for s in volume.shape[1:]]
         row["spacing_mm"] = [round(float(s), 6) for s in volume.pixdim[:3]]
         row["lung_hu_volume_ml"] = lung_hu_ml
-        row["slices_inferred"] = int((self.last_boxes[:, 0] >= 0).sum())
+        row["slices_inferred"] = int((self.last_boxes[:, 0] >= 0).sum()) if self.last_boxes is not None else 0
         masks = {k: np.ascontiguousarray(data[k][0].numpy(), dtype=np.uint8) for k in ("infection", "lung", "classes") if k in data}
         picture, note = self._overview(volume[0].numpy(), masks["lung"], masks["infection"], volume.affine, masks.get("classes"), row, title)
         return CaseResult(

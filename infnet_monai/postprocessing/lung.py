@@ -131,6 +131,8 @@ class LungMaskOptions:
         closing_radius_mm: radius (mm) of the closing ball; 0 disables the closing (hole filling still runs).
         remove_airway: detect and remove the trachea and main bronchi.
         working_spacing_mm: target voxel size (mm) for the morphology; ``None`` segments at full resolution.
+        dome_min_area_mm2: open holes this large stay unfilled (:data:`DOME_MIN_AREA_MM2`); ``inf`` fills every
+            hole in-plane, 0 none that opens.
     """
 
     threshold_hu: float = LUNG_THRESHOLD_HU
@@ -141,6 +143,7 @@ class LungMaskOptions:
     closing_radius_mm: float = CLOSING_RADIUS_MM
     remove_airway: bool = True
     working_spacing_mm: float | None = WORKING_SPACING_MM
+    dome_min_area_mm2: float = DOME_MIN_AREA_MM2
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.max_pure_air_fraction <= 1.0:
@@ -152,6 +155,8 @@ class LungMaskOptions:
                 "min_component_ml and closing_radius_mm must be >= 0, "
                 f"got {self.min_component_ml} and {self.closing_radius_mm}."
             )
+        if not self.dome_min_area_mm2 >= 0:
+            raise ValueError(f"dome_min_area_mm2 must be >= 0, got {self.dome_min_area_mm2}.")
         if self.working_spacing_mm is not None and self.working_spacing_mm <= 0:
             raise ValueError(f"working_spacing_mm must be positive or None, got {self.working_spacing_mm}.")
 
@@ -308,7 +313,7 @@ def _lung_mask_working(volume_hu: np.ndarray, spacing: tuple[float, float, float
 
     sides = _assign_sides(labels, kept, spacing, body_centre)
     del labels
-    _close_and_fill(sides, out, spacing, opts.closing_radius_mm)
+    _close_and_fill(sides, out, spacing, opts.closing_radius_mm, opts.dome_min_area_mm2)
     if airway is not None:
         out[airway] = 0
     return out
@@ -348,9 +353,9 @@ def _assign_sides(labels: np.ndarray, kept: Sequence[int], spacing, body_centre:
     return sides
 
 
-def _close_and_fill(sides: np.ndarray, out: np.ndarray, spacing, closing_radius_mm: float) -> None:
+def _close_and_fill(sides: np.ndarray, out: np.ndarray, spacing, closing_radius_mm: float, dome_min_area_mm2: float) -> None:
     """Per lung of ``sides``: closing (dense tissue against the border), then the filling of the holes that are
-    enclosed (vessels, lesions) but not of the domes that open into the abdomen (:data:`DOME_MIN_AREA_MM2`), written
+    enclosed (vessels, lesions) but not of the domes that open into the abdomen (``dome_min_area_mm2``), written
     into ``out`` where it is still background."""
     pad = [int(math.ceil(closing_radius_mm / s)) + 1 for s in spacing]
     for lab in (RIGHT_LUNG_LABEL, LEFT_LUNG_LABEL):
@@ -358,7 +363,7 @@ def _close_and_fill(sides: np.ndarray, out: np.ndarray, spacing, closing_radius_
         if not lung.any():
             continue
         box = bounding_box(lung, pad)
-        filled, domes = fill_enclosed_holes(closing_mm(lung[box], closing_radius_mm, spacing), spacing, DOME_MIN_AREA_MM2)
+        filled, domes = fill_enclosed_holes(closing_mm(lung[box], closing_radius_mm, spacing), spacing, dome_min_area_mm2)
         if domes.any():
             logger.debug("lung_mask: %.1f mL of organ dome left out of the lung.", domes.sum() * float(np.prod(spacing)) / 1000.0)
         region = out[box]
@@ -402,7 +407,7 @@ def lung_mask(volume_hu: np.ndarray, spacing_mm: Sequence[float], **options: Any
         spacing_mm: voxel size in mm along axes ``(0, 1, 2)``.
         options: :class:`LungMaskOptions` fields (``threshold_hu``, ``pure_air_hu``, ``max_pure_air_fraction``,
             ``min_component_ml``, ``min_relative_volume``, ``closing_radius_mm``, ``remove_airway``,
-            ``working_spacing_mm``); the others keep their defaults.
+            ``working_spacing_mm``, ``dome_min_area_mm2``); the others keep their defaults.
 
     Returns:
         ``uint8`` array of shape ``(X, Y, Z)``: 0 background, :data:`RIGHT_LUNG_LABEL` (1) right lung,

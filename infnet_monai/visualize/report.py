@@ -1,7 +1,7 @@
 """The cohort report: ``OUTPUT/report.html``, one self-contained page that opens offline.
 
 It holds the provenance of the run (model, version, window, threshold, command line), a table of every case
-(failed ones with their error), two charts drawn as inline SVG (infection % per case; right against left lung) and
+(failed ones with their error, and the anatomical self-checks each case failed, with their meaning), two charts drawn as inline SVG (infection % per case; right against left lung) and
 thumbnails that link to each case's ``overview.png``. Pictures are linked by relative paths inside OUTPUT; there is
 no external URL, no script or style from elsewhere.
 """
@@ -52,9 +52,18 @@ _COLUMNS = (
     ("ggo_volume_ml", "GGO (mL)"),
     ("consolidation_volume_ml", "consolidation (mL)"),
     ("lesion_count", "lesions"),
+    ("nodule_like_lesion_count", "nodule-like lesions (kept apart)"),
     ("lung_volume_ml", "lung (mL)"),
     ("seconds", "seconds"),
 )
+
+
+def _flags(row: dict) -> list[str]:
+    """The case's failed anatomical self-checks (``qc_flags``: a list, or ``;``-joined as read back from a table)."""
+    flags = row.get("qc_flags") or []
+    if isinstance(flags, str):
+        flags = [f for f in flags.split(";") if f]
+    return [str(f) for f in flags]
 
 
 def _number(value) -> float | None:
@@ -79,7 +88,7 @@ def _bars(rows: Sequence[dict], series: Sequence[tuple[str, str, str]], title: s
         return f"<p>{html.escape(title)}: no successful case.</p>"
     values = [[_number(r.get(key)) or 0.0 for key, _, _ in series] for r in ok]
     top = max(max(v) for v in values) or 1.0
-    bar, gap, label_w, plot_w = 12, 8, 220, 520
+    bar, gap, label_w, plot_w = 12, 8, 360, 520
     group = bar * len(series) + gap
     height = 30 + group * len(ok) + 20
     out = [f'<svg class="chart" width="{label_w + plot_w + 80}" height="{height}" role="img" '
@@ -87,8 +96,11 @@ def _bars(rows: Sequence[dict], series: Sequence[tuple[str, str, str]], title: s
            f'<text x="0" y="16" font-size="14" font-weight="bold">{html.escape(title)}</text>']
     for i, (r, vals) in enumerate(zip(ok, values)):
         y0 = 30 + i * group
-        out.append(f'<text x="{label_w - 6}" y="{y0 + bar}" font-size="12" text-anchor="end">'
-                   f'{html.escape(str(r.get("case_id", "")))}</text>')
+        flags = _flags(r)  # a flagged case is never ranked without its flag
+        label = f'{r.get("case_id", "")}' + (f' [{", ".join(flags)}]' if flags else "")
+        colour_attr = ' fill="#b00"' if flags else ""
+        out.append(f'<text x="{label_w - 6}" y="{y0 + bar}" font-size="12" text-anchor="end"{colour_attr}>'
+                   f'{html.escape(label)}</text>')
         for j, ((_, label, colour), v) in enumerate(zip(series, vals)):
             w = plot_w * v / top
             y = y0 + j * bar
@@ -106,7 +118,7 @@ def _bars(rows: Sequence[dict], series: Sequence[tuple[str, str, str]], title: s
 
 def _table(rows: Sequence[dict], output_dir: Path) -> str:
     head = "".join(f"<th>{html.escape(label)}</th>" for _, label in _COLUMNS)
-    lines = [f"<table><tr><th>case</th><th>status</th>{head}<th>error</th></tr>"]
+    lines = [f"<table><tr><th>case</th><th>status</th>{head}<th>checks failed</th><th>error</th></tr>"]
     for r in rows:
         case_id = str(r.get("case_id", ""))
         name = html.escape(case_id)
@@ -115,10 +127,22 @@ def _table(rows: Sequence[dict], output_dir: Path) -> str:
         cells = "".join(f"<td>{_cell(r.get(key))}</td>" for key, _ in _COLUMNS)
         status = html.escape(str(r.get("status", "")))
         error = html.escape(str(r.get("error", "") or ""))
+        flags = html.escape(", ".join(_flags(r)))
         lines.append(f'<tr class="{status}"><td class="text">{name}</td><td class="text">{status}</td>{cells}'
-                     f'<td class="text">{error}</td></tr>')
+                     f'<td class="text flags">{flags}</td><td class="text">{error}</td></tr>')
     lines.append("</table>")
     return "\n".join(lines)
+
+
+def _flag_legend(rows: Sequence[dict]) -> str:
+    """What each failed self-check of the cohort means (none: an empty string)."""
+    from infnet_monai.stats.anatomy import QC_FLAGS
+
+    seen = sorted({f for r in rows for f in _flags(r)})
+    if not seen:
+        return ""
+    items = "".join(f"<li><b>{html.escape(f)}</b>: {html.escape(QC_FLAGS.get(f, f))}</li>" for f in seen)
+    return f"<p>Anatomical self-checks that cases failed (their figures need a look at the overview):</p><ul>{items}</ul>"
 
 
 def _thumbnails(rows: Sequence[dict], output_dir: Path) -> str:
@@ -156,7 +180,7 @@ def report_html(rows: Sequence[dict], output_dir: str | os.PathLike, provenance:
         "<h1>infnet-covid cohort report</h1>",
         f"<p>{len(rows)} case(s): {n_ok} ok, {len(rows) - n_ok} failed. Research use only; not a medical device.</p>",
         f"<h2>Provenance</h2><table>{prov}</table>",
-        "<h2>Cases</h2>", _table(rows, output_dir),
+        "<h2>Cases</h2>", _table(rows, output_dir), _flag_legend(rows),
         "<h2>Charts</h2>", per_case, sides,
         "<h2>Overviews</h2>", _thumbnails(rows, output_dir),
         "</body></html>",

@@ -136,3 +136,14 @@ def test_infection_outside_lung_counts_as_given():
 def test_invalid_inputs(infection, lung, spacing):
     with pytest.raises(ValueError):
         infection_burden(infection, lung, spacing)
+
+
+def test_nodule_burden_counts_components_and_volume():
+    from infnet_monai.stats import nodule_burden
+
+    nodules = np.zeros((10, 10, 10), dtype=np.uint8)
+    nodules[1:3, 1:3, 1:3] = 1
+    nodules[6:9, 6:9, 6:9] = 1
+    out = nodule_burden(nodules, (1.0, 1.0, 2.0))
+    assert out == {"nodule_like_lesion_count": 2, "nodule_like_volume_ml": pytest.approx((8 + 27) * 2.0 / 1000.0)}
+    assert nodule_burden(np.zeros((4, 4, 4)), (1.0, 1.0, 1.0)) == {"nodule_like_lesion_count": 0, "nodule_like_volume_ml": 0.0}

@@ -64,3 +64,17 @@ def test_report_renders_in_headless_chromium(tmp_path):
     pixels = np.asarray(Image.open(shot).convert("RGB")).reshape(-1, 3)
     assert ((pixels == (214, 39, 40)).all(1)).sum() > 50  # the per-case infection bar (SVG) is drawn
     assert ((pixels < 40).all(1)).sum() > 1000  # the overview thumbnail (dark) is on the page
+
+
+def test_flagged_cases_carry_their_flags_in_table_chart_and_legend(tmp_path):
+    rows = [
+        {"case_id": "covid", "status": "ok", "infection_percent": 2.8, "qc_flags": []},
+        {"case_id": "abdomen", "status": "ok", "infection_percent": 5.8, "qc_flags": ["lungs_cut_by_scan"]},
+        {"case_id": "resumed", "status": "ok", "infection_percent": 0.4, "qc_flags": "trachea_in_lung;infection_outside_thorax"},
+    ]
+    page = write_report(rows, tmp_path).read_text(encoding="utf-8")
+    charts = page[page.index("<svg") :]
+    assert "abdomen [lungs_cut_by_scan]" in charts and "resumed [trachea_in_lung, infection_outside_thorax]" in charts
+    assert "covid [" not in charts
+    assert '<td class="text flags">lungs_cut_by_scan</td>' in page
+    assert "the scan cuts the lungs" in page and "covers more than 2% of the trachea" in page
