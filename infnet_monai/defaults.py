@@ -26,21 +26,6 @@ without COVID-19 (partial volume at the pleura, the heart and the diaphragm, ves
 leave-one-scan-out from 10-30 mm (``scripts/evaluate_3d.py --loso``): every held-out run picks 25 mm; on the
 LIDC-IDRI-0001 nodule scan the false infection is 0.10% at 20 mm and 0% at 25 mm, the COVID-19 CT's slice agreement
 0.892 and 0.899."""
-BASAL_RIM_MAX_SHARE",
-]
-
-DEFAULT_MAX_SLICES = 3000
-"""Longer volumes are refused to bound memory (peak about 3.2 GB for 512 x 512 x 300 with the class head,
-``scripts/benchmark_segment.py``)."""
-DEFAULT_MIN_LESION_MM3 = 300.0
-"""Connected 3D lesions smaller than this (0.3 mL, a sphere of 8.3 mm) are dropped: on the normal chest CT
-``covid_ct_md_normal001`` most false components are smaller (``scripts/evaluate_3d.py``)."""
-MIN_LESION_EXTENT_MM = 20.0
-"""A lesion must reach over at least this axial distance (mm, slice count times slice spacing), or over the whole
-scan when the scan is shorter: pneumonia patches span several neighbouring slices, while the false positives on
-normal lungs (partial volume at the pleura and the diaphragm, vessels) are short. On the normal chest CT
-``covid_ct_md_normal001`` the false infection falls from 0.18% to 0% of the lung between 10 and 20 mm, with the
-sensitivity on the COVID-19 CT's slice labels unchanged (``scripts/evaluate_3d.py``)."""
 BASAL_RIM_MAX_SHARE = 0.5
 """A lesion with at least this share of its voxels in the basal rim (the slice of lung over the diaphragm, the liver
 and spleen domes and the heart, whose partial volume looks like ground glass) is removed
