@@ -6,6 +6,7 @@ from .infection import (
     CONSOLIDATION_LABEL,
     CONSOLIDATION_SHARE_THRESHOLD,
     GGO_LABEL,
+    infection_and_nodules,
     infection_classes,
     postprocess_infection,
 )
@@ -66,6 +67,7 @@ __all__ = [
     "CONSOLIDATION_SHARE_THRESHOLD",
     "GGO_LABEL",
     "infection_classes",
+    "infection_and_nodules",
     "AIRWAY_DILATION_MM",
     "BODY_HU",
     "AIRWAY_MAX_LUNG_FRACTION",

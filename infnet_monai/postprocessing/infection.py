@@ -119,7 +119,12 @@ def basal_rim_shares(labels: np.ndarray, n: int, lung: np.ndarray, spacing, rim_
     return shares
 
 
-def postprocess_infection(
+def postprocess_infection(probability: np.ndarray, lung: np.ndarray, spacing_mm: Sequence[float], **options) -> np.ndarray:
+    """The infection mask of :func:`infection_and_nodules` (``options`` are its keyword arguments), ``uint8`` 0 / 1."""
+    return infection_and_nodules(probability, lung, spacing_mm, **options)[0]
+
+
+def infection_and_nodules(
     probability: np.ndarray,
     lung: np.ndarray,
     spacing_mm: Sequence[float],
@@ -130,8 +135,9 @@ def postprocess_infection(
     basal_rim_max_share: float = 1.0,
     basal_rim_mm: float = BASAL_RIM_MM,
     volume_hu: np.ndarray | None = None,
-) -> np.ndarray:
-    """Binary infection mask from a probability map: threshold, restrict to the lung, drop what is not a lesion.
+) -> tuple[np.ndarray, np.ndarray]:
+    """Binary infection mask from a probability map: threshold, restrict to the lung, drop what is not a lesion; and
+    the nodule-like lesions it kept out (step 2).
 
     In this order, so that every 3D component of the result passes every filter (the counts of
     :func:`~infnet_monai.stats.infection_burden` are those of the filtered lesions):
@@ -139,7 +145,7 @@ def postprocess_infection(
     1. ``probability >= threshold`` inside ``lung``;
     2. with ``volume_hu``, nodule-like 3D components (26-connected) of at least ``min_lesion_volume_mm3``
        (:func:`~infnet_monai.postprocessing.nodules.nodule_like`: solid, compact, in aerated lung) are removed: a
-       nodule or small mass is not infection (:func:`infection_and_nodules` returns them);
+       nodule or small mass is not infection (returned apart);
     3. in-plane 8-connected pieces smaller than ``min_lesion_area_mm2`` on an axial slice are removed;
     4. 3D 26-connected lesions smaller than ``min_lesion_volume_mm3`` are removed, those with at least
        ``basal_rim_max_share`` of their voxels in the basal rim (:func:`basal_rim_shares`, the partial volume of the
@@ -163,32 +169,12 @@ def postprocess_infection(
         volume_hu: the CT in HU, for the nodule-like test; ``None`` skips it.
 
     Returns:
-        ``uint8`` array of shape ``(X, Y, Z)`` with values 0 / 1.
+        ``(infection, nodules)``, ``uint8`` 0 / 1 arrays of shape ``(X, Y, Z)``; ``nodules`` is empty without
+        ``volume_hu``.
 
     Raises:
         ValueError: on shape mismatch, non-3D input, non-positive spacing or negative volume / extent / area.
     """
-    return infection_and_nodules(
-        probability, lung, spacing_mm, threshold, min_lesion_volume_mm3, min_lesion_extent_mm, min_lesion_area_mm2,
-        basal_rim_max_share, basal_rim_mm, volume_hu,
-    )[0]
-
-
-def infection_and_nodules(
-    probability: np.ndarray,
-    lung: np.ndarray,
-    spacing_mm: Sequence[float],
-    threshold: float = 0.5,
-    min_lesion_volume_mm3: float = 10.0,
-    min_lesion_extent_mm: float = 0.0,
-    min_lesion_area_mm2: float = 0.0,
-    basal_rim_max_share: float = 1.0,
-    basal_rim_mm: float = BASAL_RIM_MM,
-    volume_hu: np.ndarray | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`postprocess_infection`, also returning the nodule-like lesions it removed (step 2):
-    ``(infection, nodules)``, both ``uint8`` 0 / 1 of shape ``(X, Y, Z)``; ``nodules`` is empty without
-    ``volume_hu``."""
     probability = check_volume(probability, "probability")
     lung = check_volume(lung, "lung")
     if probability.shape != lung.shape:

@@ -198,7 +198,7 @@ def test_normal_lung_phantom_false_positives_of_known_kinds_give_no_infection():
     extended = extend_lung(lung, prob, vol, SPACING)
     assert (extended == lung).all()  # nothing dense against the lung: the normal lung stays as it is
     assert not postprocess_infection(prob, extended, SPACING, **kwargs).any()
-    # a lesion of 6 x 6 voxels (144 mm2) over 12 slices (24 mm) is kept whole
-    prob[40:46, 26:32, 6:18] = 0.9
+    # a lesion of 6 x 6 voxels (144 mm2) over 13 slices (26 mm) is kept whole
+    prob[40:46, 26:32, 6:19] = 0.9
     out = postprocess_infection(prob, extended, SPACING, **kwargs)
-    assert out[40:46, 26:32, 6:18].all() and out.sum() == 6 * 6 * 12
+    assert out[40:46, 26:32, 6:19].all() and out.sum() == 6 * 6 * 13
