@@ -1,6 +1,6 @@
 """``infnet-covid`` console command: ``predict-slices``, ``calibrate``, ``segment`` and ``demo``.
 
-Each subcommand parses its arguments and calls the Python API (:mod:`infnet_monai.inferers`,
+Each subcommand parses its arguments and calls the Python API (:mod:`infnet_monai.apps`,
 :mod:`infnet_monai.pipeline`). torch and MONAI are imported only inside the subcommand that runs, so ``--help``,
 ``--version`` and argument errors answer at once (``scripts/benchmark_cli.py``: 0.05 s against 4 s or more for
 ``import monai`` alone); option defaults come from the light :mod:`infnet_monai.defaults`.
@@ -36,7 +36,8 @@ def _progress(desc: str, quiet: bool, unit: str = "batch"):
 
 
 class _SliceBar:
-    """One progress bar for the slices of the case being segmented, under the bar of the cases."""
+    """One progress bar for the slices of the case being segmented, under the bar of the cases. Its total, the
+    case's slices with lung, is known before the first batch (``slice_progress`` is called with 0 done first)."""
 
     def __init__(self) -> None:
         self.bar = None
@@ -49,21 +50,20 @@ class _SliceBar:
             self.close()
             self.case = case_id
             self.bar = tqdm(total=total, desc=f"  {case_id}", unit="slice", file=sys.stderr, leave=False, position=1)
-        self.bar.total = total  # grows when slices are run again with larger crops
-        self.bar.n = done
-        self.bar.refresh()
+        self.bar.update(done - self.bar.n)
 
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
         self.bar = None
+        self.case = None
 
 
 def _cmd_predict_slices(args: argparse.Namespace) -> int:
     """For every .jpg/.jpeg/.png in INPUT_DIR write OUTPUT_DIR/<stem>.png: an 8-bit probability map (0-255) of
     infection with the input's height and width; with --classes also the GGO and consolidation maps in OUTPUT_DIR/ggo/
     and OUTPUT_DIR/consolidation/."""
-    from infnet_monai.inferers.slices import predict_slice_folder
+    from infnet_monai.apps.slices import predict_slice_folder
 
     report = predict_slice_folder(
         args.input_dir,
@@ -83,16 +83,13 @@ def _cmd_predict_slices(args: argparse.Namespace) -> int:
     return EXIT_FAILURES if report.failed else EXIT_OK
 
 
-CALIBRATION_TEMPERATURES = (1.0, 0.5, 0.25, 0.125, 0.0625)  # = inferers.calibration.DEFAULT_TEMPERATURES (tested)
-
-
 def _cmd_calibrate(args: argparse.Namespace) -> int:
     """Run the model on labeled 2D slices at several logit temperatures (probability = sigmoid(logit / T)), score
     each with the paper's protocol and write a copy of the checkpoint that records the largest T whose mean Dice is
     within --tolerance of the best. Masks at threshold 0.5 do not depend on T. Use slices the model was not trained
     on."""
     from infnet_monai.data.covid_semiseg import IMAGE_SUFFIXES
-    from infnet_monai.inferers.calibration import calibrate_model
+    from infnet_monai.apps.calibration import calibrate_model
     from infnet_monai.utils.model_path import default_model_path
 
     images_dir, masks_dir = Path(args.images), Path(args.masks)
@@ -186,15 +183,18 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     env = dist_env()  # under torchrun: this rank's share of the cases; rank 0 reports
     quiet = args.quiet or (env is not None and env.rank != 0)
     bar = None if quiet else _SliceBar()
-    report = segment_cohort(
-        args.input,
-        args.output,
-        save_probability=args.save_prob,
-        resume=args.resume,
-        progress=_progress("segment", quiet, unit="case"),
-        slice_progress=bar,
-        **_segment_kwargs(args),
-    )
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    with logging_redirect_tqdm():  # log lines go above the bars, not glued onto them
+        report = segment_cohort(
+            args.input,
+            args.output,
+            save_probability=args.save_prob,
+            resume=args.resume,
+            progress=_progress("segment", quiet, unit="case"),
+            slice_progress=bar,
+            **_segment_kwargs(args),
+        )
     if bar is not None:
         bar.close()
     if env is not None and env.rank != 0:
@@ -293,12 +293,14 @@ def _predict_slices_options(p: argparse.ArgumentParser) -> None:
 
 
 def _calibrate_options(p: argparse.ArgumentParser) -> None:
+    from infnet_monai.defaults import CALIBRATION_TEMPERATURES
+
     p.add_argument("images", help="folder of 8-bit slices (.jpg/.jpeg/.png)")
     p.add_argument("masks", help="folder of their infection masks, same name stems (> 128 is infection)")
     _add_io_options(p, "calibrated checkpoint to write (not the input model)")
     p.add_argument(
         "--temperatures", type=float, nargs="+", default=list(CALIBRATION_TEMPERATURES),
-        help="values to try (default: 1 0.5 0.25 0.125 0.0625)",
+        help=f"values to try (default: {' '.join(f'{t:g}' for t in CALIBRATION_TEMPERATURES)})",
     )
     p.add_argument("--tolerance", type=float, default=0.005, help="mean-Dice slack for a larger T (default: 0.005)")
 
@@ -349,6 +351,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
     )
     logging.getLogger("highdicom").setLevel(logging.DEBUG if args.verbose else logging.WARNING)
+    # MONAI says once per DICOM case that an optional GPU decoder is missing; pydicom decodes without it
+    logging.getLogger("monai.data.nvimgcodec_pydicom_plugin").setLevel(logging.DEBUG if args.verbose else logging.ERROR)
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_USAGE
@@ -360,6 +364,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.func(args)
     except (FileNotFoundError, NotADirectoryError, ValueError, PermissionError, CheckpointError) as e:
         # usage-level problems: bad paths, bad options, unusable model
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except RuntimeError as e:
+        from infnet_monai.pipeline.runner import OutputLockedError
+
+        if not isinstance(e, OutputLockedError):
+            raise
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE
     except OSError as e:

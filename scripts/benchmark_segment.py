@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import resource
 import subprocess
@@ -24,7 +23,9 @@ import tempfile
 import time
 from pathlib import Path
 
-DATA = Path(os.environ.get("INFNET_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+from infnet_monai.data.paths import shared_data_dir
+
+DATA = shared_data_dir()
 
 
 def _one(args: argparse.Namespace) -> None:

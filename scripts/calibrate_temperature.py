@@ -2,7 +2,7 @@
 
 The sweep runs the model on the validation slices (the split the training configs hold out) once per temperature,
 scores the 8-bit maps with the paper's protocol and keeps the largest temperature whose mean Dice is within
-``--tolerance`` of the best (:func:`infnet_monai.inferers.calibration.calibrate_model`, also available as
+``--tolerance`` of the best (:func:`infnet_monai.apps.calibration.calibrate_model`, also available as
 ``infnet-covid calibrate`` for any folder of labeled slices). The weights are not touched; the checkpoint gains a
 ``calibration`` entry that ``predict-slices`` and ``segment`` use by default. Prints the sweep as JSON (and a
 markdown table with --markdown).
@@ -19,15 +19,15 @@ import time
 
 import torch
 
-from infnet_monai.data import default_data_dir, labeled_splits
-from infnet_monai.inferers.calibration import DEFAULT_TEMPERATURES, SWEEP_KEYS, calibrate_model
+from infnet_monai.apps.calibration import DEFAULT_TEMPERATURES, SWEEP_KEYS, calibrate_model
+from infnet_monai.data import labeled_splits, shared_data_dir
 
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True, help="model checkpoint to calibrate")
     parser.add_argument("--output", required=True, help="where to write the calibrated checkpoint (not --model)")
-    parser.add_argument("--dataset_dir", default=str(default_data_dir()))
+    parser.add_argument("--dataset_dir", default=str(shared_data_dir()))
     parser.add_argument("--num_val", type=int, default=10)
     parser.add_argument("--split_seed", type=int, default=0)
     parser.add_argument("--temperatures", type=float, nargs="+", default=list(DEFAULT_TEMPERATURES))

@@ -20,9 +20,9 @@ import pydicom
 from PIL import Image
 from skimage.filters import threshold_otsu
 
-from infnet_monai.data import default_data_dir
+from infnet_monai.data import shared_data_dir
 
-DATA = default_data_dir()
+DATA = shared_data_dir()
 PERCENTILES = (5, 25, 50, 75, 95)
 BODY_HU = -500.0
 

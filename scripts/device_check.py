@@ -27,20 +27,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from infnet_monai.data import default_data_dir
-from infnet_monai.inferers import predict_slice_folder
+from infnet_monai.apps import predict_slice_folder
+from infnet_monai.data import shared_data_dir
 from infnet_monai.io import discover_cases, load_ct
+from infnet_monai.metrics.paper import mask_dice
 from infnet_monai.networks import INFNET_LIGHT, InfNet
 from infnet_monai.pipeline import CTSegmenter
 from infnet_monai.utils.device import autocast_context
 
 CT_CASES = ("covid_ct_md_P001", "covid_ct_md_normal001")
-
-
-def _dice(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = a > 0, b > 0
-    total = int(a.sum()) + int(b.sum())
-    return 1.0 if total == 0 else 2.0 * int((a & b).sum()) / total
 
 
 def _peak_mb(device: torch.device) -> float | None:
@@ -70,8 +65,8 @@ def check_slices(device: torch.device, data: Path, limit: int | None) -> dict:
         from PIL import Image
 
         dices = [
-            _dice(np.asarray(Image.open(Path(tmp) / "device" / f"{p.stem}.png")) >= 128,
-                  np.asarray(Image.open(Path(tmp) / "cpu" / f"{p.stem}.png")) >= 128)
+            mask_dice(np.asarray(Image.open(Path(tmp) / "device" / f"{p.stem}.png")) >= 128,
+                      np.asarray(Image.open(Path(tmp) / "cpu" / f"{p.stem}.png")) >= 128)
             for p in images
         ]
     return {
@@ -101,8 +96,8 @@ def check_segment(device: torch.device, data: Path) -> list[dict]:
             "shape": list(image.shape[1:]),
             "seconds": round(seconds, 2),
             "inferred_slices_per_second": round(inferred / seconds, 1),
-            "infection_dice_vs_cpu": round(_dice(on_device.infection, reference.infection), 4),
-            "lung_dice_vs_cpu": round(_dice(on_device.lung, reference.lung), 4),
+            "infection_dice_vs_cpu": round(mask_dice(on_device.infection, reference.infection), 4),
+            "lung_dice_vs_cpu": round(mask_dice(on_device.lung, reference.lung), 4),
             "infection_ml": [round(float(on_device.row["infection_volume_ml"]), 2), round(float(reference.row["infection_volume_ml"]), 2)],
             "peak_gpu_mb": _peak_mb(device),
         })
@@ -141,7 +136,7 @@ def check_training(device: torch.device, iterations: int, size: int) -> dict:
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--data", default=str(default_data_dir()))
+    parser.add_argument("--data", default=str(shared_data_dir()))
     parser.add_argument("--quick", action="store_true", help="8 slices, 2 training iterations at 128, no CT (tests)")
     args = parser.parse_args(argv)
     device = torch.device(args.device)

@@ -37,13 +37,15 @@ import argparse
 import csv
 import itertools
 import json
-import os
 import sys
 import time
 from pathlib import Path
 
+from infnet_monai.data.paths import shared_data_dir
+from infnet_monai.metrics.paper import mask_dice
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = Path(os.environ.get("INFNET_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
+DEFAULT_DATA = shared_data_dir()
 SCANS = {
     "p001": "covid_ct_md_P001",
     "normal": "covid_ct_md_normal001",
@@ -55,14 +57,6 @@ PARTS = ("rebuilt", *SCANS)
 COVID = ("rebuilt", "p001")
 GRID = {"basal_rim_max_share": (0.3, 0.5, 0.7, 1.1), "min_lesion_extent_mm": (10.0, 15.0, 20.0, 25.0, 30.0)}
 """The lesion gates compared leave-one-scan-out (``basal_rim_max_share`` 1.1 switches the basal-rim rule off)."""
-
-
-def _dice(a, b) -> float:
-    import numpy as np
-
-    a, b = np.asarray(a) > 0, np.asarray(b) > 0
-    den = a.sum() + b.sum()
-    return float(2.0 * (a & b).sum() / den) if den else 1.0
 
 
 def _copy(data: dict) -> dict:
@@ -85,9 +79,10 @@ def _key(setting: dict) -> str:
 def _finish(seg, data: dict, setting: dict, anatomy: bool):
     from infnet_monai.pipeline.components import ct_postprocessing
 
+    cfg = seg.config
     chain = ct_postprocessing(
-        seg._volume_prep, threshold=seg.threshold, extension_threshold=seg.extension_threshold,
-        min_lesion_volume_mm3=seg.min_lesion_volume_mm3, min_lesion_area_mm2=seg.min_lesion_area_mm2,
+        seg.predictor.volume_preprocessing, threshold=cfg.threshold, extension_threshold=cfg.extension_threshold,
+        min_lesion_volume_mm3=cfg.min_lesion_volume_mm3, min_lesion_area_mm2=cfg.min_lesion_area_mm2,
         anatomy_checks=anatomy, **setting,
     )
     return seg.finish(_copy(data), postprocessing=chain)
@@ -127,7 +122,7 @@ def _scan_figures(name: str, result, data_dir: Path) -> dict:
         out.update(_p001_agreement(result, data_dir / "ct" / "covid_ct_md_P001_slice_labels.csv"))
     if name == "abdomen":
         ref = nib.load(str(data_dir / "ct" / "abdomen_3mm_lung.nii.gz"))
-        out["lung_dice"] = _dice(result.lung, ref.dataobj)
+        out["lung_dice"] = mask_dice(result.lung, ref.dataobj)
     return out
 
 
@@ -171,7 +166,7 @@ def evaluate_rebuilt(seg, data_dir: Path, split: str, settings: list[dict]) -> d
             n_true = int(vol.mask.sum())
             scores[_key(setting)].append(
                 (
-                    _dice(result.infection, vol.mask),
+                    mask_dice(result.infection, vol.mask),
                     float((vol.mask.astype(bool) & (result.lung > 0)).sum() / n_true) if n_true else 1.0,
                     float((result.infection > 0).sum() / n_true - 1.0) if n_true else float("nan"),
                 )
@@ -328,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
     from infnet_monai.pipeline import CTSegmenter
 
     seg = CTSegmenter(args.model, device=args.device, overview=False, dicom_seg=False)
-    default = {"basal_rim_max_share": seg.basal_rim_max_share, "min_lesion_extent_mm": seg.min_lesion_extent_mm}
+    default = {"basal_rim_max_share": seg.config.basal_rim_max_share, "min_lesion_extent_mm": seg.config.min_lesion_extent_mm}
     settings = _settings() if args.loso else [default]
     if default not in settings:
         settings.append(default)

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import torch
 
-from infnet_monai.data import default_data_dir, labeled_splits
-from infnet_monai.inferers import predict_slice_folder
+from infnet_monai.apps import predict_slice_folder
+from infnet_monai.data import labeled_splits, shared_data_dir
 from infnet_monai.metrics import evaluate_folders
 
 COLUMNS = ("dice", "sensitivity", "specificity", "s_measure", "e_measure", "mae", "dice_at_0.5")
@@ -29,7 +29,7 @@ COLUMNS = ("dice", "sensitivity", "specificity", "s_measure", "e_measure", "mae"
 def main(argv=None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", action="append", required=True, metavar="LABEL=PATH", help="model to score")
-    parser.add_argument("--dataset_dir", default=str(default_data_dir()))
+    parser.add_argument("--dataset_dir", default=str(shared_data_dir()))
     parser.add_argument("--num_val", type=int, default=10)
     parser.add_argument("--split_seed", type=int, default=0)
     parser.add_argument("--tta", action="store_true", help="flip test-time augmentation")

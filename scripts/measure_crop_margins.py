@@ -13,15 +13,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 from scipy import ndimage as ndi
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = Path(os.environ.get("INFNET_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
+from infnet_monai.data.paths import shared_data_dir
+
+DEFAULT_DATA = shared_data_dir()
 
 
 def lung_margins(grey: np.ndarray, mask: np.ndarray, air_grey: float) -> list[float] | None:

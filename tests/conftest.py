@@ -3,6 +3,8 @@ from pathlib import Path
 
 import pytest
 
+from infnet_monai.data.paths import shared_data_dir  # the package's one answer ($INFNET_SHARED_DATA, else ../shared/data)
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -10,10 +12,10 @@ REQUIRE_DATA_ENV = "INFNET_REQUIRE_SHARED_DATA"
 """Set to 1 (``.ci/run`` does): missing shared data fails the run instead of skipping the tests that need it."""
 
 
-def shared_data_dir() -> Path:
-    """``$INFNET_SHARED_DATA``, else ``../shared/data`` next to the repository (never the working directory)."""
-    env = os.environ.get("INFNET_SHARED_DATA")
-    return Path(env) if env else (REPO_ROOT / ".." / "shared" / "data").resolve()
+def meta_schema_path() -> Path:
+    """MONAI's bundle metadata schema, ``monai/meta_schema.json`` beside the shared data folder (``../shared/monai``
+    by default; ``$INFNET_SHARED_DATA/../monai`` when that is set)."""
+    return shared_data_dir().parent / "monai" / "meta_schema.json"
 
 
 def _missing_shared_data() -> list[str]:
@@ -21,9 +23,15 @@ def _missing_shared_data() -> list[str]:
     return [str(d / sub) for sub in ("covid-semiseg", "ct") if not (d / sub).is_dir()]
 
 
+def _required() -> bool:
+    return os.environ.get(REQUIRE_DATA_ENV) == "1"
+
+
 def pytest_sessionstart(session):
     missing = _missing_shared_data()
-    if missing and os.environ.get(REQUIRE_DATA_ENV) == "1":
+    if not meta_schema_path().is_file():
+        missing.append(str(meta_schema_path()))
+    if missing and _required():
         pytest.exit(f"{REQUIRE_DATA_ENV}=1 but the shared data is missing: {', '.join(missing)}", returncode=1)
 
 
@@ -33,6 +41,18 @@ def data_dir() -> Path:
     if _missing_shared_data():
         pytest.skip(f"shared data not found at {d} (set {REQUIRE_DATA_ENV}=1 to make this a failure)")
     return d
+
+
+@pytest.fixture(scope="session")
+def meta_schema() -> Path:
+    """:func:`meta_schema_path`; skips when it is missing, fails when the shared data is required."""
+    path = meta_schema_path()
+    if not path.is_file():
+        message = f"MONAI bundle meta schema not found at {path}"
+        if _required():
+            pytest.fail(f"{REQUIRE_DATA_ENV}=1 but the shared data is missing: {message}")
+        pytest.skip(f"{message} (set {REQUIRE_DATA_ENV}=1 to make this a failure)")
+    return path
 
 
 @pytest.fixture(scope="session")

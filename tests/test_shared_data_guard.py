@@ -9,8 +9,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _pytest(tmp_path, require: bool) -> subprocess.CompletedProcess:
-    env = dict(os.environ, INFNET_SHARED_DATA=str(tmp_path / "missing"))
+def _pytest(tmp_path, require: bool, data=None) -> subprocess.CompletedProcess:
+    env = dict(os.environ, INFNET_SHARED_DATA=str(data or tmp_path / "missing"))
     env.pop("INFNET_REQUIRE_SHARED_DATA", None)
     if require:
         env["INFNET_REQUIRE_SHARED_DATA"] = "1"
@@ -29,3 +29,14 @@ def test_missing_shared_data_fails_when_required(tmp_path):
 
 def test_missing_shared_data_only_skips_when_not_required(tmp_path):
     assert _pytest(tmp_path, require=False).returncode == 0
+
+
+def test_missing_meta_schema_fails_when_required(tmp_path):
+    """The bundle schema test's file is found beside $INFNET_SHARED_DATA (``../monai``), and a required run does not
+    skip it when it is missing."""
+    data = tmp_path / "shared" / "data"
+    for sub in ("covid-semiseg", "ct"):
+        (data / sub).mkdir(parents=True)
+    proc = _pytest(tmp_path, require=True, data=data)
+    assert proc.returncode == 1
+    assert str(tmp_path / "shared" / "monai" / "meta_schema.json") in proc.stdout + proc.stderr

@@ -1,23 +1,30 @@
+from infnet_monai.utils.deprecation import moved_names
+
 from .covid_semiseg import (
-    DATA_ENV_VAR,
     IMAGE_SUFFIXES,
-    default_data_dir,
     labeled_datalist,
     labeled_splits,
     pretraining_datalist,
     split_datalist,
     unlabeled_datalist,
 )
-from .priors import with_infection_priors
+from .paths import DATA_ENV_VAR, shared_data_dir
 
 __all__ = [
-    "with_infection_priors",
     "DATA_ENV_VAR",
     "IMAGE_SUFFIXES",
-    "default_data_dir",
     "labeled_datalist",
     "labeled_splits",
     "pretraining_datalist",
+    "shared_data_dir",
     "split_datalist",
     "unlabeled_datalist",
 ]
+
+__getattr__ = moved_names(
+    __name__,
+    {
+        "default_data_dir": "infnet_monai.data.paths.shared_data_dir",
+        "with_infection_priors": "infnet_monai.apps.priors.with_infection_priors",
+    },
+)

@@ -5,7 +5,8 @@ Layout expected under ``<data_dir>/covid-semiseg``::
     train/images/<id>.jpg   train/masks/<id>.png   train/edges/<id>.png   train/classes/<id>.png
     unlabeled/images/<name>.jpg
 
-``data_dir`` defaults to the environment variable ``INFNET_SHARED_DATA`` or ``../shared/data``.
+``data_dir`` defaults to :func:`~infnet_monai.data.paths.shared_data_dir` (``$INFNET_SHARED_DATA`` or
+``../shared/data``).
 """
 
 from __future__ import annotations
@@ -14,10 +15,12 @@ import os
 import random
 from pathlib import Path
 
+from infnet_monai.data.paths import DATA_ENV_VAR, shared_data_dir
+from infnet_monai.utils.deprecation import moved_names
+
 __all__ = [
     "DATA_ENV_VAR",
     "IMAGE_SUFFIXES",
-    "default_data_dir",
     "labeled_datalist",
     "unlabeled_datalist",
     "split_datalist",
@@ -25,25 +28,13 @@ __all__ = [
     "pretraining_datalist",
 ]
 
-DATA_ENV_VAR = "INFNET_SHARED_DATA"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
-
-def default_data_dir() -> Path:
-    """``$INFNET_SHARED_DATA`` if set; else ``../shared/data`` beside the source checkout (the repository root's
-    sibling, whatever the working directory), when this is a source checkout or editable install; else
-    ``../shared/data`` relative to the working directory."""
-    env = os.environ.get(DATA_ENV_VAR)
-    if env:
-        return Path(env)
-    repo = Path(__file__).resolve().parents[2]
-    if (repo / "bundles" / "infnet_covid").is_dir():
-        return (repo / ".." / "shared" / "data").resolve()
-    return Path("../shared/data")
+__getattr__ = moved_names(__name__, {"default_data_dir": "infnet_monai.data.paths.shared_data_dir"})
 
 
 def _semiseg_root(data_dir: str | os.PathLike | None) -> Path:
-    root = Path(data_dir) if data_dir is not None else default_data_dir()
+    root = Path(data_dir) if data_dir is not None else shared_data_dir()
     if (root / "covid-semiseg").is_dir():
         root = root / "covid-semiseg"
     if not (root / "train").is_dir() and not (root / "unlabeled").is_dir():

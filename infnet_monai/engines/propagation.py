@@ -23,6 +23,7 @@ stage-2 batch so the model does not drift towards its own errors on unlabeled sl
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -30,62 +31,121 @@ import os
 import random
 import re
 import time
-from collections.abc import Sequence
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from ignite.engine import Engine, Events
 from monai.data import DataLoader, Dataset
 from monai.engines import SupervisedTrainer
+from scipy import ndimage
 
 from infnet_monai.engines.iteration import MultiScaleIteration
-from infnet_monai.inferers.slices import SlicePredictor, read_slice, write_png_atomic
-from infnet_monai.io.checkpoint import atomic_torch_save, load_checkpoint, network_state_dict, save_model
+from infnet_monai.inferers.slices import SlicePredictor
+from infnet_monai.io.checkpoint import atomic_torch_save, load_weights, network_state_dict, safe_torch_load, save_model
+from infnet_monai.io.slices import read_slice, write_png_atomic
 from infnet_monai.losses import DeepSupervisionLoss
 from infnet_monai.transforms.slices import train_slice_transforms
 from infnet_monai.utils.files import atomic_write
-from infnet_monai.utils.validation import check_temperature
+from infnet_monai.utils.validation import check_flag, check_temperature
 
-__all__ = ["PROPAGATION_FORMAT", "STAGES", "RandomSelectionPropagation", "pseudo_label_confidence", "soft_edge_map"]
+__all__ = [
+    "PROPAGATION_FORMAT",
+    "SEED_STREAMS",
+    "STAGES",
+    "FinetuneStage",
+    "PropagationConfig",
+    "RandomSelectionPropagation",
+    "pseudo_label_confidence",
+    "soft_edge_map",
+    "stream_seed",
+]
 
 logger = logging.getLogger(__name__)
 
 PROPAGATION_FORMAT = "infnet-monai-propagation/1"
 STAGES = ("propagate", "pseudo", "finetune", "done")
 
+SEED_STREAMS: dict[str, tuple[int, int]] = {
+    "grouping": (1, 0),
+    "propagate_batches": (100003, 0),
+    "pseudo_order": (7919, 0),
+    "pseudo_labeled_mix": (7919, 104729),
+    "pseudo_batches": (100003, 50021),
+}
+"""The named random streams of a run, each ``name: (multiplier, offset)``; see :func:`stream_seed`.
 
-def _cross_max(p: torch.Tensor) -> torch.Tensor:
-    # max over the pixel and its 4 neighbours (outside the image counts as 0, as scipy's default border)
-    padded = F.pad(p, (1, 1, 1, 1))
-    shifts = [padded[..., 1:-1, 1:-1], padded[..., :-2, 1:-1], padded[..., 2:, 1:-1], padded[..., 1:-1, :-2],
-              padded[..., 1:-1, 2:]]
-    return torch.stack(shifts).amax(0)
+- ``grouping``: the one shuffle of the unlabeled slices into groups.
+- ``propagate_batches``: per stage-1 group, which pool slices make its batches and their augmentation.
+- ``pseudo_order``: per pass over the pseudo-labels in stage 2, their order (cut into consecutive steps).
+- ``pseudo_labeled_mix``: per stage-2 step, which labeled slices join it (``pseudo_labeled_fraction`` > 0).
+- ``pseudo_batches``: per stage-2 step, the batches and their augmentation.
+
+Why separate streams, each drawn from a fresh generator seeded by ``(user seed, stream, step)``: a run resumed from
+``state.pt`` draws exactly what an uninterrupted run draws without saving any generator state, and a setting that
+only one stream reads (e.g. ``pseudo_labeled_fraction``) leaves every other draw unchanged. In the two ``*_batches``
+streams the one integer seeds two different generators, Python's ``random.Random`` (batch selection) and the MONAI
+transforms' numpy generators (augmentation, via ``set_random_state``).
+
+The multipliers are primes that spread the user seeds apart; the offsets keep the streams that share a multiplier
+apart (stage 1 below 50021 groups, stage 2 below 49982 steps and 104729 passes). The numbers are those of the
+first release, so a given seed keeps giving the same groups, batches and pseudo-labels. One wrinkle kept for that
+reason: with user seed 0 the first draw of ``grouping``, ``propagate_batches`` and ``pseudo_order`` all start from 0
+(they shuffle different lists, so the draws do not repeat one another); any other seed keeps every stream apart.
+"""
+
+
+def stream_seed(stream: str, seed: int, index: int = 0) -> int:
+    """The integer seed of draw ``index`` of the named random stream, derived from the run's one user ``seed``.
+
+    Args:
+        stream: a key of :data:`SEED_STREAMS`.
+        seed: the user seed (:attr:`PropagationConfig.seed`).
+        index: the step the draw belongs to (group, stage-2 step or pass; 0 for ``grouping``).
+
+    Returns:
+        ``seed * multiplier + offset + index``.
+    """
+    if stream not in SEED_STREAMS:
+        raise ValueError(f"unknown seed stream {stream!r}; expected one of {sorted(SEED_STREAMS)}.")
+    multiplier, offset = SEED_STREAMS[stream]
+    return int(seed) * multiplier + offset + int(index)
+
+
+# the 4-connected cross: the structuring element of COVID-SemiSeg's labeled edge maps
+_EDGE_CROSS = ndimage.generate_binary_structure(2, 1)
 
 
 def soft_edge_map(prob: torch.Tensor | np.ndarray, width: int = 1) -> np.ndarray:
     """Edge map of a soft segmentation: grey dilation minus grey erosion (a morphological gradient).
 
-    The structuring element is the 4-connected cross, applied ``width`` times. On a binary mask this reproduces the
-    labeled edge maps of COVID-SemiSeg (the dilated minus the eroded mask, a 2-pixel band on the boundary, which
-    scipy's default cross matches to within 0.5% of pixels); on a soft map it is a soft band of the same width.
+    The structuring element is the 4-connected cross, applied ``width`` times (a diamond of radius ``width``). On a
+    binary mask this reproduces the labeled edge maps of COVID-SemiSeg (the dilated minus the eroded mask, a 2-pixel
+    band on the boundary, which scipy's default cross matches to within 0.5% of pixels); on a soft map it is a soft
+    band of the same width. Outside the image counts as 0 (the border of ``binary_dilation`` / ``binary_erosion``),
+    so a lesion touching the image border has an edge along it; scipy's default ``mode="reflect"`` would not.
 
     Args:
-        prob: ``(H, W)`` probabilities in [0, 1].
-        width: number of dilations and erosions.
+        prob: ``(..., H, W)`` probabilities in [0, 1]; leading axes are independent maps.
+        width: number of dilations and erosions (>= 1).
 
     Returns:
-        ``(H, W)`` float32 edge strength in [0, 1].
+        ``(..., H, W)`` float32 edge strength in [0, 1].
     """
-    p = torch.as_tensor(np.asarray(prob, dtype=np.float32))
-    dilated, eroded = p, p
-    for _ in range(width):
-        dilated = _cross_max(dilated)
-        eroded = -_cross_max(-eroded)
-    return (dilated - eroded).clamp(0, 1).numpy()
+    if int(width) != width or width < 1:
+        raise ValueError(f"width must be an integer >= 1, got {width!r}.")
+    p = np.asarray(prob, dtype=np.float32)
+    if p.ndim < 2:
+        raise ValueError(f"prob must have at least 2 dimensions (..., H, W), got shape {p.shape}.")
+    footprint = ndimage.iterate_structure(_EDGE_CROSS, int(width))
+    footprint = footprint.reshape((1,) * (p.ndim - 2) + footprint.shape)
+    edge = ndimage.morphological_gradient(p, footprint=footprint, mode="constant", cval=0.0)
+    return np.clip(edge, 0.0, 1.0).astype(np.float32, copy=False)
 
 
 def pseudo_label_confidence(prob: torch.Tensor | np.ndarray) -> float:
@@ -98,26 +158,157 @@ def _file_stem(item_id: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", str(item_id)).strip("._") or "slice"
 
 
-def _check_propagation_options(
-    group_size, steps_per_group, batch_size, pseudo_epochs, pseudo_chunk, has_labeled: bool, has_unlabeled: bool,
-    pseudo_label_temperature, min_confidence, pseudo_labeled_fraction,
-) -> None:
-    if group_size < 1:
-        raise ValueError(f"group_size must be >= 1, got {group_size}.")
-    if steps_per_group < 0 or batch_size < 1 or pseudo_epochs < 0 or pseudo_chunk < 1:
-        raise ValueError("steps_per_group and pseudo_epochs must be >= 0, batch_size and pseudo_chunk >= 1.")
-    if not has_unlabeled:
-        raise ValueError("no unlabeled slices to propagate over.")
-    try:
-        check_temperature(pseudo_label_temperature)
-    except ValueError as e:
-        raise ValueError(f"pseudo_label_{e}") from e
-    if not 0.0 <= min_confidence <= 1.0:
-        raise ValueError(f"min_confidence must be in [0, 1], got {min_confidence}.")
-    if not 0.0 <= pseudo_labeled_fraction < 1.0:
-        raise ValueError(f"pseudo_labeled_fraction must be in [0, 1), got {pseudo_labeled_fraction}.")
-    if pseudo_labeled_fraction > 0 and not has_labeled:
-        raise ValueError("pseudo_labeled_fraction > 0 needs labeled slices.")
+def _number(
+    name: str, value: Any, kind: type, low: float | None = None, high: float | None = None, *,
+    low_open: bool = False, high_open: bool = False,
+) -> Any:
+    """``value`` as ``kind`` (int or float) within the bounds, else a ``ValueError`` naming the config field."""
+    limits = []
+    if low is not None:
+        limits.append(f"{'>' if low_open else '>='} {low}")
+    if high is not None:
+        limits.append(f"{'<' if high_open else '<='} {high}")
+    what = f"PropagationConfig.{name} must be {'an integer' if kind is int else 'a finite number'}"
+    what += f" {' and '.join(limits)}" if limits else ""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise ValueError(f"{what}, got {value!r}.")
+    if not math.isfinite(value) or (kind is int and int(value) != value):
+        raise ValueError(f"{what}, got {value!r}.")
+    number = kind(value)
+    too_low = low is not None and (number <= low if low_open else number < low)
+    too_high = high is not None and (number >= high if high_open else number > high)
+    if too_low or too_high:
+        raise ValueError(f"{what}, got {value!r}.")
+    return number
+
+
+@dataclass(frozen=True)
+class PropagationConfig:
+    """Settings of :class:`RandomSelectionPropagation`, checked when made (``ValueError`` naming the field).
+
+    The defaults are the paper's schedule with the safeguards off. Numbers are converted to ``int`` / ``float``,
+    sequences to tuples and mappings copied, so a config written in a bundle JSON compares equal to one made in
+    Python.
+    """
+
+    output_dir: str | os.PathLike
+    """Where the state (``propagation/state.pt``), the pseudo-labels and the exported checkpoints go."""
+    network_kwargs: Mapping[str, Any]
+    """Keyword arguments that rebuild the network (stored in exported checkpoints; ``in_channels`` is read)."""
+    initial_model: str | os.PathLike | None = None
+    """Checkpoint of the supervised Inf-Net the propagation starts from; required for a fresh run, not to resume."""
+    group_size: int = 5
+    """K, the number of unlabeled slices added per propagation step (5 in the paper)."""
+    num_groups: int | None = None
+    """Propagate over the first ``num_groups`` shuffled groups only (``None`` or 0: all of them). Slices outside those
+    groups are never used."""
+    seed: int = 0
+    """The one user seed every random stream derives from (:data:`SEED_STREAMS`)."""
+    steps_per_group: int = 1
+    """Optimizer iterations of fine-tuning after each group (each over ``train_rates``); 0 only predicts."""
+    batch_size: int = 8
+    """Slices per iteration in stages 1 and 2."""
+    learning_rate: float = 3e-4
+    """AdamW learning rate of stage 1 (constant, 3e-4 in the reference code) and the peak of stage 2."""
+    min_learning_rate: float = 1e-5
+    """End of stage 2's cosine schedule, in [0, ``learning_rate``]."""
+    weight_decay: float = 1e-4
+    """AdamW weight decay."""
+    spatial_size: int = 352
+    """Training size (pixels) of stages 1 and 2."""
+    predict_size: int | None = None
+    """Size (pixels) at which pseudo-labels are predicted (``None``: ``preprocessing["spatial_size"]``, else
+    ``spatial_size``); predictions are resized back to each slice's own size."""
+    train_rates: Sequence[float] = (1.0,)
+    """Multi-scale rates of stages 1 and 2 (see :class:`~infnet_monai.engines.MultiScaleIteration`)."""
+    clip_value: float | None = 0.5
+    """Gradient clipping by value (``None`` or 0 disables)."""
+    pseudo_epochs: int = 1
+    """Passes over all kept pseudo-labeled slices in stage 2 (0 skips the stage)."""
+    pseudo_chunk: int = 25
+    """Stage 2 iterations per step (a step is the unit of checkpointing)."""
+    pseudo_label_temperature: float = 1.0
+    """Logit temperature of the pseudo-labels (1: the model's sigmoid, as in the paper; below 1 sharper).
+    Confidences are measured on the sharpened maps."""
+    min_confidence: float = 0.0
+    """Pseudo-labeled slices whose :func:`pseudo_label_confidence` is below this, in [0, 1], stay out of the training
+    pools of stages 1 and 2 (0 keeps all, as in the paper). Their PNGs are still written."""
+    pseudo_labeled_fraction: float = 0.0
+    """Share of each stage-2 batch filled with labeled slices, in [0, 1) (0: pseudo-labeled slices only, as in the
+    paper). Stage 2 still makes ``pseudo_epochs`` passes over the kept pseudo-labels."""
+    amp: bool = False
+    """Mixed precision (used on CUDA only)."""
+    num_workers: int = 0
+    """Data-loader workers."""
+    transform_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    """Extra keyword arguments of :func:`~infnet_monai.transforms.train_slice_transforms`."""
+    preprocessing: Mapping[str, Any] = field(default_factory=dict)
+    """How inputs are prepared, stored in exported checkpoints (as in :func:`~infnet_monai.io.save_model`)."""
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+    """Provenance stored in exported checkpoints; numbers and strings only."""
+
+    def __post_init__(self) -> None:
+        def put(name: str, value: Any) -> None:
+            object.__setattr__(self, name, value)
+
+        if not self.output_dir or not isinstance(self.output_dir, (str, os.PathLike)):
+            raise ValueError(f"PropagationConfig.output_dir must be a folder path, got {self.output_dir!r}.")
+        put("output_dir", Path(self.output_dir))
+        put("initial_model", str(self.initial_model) if self.initial_model else None)
+        for name in ("network_kwargs", "transform_kwargs", "preprocessing", "metadata"):
+            value = getattr(self, name)
+            if value is None:
+                value = {}
+            if not isinstance(value, Mapping):
+                raise ValueError(f"PropagationConfig.{name} must be a mapping, got {type(value).__name__}.")
+            put(name, dict(value))
+        for name, low in (("group_size", 1), ("steps_per_group", 0), ("batch_size", 1), ("spatial_size", 1),
+                          ("pseudo_epochs", 0), ("pseudo_chunk", 1), ("num_workers", 0)):
+            put(name, _number(name, getattr(self, name), int, low))
+        put("seed", _number("seed", self.seed, int))
+        put("num_groups", None if self.num_groups in (None, 0) else _number("num_groups", self.num_groups, int, 0))
+        if self.predict_size is not None:
+            put("predict_size", _number("predict_size", self.predict_size, int, 1))
+        put("learning_rate", _number("learning_rate", self.learning_rate, float, 0, low_open=True))
+        put("min_learning_rate", _number("min_learning_rate", self.min_learning_rate, float, 0, self.learning_rate))
+        put("weight_decay", _number("weight_decay", self.weight_decay, float, 0))
+        if self.clip_value is not None:
+            put("clip_value", _number("clip_value", self.clip_value, float, 0))
+        rates = self.train_rates
+        if isinstance(rates, (str, bytes)) or not isinstance(rates, Sequence) or not rates:
+            raise ValueError(f"PropagationConfig.train_rates must be a non-empty list of rates > 0, got {rates!r}.")
+        put("train_rates", tuple(_number("train_rates", r, float, 0, low_open=True) for r in self.train_rates))
+        try:
+            put("pseudo_label_temperature", check_temperature(self.pseudo_label_temperature))
+        except ValueError as e:
+            raise ValueError(f"PropagationConfig.pseudo_label_{e}") from e
+        put("min_confidence", _number("min_confidence", self.min_confidence, float, 0, 1))
+        put("pseudo_labeled_fraction",
+            _number("pseudo_labeled_fraction", self.pseudo_labeled_fraction, float, 0, 1, high_open=True))
+        put("amp", check_flag(self.amp, "PropagationConfig.amp"))
+
+
+@dataclass(frozen=True)
+class FinetuneStage:
+    """Stage 3 of :class:`RandomSelectionPropagation`: fine-tuning on the labeled slices, resumable by epoch.
+
+    Attributes:
+        trainer: the stage-3 trainer (a MONAI ``SupervisedTrainer`` built by the bundle config).
+        resume: the objects its ``CheckpointSaver`` saves (network, optimizer, lr_scheduler, trainer); when a
+            ``<prefix>_checkpoint_epoch=N.pt`` exists in ``checkpoint_dir`` they are restored from the latest.
+        checkpoint_dir: folder of those checkpoints (``None``: the config's ``output_dir``).
+        prefix: their file prefix.
+    """
+
+    trainer: SupervisedTrainer
+    resume: Mapping[str, Any] | None = None
+    checkpoint_dir: str | os.PathLike | None = None
+    prefix: str = "resume"
+
+
+_CONFIG_FIELDS = frozenset(f.name for f in dataclasses.fields(PropagationConfig))
+_LEGACY_FINETUNE = {"finetune_trainer": "trainer", "finetune_resume": "resume", "finetune_dir": "checkpoint_dir",
+                    "finetune_prefix": "prefix"}
 
 
 class RandomSelectionPropagation:
@@ -125,132 +316,91 @@ class RandomSelectionPropagation:
 
     Args:
         network: the Inf-Net being trained (already on ``device``). Its weights at stage 1 come from
-            ``initial_model``.
-        network_kwargs: keyword arguments that rebuild ``network`` (stored in exported checkpoints).
+            ``config.initial_model``.
         labeled: labeled training entries ``{"image", "label", "edge", "id"}`` (never the validation slices).
-        unlabeled: unlabeled entries ``{"image", "id"}``.
-        output_dir: where the state, the pseudo-labels and the exported checkpoints go.
-        initial_model: checkpoint of the supervised Inf-Net the propagation starts from (required for a fresh run).
-        group_size: K, the number of unlabeled slices added per propagation step (5 in the paper).
-        num_groups: propagate over the first ``num_groups`` shuffled groups only (``None``: all of them). Slices
-            outside those groups are never used.
-        seed: seed of the grouping and of the sampling of each step.
-        steps_per_group: optimizer iterations of fine-tuning after each group (each over ``train_rates``).
-        batch_size: slices per iteration.
-        learning_rate: AdamW learning rate of stage 1 (constant, 3e-4 in the reference code) and the peak of stage 2.
-        min_learning_rate: end of stage 2's cosine schedule.
-        weight_decay: AdamW weight decay.
-        spatial_size: training size of stages 1 and 2.
-        predict_size: size at which pseudo-labels are predicted (default: the network's size in ``preprocessing``,
-            else ``spatial_size``); predictions are resized back to each slice's own size.
-        train_rates: multi-scale rates of stages 1 and 2 (see :class:`MultiScaleIteration`).
-        clip_value: gradient clipping by value.
-        pseudo_epochs: passes over all pseudo-labeled slices in stage 2 (0 skips the stage).
-        pseudo_chunk: stage 2 iterations per step (a step is the unit of checkpointing).
-        pseudo_label_temperature: logit temperature of the pseudo-labels (1: the model's sigmoid, as in the paper;
-            below 1 sharper). Confidences are measured on the sharpened maps.
-        min_confidence: pseudo-labeled slices whose :func:`pseudo_label_confidence` is below this stay out of the
-            training pools of stages 1 and 2 (0 keeps all, as in the paper). Their PNGs are still written.
-        pseudo_labeled_fraction: share of each stage-2 batch filled with labeled slices, in [0, 1) (0: pseudo-labeled
-            slices only, as in the paper). Stage 2 still makes ``pseudo_epochs`` passes over the kept pseudo-labels.
-        finetune_trainer: the stage-3 trainer (``None`` stops after stage 2).
-        finetune_resume: objects the stage-3 trainer's ``CheckpointSaver`` saves (network, optimizer, lr_scheduler,
-            trainer); when a ``<prefix>_checkpoint_epoch=N.pt`` exists in ``finetune_dir``, they are restored from it.
-        finetune_dir: folder of the stage-3 resume checkpoints (default ``output_dir``).
-        finetune_prefix: their file prefix.
+        unlabeled: unlabeled entries ``{"image", "id"}`` with unique ids.
+        config: the settings (:class:`PropagationConfig`).
+        finetune: stage 3 (``None`` stops after stage 2).
         device: torch device.
-        amp: mixed precision (CUDA only).
-        preprocessing: stored in exported checkpoints (as in :func:`~infnet_monai.io.save_model`).
-        metadata: provenance stored in exported checkpoints.
-        transform_kwargs: extra keyword arguments of :func:`~infnet_monai.transforms.train_slice_transforms`.
-        num_workers: data-loader workers.
+        legacy_options: the keyword arguments of the first release (the fields of :class:`PropagationConfig` plus
+            ``finetune_trainer``, ``finetune_resume``, ``finetune_dir``, ``finetune_prefix``), accepted in place of
+            ``config`` and ``finetune`` with a ``DeprecationWarning``.
+
+    Example::
+
+        config = PropagationConfig(output_dir="runs/semi", network_kwargs=kwargs, initial_model="model.pt")
+        RandomSelectionPropagation(network, labeled, unlabeled, config, device="cuda").run()
     """
 
     def __init__(
         self,
         network: nn.Module,
-        network_kwargs: dict,
         labeled: Sequence[dict],
         unlabeled: Sequence[dict],
-        output_dir: str | os.PathLike,
-        initial_model: str | os.PathLike | None = None,
-        group_size: int = 5,
-        num_groups: int | None = None,
-        seed: int = 0,
-        steps_per_group: int = 1,
-        batch_size: int = 8,
-        learning_rate: float = 3e-4,
-        min_learning_rate: float = 1e-5,
-        weight_decay: float = 1e-4,
-        spatial_size: int = 352,
-        predict_size: int | None = None,
-        train_rates: Sequence[float] = (1.0,),
-        clip_value: float | None = 0.5,
-        pseudo_epochs: int = 1,
-        pseudo_chunk: int = 25,
-        pseudo_label_temperature: float = 1.0,
-        min_confidence: float = 0.0,
-        pseudo_labeled_fraction: float = 0.0,
-        finetune_trainer: SupervisedTrainer | None = None,
-        finetune_resume: dict[str, Any] | None = None,
-        finetune_dir: str | os.PathLike | None = None,
-        finetune_prefix: str = "resume",
+        config: PropagationConfig | None = None,
+        finetune: FinetuneStage | None = None,
         device: str | torch.device = "cpu",
-        amp: bool = False,
-        preprocessing: dict | None = None,
-        metadata: dict | None = None,
-        transform_kwargs: dict | None = None,
-        num_workers: int = 0,
+        **legacy_options: Any,
     ) -> None:
-        _check_propagation_options(
-            group_size, steps_per_group, batch_size, pseudo_epochs, pseudo_chunk, bool(labeled), bool(unlabeled),
-            pseudo_label_temperature, min_confidence, pseudo_labeled_fraction,
-        )
+        if legacy_options:
+            config, finetune = self._from_legacy_options(config, finetune, legacy_options)
+        if not isinstance(config, PropagationConfig):
+            raise TypeError(f"config must be a PropagationConfig, got {type(config).__name__}.")
+        if finetune is not None and not isinstance(finetune, FinetuneStage):
+            raise TypeError(f"finetune must be a FinetuneStage or None, got {type(finetune).__name__}.")
+        if isinstance(labeled, Mapping) or isinstance(unlabeled, Mapping):
+            raise TypeError("labeled and unlabeled must be sequences of entries (dictionaries), not one dictionary.")
+        if not unlabeled:
+            raise ValueError("no unlabeled slices to propagate over.")
+        if config.pseudo_labeled_fraction > 0 and not labeled:
+            raise ValueError("pseudo_labeled_fraction > 0 needs labeled slices.")
+        self.config = config
+        self.finetune = finetune
         self.network = network
-        self.network_kwargs = dict(network_kwargs)
         # only the keys pseudo-labeled entries also have, so mixed batches collate
         self.labeled = [{k: d[k] for k in ("image", "label", "edge", "id") if k in d} for d in labeled]
         self.unlabeled = {str(d["id"]): dict(d) for d in unlabeled}
         if len(self.unlabeled) != len(unlabeled):
             raise ValueError("unlabeled entries must have unique ids.")
-        self.output_dir = Path(output_dir)
+        self.output_dir = config.output_dir
         self.state_dir = self.output_dir / "propagation"
         self.pseudo_dir = self.state_dir / "pseudo_labels"
-        self.initial_model = str(initial_model) if initial_model else ""
-        self.group_size = int(group_size)
-        self.num_groups = None if num_groups in (None, 0) else int(num_groups)
-        self.seed = int(seed)
-        self.steps_per_group = int(steps_per_group)
-        self.batch_size = int(batch_size)
-        self.learning_rate = float(learning_rate)
-        self.min_learning_rate = float(min_learning_rate)
-        self.weight_decay = float(weight_decay)
-        self.spatial_size = int(spatial_size)
-        self.predict_size = int(predict_size or (preprocessing or {}).get("spatial_size", spatial_size))
-        self.train_rates = tuple(float(r) for r in train_rates)
-        self.clip_value = clip_value
-        self.pseudo_epochs = int(pseudo_epochs)
-        self.pseudo_chunk = int(pseudo_chunk)
-        self.min_confidence = float(min_confidence)
-        self.pseudo_label_temperature = float(pseudo_label_temperature)
-        self.pseudo_labeled_fraction = float(pseudo_labeled_fraction)
-        self.finetune_trainer = finetune_trainer
-        self.finetune_resume = finetune_resume
-        self.finetune_dir = Path(finetune_dir) if finetune_dir else self.output_dir
-        self.finetune_prefix = finetune_prefix
+        self.predict_size = config.predict_size or int(config.preprocessing.get("spatial_size", config.spatial_size))
+        self.in_channels = int(config.network_kwargs.get("in_channels", 1))
         self.device = torch.device(device)
-        self.amp = bool(amp)
-        self.preprocessing = dict(preprocessing or {})
-        self.metadata = dict(metadata or {})
-        self.transform_kwargs = dict(transform_kwargs or {})
-        self.num_workers = int(num_workers)
         self.state: dict[str, Any] = {}
         self._build_engines()
+
+    @staticmethod
+    def _from_legacy_options(
+        config: PropagationConfig | None, finetune: FinetuneStage | None, options: dict[str, Any]
+    ) -> tuple[PropagationConfig, FinetuneStage | None]:
+        """The config and stage 3 from the first release's keyword arguments."""
+        unknown = sorted(set(options) - _CONFIG_FIELDS - set(_LEGACY_FINETUNE))
+        if unknown:
+            raise TypeError(f"RandomSelectionPropagation got unexpected keyword arguments {unknown}.")
+        if config is not None or finetune is not None:
+            raise TypeError(
+                "pass the settings either as config / finetune or as keyword arguments, not both "
+                f"(got {sorted(options)})."
+            )
+        warnings.warn(
+            "RandomSelectionPropagation(**options) is deprecated: pass config=PropagationConfig(...) and "
+            "finetune=FinetuneStage(...).",
+            DeprecationWarning,
+            stacklevel=3,
+        )
+        stage = {new: options.pop(old) for old, new in _LEGACY_FINETUNE.items() if old in options}
+        if stage.get("trainer") is not None:
+            finetune = FinetuneStage(**stage)
+        return PropagationConfig(**options), finetune
 
     def _build_engines(self) -> None:
         """The optimizer and the ignite engines of stages 1 and 2 (attach handlers to them, e.g. a progress bar,
         before calling :meth:`run`); every iteration saves the state."""
-        self.optimizer = torch.optim.AdamW(self.network.parameters(), lr=self.learning_rate, weight_decay=self.weight_decay)
+        self.optimizer = torch.optim.AdamW(
+            self.network.parameters(), lr=self.config.learning_rate, weight_decay=self.config.weight_decay
+        )
         self.propagate_engine = Engine(self._propagate_step)
         self.pseudo_engine = Engine(self._pseudo_step)
         for engine in (self.propagate_engine, self.pseudo_engine):
@@ -263,24 +413,26 @@ class RandomSelectionPropagation:
 
     def _config(self) -> dict[str, Any]:
         # what must not change between a run and its resumption
+        c = self.config
         return {
-            "group_size": self.group_size,
-            "num_groups": self.num_groups,
-            "seed": self.seed,
+            "group_size": c.group_size,
+            "num_groups": c.num_groups,
+            "seed": c.seed,
             "unlabeled": len(self.unlabeled),
-            "pseudo_epochs": self.pseudo_epochs,
-            "pseudo_chunk": self.pseudo_chunk,
-            "batch_size": self.batch_size,
-            "min_confidence": self.min_confidence,
-            "pseudo_label_temperature": self.pseudo_label_temperature,
-            "pseudo_labeled_fraction": self.pseudo_labeled_fraction,
+            "pseudo_epochs": c.pseudo_epochs,
+            "pseudo_chunk": c.pseudo_chunk,
+            "batch_size": c.batch_size,
+            "min_confidence": c.min_confidence,
+            "pseudo_label_temperature": c.pseudo_label_temperature,
+            "pseudo_labeled_fraction": c.pseudo_labeled_fraction,
         }
 
     def _make_groups(self) -> list[list[str]]:
         ids = sorted(self.unlabeled)
-        random.Random(self.seed).shuffle(ids)
-        groups = [ids[i : i + self.group_size] for i in range(0, len(ids), self.group_size)]
-        return groups[: self.num_groups] if self.num_groups else groups
+        random.Random(stream_seed("grouping", self.config.seed)).shuffle(ids)
+        size, num_groups = self.config.group_size, self.config.num_groups
+        groups = [ids[i : i + size] for i in range(0, len(ids), size)]
+        return groups[:num_groups] if num_groups else groups
 
     def _pseudo_entries(self, ids: Sequence[str]) -> list[dict]:
         out = []
@@ -299,33 +451,29 @@ class RandomSelectionPropagation:
     def _kept_ids(self, ids: Sequence[str]) -> list[str]:
         # pseudo-labeled slices decisive enough to train on (all of them when min_confidence is 0)
         confidence = self.state.get("confidence", {})
-        return [i for i in ids if confidence.get(i, 1.0) >= self.min_confidence]
+        return [i for i in ids if confidence.get(i, 1.0) >= self.config.min_confidence]
 
     def _pseudo_batch_split(self) -> tuple[int, int]:
         # (pseudo-labeled, labeled) slices per stage-2 step
-        per_step = self.pseudo_chunk * self.batch_size
-        labeled = min(per_step - 1, round(per_step * self.pseudo_labeled_fraction))
+        per_step = self.config.pseudo_chunk * self.config.batch_size
+        labeled = min(per_step - 1, round(per_step * self.config.pseudo_labeled_fraction))
         return per_step - labeled, labeled
 
     def _new_state(self) -> dict[str, Any]:
-        if not self.initial_model:
+        initial_model = self.config.initial_model
+        if not initial_model:
             raise ValueError(
                 "initial_model is required to start a propagation run: train Inf-Net on the labeled slices first "
                 "(configs/train.json) and pass its model.pt."
             )
-        checkpoint = load_checkpoint(self.initial_model)
-        state = {k: v.float() if v.is_floating_point() else v for k, v in checkpoint["state_dict"].items()}
-        try:
-            self.network.load_state_dict(state)
-        except RuntimeError as e:
-            raise ValueError(
-                f"initial_model '{self.initial_model}' does not match the configured network: {e}"
-            ) from e
+        # CheckpointError when the file is not a model or its weights do not fit the network; the training steps
+        # put the network back in training mode, prediction uses eval mode anyway
+        load_weights(self.network, initial_model)
         groups = self._make_groups()
         return {
             "format": PROPAGATION_FORMAT,
             "config": self._config(),
-            "initial_model": self.initial_model,
+            "initial_model": initial_model,
             "stage": "propagate" if groups else "pseudo",
             "groups": groups,
             "groups_done": 0,
@@ -340,13 +488,7 @@ class RandomSelectionPropagation:
         """Restore the network, the optimizer and the progress from ``state.pt``; False when there is none."""
         if not self.state_path.is_file():
             return False
-        try:
-            saved = torch.load(self.state_path, map_location="cpu", weights_only=True)
-        except Exception as e:
-            raise RuntimeError(
-                f"propagation state '{self.state_path}' cannot be read ({e}); delete the '{self.state_dir}' folder "
-                "to start over."
-            ) from e
+        saved = safe_torch_load(self.state_path, "propagation state", f"Delete the '{self.state_dir}' folder to start over.")
         if not isinstance(saved, dict) or saved.get("format") != PROPAGATION_FORMAT:
             raise RuntimeError(f"'{self.state_path}' is not a propagation state ({PROPAGATION_FORMAT}).")
         # states written before the safeguards existed ran without them
@@ -383,7 +525,8 @@ class RandomSelectionPropagation:
         if iterations <= 0 or not entries:
             return float("nan")
         rng = random.Random(seed)
-        needed = iterations * self.batch_size
+        c = self.config
+        needed = iterations * c.batch_size
         picked: list[dict] = []
         while len(picked) < needed:
             order = list(entries)
@@ -391,12 +534,10 @@ class RandomSelectionPropagation:
             picked += order[: needed - len(picked)]
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        transform = train_slice_transforms(
-            self.spatial_size, self.network_kwargs.get("in_channels", 1), **self.transform_kwargs
-        )
+        transform = train_slice_transforms(c.spatial_size, self.in_channels, **c.transform_kwargs)
         transform.set_random_state(seed=seed % (2**32))
         loader = DataLoader(
-            Dataset(picked, transform), batch_size=self.batch_size, shuffle=False, num_workers=self.num_workers
+            Dataset(picked, transform), batch_size=c.batch_size, shuffle=False, num_workers=c.num_workers
         )
         trainer = SupervisedTrainer(
             device=self.device,
@@ -405,8 +546,8 @@ class RandomSelectionPropagation:
             network=self.network,
             optimizer=self.optimizer,
             loss_function=DeepSupervisionLoss(),
-            iteration_update=MultiScaleIteration(self.train_rates, self.clip_value),
-            amp=self.amp and self.device.type == "cuda",
+            iteration_update=MultiScaleIteration(c.train_rates, c.clip_value),
+            amp=c.amp and self.device.type == "cuda",
             decollate=False,
         )
         losses: list[float] = []
@@ -421,10 +562,10 @@ class RandomSelectionPropagation:
         predictor = SlicePredictor.from_network(
             self.network,
             self.predict_size,
-            self.network_kwargs.get("in_channels", 1),
+            self.in_channels,
             self.device,
-            amp=self.amp,
-            temperature=self.pseudo_label_temperature,
+            amp=self.config.amp,
+            temperature=self.config.pseudo_label_temperature,
         )
         self.network.eval()
         images = [read_slice(Path(self.unlabeled[i]["image"])) for i in ids]
@@ -436,7 +577,8 @@ class RandomSelectionPropagation:
             confidence[entry["id"]] = round(pseudo_label_confidence(prob), 6)
         done_ids = self._kept_ids([i for g in self.state["groups"][: index + 1] for i in g])
         pool = self.labeled + self._pseudo_entries(done_ids)
-        loss = self._train_on(pool, self.steps_per_group, self.learning_rate, seed=self.seed * 100003 + index)
+        seed = stream_seed("propagate_batches", self.config.seed, index)
+        loss = self._train_on(pool, self.config.steps_per_group, self.config.learning_rate, seed=seed)
         self.state["groups_done"] = index + 1
         seconds = time.time() - start
         self.state["seconds"]["propagate"] += seconds
@@ -449,7 +591,8 @@ class RandomSelectionPropagation:
     def _pseudo_step(self, engine: Engine, index: int) -> dict[str, Any]:
         start = time.time()
         total = self.state["pseudo_steps"]
-        lr = self.min_learning_rate + 0.5 * (self.learning_rate - self.min_learning_rate) * (
+        c = self.config
+        lr = c.min_learning_rate + 0.5 * (c.learning_rate - c.min_learning_rate) * (
             1 + math.cos(math.pi * index / max(total, 1))
         )
         ids = self._kept_ids([i for g in self.state["groups"] for i in g])
@@ -461,14 +604,14 @@ class RandomSelectionPropagation:
         epoch = 0
         while len(order) < first + per_step:
             perm = list(entries)
-            random.Random(self.seed * 7919 + epoch).shuffle(perm)
+            random.Random(stream_seed("pseudo_order", c.seed, epoch)).shuffle(perm)
             order += perm
             epoch += 1
         chunk = order[first : first + per_step]
         if num_labeled:
-            rng = random.Random(self.seed * 7919 + 104729 + index)
+            rng = random.Random(stream_seed("pseudo_labeled_mix", c.seed, index))
             chunk += [self.labeled[rng.randrange(len(self.labeled))] for _ in range(num_labeled)]
-        loss = self._train_on(chunk, self.pseudo_chunk, lr, seed=self.seed * 100003 + 50021 + index)
+        loss = self._train_on(chunk, c.pseudo_chunk, lr, seed=stream_seed("pseudo_batches", c.seed, index))
         self.state["pseudo_steps_done"] = index + 1
         seconds = time.time() - start
         self.state["seconds"]["pseudo"] += seconds
@@ -484,10 +627,11 @@ class RandomSelectionPropagation:
         logger.info("propagation stage: %s", stage)
 
     def _latest_finetune_checkpoint(self) -> Path | None:
-        pattern = re.compile(rf"^{re.escape(self.finetune_prefix)}_checkpoint_epoch=(\d+)\.pt$")
+        folder = Path(self.finetune.checkpoint_dir or self.output_dir)
+        pattern = re.compile(rf"^{re.escape(self.finetune.prefix)}_checkpoint_epoch=(\d+)\.pt$")
         found = []
-        if self.finetune_dir.is_dir():
-            for p in self.finetune_dir.iterdir():
+        if folder.is_dir():
+            for p in folder.iterdir():
                 m = pattern.match(p.name)
                 if m:
                     found.append((int(m.group(1)), p))
@@ -513,7 +657,7 @@ class RandomSelectionPropagation:
         if self.state["stage"] == "pseudo" and self.state["pseudo_steps"] is None:
             kept = len(self._kept_ids([i for g in self.state["groups"] for i in g]))
             per_step = self._pseudo_batch_split()[0]
-            self.state["pseudo_steps"] = math.ceil(self.pseudo_epochs * kept / per_step) if self.pseudo_epochs else 0
+            self.state["pseudo_steps"] = math.ceil(epochs * kept / per_step) if (epochs := self.config.pseudo_epochs) else 0
             self.state["pseudo_labeled_slices_kept"] = kept
             logger.info("stage 2: %d pseudo-labeled slices kept of %d, %d steps", kept,
                         sum(len(g) for g in self.state["groups"]), self.state["pseudo_steps"])
@@ -524,7 +668,7 @@ class RandomSelectionPropagation:
                 self.pseudo_engine.run(remaining, max_epochs=1)
             self.export(self.output_dir / "propagated.pt")
             self._set_stage("finetune")
-        if stop_after == "pseudo" or self.finetune_trainer is None:
+        if stop_after == "pseudo" or self.finetune is None:
             return self.summary()
         if self.state["stage"] == "finetune":
             self._run_finetune()
@@ -536,15 +680,17 @@ class RandomSelectionPropagation:
 
         start = time.time()
         latest = self._latest_finetune_checkpoint()
-        if latest is not None and self.finetune_resume:
+        stage = self.finetune
+        if latest is not None and stage.resume:
             logger.info("resuming stage 3 from %s", latest)
-            CheckpointLoader(str(latest), self.finetune_resume, map_location=self.device).attach(self.finetune_trainer)
-        self.finetune_trainer.run()
+            CheckpointLoader(str(latest), dict(stage.resume), map_location=self.device).attach(stage.trainer)
+        stage.trainer.run()
         self.state["seconds"]["finetune"] += time.time() - start
 
     def export(self, path: str | os.PathLike, extra: dict | None = None) -> Path:
         """Write the current network as a self-describing model checkpoint."""
-        meta = dict(self.metadata)
+        c = self.config
+        meta = dict(c.metadata)
         meta.update(
             {
                 "stage": self.state.get("stage", ""),
@@ -554,7 +700,7 @@ class RandomSelectionPropagation:
             }
         )
         meta.update(extra or {})
-        return save_model(path, self.network, self.network_kwargs, self.preprocessing, meta)
+        return save_model(path, self.network, c.network_kwargs, c.preprocessing, meta)
 
     def summary(self) -> dict[str, Any]:
         """Progress: stage, groups and steps done, seconds per stage."""

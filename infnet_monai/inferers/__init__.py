@@ -1,15 +1,17 @@
+from infnet_monai.utils.deprecation import moved_names
+
 from .lung_crop import LUNG_CROP_MARGINS, LungCropSliceInferer, grow_boxes, slice_boxes
-from .slices import SliceFolderReport, SlicePredictor, predict_slice_folder, read_slice, resolve_temperature, write_png_atomic
+from .probability import LEFT_RIGHT_DIM, ProbabilityMaps
+from .slices import MOVED_NAMES, SlicePredictor
 
 __all__ = [
+    "LEFT_RIGHT_DIM",
     "LUNG_CROP_MARGINS",
     "LungCropSliceInferer",
-    "SliceFolderReport",
+    "ProbabilityMaps",
     "SlicePredictor",
     "grow_boxes",
-    "predict_slice_folder",
-    "read_slice",
-    "resolve_temperature",
     "slice_boxes",
-    "write_png_atomic",
 ]
+
+__getattr__ = moved_names(__name__, MOVED_NAMES)

@@ -18,6 +18,7 @@ the image's edge gets its box grown to enclose that infection, and is run again 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -25,7 +26,7 @@ import torch.nn.functional as F
 from monai.inferers import Inferer, SliceInferer
 from scipy import ndimage as ndi
 
-__all__ = ["LUNG_CROP_MARGINS", "LungCropSliceInferer", "slice_boxes", "grow_boxes"]
+__all__ = ["LUNG_CROP_MARGINS", "CropReport", "LungCropSliceInferer", "slice_boxes", "grow_boxes"]
 
 LUNG_CROP_MARGINS: tuple[float, float, float, float] = (0.012, 0.010, 0.060, 0.018)
 """Margins around the lungs' bounding box, as fractions of the box's extent, in the order (start, end) of the first
@@ -35,15 +36,17 @@ over the 50 labeled training slices, of the distance from the lungs' box (aerate
 radiologists' infection mask, holes filled) to the slice's edge."""
 
 
-def slice_boxes(lung: np.ndarray, margins: Sequence[float] = LUNG_CROP_MARGINS, per_slice: bool = False) -> np.ndarray:
-    """Per axial slice, the bounding box of ``lung`` grown by ``margins`` and clipped to the slice.
+def slice_boxes(lung: np.ndarray, margins: Sequence[float] = LUNG_CROP_MARGINS) -> np.ndarray:
+    """The in-plane bounding box of the whole ``lung`` grown by ``margins`` and clipped to the slice, for every axial
+    slice that holds lung.
+
+    One box for all slices, not each slice's own: near the apex and the bases, where the lung is a thin crescent, a
+    slice's own box would magnify it beyond anything seen in training (on ``abdomen_3mm`` per-slice boxes marked the
+    liver dome as infection).
 
     Args:
         lung: ``(X, Y, Z)`` mask; slices are ``lung[:, :, k]``.
         margins: fractions of the box's extent added before / after along X, then along Y.
-        per_slice: each slice's own box; by default every slice with lung gets the in-plane box of the whole lung,
-            so slices near the apex and the bases, where the lung is a thin crescent, are not magnified beyond
-            anything seen in training (on ``abdomen_3mm`` per-slice boxes marked the liver dome as infection).
 
     Returns:
         ``(Z, 4)`` int array of ``(x0, x1, y0, y1)`` (end exclusive); ``-1`` rows for slices without lung.
@@ -52,12 +55,8 @@ def slice_boxes(lung: np.ndarray, margins: Sequence[float] = LUNG_CROP_MARGINS, 
     boxes = np.full((lung.shape[2], 4), -1, dtype=np.int64)
     xs, ys = lung.any(axis=1), lung.any(axis=0)  # (X, Z), (Y, Z)
     with_lung = np.flatnonzero(xs.any(axis=0))
-    if with_lung.size and not per_slice:
-        box = _grown_box(np.flatnonzero(xs.any(axis=1)), np.flatnonzero(ys.any(axis=1)), lung.shape[:2], margins)
-        boxes[with_lung] = box
-        return boxes
-    for k in with_lung:
-        boxes[k] = _grown_box(np.flatnonzero(xs[:, k]), np.flatnonzero(ys[:, k]), lung.shape[:2], margins)
+    if with_lung.size:
+        boxes[with_lung] = _grown_box(np.flatnonzero(xs.any(axis=1)), np.flatnonzero(ys.any(axis=1)), lung.shape[:2], margins)
     return boxes
 
 
@@ -127,8 +126,32 @@ def grow_boxes(
     return out
 
 
+@dataclass
+class CropReport:
+    """What one call of :meth:`LungCropSliceInferer.infer` did.
+
+    Attributes:
+        probability: ``(1, K, X, Y, Z)`` float32 probabilities on the inferer's output device; 0 on slices without
+            lung.
+        boxes: ``(Z, 4)`` crop boxes of the last pass (``(x0, x1, y0, y1)``, end exclusive), ``-1`` rows for slices
+            not run.
+        first_pass: slices run in the first pass (the slices with lung).
+        slices_run: slices run in all passes (reruns with grown boxes included).
+        rounds: passes made.
+    """
+
+    probability: torch.Tensor | None
+    boxes: np.ndarray
+    first_pass: int = 0
+    slices_run: int = 0
+    rounds: int = 0
+
+
 class LungCropSliceInferer(Inferer):
     """Run a 2D network over the axial slices of a volume, each cropped to its lungs and resized.
+
+    Stateless: :meth:`infer` returns the probabilities with a :class:`CropReport`; calling the inferer returns the
+    probabilities alone, as MONAI inferers do.
 
     Args:
         roi_size: the network's in-plane input size.
@@ -137,7 +160,7 @@ class LungCropSliceInferer(Inferer):
         device: device of the output.
         margins: crop margins (see :data:`LUNG_CROP_MARGINS`).
         max_rounds: passes at most; rounds after the first rerun only slices whose box grew (see :func:`grow_boxes`).
-        grow_threshold: probability taken as infection when deciding to grow a box.
+        grow_threshold: probability taken as infection when deciding to grow a box (the segmentation threshold).
     """
 
     def __init__(
@@ -153,6 +176,10 @@ class LungCropSliceInferer(Inferer):
         super().__init__()
         if max_rounds < 1:
             raise ValueError(f"max_rounds must be >= 1, got {max_rounds}.")
+        if sw_batch_size < 1:
+            raise ValueError(f"sw_batch_size must be >= 1, got {sw_batch_size}.")
+        if not 0.0 < grow_threshold <= 1.0:
+            raise ValueError(f"grow_threshold must be in (0, 1], got {grow_threshold}.")
         self.roi_size = tuple(int(s) for s in roi_size)
         self.slice_inferer = SliceInferer(
             roi_size=self.roi_size, sw_batch_size=sw_batch_size, spatial_dim=2, sw_device=sw_device, device=device, progress=False
@@ -161,9 +188,6 @@ class LungCropSliceInferer(Inferer):
         self.margins = tuple(float(m) for m in margins)
         self.max_rounds = int(max_rounds)
         self.grow_threshold = float(grow_threshold)
-        self.last_boxes: np.ndarray | None = None  # (Z, 4) crop boxes of the last call, -1 rows for skipped slices
-        self.on_batch: Callable[[int, int], None] | None = None  # progress: (slices done, slices to do so far)
-        self.last_count: tuple[int, int] = (0, 0)  # (slices run, slices to run) of the last call, all rounds
 
     def __call__(  # type: ignore[override]
         self,
@@ -172,7 +196,18 @@ class LungCropSliceInferer(Inferer):
         lung: np.ndarray | torch.Tensor,
         boxes: np.ndarray | None = None,
     ) -> torch.Tensor:
-        """Probabilities on the grid of ``inputs``.
+        """``(1, K, X, Y, Z)`` probabilities on the grid of ``inputs``; see :meth:`infer`."""
+        return self.infer(inputs, network, lung, boxes).probability
+
+    def infer(
+        self,
+        inputs: torch.Tensor,
+        network: Callable[[torch.Tensor], torch.Tensor],
+        lung: np.ndarray | torch.Tensor,
+        boxes: np.ndarray | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> CropReport:
+        """Probabilities on the grid of ``inputs`` and the crop boxes used.
 
         Args:
             inputs: ``(1, C, X, Y, Z)`` prepared volume (intensity-normalised, slices along Z), or a slab of one.
@@ -181,9 +216,11 @@ class LungCropSliceInferer(Inferer):
             lung: ``(X, Y, Z)`` lung mask on the same grid.
             boxes: ``(Z, 4)`` first-pass crop boxes (default :func:`slice_boxes` of ``lung``); a slab of a volume
                 passes its rows of the whole volume's boxes, so that slabs give what the whole volume gives.
+            progress: called as ``progress(slices done, slices to do)`` after every batch of the first pass (the
+                total is known before the first batch; reruns do not move it).
 
         Returns:
-            ``(1, K, X, Y, Z)`` float32 probabilities on ``self.device``; 0 on slices without lung.
+            :class:`CropReport`; its ``probability`` is ``(1, K, X, Y, Z)`` float32 on ``self.device``.
         """
         if inputs.ndim != 5 or inputs.shape[0] != 1:
             raise ValueError(f"inputs must be (1, C, X, Y, Z), got {tuple(inputs.shape)}.")
@@ -195,30 +232,35 @@ class LungCropSliceInferer(Inferer):
         if boxes.shape != (lung_np.shape[2], 4):
             raise ValueError(f"boxes must be ({lung_np.shape[2]}, 4), got {boxes.shape}.")
         todo = np.flatnonzero(boxes[:, 0] >= 0)
-        count = {"done": 0, "total": 0}
-
-        def counted(x: torch.Tensor) -> torch.Tensor:
-            y = network(x)
-            count["done"] += int(x.shape[0])
-            if self.on_batch is not None:
-                self.on_batch(count["done"], count["total"])
-            return y
-
+        report = CropReport(probability=None, boxes=boxes, first_pass=int(todo.size))
         for round_ in range(self.max_rounds):
             if todo.size == 0:
                 break
-            count["total"] += int(todo.size)
-            out = self._run(inputs, counted, boxes, todo, out)
+            out = self._run(inputs, self._counted(network, report, progress if round_ == 0 else None), report.boxes, todo, out)
+            report.rounds = round_ + 1
             if round_ + 1 == self.max_rounds:
                 break
-            grown = grow_boxes(boxes, lung_np, out[0, 0].cpu().numpy(), self.grow_threshold, self.margins)
-            todo = np.flatnonzero((grown != boxes).any(axis=1))
-            boxes = grown
-        self.last_boxes = boxes
-        self.last_count = (count["done"], count["total"])
+            grown = grow_boxes(report.boxes, lung_np, out[0, 0].cpu().numpy(), self.grow_threshold, self.margins)
+            todo = np.flatnonzero((grown != report.boxes).any(axis=1))
+            report.boxes = grown
         if out is None:  # no slice holds lung: the network is never run, one channel of zeros
             out = torch.zeros((1, 1, *inputs.shape[2:]), dtype=torch.float32, device=self.device)
-        return out
+        report.probability = out
+        return report
+
+    @staticmethod
+    def _counted(network, report: CropReport, progress) -> Callable[[torch.Tensor], torch.Tensor]:
+        """``network`` that counts the slices it runs into ``report`` and tells ``progress`` (first pass only)."""
+        start = report.slices_run
+
+        def run(x: torch.Tensor) -> torch.Tensor:
+            y = network(x)
+            report.slices_run += int(x.shape[0])
+            if progress is not None:
+                progress(report.slices_run - start, report.first_pass)
+            return y
+
+        return run
 
     def _run(self, inputs, network, boxes: np.ndarray, slices: np.ndarray, out: torch.Tensor | None) -> torch.Tensor:
         # the crops are stacked a few batches at a time, so their memory does not grow with the scan's length

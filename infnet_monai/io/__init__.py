@@ -3,6 +3,7 @@ from .checkpoint import (
     CHECKPOINT_FORMAT,
     ENCODER_FORMAT,
     CheckpointError,
+    ModelSpec,
     atomic_torch_save,
     load_checkpoint,
     load_pretrained_encoder,
@@ -11,10 +12,13 @@ from .checkpoint import (
     load_weights,
     model_temperature,
     network_state_dict,
+    resolve_temperature,
+    safe_torch_load,
     save_calibrated_model,
     save_encoder,
     save_model,
 )
+from .slices import read_slice, write_png_atomic
 from .volume import AIR_HU, MAX_SPACING_MM, MIN_SLICES, RAW_CT_OFFSET, CaseError, SimpleITKSeriesReader, load_ct
 
 __all__ = [
@@ -28,6 +32,7 @@ __all__ = [
     "MAX_CASE_ID_LENGTH",
     "MAX_SPACING_MM",
     "MIN_SLICES",
+    "ModelSpec",
     "RAW_CT_OFFSET",
     "SimpleITKSeriesReader",
     "atomic_torch_save",
@@ -42,8 +47,12 @@ __all__ = [
     "model_temperature",
     "network_state_dict",
     "read_dicom_header",
+    "read_slice",
+    "resolve_temperature",
+    "safe_torch_load",
     "sanitize_case_id",
     "save_calibrated_model",
     "save_encoder",
     "save_model",
+    "write_png_atomic",
 ]

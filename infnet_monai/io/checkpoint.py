@@ -1,14 +1,17 @@
 """Self-describing model checkpoints: weights, network configuration and preprocessing in one file.
 
 A checkpoint written by :func:`save_model` is a plain dictionary of tensors, numbers and strings, so it loads with
-``torch.load(..., weights_only=True)``: nothing in it can execute code. :func:`load_model` refuses any file that
-needs full unpickling.
+``torch.load(..., weights_only=True)``: nothing in it can execute code. Every file the project reads back goes
+through :func:`safe_torch_load`, which refuses any file that needs full unpickling. :class:`ModelSpec` is what a
+checkpoint says about its network's inputs and outputs (size, channels, standardisation, temperature), parsed once.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,14 +19,19 @@ import torch
 import torch.nn as nn
 
 from infnet_monai import __version__
+from infnet_monai.defaults import DEFAULT_SPATIAL_SIZE, SLICE_MEAN, SLICE_STD
 from infnet_monai.networks.nets import InfNet
+from infnet_monai.networks.nets.classes import HEAD_OUTPUTS
 from infnet_monai.utils.files import atomic_write
-from infnet_monai.utils.validation import check_temperature
+from infnet_monai.utils.validation import check_spatial_size, check_temperature
 
 __all__ = [
     "CHECKPOINT_FORMAT",
     "ENCODER_FORMAT",
     "CheckpointError",
+    "ModelSpec",
+    "safe_torch_load",
+    "resolve_temperature",
     "save_encoder",
     "load_pretrained_encoder",
     "save_model",
@@ -52,6 +60,28 @@ def _architectures() -> dict[str, type[nn.Module]]:
 
 class CheckpointError(RuntimeError):
     """A model checkpoint is missing, unsafe or not an infnet-monai model."""
+
+
+def safe_torch_load(path: str | os.PathLike, what: str = "model checkpoint", hint: str = "") -> Any:
+    """``torch.load(path, map_location="cpu", weights_only=True)``: tensors, numbers, strings and containers only,
+    so a file cannot run code while it loads.
+
+    Args:
+        path: the file (its existence is the caller's to check, with its own advice).
+        what: what the file is, for the message (``"model checkpoint"``, ``"propagation state"``...).
+        hint: what to do about an unreadable file, appended to the message.
+
+    Raises:
+        CheckpointError: the file carries pickled code, or is corrupt, truncated or not a torch file; the message
+            names the file.
+    """
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # the unpickler raises several types for unsafe or corrupt files
+        raise CheckpointError(
+            f"refusing to load {what} '{path}': it is not a plain weights file that loads with weights_only=True "
+            f"(it may carry pickled code, or be corrupt or truncated).{' ' + hint if hint else ''} Details: {e}"
+        ) from e
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
@@ -127,6 +157,77 @@ def model_temperature(info: dict[str, Any]) -> float:
     return float(info.get("calibration", {}).get("temperature", 1.0))
 
 
+def resolve_temperature(temperature: float | None, info: Mapping[str, Any] | None = None) -> float:
+    """The logit temperature to use: ``temperature`` when given, else the checkpoint's calibration (default 1).
+
+    Raises:
+        ValueError: the temperature is not a finite number > 0.
+    """
+    return check_temperature(model_temperature(info or {}) if temperature is None else temperature)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What a checkpoint says about its network, parsed once (:meth:`from_checkpoint`); everything that prepares a
+    network's inputs or reads its outputs takes these values from here.
+
+    Attributes:
+        network: the network constructor's keyword arguments as stored (``InfNet(**network)``).
+        spatial_size: in-plane size the network was trained at; slices are resized to a square of this many pixels.
+        in_channels: the network's input channels (a grey slice is repeated to fill them).
+        mean: subtracted from slices scaled to [0, 1] (the checkpoint's ``slice_mean``).
+        std: the standardised slice is ``(slice - mean) / std`` (the checkpoint's ``slice_std``).
+        temperature: logit temperature of the calibration, probability ``sigmoid(logit / temperature)``; 1.0 when
+            the checkpoint is not calibrated.
+        head: ``"infection"`` for a network whose output is the infection logit, ``"classes"`` for a GGO /
+            consolidation head (its ``preprocessing`` names an ``output`` in
+            :data:`~infnet_monai.networks.nets.classes.HEAD_OUTPUTS`); ``None`` for a spec not read from a checkpoint.
+
+    The defaults are those of a checkpoint that records nothing: :data:`~infnet_monai.defaults.DEFAULT_SPATIAL_SIZE`,
+    one channel, :data:`~infnet_monai.defaults.SLICE_MEAN`, :data:`~infnet_monai.defaults.SLICE_STD`, temperature 1.
+    """
+
+    network: dict = field(default_factory=dict)
+    spatial_size: int = DEFAULT_SPATIAL_SIZE
+    in_channels: int = 1
+    mean: float = SLICE_MEAN
+    std: float = SLICE_STD
+    temperature: float = 1.0
+    head: str | None = None
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: str | os.PathLike | Mapping[str, Any]) -> ModelSpec:
+        """The spec of a checkpoint file, or of its already loaded dictionary (e.g. the ``info`` that
+        :func:`load_model` returns; the state dict may be absent).
+
+        Raises:
+            CheckpointError: the file is not a model checkpoint, or what it records is unusable (a non-square or
+                non-positive ``spatial_size``, ``slice_std`` <= 0, a temperature that is not a finite number > 0).
+        """
+        source = "the checkpoint" if isinstance(checkpoint, Mapping) else f"'{checkpoint}'"
+        info = checkpoint if isinstance(checkpoint, Mapping) else load_checkpoint(checkpoint)
+        prep = info.get("preprocessing") or {}
+        network = dict(info.get("network") or {})
+        try:
+            height, width = check_spatial_size(prep.get("spatial_size", DEFAULT_SPATIAL_SIZE))
+            if height != width:
+                raise ValueError(f"spatial_size must be square, got {prep['spatial_size']!r}.")
+            std = float(prep.get("slice_std", SLICE_STD))
+            if not std > 0:
+                raise ValueError(f"slice_std must be > 0, got {std!r}.")
+            return cls(
+                network=network,
+                spatial_size=height,
+                in_channels=int(prep.get("in_channels", network.get("in_channels", 1))),
+                mean=float(prep.get("slice_mean", SLICE_MEAN)),
+                std=std,
+                temperature=resolve_temperature(None, info),
+                head="classes" if prep.get("output") in HEAD_OUTPUTS else "infection",
+            )
+        except (TypeError, ValueError) as e:
+            raise CheckpointError(f"{source} records unusable preprocessing or calibration: {e}") from e
+
+
 def save_calibrated_model(src: str | os.PathLike, dst: str | os.PathLike, calibration: dict[str, Any]) -> Path:
     """Copy the model checkpoint ``src`` to ``dst`` with ``calibration`` recorded; the weights are unchanged.
 
@@ -153,13 +254,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"model checkpoint '{path}' does not exist; pass --model with a valid file.")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # the unpickler raises several types for unsafe or corrupt files
-        raise CheckpointError(
-            f"refusing to load model checkpoint '{path}': it is not a plain weights file that loads with "
-            f"weights_only=True (it may carry pickled code, or be corrupt or truncated). Details: {e}"
-        ) from e
+    checkpoint = safe_torch_load(path)
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(
             f"'{path}' is not an infnet-monai model checkpoint (expected a dictionary with "
@@ -234,21 +329,23 @@ def load_class_model(
         head's checkpoint dictionary without its weights.
 
     Raises:
-        CheckpointError: the file is not a head written by ``configs/train_classes.json``.
+        CheckpointError: the file is not a head written by ``configs/train_classes.json`` (an override of
+            ``configs/train.json``).
     """
-    from infnet_monai.networks.nets.classes import HEAD_OUTPUTS, InfNetClasses
+    from infnet_monai.networks.nets.classes import InfNetClasses
     from infnet_monai.utils.model_path import default_class_model_path
 
     path = Path(path) if path else default_class_model_path()
     head, info = load_model(path, device)
-    prep = info.get("preprocessing", {})
-    if prep.get("output") not in HEAD_OUTPUTS:
+    spec = ModelSpec.from_checkpoint(info)
+    if spec.head != "classes":
         raise CheckpointError(
             f"'{path}' is not a GGO / consolidation head (its preprocessing has no output in {HEAD_OUTPUTS}); "
-            "train one with configs/train_classes.json."
+            "train one with configs/train.json overridden by configs/train_classes.json."
         )
     model = InfNetClasses(
-        segmenter, head, temperature, prep.get("spatial_size"), output=prep["output"], head_temperature=model_temperature(info),
+        segmenter, head, temperature, spec.spatial_size, output=info["preprocessing"]["output"],
+        head_temperature=spec.temperature,
     )
     return model.to(device).eval(), info
 
@@ -292,10 +389,7 @@ def load_pretrained_encoder(network: InfNet, path: str | os.PathLike | None) -> 
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"pretrained encoder '{path}' does not exist; run configs/pretrain.json first.")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise CheckpointError(f"refusing to load pretrained encoder '{path}': not a plain weights file ({e}).") from e
+    checkpoint = safe_torch_load(path, "pretrained encoder", "Run configs/pretrain.json again to write it.")
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != ENCODER_FORMAT:
         raise CheckpointError(f"'{path}' is not an infnet-monai encoder checkpoint (format='{ENCODER_FORMAT}').")
     backbone = getattr(network, "backbone", None)

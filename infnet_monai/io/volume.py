@@ -10,8 +10,8 @@ pipeline can apply MONAI spatial transforms and invert them later:
   a MONAI ``ImageReader`` over SimpleITK (GDCM) that follows ``monai.data.ITKReader`` conventions (array indexed
   ``(X, Y, Z)``, LPS -> RAS affine), so no extra ``itk`` package is needed. GDCM applies RescaleSlope/Intercept.
 
-Before returning, the volume is checked and any problem raises :class:`CaseError` naming the file, the problem and
-what to do:
+The volume is checked, its geometry from the headers before the voxels are read, and any problem raises
+:class:`CaseError` naming the file, the problem and what to do (each check is made once, in one function):
 
 ==========================================  ==================================================================
 input                                       behaviour
@@ -209,16 +209,12 @@ def load_ct(case: CTCase, min_slices: int = MIN_SLICES, max_spacing_mm: float = 
     if case.error:
         raise CaseError(case.error)
     if case.kind == "nifti":
-        image, info = _load_nifti(case)
+        image, info = _load_nifti(case, min_slices, max_spacing_mm)
     elif case.kind == "dicom":
         image, info = _load_dicom(case, min_slices, max_spacing_mm)
     else:
         raise CaseError(f"{case.source_path}: unknown case kind {case.kind!r}; expected 'nifti' or 'dicom'.")
     name = str(case.source_path)
-    if info.modality is not None and info.modality != "CT":
-        raise CaseError(f"{name}: modality is {info.modality}, not CT. Only CT images can be segmented.")
-    image = _check_shape(image, name, min_slices)
-    _check_spacing(image, name, max_spacing_mm)
     image, correction, clipped = _to_hounsfield(image, name, info.rescale_missing)
     image.meta[ImageMetaKey.FILENAME_OR_OBJ] = name
     image.meta.update(
@@ -311,12 +307,13 @@ class CompactNibabelReader(NibabelReader):
         return out
 
 
-def _load_nifti(case: CTCase) -> tuple[MetaTensor, _SourceInfo]:
+def _load_nifti(case: CTCase, min_slices: int, max_spacing_mm: float) -> tuple[MetaTensor, _SourceInfo]:
     path = Path(case.files[0]) if case.files else Path(case.source_path)
     _check_file(path)
     try:
         header_image = nib.load(path)
         shape = tuple(int(s) for s in header_image.shape)
+        affine = np.asarray(header_image.affine, dtype=np.float64)  # what MONAI's NibabelReader gives the volume
         # nibabel moves scl_slope/scl_inter into the data proxy (1 and 0 when unset); writers store 1/0 for
         # "no scaling", so only a non-zero intercept counts as a recorded rescale
         inter = float(getattr(header_image.dataobj, "inter", 0.0) or 0.0)
@@ -335,7 +332,14 @@ def _load_nifti(case: CTCase) -> tuple[MetaTensor, _SourceInfo]:
             f"{path}: {len(shape)}D image of shape {shape} holds {int(np.prod(extra))} volumes; one 3D CT volume is "
             "needed. Split it (e.g. nibabel's four_to_three) and give one volume per case."
         )
+    _check_extent(path, shape[:3], min_slices)
+    _check_spacing(path, affine, max_spacing_mm)
     image = _load_with(CompactNibabelReader(squeeze_non_spatial_dims=True), path, str(path))
+    if tuple(image.shape) != (1, *shape[:3]):
+        raise CaseError(
+            f"{path}: the voxel data read (shape {tuple(image.shape[1:])}) does not match the header's {shape}. "
+            "Export the image again as .nii/.nii.gz."
+        )
     return image, _SourceInfo(rescale_missing=not np.isfinite(inter) or inter == 0.0)
 
 
@@ -426,7 +430,8 @@ def _check_stacked(folder, positions: np.ndarray, normal: np.ndarray, along: np.
 def _check_dicom_geometry(
     case: CTCase, headers: list[Dataset], min_slices: int, max_spacing_mm: float
 ) -> tuple[list[Path], np.ndarray]:
-    """Validate slice geometry from the headers; return the files sorted along the normal and the LPS affine."""
+    """Validate slice geometry from the headers; return the files sorted along the normal and the volume's RAS
+    affine."""
     folder = case.source_path
     files = [Path(p) for p in case.files]
     _check_single_frames(files, headers)
@@ -448,12 +453,8 @@ def _check_dicom_geometry(
     if norm < 1e-3:
         raise CaseError(f"{files[0]}: ImageOrientationPatient {list(orientations[0])} is degenerate.")
     normal /= norm
-    n = len(files)
-    if n < min_slices:
-        raise CaseError(
-            f"{folder}: {n} slice(s); at least {min_slices} slices are needed for a 3D volume. "
-            "Export the whole series."
-        )
+    (rows, cols), n = next(iter(sizes)), len(files)
+    _check_extent(folder, (cols, rows, n), min_slices)
     along = positions @ normal
     order = np.argsort(along, kind="stable")
     along, positions = along[order], positions[order]
@@ -461,23 +462,19 @@ def _check_dicom_geometry(
     median = _regular_slice_spacing(folder, files, along)
     pixel = pixel_spacings[0]
     _check_stacked(folder, positions, normal, along, float(np.min(pixel)), headers[0].get("GantryDetectorTilt", None))
-    for label, value in (("pixel spacing", float(np.min(pixel))), ("slice spacing", median)):
-        if not 0.0 < value <= max_spacing_mm:
-            raise CaseError(
-                f"{folder}: {label} of {value:.3g} mm is outside (0, {max_spacing_mm:g}] mm. Check the DICOM "
-                "headers (PixelSpacing, ImagePositionPatient)."
-            )
     lps = np.eye(4)
     lps[:3, 0] = row_cos * pixel[1]  # PixelSpacing is (between rows, between columns)
     lps[:3, 1] = col_cos * pixel[0]
     lps[:3, 2] = normal * median
     lps[:3, 3] = positions[0]
-    return files, lps
+    ras = orientation_ras_lps(lps)
+    _check_spacing(folder, ras, max_spacing_mm)
+    return files, ras
 
 
 def _load_dicom(case: CTCase, min_slices: int, max_spacing_mm: float) -> tuple[MetaTensor, _SourceInfo]:
     headers = _dicom_headers(case)
-    files, lps = _check_dicom_geometry(case, headers, min_slices, max_spacing_mm)
+    files, expected = _check_dicom_geometry(case, headers, min_slices, max_spacing_mm)
     first = headers[0]
     modality = str(first.get("Modality", "") or "").strip().upper() or None
     if modality is None:
@@ -487,7 +484,6 @@ def _load_dicom(case: CTCase, min_slices: int, max_spacing_mm: float) -> tuple[M
     if modality is not None and modality != "CT":
         raise CaseError(f"{case.source_path}: modality is {modality}, not CT. Only CT images can be segmented.")
     image = _load_with(SimpleITKSeriesReader(), files, str(case.source_path))
-    expected = orientation_ras_lps(lps)
     got = np.asarray(image.affine, dtype=np.float64)
     rows, cols = int(first.Rows), int(first.Columns)
     if tuple(image.shape) != (1, cols, rows, len(files)) or not np.allclose(got, expected, atol=1e-2, rtol=1e-3):
@@ -505,26 +501,21 @@ def _load_dicom(case: CTCase, min_slices: int, max_spacing_mm: float) -> tuple[M
     return image, info
 
 
-def _check_shape(image: MetaTensor, name: str, min_slices: int) -> MetaTensor:
-    shape = tuple(image.shape)
-    if len(shape) == 3:
-        raise CaseError(f"{name}: 2D image of shape {shape[1:]}; a 3D CT volume is needed. Export the whole series.")
-    if len(shape) != 4 or shape[0] != 1:
+def _check_extent(name, shape: Sequence[int], min_slices: int) -> None:
+    """Refuse a volume of ``shape`` ``(X, Y, Z)`` with fewer than ``min_slices`` slices or slices under 2x2 voxels."""
+    if shape[2] < min_slices:
         raise CaseError(
-            f"{name}: image of shape {shape} (channel first) is not one 3D volume. Give one 3D CT volume per case."
-        )
-    if shape[3] < min_slices:
-        raise CaseError(
-            f"{name}: {shape[3]} slice(s) of {shape[1]}x{shape[2]}; at least {min_slices} slices are needed for a 3D "
+            f"{name}: {shape[2]} slice(s) of {shape[0]}x{shape[1]}; at least {min_slices} slices are needed for a 3D "
             "volume. Export the whole series."
         )
-    if min(shape[1:3]) < 2:
-        raise CaseError(f"{name}: slices of {shape[1]}x{shape[2]} voxels are too small to be a CT image.")
-    return image
+    if min(shape[:2]) < 2:
+        raise CaseError(f"{name}: slices of {shape[0]}x{shape[1]} voxels are too small to be a CT image.")
 
 
-def _check_spacing(image: MetaTensor, name: str, max_spacing_mm: float) -> None:
-    affine = np.asarray(image.affine, dtype=np.float64)
+def _check_spacing(name, affine: np.ndarray, max_spacing_mm: float) -> None:
+    """Refuse a voxel-to-world ``affine`` (RAS, from the headers) with a spacing outside (0, ``max_spacing_mm``] or
+    that is not finite and invertible."""
+    affine = np.asarray(affine, dtype=np.float64)
     spacing = affine_to_spacing(affine, r=3)
     if not np.all(np.isfinite(affine)) or np.any(spacing <= 0) or np.any(spacing > max_spacing_mm):
         raise CaseError(

@@ -9,8 +9,9 @@ numpy metrics does not pull in torch/ignite.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from infnet_monai.utils.lazy import lazy_names
 
 if TYPE_CHECKING:
     from .ignite import ClassPaperDice, PaperDice, PaperMetrics
@@ -23,41 +24,31 @@ if TYPE_CHECKING:
         e_measure,
         evaluate_folders,
         evaluate_image,
+        mask_dice,
         mean_absolute_error,
         normalize_prediction,
         s_measure,
         threshold_curves,
     )
 
-_LAZY_NAMES: dict[str, str] = {
-    "CURVE_KEYS": "paper",
-    "PAPER_THRESHOLDS": "paper",
-    "SCALAR_KEYS": "paper",
-    "PaperMetricAccumulator": "paper",
-    "dice_iou_at_threshold": "paper",
-    "e_measure": "paper",
-    "evaluate_folders": "paper",
-    "evaluate_image": "paper",
-    "mean_absolute_error": "paper",
-    "normalize_prediction": "paper",
-    "s_measure": "paper",
-    "threshold_curves": "paper",
-    "PaperMetrics": "ignite",
-    "PaperDice": "ignite",
-    "ClassPaperDice": "ignite",
-}
-
-__all__ = list(_LAZY_NAMES)
-
-
-def __getattr__(name: str) -> Any:
-    module_name = _LAZY_NAMES.get(name)
-    if module_name is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module_name}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__all__, __getattr__, __dir__ = lazy_names(
+    __name__,
+    {
+        "paper": (
+            "CURVE_KEYS",
+            "PAPER_THRESHOLDS",
+            "SCALAR_KEYS",
+            "PaperMetricAccumulator",
+            "dice_iou_at_threshold",
+            "e_measure",
+            "evaluate_folders",
+            "evaluate_image",
+            "mask_dice",
+            "mean_absolute_error",
+            "normalize_prediction",
+            "s_measure",
+            "threshold_curves",
+        ),
+        "ignite": ("PaperMetrics", "PaperDice", "ClassPaperDice"),
+    },
+)

@@ -52,6 +52,7 @@ __all__ = [
     "s_measure",
     "mean_absolute_error",
     "dice_iou_at_threshold",
+    "mask_dice",
     "evaluate_image",
     "PaperMetricAccumulator",
     "evaluate_folders",
@@ -395,13 +396,28 @@ def dice_iou_at_threshold(pred: np.ndarray, gt: np.ndarray, threshold: float = 0
     pred = _as_float_map(pred)
     gt = _as_bool_mask(gt)
     _check_same_shape(pred, gt)
-    positive = pred >= threshold
+    return _dice_iou(pred >= threshold, gt)
+
+
+def _dice_iou(positive: np.ndarray, gt: np.ndarray) -> tuple[float, float]:
+    """Dice and IoU of two boolean masks of one shape; both 1.0 when both are empty."""
     tp = int(np.count_nonzero(positive & gt))
-    num_pos = int(np.count_nonzero(positive))
-    num_gt = int(np.count_nonzero(gt))
-    if num_pos + num_gt == 0:
+    total = int(np.count_nonzero(positive)) + int(np.count_nonzero(gt))
+    if total == 0:
         return 1.0, 1.0
-    return 2.0 * tp / (num_pos + num_gt), tp / (num_pos + num_gt - tp)
+    return 2.0 * tp / total, tp / (total - tp)
+
+
+def mask_dice(pred: np.ndarray, gt: np.ndarray) -> float:
+    """Dice of two masks of any dimension (2D slices, 3D volumes); values > 0 are foreground, so label maps (e.g.
+    1 right and 2 left lung) count as one foreground. 1.0 when both are empty, 0.0 when only one is.
+
+    Raises:
+        ValueError: the shapes differ, or the masks are empty arrays.
+    """
+    pred, gt = np.asarray(pred) > 0, np.asarray(gt) > 0
+    _check_same_shape(pred, gt)
+    return _dice_iou(pred, gt)[0]
 
 
 def _prepare_prediction(pred: Any, shape: tuple[int, ...]) -> np.ndarray:

@@ -122,7 +122,7 @@ def _slicewise(t) -> bool:
     if isinstance(t, Orientationd):
         codes = t.ornt_transform.axcodes
         return codes is not None and codes[2] == "S"
-    if isinstance(t, ScaleIntensityRanged | RepeatChanneld):
+    if isinstance(t, (ScaleIntensityRanged, RepeatChanneld)):
         return True
     if isinstance(t, NormalizeIntensityd):  # with fixed statistics; computed ones would be the slab's, not the volume's
         return t.normalizer.subtrahend is not None and t.normalizer.divisor is not None

@@ -25,8 +25,8 @@ DEMO_CASE = "phantom_chest"
 def run_demo(output_dir: str | os.PathLike, seed: int = 0, **kwargs: Any) -> tuple[CohortReport, dict]:
     """Write a synthetic chest CT (Hounsfield units, known lesions) and segment it with :func:`segment_cohort`.
 
-    Writes ``OUTPUT/input/phantom_chest.nii.gz``, ``OUTPUT/input/phantom_chest_truth_infection.nii.gz`` and the
-    usual pipeline outputs under ``OUTPUT``.
+    Writes the phantom ``OUTPUT/input/phantom_chest.nii.gz``, its true infection
+    ``OUTPUT/truth/phantom_chest_infection.nii.gz`` and the usual pipeline outputs under ``OUTPUT/segmentation``.
 
     Args:
         output_dir: output folder.

@@ -136,7 +136,10 @@ def fill_enclosed_holes(
 
 def block_mean(volume: np.ndarray, factors: Sequence[int]) -> np.ndarray:
     """Mean (float32) over non-overlapping blocks of ``factors`` voxels; trailing voxels that do not fill a block are
-    cut."""
+    cut.
+
+    Written out rather than scikit-image's ``block_reduce``: that pads a partial block with a constant, which would
+    pull the mean of the last block towards it, and sums in float64, eight bytes a voxel for a whole CT."""
     n = [s // f for s, f in zip(volume.shape, factors)]
     cropped = volume[: n[0] * factors[0], : n[1] * factors[1], : n[2] * factors[2]]
     blocks = cropped.reshape(n[0], factors[0], n[1], factors[1], n[2], factors[2])
@@ -145,7 +148,7 @@ def block_mean(volume: np.ndarray, factors: Sequence[int]) -> np.ndarray:
 
 def upsample_labels(labels: np.ndarray, factors: Sequence[int], shape: Sequence[int]) -> np.ndarray:
     """Nearest-neighbour upsampling by integer ``factors`` onto ``shape``; trailing voxels cut by :func:`block_mean`
-    copy the last block."""
+    copy the last block (the exact inverse of its grid, which a resampling by spacing would not give)."""
     out = labels
     for axis, f in enumerate(factors):
         if f > 1:

@@ -48,7 +48,7 @@ __all__ = [
 ]
 
 
-def _volume(img: Any, name: str, channel: int | None = None) -> np.ndarray:
+def channel_volume(img: Any, name: str, channel: int | None = None) -> np.ndarray:
     """The ``(X, Y, Z)`` array of a channel-first volume (without a copy); ``channel`` picks one of several."""
     arr = img.detach().cpu().numpy() if isinstance(img, torch.Tensor) else np.asarray(img)
     if arr.ndim != 4 or (channel is None and arr.shape[0] != 1):
@@ -58,7 +58,7 @@ def _volume(img: Any, name: str, channel: int | None = None) -> np.ndarray:
     return arr[0 if channel is None else channel]
 
 
-def _spacing(img: Any, spacing_mm: Sequence[float] | None) -> tuple[float, float, float]:
+def voxel_spacing(img: Any, spacing_mm: Sequence[float] | None) -> tuple[float, float, float]:
     if spacing_mm is not None:
         return tuple(float(s) for s in spacing_mm)
     if isinstance(img, MetaTensor):
@@ -83,7 +83,7 @@ class LungMask(Transform):
 
     def __call__(self, img: Any) -> torch.Tensor:
         options = dataclasses.asdict(self.options)
-        return _like(lung_mask(_volume(img, "image"), _spacing(img, self.spacing_mm), **options), img)
+        return _like(lung_mask(channel_volume(img, "image"), voxel_spacing(img, self.spacing_mm), **options), img)
 
 
 class LungMaskd(MapTransform):
@@ -132,10 +132,10 @@ class InfectionMask(_ProbabilityTransform):
 
     def with_nodules(self, probability: Any, lung: Any, image: Any = None) -> tuple[torch.Tensor, torch.Tensor]:
         """``(infection, nodule-like lesions)``; the second is empty without ``image``."""
-        prob = _volume(probability, "probability", self.channel)
-        hu = None if image is None else _volume(image, "image")
+        prob = channel_volume(probability, "probability", self.channel)
+        hu = None if image is None else channel_volume(image, "image")
         mask, nodules = infection_and_nodules(
-            prob, _volume(lung, "lung"), _spacing(probability, self.spacing_mm), volume_hu=hu, **self.kwargs
+            prob, channel_volume(lung, "lung"), voxel_spacing(probability, self.spacing_mm), volume_hu=hu, **self.kwargs
         )
         release_memory()
         return _like(mask, lung), _like(nodules, lung)
@@ -173,8 +173,8 @@ class InfectionClasses(Transform):
         self.share_channel = share_channel
 
     def __call__(self, infection: Any, consolidation_share: Any) -> torch.Tensor:
-        share = _volume(consolidation_share, "consolidation_share", self.share_channel)
-        return _like(infection_classes(_volume(infection, "infection"), share, self.threshold), infection)
+        share = channel_volume(consolidation_share, "consolidation_share", self.share_channel)
+        return _like(infection_classes(channel_volume(infection, "infection"), share, self.threshold), infection)
 
 
 class InfectionClassesd(MapTransform):
@@ -206,9 +206,9 @@ class ExtendLung(_ProbabilityTransform):
     place when it is a ``uint8`` array (no copy on long scans)."""
 
     def __call__(self, lung: Any, probability: Any, image: Any) -> torch.Tensor:
-        arr = _volume(lung, "lung")
+        arr = channel_volume(lung, "lung")
         out = extend_lung(
-            arr, _volume(probability, "probability", self.channel), _volume(image, "image"), _spacing(image, self.spacing_mm),
+            arr, channel_volume(probability, "probability", self.channel), channel_volume(image, "image"), voxel_spacing(image, self.spacing_mm),
             in_place=True, **self.kwargs,
         )
         release_memory()

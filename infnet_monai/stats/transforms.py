@@ -12,7 +12,7 @@ from typing import Any
 from monai.config import KeysCollection
 from monai.transforms import MapTransform, Transform
 
-from infnet_monai.postprocessing.transforms import _spacing, _volume
+from infnet_monai.postprocessing.transforms import channel_volume, voxel_spacing
 from infnet_monai.stats.anatomy import anatomy_checks
 from infnet_monai.stats.burden import class_burden, infection_burden, nodule_burden
 
@@ -27,13 +27,13 @@ class InfectionBurden(Transform):
         self.spacing_mm = spacing_mm
 
     def __call__(self, infection: Any, lung: Any, classes: Any = None, nodules: Any = None) -> dict:
-        spacing = _spacing(lung, self.spacing_mm)
-        inf, lu = _volume(infection, "infection"), _volume(lung, "lung")
+        spacing = voxel_spacing(lung, self.spacing_mm)
+        inf, lu = channel_volume(infection, "infection"), channel_volume(lung, "lung")
         row = dict(infection_burden(inf, lu, spacing))
         if classes is not None:
-            row.update(class_burden(_volume(classes, "classes"), lu, spacing))
+            row.update(class_burden(channel_volume(classes, "classes"), lu, spacing))
         if nodules is not None:
-            row.update(nodule_burden(_volume(nodules, "nodules"), spacing))
+            row.update(nodule_burden(channel_volume(nodules, "nodules"), spacing))
         return row
 
 
@@ -65,8 +65,8 @@ class AnatomyChecks(Transform):
         self.spacing_mm = spacing_mm
 
     def __call__(self, image: Any, lung: Any, infection: Any) -> dict:
-        spacing = _spacing(lung, self.spacing_mm)
-        return anatomy_checks(_volume(image, "image"), _volume(lung, "lung"), _volume(infection, "infection"), spacing)
+        spacing = voxel_spacing(lung, self.spacing_mm)
+        return anatomy_checks(channel_volume(image, "image"), channel_volume(lung, "lung"), channel_volume(infection, "infection"), spacing)
 
 
 class AnatomyChecksd(MapTransform):

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from monai.transforms import Compose, NormalizeIntensityd, Orientationd, RepeatChanneld, ScaleIntensityRanged
+from monai.transforms import Compose, Orientationd, ScaleIntensityRanged
 
-from infnet_monai.transforms.slices import SLICE_MEAN, SLICE_STD
+from infnet_monai.transforms.slices import SLICE_MEAN, SLICE_STD, intensity_normalization
 
 __all__ = ["WORLD_AXIS_LABELS", "LUNG_WINDOW_HU", "SLICE_AXCODES", "ct_slice_preprocessing"]
 
@@ -66,8 +66,6 @@ def ct_slice_preprocessing(
     xforms: list = [
         Orientationd(keys, axcodes=axcodes, labels=WORLD_AXIS_LABELS, allow_missing_keys=True),
         ScaleIntensityRanged(key, a_min=lower, a_max=upper, b_min=0.0, b_max=1.0, clip=True),
-        NormalizeIntensityd(key, subtrahend=mean, divisor=std),
+        *intensity_normalization(key, in_channels, mean, std),
     ]
-    if in_channels > 1:
-        xforms.append(RepeatChanneld(key, repeats=in_channels))
     return Compose(xforms)

@@ -13,18 +13,15 @@ from dataclasses import dataclass
 
 from monai.data import PILReader
 
-from infnet_monai.networks.nets.classes import CLASS_NAMES
 from monai.transforms import (
     AsDiscreted,
     Compose,
     ConcatItemsd,
     CopyItemsd,
     DeleteItemsd,
-    EnsureChannelFirst,
     EnsureChannelFirstd,
     EnsureTyped,
     LoadImaged,
-    NormalizeIntensity,
     NormalizeIntensityd,
     RandAdjustContrastd,
     RandAffined,
@@ -33,12 +30,14 @@ from monai.transforms import (
     RandRotate90d,
     RandScaleIntensityd,
     RandShiftIntensityd,
-    RepeatChannel,
     RepeatChanneld,
-    Resize,
     Resized,
     ScaleIntensityRanged,
 )
+
+from infnet_monai.defaults import DEFAULT_SPATIAL_SIZE, SLICE_MEAN, SLICE_STD
+from infnet_monai.networks.nets.classes import CLASS_NAMES
+from infnet_monai.utils.validation import check_spatial_size
 
 __all__ = [
     "SLICE_MEAN",
@@ -56,21 +55,8 @@ __all__ = [
     "pretrain_slice_transforms",
 ]
 
-# fixed standardisation of [0, 1] slices (mid-grey to 0, most of the range within +-2)
-SLICE_MEAN = 0.5
-SLICE_STD = 0.25
-DEFAULT_SPATIAL_SIZE = 352
 # in-plane size of the GGO / consolidation head
 DEFAULT_CLASS_SIZE = 256
-
-
-def _size(spatial_size: int | Sequence[int]) -> tuple[int, int]:
-    if isinstance(spatial_size, int):
-        return (spatial_size, spatial_size)
-    size = tuple(int(s) for s in spatial_size)
-    if len(size) != 2:
-        raise ValueError(f"spatial_size must be an int or two ints, got {spatial_size}.")
-    return size  # type: ignore[return-value]
 
 
 def _load(keys: Sequence[str], allow_missing_keys: bool = False) -> list:
@@ -87,9 +73,13 @@ def _to_unit(keys: Sequence[str], allow_missing_keys: bool = False) -> ScaleInte
     )
 
 
-def intensity_normalization(key: str = "image", in_channels: int = 1) -> list:
-    """Standardise a [0, 1] image with the fixed constants and replicate it to ``in_channels`` channels."""
-    out: list = [NormalizeIntensityd(key, subtrahend=SLICE_MEAN, divisor=SLICE_STD)]
+def intensity_normalization(
+    key: str = "image", in_channels: int = 1, mean: float = SLICE_MEAN, std: float = SLICE_STD
+) -> list:
+    """Standardise a [0, 1] image, ``(image - mean) / std`` (default: the fixed training constants; at inference the
+    checkpoint's, :class:`~infnet_monai.io.ModelSpec`), and replicate it to ``in_channels`` channels. Every chain that
+    feeds a network (2D slices, CT volumes) ends with these steps."""
+    out: list = [NormalizeIntensityd(key, subtrahend=mean, divisor=std)]
     if in_channels > 1:
         out.append(RepeatChanneld(key, repeats=in_channels))
     return out
@@ -185,7 +175,7 @@ def train_slice_transforms(
     xforms: list = [
         *_load(keys, allow_missing_keys=True),
         _to_unit(keys, allow_missing_keys=True),
-        Resized(keys, spatial_size=_size(spatial_size), mode="bilinear", allow_missing_keys=True),
+        Resized(keys, spatial_size=check_spatial_size(spatial_size), mode="bilinear", allow_missing_keys=True),
         *augmentation.spatial(keys),
         *augmentation.intensity("image"),
         *intensity_normalization("image", in_channels),
@@ -211,7 +201,7 @@ def _class_chain(spatial_size, prior_key: str, classes_key: str, augmentation: S
     return Compose(
         [
             *_class_inputs(prior_key, classes_key),
-            Resized(keys, spatial_size=_size(spatial_size), mode="bilinear"),
+            Resized(keys, spatial_size=check_spatial_size(spatial_size), mode="bilinear"),
             *augmentation,
             *intensity_normalization("image", 1),
             ConcatItemsd(["image", prior_key], "image"),
@@ -250,20 +240,26 @@ def val_class_transforms(
 
 
 def val_slice_transforms(
-    spatial_size: int | Sequence[int] = DEFAULT_SPATIAL_SIZE, in_channels: int = 1, label_key: str | None = "label"
+    spatial_size: int | Sequence[int] = DEFAULT_SPATIAL_SIZE,
+    in_channels: int = 1,
+    label_key: str | None = "label",
+    mean: float = SLICE_MEAN,
+    std: float = SLICE_STD,
 ) -> Compose:
     """Validation chain: the image is resized to the network size, the label stays at its original size.
 
     The image keeps its MONAI metadata so the prediction can be brought back to the original size with
     :class:`monai.transforms.Invertd` before scoring, as the paper's protocol scores at the ground truth's size.
+    ``mean`` and ``std`` are the standardisation (a trained model's are its checkpoint's,
+    :class:`~infnet_monai.io.ModelSpec`).
     """
     keys = ["image"] + ([label_key] if label_key else [])
     return Compose(
         [
             *_load(keys),
             _to_unit(keys),
-            Resized("image", spatial_size=_size(spatial_size), mode="bilinear"),
-            *intensity_normalization("image", in_channels),
+            Resized("image", spatial_size=check_spatial_size(spatial_size), mode="bilinear"),
+            *intensity_normalization("image", in_channels, mean, std),
         ]
     )
 
@@ -273,18 +269,19 @@ def slice_inference_transforms(
     in_channels: int = 1,
     mean: float = SLICE_MEAN,
     std: float = SLICE_STD,
+    key: str = "image",
 ) -> Compose:
-    """Inference chain for one slice already read and scaled to [0, 1] (an ``(H, W)`` array), as
+    """Inference chain for one slice already read and scaled to [0, 1], as
     :class:`~infnet_monai.inferers.SlicePredictor` and ``predict-slices`` run it: the validation chain's resize and
-    standardisation, with the checkpoint's ``mean`` and ``std``; gives ``(in_channels, *spatial_size)``."""
-    xforms: list = [
-        EnsureChannelFirst(channel_dim="no_channel"),
-        Resize(_size(spatial_size), mode="bilinear"),
-        NormalizeIntensity(subtrahend=mean, divisor=std),
-    ]
-    if in_channels > 1:
-        xforms.append(RepeatChannel(repeats=in_channels))
-    return Compose(xforms)
+    standardisation (with a checkpoint's ``mean`` and ``std``, :class:`~infnet_monai.io.ModelSpec`). Maps
+    ``{key: (H, W) array}`` to ``{key: (in_channels, *spatial_size)}``."""
+    return Compose(
+        [
+            EnsureChannelFirstd(key, channel_dim="no_channel"),
+            Resized(key, spatial_size=check_spatial_size(spatial_size), mode="bilinear"),
+            *intensity_normalization(key, in_channels, mean, std),
+        ]
+    )
 
 
 def pretrain_slice_transforms(

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from numbers import Real
 
-__all__ = ["check_flag", "check_spacing_mm", "check_temperature"]
+__all__ = ["check_flag", "check_spacing_mm", "check_spatial_size", "check_temperature"]
 
 
 def check_spacing_mm(spacing_mm: Sequence[float]) -> tuple[float, float, float]:
@@ -17,6 +18,29 @@ def check_spacing_mm(spacing_mm: Sequence[float]) -> tuple[float, float, float]:
     if len(spacing) != 3 or not all(math.isfinite(s) and s > 0 for s in spacing):
         raise ValueError(f"spacing_mm must hold 3 positive finite voxel sizes in mm, got {spacing_mm!r}.")
     return spacing  # type: ignore[return-value]
+
+
+def check_spatial_size(spatial_size: int | Sequence[int], spatial_dims: int = 2) -> tuple[int, ...]:
+    """Return a network input size as ``spatial_dims`` ints: one number (a square or a cube) is repeated, a sequence
+    is taken as it is. Checkpoints and configs store either, e.g. ``352`` or ``[352, 352]``.
+
+    Raises:
+        ValueError: not one positive whole number, nor ``spatial_dims`` of them.
+    """
+    try:
+        values = (spatial_size,) * spatial_dims if isinstance(spatial_size, Real) else tuple(spatial_size)
+    except TypeError:
+        values = ()
+    if len(values) != spatial_dims or not all(_is_positive_whole(v) for v in values):
+        raise ValueError(f"spatial_size must be a positive int or {spatial_dims} of them, got {spatial_size!r}.")
+    return tuple(int(v) for v in values)
+
+
+def _is_positive_whole(value: object) -> bool:
+    return (
+        isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value)
+        and value >= 1 and float(value).is_integer()
+    )
 
 
 def check_temperature(temperature: float) -> float:

@@ -10,12 +10,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from infnet_monai.io import load_model, save_calibrated_model
+from infnet_monai.io import ModelSpec, load_class_model, load_model, save_calibrated_model
 
 REPO = Path(__file__).resolve().parents[2]
 BUNDLE = REPO / "bundles" / "infnet_covid"
 CONFIGS = BUNDLE / "configs"
-SCHEMA = REPO / ".." / "shared" / "monai" / "meta_schema.json"
 
 
 def run_bundle(*args, timeout=600):
@@ -27,10 +26,9 @@ def run_bundle(*args, timeout=600):
     return proc
 
 
-def test_metadata_verifies_against_schema():
-    if not SCHEMA.is_file():
-        pytest.skip("MONAI meta schema not available offline")
-    proc = run_bundle("verify_metadata", "--meta_file", str(CONFIGS / "metadata.json"), "--filepath", str(SCHEMA))
+def test_metadata_verifies_against_schema(meta_schema):
+    # the schema is the shared copy (tests/conftest.py: beside $INFNET_SHARED_DATA); its URL is not reachable offline
+    proc = run_bundle("verify_metadata", "--meta_file", str(CONFIGS / "metadata.json"), "--filepath", str(meta_schema))
     assert "metadata is verified with no error" in proc.stdout + proc.stderr
 
 
@@ -82,6 +80,28 @@ def test_train_two_iterations_then_resume_then_evaluate(tmp_path, data_dir):
     # the evaluator applies a checkpoint's calibrated temperature, as predict-slices does
     calibrated = save_calibrated_model(model, tmp_path / "calibrated.pt", {"temperature": 0.05})
     assert evaluate(calibrated)["mae"] != pytest.approx(metrics["mae"], abs=1e-6)
+
+
+def test_train_classes_overrides_train_and_exports_a_head(tmp_path, data_dir, tiny_model):
+    out = tmp_path / "classes"
+    train_and_classes = json.dumps([str(CONFIGS / "train.json"), str(CONFIGS / "train_classes.json")])
+    run_bundle(
+        "run", "--config_file", train_and_classes, "--dataset_dir", str(data_dir), "--output_dir", str(out),
+        "--prior_model", str(tiny_model), "--spatial_size", "32", "--epochs", "1", "--epoch_length", "2",
+        "--batch_size", "2", "--val_interval", "1", "--device", "cpu",
+    )
+    # the priors are the binary model's maps of all 50 labeled slices (training and validation)
+    assert len(list((out / "priors").glob("*.png"))) == 50
+    spec = ModelSpec.from_checkpoint(out / "classes.pt")
+    assert spec.head == "classes" and spec.spatial_size == 32 and spec.in_channels == 2
+    segmenter, _ = load_model(tiny_model)
+    model, info = load_class_model(segmenter, path=out / "classes.pt")
+    assert info["architecture"] == "UNet" and info["preprocessing"]["output"] == "consolidation_share"
+    assert "train_classes.json" in info["metadata"]["command"] and 0.0 <= info["metadata"]["validation"]["class_dice"] <= 1.0
+    with torch.no_grad():
+        maps = model(torch.rand(1, 1, 64, 64))
+    assert maps.shape == (1, 3, 64, 64)
+    torch.testing.assert_close(maps[:, 1] + maps[:, 2], maps[:, 0])  # GGO + consolidation = infection
 
 
 def test_pretrain_writes_an_encoder_that_train_starts_from(tmp_path, data_dir):

@@ -1,6 +1,8 @@
 """Random-selection propagation (Semi-Inf-Net) on a few real slices, with interruption and resume."""
 
+import dataclasses
 import json
+import random
 
 import numpy as np
 import pytest
@@ -9,8 +11,9 @@ from ignite.engine import Events
 from PIL import Image
 
 from infnet_monai.data import labeled_datalist, unlabeled_datalist
-from infnet_monai.engines import RandomSelectionPropagation, pseudo_label_confidence, soft_edge_map
-from infnet_monai.io import load_checkpoint, load_model
+from infnet_monai.engines import FinetuneStage, PropagationConfig, RandomSelectionPropagation
+from infnet_monai.engines import SEED_STREAMS, pseudo_label_confidence, soft_edge_map, stream_seed
+from infnet_monai.io import CheckpointError, load_checkpoint, load_model
 
 TINY = {
     "spatial_dims": 2,
@@ -33,17 +36,50 @@ def test_soft_edge_map_of_a_binary_mask_is_the_labeled_edge_recipe():
     assert soft.max() == pytest.approx(0.4) and soft.min() == 0.0
 
 
-def _propagation(tmp_path, data_dir, initial_model, **kwargs):
-    torch.manual_seed(0)
-    from infnet_monai.networks import InfNet
+def _edge_by_hand(p, width):
+    # the first release's recipe: max / min over the 4-connected cross, `width` times, outside the image counting as 0
+    def cross_max(a):
+        padded = np.pad(a, 1)
+        return np.max([padded[1:-1, 1:-1], padded[:-2, 1:-1], padded[2:, 1:-1], padded[1:-1, :-2], padded[1:-1, 2:]], 0)
 
-    net = InfNet(**TINY)
+    dilated, eroded = p, p
+    for _ in range(width):
+        dilated, eroded = cross_max(dilated), -cross_max(-eroded)
+    return np.clip(dilated - eroded, 0, 1)
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (7, 5), (19, 23)])
+@pytest.mark.parametrize("width", [1, 2, 3])
+def test_soft_edge_map_matches_the_hand_written_gradient(shape, width):
+    rng = np.random.default_rng(sum(shape) + width)
+    soft = rng.random(shape, dtype=np.float32)
+    binary = (rng.random(shape) > 0.5).astype(np.float32)  # touches the image border: the edge runs along it
+    for p in (soft, binary):
+        out = soft_edge_map(p, width)
+        assert out.dtype == np.float32 and out.shape == shape
+        np.testing.assert_array_equal(out, _edge_by_hand(p, width))
+    # leading axes are independent maps
+    np.testing.assert_array_equal(soft_edge_map(np.stack([soft, binary]), width)[1], soft_edge_map(binary, width))
+
+
+def test_soft_edge_map_marks_lesions_on_the_image_border():
+    from scipy import ndimage
+
+    mask = np.zeros((8, 8), bool)
+    mask[:4, :4] = True  # a lesion in the corner: scipy's default reflect border would see no edge on the border
+    expected = ndimage.binary_dilation(mask) ^ ndimage.binary_erosion(mask)
+    assert expected[0, :4].all()
+    np.testing.assert_array_equal(soft_edge_map(mask) > 0.5, expected)
+    with pytest.raises(ValueError, match="width"):
+        soft_edge_map(mask, width=0)
+    with pytest.raises(ValueError, match="2 dimensions"):
+        soft_edge_map(np.zeros(5))
+
+
+def _config(tmp_path, initial_model, **settings):
     options = dict(
-        network=net,
-        network_kwargs=TINY,
-        labeled=labeled_datalist(data_dir)[:3],
-        unlabeled=unlabeled_datalist(data_dir)[:6],
         output_dir=tmp_path / "semi",
+        network_kwargs=TINY,
         initial_model=initial_model,
         group_size=2,
         num_groups=2,
@@ -54,8 +90,23 @@ def _propagation(tmp_path, data_dir, initial_model, **kwargs):
         pseudo_chunk=1,
         preprocessing={"spatial_size": 64, "in_channels": 1},
     )
-    options.update(kwargs)
-    return RandomSelectionPropagation(**options)
+    options.update(settings)
+    return PropagationConfig(**options)
+
+
+def _propagation(tmp_path, data_dir, initial_model, finetune=None, **settings):
+    """A propagation over 3 labeled and 6 unlabeled slices; ``finetune(network)`` builds stage 3."""
+    torch.manual_seed(0)
+    from infnet_monai.networks import InfNet
+
+    net = InfNet(**TINY)
+    return RandomSelectionPropagation(
+        net,
+        labeled_datalist(data_dir)[:3],
+        unlabeled_datalist(data_dir)[:6],
+        _config(tmp_path, initial_model, **settings),
+        finetune=finetune(net) if finetune else None,
+    )
 
 
 @pytest.fixture
@@ -164,9 +215,11 @@ def _finetune_trainer(net, data_dir, out, epochs=2):
 
 
 def test_fine_tuning_stage_resumes_from_its_last_epoch(tmp_path, data_dir, tiny_initial):
-    prop = _propagation(tmp_path, data_dir, tiny_initial, batch_size=5)
-    trainer, objects = _finetune_trainer(prop.network, data_dir, tmp_path / "semi")
-    prop.finetune_trainer, prop.finetune_resume = trainer, objects
+    def stage3(net):
+        return FinetuneStage(*_finetune_trainer(net, data_dir, tmp_path / "semi"))
+
+    prop = _propagation(tmp_path, data_dir, tiny_initial, finetune=stage3, batch_size=5)
+    trainer = prop.finetune.trainer
     epochs_run = []
     trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda e: epochs_run.append(e.state.epoch))
 
@@ -179,9 +232,8 @@ def test_fine_tuning_stage_resumes_from_its_last_epoch(tmp_path, data_dir, tiny_
     assert epochs_run == [1]
     assert torch.load(prop.state_path, weights_only=True)["stage"] == "finetune"
 
-    resumed = _propagation(tmp_path, data_dir, tiny_initial, batch_size=5)
-    trainer, objects = _finetune_trainer(resumed.network, data_dir, tmp_path / "semi")
-    resumed.finetune_trainer, resumed.finetune_resume = trainer, objects
+    resumed = _propagation(tmp_path, data_dir, tiny_initial, finetune=stage3, batch_size=5)
+    trainer = resumed.finetune.trainer
     epochs_run = []
     trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda e: epochs_run.append(e.state.epoch))
     assert resumed.run()["stage"] == "done"
@@ -239,6 +291,138 @@ def test_pseudo_label_temperature_sharpens_the_pseudo_labels(tmp_path, data_dir,
     # same initial model, same slices: only the temperature differs
     assert maps[1.0].keys() == maps[0.25].keys()
     assert all(maps[0.25][i] > maps[1.0][i] for i in maps[1.0])
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("group_size", 0),
+        ("num_groups", -1),
+        ("seed", "zero"),
+        ("steps_per_group", -1),
+        ("batch_size", 2.5),
+        ("learning_rate", 0.0),
+        ("min_learning_rate", 1.0),  # above learning_rate
+        ("weight_decay", -1e-4),
+        ("spatial_size", 0),
+        ("predict_size", 0),
+        ("train_rates", []),
+        ("train_rates", [1.0, -0.5]),
+        ("clip_value", -0.5),
+        ("pseudo_epochs", -1),
+        ("pseudo_chunk", 0),
+        ("pseudo_label_temperature", 0.0),
+        ("pseudo_label_temperature", float("nan")),
+        ("min_confidence", 1.5),
+        ("pseudo_labeled_fraction", 1.0),
+        ("amp", "maybe"),
+        ("num_workers", -1),
+        ("preprocessing", [64]),
+        ("output_dir", ""),
+    ],
+)
+def test_bad_settings_are_refused_with_the_field_named(tmp_path, field, value):
+    with pytest.raises(ValueError, match=rf"PropagationConfig\.{field} must be"):
+        _config(tmp_path, None, **{field: value})
+
+
+def test_config_normalises_what_a_bundle_passes(tmp_path):
+    config = _config(tmp_path, None, train_rates=[0.75, 1], num_groups=0, amp="false", clip_value=1, seed=np.int64(3))
+    assert config.train_rates == (0.75, 1.0) and config.num_groups is None and config.amp is False
+    assert isinstance(config.clip_value, float) and type(config.seed) is int and config.seed == 3
+    assert config.initial_model is None and config.output_dir == tmp_path / "semi"
+    # the bundle's values for the same settings give an equal config; it stays valid after replace()
+    assert config == _config(tmp_path, "", train_rates=(0.75, 1.0), num_groups=None, amp=False, clip_value=1.0, seed=3)
+    assert dataclasses.replace(config, seed=4).seed == 4
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.seed = 5
+
+
+def test_data_problems_are_refused(tmp_path, data_dir):
+    from infnet_monai.networks import InfNet
+
+    net, labeled, unlabeled = InfNet(**TINY), labeled_datalist(data_dir)[:2], unlabeled_datalist(data_dir)[:2]
+    with pytest.raises(ValueError, match="no unlabeled slices"):
+        RandomSelectionPropagation(net, labeled, [], _config(tmp_path, None))
+    with pytest.raises(ValueError, match="needs labeled slices"):
+        RandomSelectionPropagation(net, [], unlabeled, _config(tmp_path, None, pseudo_labeled_fraction=0.5))
+    with pytest.raises(ValueError, match="unique ids"):
+        RandomSelectionPropagation(net, labeled, unlabeled + unlabeled[:1], _config(tmp_path, None))
+    with pytest.raises(TypeError, match="PropagationConfig"):
+        RandomSelectionPropagation(net, labeled, unlabeled, {"output_dir": str(tmp_path)})
+
+
+def test_first_release_keyword_arguments_still_work_with_a_warning(tmp_path, data_dir, tiny_initial):
+    from infnet_monai.networks import InfNet
+
+    net, labeled, unlabeled = InfNet(**TINY), labeled_datalist(data_dir)[:3], unlabeled_datalist(data_dir)[:6]
+    trainer = object()
+    settings = dict(initial_model=tiny_initial, group_size=2, num_groups=2, batch_size=2, spatial_size=64, seed=3)
+    with pytest.warns(DeprecationWarning, match="PropagationConfig"):
+        prop = RandomSelectionPropagation(
+            network=net, network_kwargs=TINY, labeled=labeled, unlabeled=unlabeled, output_dir=tmp_path / "semi",
+            finetune_trainer=trainer, finetune_resume={"network": net}, finetune_prefix="ckpt", **settings,
+        )
+    assert prop.config == PropagationConfig(output_dir=tmp_path / "semi", network_kwargs=TINY, **settings)
+    assert prop.finetune == FinetuneStage(trainer, {"network": net}, None, "ckpt")
+    with pytest.warns(DeprecationWarning):
+        legacy = RandomSelectionPropagation(net, labeled, unlabeled, output_dir=tmp_path, network_kwargs=TINY)
+    assert legacy.finetune is None and legacy.config == PropagationConfig(tmp_path, TINY)
+    with pytest.raises(TypeError, match="unexpected keyword arguments \\['group_sise'\\]"):
+        RandomSelectionPropagation(net, labeled, unlabeled, output_dir=tmp_path, network_kwargs=TINY, group_sise=2)
+    with pytest.raises(TypeError, match="not both"):
+        RandomSelectionPropagation(net, labeled, unlabeled, _config(tmp_path, None), seed=1)
+
+
+def test_initial_model_that_does_not_fit_the_network_is_refused(tmp_path, data_dir):
+    from infnet_monai.io import save_model
+    from infnet_monai.networks import InfNet
+
+    other = dict(TINY, planes=[8, 16, 32, 32])
+    path = tmp_path / "other.pt"
+    save_model(path, InfNet(**other), other)
+    with pytest.raises(CheckpointError, match="other.pt.*do not fit"):
+        _propagation(tmp_path, data_dir, path).run()
+
+
+def test_seed_streams_are_distinct_reproducible_and_derived_from_the_user_seed():
+    def draws(stream, seed, index=0):
+        return [random.Random(stream_seed(stream, seed, index)).random() for _ in range(3)][0:3]
+
+    # reproducible: the same (stream, user seed, step) always gives the same draws
+    assert draws("pseudo_order", 3, 2) == draws("pseudo_order", 3, 2)
+    # two streams of one run differ, at the same step, and so do two user seeds on one stream
+    assert draws("propagate_batches", 3, 1) != draws("pseudo_batches", 3, 1)
+    assert draws("pseudo_order", 3) != draws("pseudo_labeled_mix", 3)
+    assert draws("grouping", 3) != draws("grouping", 4)
+    # within one run (user seed != 0) no two streams share a seed over realistic step counts
+    for seed in (1, 2, 7, 12345):
+        seen = {}
+        for stream in SEED_STREAMS:
+            for index in range(1 if stream == "grouping" else 2000):
+                value = stream_seed(stream, seed, index)
+                assert seen.setdefault(value, stream) == stream, (seed, stream, index)
+    # the first release's seeds, so a given seed keeps giving the same groups, batches and pseudo-labels
+    seed, i = 5, 3
+    assert stream_seed("grouping", seed) == seed
+    assert stream_seed("propagate_batches", seed, i) == seed * 100003 + i
+    assert stream_seed("pseudo_order", seed, i) == seed * 7919 + i
+    assert stream_seed("pseudo_labeled_mix", seed, i) == seed * 7919 + 104729 + i
+    assert stream_seed("pseudo_batches", seed, i) == seed * 100003 + 50021 + i
+    with pytest.raises(ValueError, match="unknown seed stream"):
+        stream_seed("augmentation", 0)
+
+
+def test_groups_depend_on_the_seed_only(tmp_path, data_dir):
+    def groups(**settings):
+        return _propagation(tmp_path, data_dir, None, num_groups=None, **settings)._make_groups()
+
+    first = groups(seed=3)
+    assert first == groups(seed=3)
+    assert sorted(i for g in first for i in g) == sorted(d["id"] for d in unlabeled_datalist(data_dir)[:6])
+    # settings read by other streams leave the grouping alone
+    assert first == groups(seed=3, pseudo_labeled_fraction=0.5, batch_size=3, pseudo_epochs=2)
+    assert first != groups(seed=4)
 
 
 def test_bad_safeguard_settings_are_refused(tmp_path, data_dir, tiny_initial):

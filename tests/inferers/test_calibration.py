@@ -8,10 +8,17 @@ import pytest
 import torch
 from PIL import Image
 
-from infnet_monai.cli import main
-from infnet_monai.inferers import SlicePredictor, resolve_temperature
-from infnet_monai.inferers.calibration import choose_temperature, temperature_sweep
-from infnet_monai.io import CheckpointError, load_checkpoint, load_model, model_temperature, save_calibrated_model
+from infnet_monai.apps.calibration import choose_temperature, temperature_sweep
+from infnet_monai.cli import build_parser, main
+from infnet_monai.inferers import SlicePredictor
+from infnet_monai.io import (
+    CheckpointError,
+    load_checkpoint,
+    load_model,
+    model_temperature,
+    resolve_temperature,
+    save_calibrated_model,
+)
 from infnet_monai.pipeline.segment import CTSegmenter
 
 
@@ -70,7 +77,7 @@ def test_ct_segmenter_applies_temperature(tmp_path, tiny_model):
     assert CTSegmenter(cal, device="cpu").temperature == 0.5
     seg = CTSegmenter(network=ScaledInput(), spatial_size=8, device="cpu", temperature=0.5, classes=False)
     x = torch.linspace(-1.0, 1.0, 16).reshape(1, 1, 4, 4)
-    torch.testing.assert_close(seg._network_fn(x), torch.sigmoid(6.0 * x))
+    torch.testing.assert_close(seg.network_fn(x), torch.sigmoid(6.0 * x))
     with pytest.raises(ValueError, match="temperature"):
         CTSegmenter(network=ScaledInput(), spatial_size=8, device="cpu", temperature=0.0)
 
@@ -125,10 +132,10 @@ def test_cli_temperature_option(tmp_path, data_dir, tiny_model, capsys):
 
 
 def test_cli_calibrate_writes_a_calibrated_copy(tmp_path, data_dir, tiny_model, capsys):
-    from infnet_monai.cli import CALIBRATION_TEMPERATURES
-    from infnet_monai.inferers.calibration import DEFAULT_TEMPERATURES
+    from infnet_monai.apps.calibration import DEFAULT_TEMPERATURES
 
-    assert CALIBRATION_TEMPERATURES == DEFAULT_TEMPERATURES
+    # the command line's default is the calibration's, read from the light defaults module
+    assert build_parser().parse_args(["calibrate", "i", "m", "-o", "x"]).temperatures == list(DEFAULT_TEMPERATURES)
     train = data_dir / "covid-semiseg" / "train"
     images, masks = tmp_path / "images", tmp_path / "masks"
     images.mkdir()

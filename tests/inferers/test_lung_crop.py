@@ -22,27 +22,32 @@ def _two_slice_lung() -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------------------- slice_boxes
-def test_slice_boxes_per_slice_exact_extents_and_empty_rows():
-    boxes = slice_boxes(_two_slice_lung(), NO_MARGINS, per_slice=True)
+def _one_slice(k: int) -> np.ndarray:
+    """The lung of :func:`_two_slice_lung` on slice ``k`` alone."""
+    lung = _two_slice_lung()
+    lung[:, :, np.arange(lung.shape[2]) != k] = False
+    return lung
+
+
+def test_slice_boxes_exact_extents_and_empty_rows():
+    boxes = slice_boxes(_one_slice(1), NO_MARGINS)
     assert boxes.shape == (5, 4) and boxes.dtype == np.int64
     assert boxes[1].tolist() == [10, 20, 5, 15]  # end exclusive
-    assert boxes[3].tolist() == [30, 40, 0, 10]
-    for k in (0, 2, 4):
+    for k in (0, 2, 3, 4):
         assert boxes[k].tolist() == [-1, -1, -1, -1]
+    assert slice_boxes(_one_slice(3), NO_MARGINS)[3].tolist() == [30, 40, 0, 10]
 
 
 def test_slice_boxes_margins_are_fractions_of_the_extent_and_clipped():
     margins = (0.1, 0.2, 0.3, 0.5)
-    boxes = slice_boxes(_two_slice_lung(), margins, per_slice=True)
-    # slice 1: 10 x 10 box; x0 = floor(10 - 1), x1 = ceil(20 + 2), y0 = floor(5 - 3), y1 = ceil(15 + 5)
-    assert boxes[1].tolist() == [9, 22, 2, 20]
-    # slice 3: x1 = ceil(40 + 2) and y0 = floor(0 - 3) are clipped to the slice
-    assert boxes[3].tolist() == [29, 40, 0, 15]
-    assert (boxes[[0, 2, 4]] == -1).all()
+    # 10 x 10 box; x0 = floor(10 - 1), x1 = ceil(20 + 2), y0 = floor(5 - 3), y1 = ceil(15 + 5)
+    assert slice_boxes(_one_slice(1), margins)[1].tolist() == [9, 22, 2, 20]
+    # x1 = ceil(40 + 2) and y0 = floor(0 - 3) are clipped to the slice
+    assert slice_boxes(_one_slice(3), margins)[3].tolist() == [29, 40, 0, 15]
     # fractional margins round outwards (floor at the start, ceil at the end)
     lung = np.zeros((20, 20, 1), dtype=bool)
     lung[5:12, 5:12, 0] = True  # 7 x 7
-    assert slice_boxes(lung, (0.1, 0.1, 0.1, 0.1), per_slice=True)[0].tolist() == [4, 13, 4, 13]
+    assert slice_boxes(lung, (0.1, 0.1, 0.1, 0.1))[0].tolist() == [4, 13, 4, 13]
 
 
 def test_slice_boxes_whole_volume_box_on_every_slice_with_lung():
@@ -83,10 +88,13 @@ def test_the_crop_maps_back_onto_the_input_grid_voxel_for_voxel():
     lung[14:20, 12:16, 4] = True  # smaller lung on slice 4: it gets the whole-volume box too
     x = _position_volume(shape)
     inferer = LungCropSliceInferer(roi_size=(16, 12), sw_batch_size=2, margins=NO_MARGINS, max_rounds=1)
-    out = inferer(x, _first_channel, lung)
+    report = inferer.infer(x, _first_channel, lung)
+    out = report.probability
     assert out.shape == (1, 1, *shape) and out.dtype == torch.float32
-    assert inferer.last_boxes[1:5].tolist() == [[10, 26, 8, 20]] * 4
-    assert (inferer.last_boxes[[0, 5]] == -1).all()
+    assert report.boxes[1:5].tolist() == [[10, 26, 8, 20]] * 4
+    assert (report.boxes[[0, 5]] == -1).all()
+    assert (report.first_pass, report.slices_run, report.rounds) == (4, 4, 1)
+    torch.testing.assert_close(inferer(x, _first_channel, lung), out)  # calling it gives the same tensor
     inside = np.zeros(shape, dtype=bool)
     inside[10:26, 8:20, 1:5] = True
     # resize to the same size is the identity: every voxel comes back where it was taken from
@@ -123,13 +131,16 @@ def test_inferer_rejects_bad_inputs():
         inferer(torch.zeros(1, 1, 8, 8, 2), _first_channel, np.ones((8, 8, 3)))
     with pytest.raises(ValueError, match="max_rounds"):
         LungCropSliceInferer(roi_size=(8, 8), max_rounds=0)
+    with pytest.raises(ValueError, match="grow_threshold"):
+        LungCropSliceInferer(roi_size=(8, 8), grow_threshold=0.0)
 
 
 def test_volume_without_lung_runs_nothing():
     calls = []
     inferer = LungCropSliceInferer(roi_size=(8, 8))
-    out = inferer(torch.ones(1, 1, 16, 16, 3), lambda t: calls.append(t.shape[0]) or t[:, :1], np.zeros((16, 16, 3)))
-    assert calls == [] and (out == 0).all() and (inferer.last_boxes == -1).all()
+    report = inferer.infer(torch.ones(1, 1, 16, 16, 3), lambda t: calls.append(t.shape[0]) or t[:, :1], np.zeros((16, 16, 3)))
+    assert calls == [] and (report.probability == 0).all() and (report.boxes == -1).all()
+    assert (report.first_pass, report.slices_run, report.rounds) == (0, 0, 0)
 
 
 # ---------------------------------------------------------------------------------------------------- grow_boxes
@@ -229,9 +240,12 @@ def test_second_round_reruns_grown_slices_and_encloses_dense_tissue_next_to_the_
         return (t[:, :1] > 0.5).float()
 
     inferer = LungCropSliceInferer(roi_size=(32, 32), sw_batch_size=8, margins=margins, max_rounds=2)
-    out = inferer(x, dense_is_infection, lung)[0, 0].numpy()
-    boxes = inferer.last_boxes
+    progress: list[tuple[int, int]] = []
+    report = inferer.infer(x, dense_is_infection, lung, progress=lambda d, t: progress.append((d, t)))
+    out, boxes = report.probability[0, 0].numpy(), report.boxes
     assert sum(seen) == 4 + 2  # 4 slices with lung, then only the 2 grown ones
+    assert (report.first_pass, report.slices_run, report.rounds) == (4, 6, 2)
+    assert progress == [(4, 4)]  # the first pass's batches; reruns do not move the total
     for k in (1, 2):
         x0, x1, y0, y1 = boxes[k].tolist()
         assert x0 <= 40 and x1 >= 44 and y0 <= 26 and y1 >= 34  # dense tissue fully inside the final box
@@ -245,5 +259,6 @@ def test_second_round_reruns_grown_slices_and_encloses_dense_tissue_next_to_the_
     assert (out[:, :, 4] == 0).all()
     # one pass only: the dense tissue beyond the first box is lost
     single = LungCropSliceInferer(roi_size=(32, 32), margins=margins, max_rounds=1)
-    out1 = single(x, dense_is_infection, lung)[0, 0].numpy()
-    assert (out1[first[1, 1] :, :, 1] == 0).all() and (single.last_boxes == first).all()
+    report1 = single.infer(x, dense_is_infection, lung)
+    out1 = report1.probability[0, 0].numpy()
+    assert (out1[first[1, 1] :, :, 1] == 0).all() and (report1.boxes == first).all()

@@ -12,12 +12,15 @@ import pytest
 
 from infnet_monai.io.cases import CTCase, discover_cases, read_dicom_header, sanitize_case_id
 
-DATA = Path(os.environ.get("INFNET_SHARED_DATA", Path(__file__).resolve().parents[2] / ".." / "shared" / "data")) / "ct"
+from infnet_monai.data.paths import shared_data_dir
+
+DATA = shared_data_dir() / "ct"
 ABDOMEN_NII = DATA / "abdomen_3mm_small.nii.gz"
 ABDOMEN_DICOM = DATA / "abdomen_dicom"
 CHEST_DICOM = DATA / "chest_2slice_dicom"
 
-pytestmark = pytest.mark.skipif(not ABDOMEN_DICOM.is_dir(), reason=f"shared CT data not found under {DATA}")
+# skips without the shared data, and fails the run when INFNET_REQUIRE_SHARED_DATA=1 (tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("data_dir")
 
 
 def _link(src: Path, dst: Path) -> Path:

@@ -96,3 +96,59 @@ def test_encoder_checkpoint_round_trip_and_errors(tmp_path):
     save_model(tmp_path / "model.pt", source, kwargs)
     with pytest.raises(CheckpointError, match="not an infnet-monai encoder"):
         load_pretrained_encoder(target, tmp_path / "model.pt")
+
+
+def test_model_spec_from_path_or_loaded_metadata(tmp_path):
+    from infnet_monai.io import ModelSpec, save_calibrated_model
+
+    prep = {"spatial_size": [64, 64], "in_channels": 1, "slice_mean": 0.4, "slice_std": 0.2}
+    path = save_model(tmp_path / "m.pt", InfNet(**KW), KW, prep)
+    spec = ModelSpec.from_checkpoint(path)
+    assert spec == ModelSpec(network=KW, spatial_size=64, in_channels=1, mean=0.4, std=0.2, temperature=1.0, head="infection")
+    assert ModelSpec.from_checkpoint(load_model(path)[1]) == spec  # the info dict, without its state dict
+    calibrated = save_calibrated_model(path, tmp_path / "cal.pt", {"temperature": 0.25})
+    assert ModelSpec.from_checkpoint(calibrated).temperature == 0.25
+    with pytest.raises(Exception):
+        spec.temperature = 2.0  # frozen: parsed once, read everywhere
+
+
+def test_model_spec_defaults_and_class_heads():
+    from infnet_monai.io import ModelSpec
+    from infnet_monai.transforms import DEFAULT_SPATIAL_SIZE, SLICE_MEAN, SLICE_STD
+
+    bare = ModelSpec.from_checkpoint({"network": {"in_channels": 3}})
+    assert (bare.spatial_size, bare.in_channels, bare.mean, bare.std, bare.temperature, bare.head) == (
+        DEFAULT_SPATIAL_SIZE, 3, SLICE_MEAN, SLICE_STD, 1.0, "infection"
+    )
+    head = ModelSpec.from_checkpoint(
+        {"architecture": "UNet", "network": {"in_channels": 2}, "preprocessing": {"spatial_size": 256, "output": "class_softmax"},
+         "calibration": {"temperature": 0.5}}
+    )
+    assert (head.head, head.spatial_size, head.in_channels, head.temperature) == ("classes", 256, 2, 0.5)
+
+
+@pytest.mark.parametrize(
+    "info, match",
+    [
+        ({"preprocessing": {"spatial_size": [64, 32]}}, "square"),
+        ({"preprocessing": {"spatial_size": 0}}, "spatial_size"),
+        ({"preprocessing": {"slice_std": 0}}, "slice_std"),
+        ({"calibration": {"temperature": -1}}, "temperature"),
+    ],
+)
+def test_model_spec_refuses_unusable_records(info, match):
+    from infnet_monai.io import ModelSpec
+
+    with pytest.raises(CheckpointError, match=match):
+        ModelSpec.from_checkpoint(info)
+
+
+def test_safe_torch_load_names_the_file_and_the_advice(tmp_path):
+    from infnet_monai.io import safe_torch_load
+
+    path = tmp_path / "state.pt"
+    torch.save({"format": "x", "n": 1}, path)
+    assert safe_torch_load(path) == {"format": "x", "n": 1}
+    torch.save({"payload": Evil()}, path)
+    with pytest.raises(CheckpointError, match=r"refusing to load propagation state '.*state\.pt'.*weights_only=True.*Delete it"):
+        safe_torch_load(path, "propagation state", "Delete it to start over.")

@@ -52,7 +52,7 @@ def test_round_trip_on_the_real_jpeg_lossless_series(tmp_path, data_dir, segment
     assert int(back["infection"].sum()) == int((inf > 0).sum()) > 0
 
 
-def test_stripped_headers_give_a_note_and_keep_the_nifti_outputs(tmp_path, data_dir, segmenter):
+def test_stripped_headers_give_a_note_and_keep_the_nifti_outputs(tmp_path, data_dir, segmenter, tiny_model):
     source = data_dir / "ct" / "chest_2slice_dicom"
     report = segmenter.run(source, tmp_path / "a")
     assert report.exit_code == 0
@@ -61,11 +61,8 @@ def test_stripped_headers_give_a_note_and_keep_the_nifti_outputs(tmp_path, data_
     assert not (case_dir / "segmentation.dcm").exists() and "dicom_seg_path" not in stats
     assert any("segmentation.dcm not written" in n and "Modality" in n for n in stats["notes"])
     assert (case_dir / "infection.nii.gz").is_file() and (case_dir / "lung.nii.gz").is_file()
-    segmenter.dicom_seg = False  # the --no-dicom-seg switch: not even tried
-    try:
-        segmenter.run(source, tmp_path / "b")
-    finally:
-        segmenter.dicom_seg = True
+    # the --no-dicom-seg switch: not even tried
+    CTSegmenter(tiny_model, device="cpu", batch_slices=8, classes=False, dicom_seg=False).run(source, tmp_path / "b")
     stats = json.loads((tmp_path / "b" / report.rows[0]["case_id"] / "stats.json").read_text())
     assert not any("segmentation.dcm" in n for n in stats["notes"])
 

@@ -20,14 +20,17 @@ from monai.transforms import LoadImage
 from infnet_monai.io.cases import CTCase, discover_cases
 from infnet_monai.io.volume import CaseError, SimpleITKSeriesReader, load_ct
 
-DATA = Path(os.environ.get("INFNET_SHARED_DATA", Path(__file__).resolve().parents[2] / ".." / "shared" / "data")) / "ct"
+from infnet_monai.data.paths import shared_data_dir
+
+DATA = shared_data_dir() / "ct"
 ABDOMEN_NII = DATA / "abdomen_3mm_small.nii.gz"
 LUNG_MASK_NII = DATA / "abdomen_3mm_lung.nii.gz"
 ABDOMEN_DICOM = DATA / "abdomen_dicom"
 CHEST_DICOM = DATA / "chest_2slice_dicom"
 
 pytestmark = [
-    pytest.mark.skipif(not ABDOMEN_DICOM.is_dir(), reason=f"shared CT data not found under {DATA}"),
+    # skips without the shared data, and fails the run when INFNET_REQUIRE_SHARED_DATA=1 (tests/conftest.py)
+    pytest.mark.usefixtures("data_dir"),
     # MONAI's LoadImage instantiates its default readers; without nvImageCodec one of them warns each time
     pytest.mark.filterwarnings("ignore:NvImgCodecPydicomReader:UserWarning"),
 ]

@@ -348,3 +348,18 @@ def test_cli_module(tmp_path) -> None:
     # t in (0, 254/255] selects G (dice 1), t = 0 selects all (2 * 4 / 20)
     assert out["dice"] == pytest.approx((254 * 1.0 + 0.4) / 256)
     assert out["dice_at_0.5"] == 1.0
+
+
+def test_mask_dice_on_volumes_and_label_maps():
+    from infnet_monai.metrics.paper import mask_dice
+
+    a = np.zeros((4, 5, 3), dtype=np.uint8)
+    b = np.zeros((4, 5, 3), dtype=np.uint8)
+    assert mask_dice(a, b) == 1.0  # both empty
+    a[0, :2, 0] = 1  # 2 voxels
+    assert mask_dice(a, b) == 0.0
+    b[0, 1:4, 0] = 2  # 3 voxels of label 2, 1 shared: 2 * 1 / (2 + 3)
+    assert mask_dice(a, b) == pytest.approx(0.4)
+    assert mask_dice(a.astype(bool), b) == pytest.approx(0.4)
+    with pytest.raises(ValueError, match="same shape"):
+        mask_dice(a, b[..., :2])

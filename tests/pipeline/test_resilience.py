@@ -30,6 +30,7 @@ import torch
 from PIL import Image
 
 import infnet_monai.io.outputs as outputs_module
+from infnet_monai.pipeline.runner import LOCK_FILE
 from infnet_monai.cli import main
 from infnet_monai.io.cases import sanitize_case_id
 from infnet_monai.stats.burden import BURDEN_FIELDS
@@ -277,7 +278,8 @@ def test_mixed_cohort_every_case_has_one_clear_row(tmp_path, ct_dir, hu, tiny_mo
     assert _all_paths(tmp_path, skip=out) == before_paths
     assert all(out.resolve() in p.resolve().parents for p in out.rglob("*"))
     good_ids = [by_entry[Path(rel).parts[0]][0]["case_id"] for rel in good]
-    assert sorted(p.name for p in out.iterdir()) == sorted(["burden.csv", "report.html", *good_ids])
+    # the lock stays (removing it would race a run that opened it): an empty, hidden file
+    assert sorted(p.name for p in out.iterdir()) == sorted(["burden.csv", "report.html", LOCK_FILE, *good_ids])
     assert _sha_tree(cohort) == before_inputs
     assert not _parts(out)
     printed = capsys.readouterr().out

@@ -11,6 +11,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from infnet_monai.cli import main
@@ -167,12 +168,15 @@ def test_bundle_components_are_built_from_target_and_overridable():
 
     parser = ConfigParser()
     parser.read_config(str(REPO / "bundles" / "infnet_covid" / "configs" / "inference.json"))
-    for key in ("network_def", "inferer", "preprocessing", "postprocessing"):
+    for key in ("inferer", "preprocessing", "postprocessing"):
         assert "_target_" in parser[key], key
+    assert "@checkpoint" in parser["network_def"]  # built from the checkpoint's own arguments, not a copy of them
     parser["inferer"]["sw_batch_size"] = 3
     parser["bundle_root"] = str(REPO / "bundles" / "infnet_covid")
     parser.parse()
     assert isinstance(parser.get_parsed_content("network_def"), InfNet)
+    spec = parser.get_parsed_content("checkpoint")
+    assert parser.get_parsed_content("inferer").roi_size == (spec.spatial_size, spec.spatial_size)
     inferer = parser.get_parsed_content("inferer")
     assert isinstance(inferer, LungCropSliceInferer) and inferer.slice_inferer.sw_batch_size == 3
     pre, post = parser.get_parsed_content("preprocessing"), parser.get_parsed_content("postprocessing")
@@ -185,6 +189,8 @@ def test_bundle_components_are_built_from_target_and_overridable():
     assert [type(t).__name__ for t in slices.transforms] == ["Orientationd", "ScaleIntensityRanged", "NormalizeIntensityd"]
     scale = slices.transforms[1].scaler
     assert (scale.a_min, scale.a_max) == (-1060.0, 195.0)
+    norm = slices.transforms[2].normalizer
+    assert (norm.subtrahend, norm.divisor) == (spec.mean, spec.std)  # the checkpoint's statistics
     factory_post = ct_postprocessing(split_slicewise(factory_pre)[0])
     assert [type(t) for t in post.transforms] == [type(t) for t in factory_post.transforms]
     mask, factory_mask = post.transforms[1].transform, factory_post.transforms[1].transform
@@ -253,7 +259,8 @@ def test_segment_cohort_passes_segmenter_and_run_options(tmp_path, ct_dir, tiny_
 def test_segmenter_reads_yes_no_words_as_bundle_overrides_give_them(tmp_path, ct_dir, tiny_model):
     """``--save_probability false`` reaches the bundle's segmenter as the string "false"."""
     seg = CTSegmenter(tiny_model, device="cpu", save_probability="false", overview="no", dicom_seg="0", classes="false")
-    assert (seg.save_probability, seg.overview, seg.dicom_seg, seg.class_model) == (False, False, False, None)
+    cfg = seg.config
+    assert (cfg.save_probability, cfg.overview, cfg.dicom_seg, cfg.classes, seg.class_model) == (False, False, False, False, None)
     seg.run(ct_dir / "abdomen_3mm_small.nii.gz", tmp_path, resume="false")
     assert sorted(p.name for p in (tmp_path / "abdomen_3mm_small").iterdir()) == ["infection.nii.gz", "lung.nii.gz", "stats.json"]
     with pytest.raises(ValueError, match="save_probability must be true or false"):
@@ -268,24 +275,9 @@ def test_usage_errors(tmp_path, tiny_model, capsys):
     assert "no NIfTI" in capsys.readouterr().err
 
 
-def test_field_of_view_body_crops_wider_than_lung_and_bad_value_is_refused(tiny_model):
-    from infnet_monai.data.phantom import make_chest_phantom
-    import torch
-    from monai.data import MetaTensor
-
-    with pytest.raises(ValueError, match="field_of_view"):
-        CTSegmenter(tiny_model, device="cpu", field_of_view="chest")
-    phantom = make_chest_phantom((96, 96, 20), (3.0, 3.0, 12.0), seed=0)
-    image = MetaTensor(torch.from_numpy(phantom.volume_hu[None]), affine=torch.as_tensor(phantom.affine, dtype=torch.float64))
-    widths = {}
-    for fov in ("lung", "body"):
-        seg = CTSegmenter(tiny_model, device="cpu", field_of_view=fov, crop_rounds=1)
-        seg.probability(image)
-        boxes = seg.inferer.last_boxes
-        inferred = boxes[:, 0] >= 0
-        widths[fov] = ((boxes[inferred, 1] - boxes[inferred, 0]) * (boxes[inferred, 3] - boxes[inferred, 2])).mean()
-        assert inferred.sum() == int((phantom.lung > 0).any(axis=(0, 1)).sum())  # the same slices either way
-    assert widths["body"] > 1.2 * widths["lung"]
+def test_unknown_option_is_refused_by_name(tiny_model):
+    with pytest.raises(TypeError, match="field_of_view"):
+        CTSegmenter(tiny_model, device="cpu", field_of_view="body")
 
 
 def test_no_classes_option_and_resume_redoes_cases_without_classes(tmp_path, ct_dir, tiny_model, tiny_class_model):
@@ -311,8 +303,9 @@ def test_slice_progress_reports_every_batch_of_a_case(tmp_path, ct_dir, segmente
     assert row["status"] == "ok" and calls
     assert {c[0] for c in calls} == {row["case_id"]}
     done = [c[1] for c in calls]
-    assert done == sorted(done) and calls[-1][1] == calls[-1][2] >= row["slices_inferred"] > 0
-    assert segmenter.inferer.on_batch is None  # detached after the case
+    assert done == sorted(done) and done[0] == 0  # the bar starts before the first batch
+    assert {c[2] for c in calls} == {row["slices_inferred"]}  # with its final total
+    assert calls[-1][1] == calls[-1][2] > 0
 
 
 def test_slabs_stream_to_the_same_result_as_the_whole_volume(ct_dir, tiny_model, tiny_class_model):
@@ -324,8 +317,8 @@ def test_slabs_stream_to_the_same_result_as_the_whole_volume(ct_dir, tiny_model,
     for slab in (4, 7, 10_000):
         seg = CTSegmenter(tiny_model, device="cpu", batch_slices=4, class_model_path=tiny_class_model, slab_slices=slab)
         calls = []
-        seg.inferer.on_batch = lambda d, t: calls.append((d, t))
-        results[slab] = (seg.segment_image(image, keep_probability=True), seg.last_boxes.copy(), calls)
+        result = seg.segment_image(image, keep_probability=True, progress=lambda d, t: calls.append((d, t)))
+        results[slab] = (result, result.boxes.copy(), calls)
     whole, whole_boxes, whole_calls = results[10_000]
     assert whole.row["slices_inferred"] > 0
     for slab in (4, 7):
@@ -336,3 +329,175 @@ def test_slabs_stream_to_the_same_result_as_the_whole_volume(ct_dir, tiny_model,
             np.testing.assert_array_equal(getattr(res, name), getattr(whole, name), err_msg=name)
         assert calls[-1] == whole_calls[-1]  # progress counts every slice once, across slabs
         assert all(b[0] >= a[0] for a, b in zip(calls, calls[1:]))
+
+
+# ------------------------------------------------------------------------------------------- synthetic geometry
+# Small noise-free chests built in world coordinates (RAS+, mm) on grids of a given affine, for tests of where the
+# network's output lands: each is segmented in well under a second with an in-memory network.
+
+
+def _ct_on_grid(affine, shape, lungs=("right", "left")):
+    """``(1, X, Y, Z)`` MetaTensor in HU on the grid of ``affine``: air, an elliptic body (40 HU) along the scan and
+    ellipsoidal lungs (-850 HU) at world x = +-42 mm (``"right"`` at x > 0); the right lung is larger and sits more
+    anteriorly than the left, so the volume is not mirror-symmetric."""
+    import torch
+    from monai.data import MetaTensor
+
+    idx = np.stack(np.meshgrid(*[np.arange(n, dtype=np.float64) for n in shape], indexing="ij"), axis=-1)
+    x, y, z = np.moveaxis(idx @ np.asarray(affine)[:3, :3].T + np.asarray(affine)[:3, 3], -1, 0)
+    hu = np.full(shape, -1000.0, dtype=np.float32)
+    hu[(x / 95.0) ** 2 + (y / 75.0) ** 2 <= 1.0] = 40.0
+    specs = {"right": ((42.0, 8.0, 0.0), (30.0, 48.0, 60.0)), "left": ((-42.0, -4.0, 0.0), (24.0, 40.0, 60.0))}
+    for side in lungs:
+        (cx, cy, cz), (rx, ry, rz) = specs[side]
+        hu[((x - cx) / rx) ** 2 + ((y - cy) / ry) ** 2 + ((z - cz) / rz) ** 2 <= 1.0] = -850.0
+    return MetaTensor(torch.from_numpy(hu[None]), affine=torch.as_tensor(affine, dtype=torch.float64))
+
+
+def _centred_affine(axes, shape):
+    """Voxel-to-world matrix whose columns are ``axes`` (world mm per index step) with the volume centred on 0."""
+    affine = np.eye(4)
+    affine[:3, :3] = np.asarray(axes, dtype=np.float64).T
+    affine[:3, 3] = -affine[:3, :3] @ ((np.asarray(shape) - 1) / 2.0)
+    return affine
+
+
+def _in_memory_segmenter(network, **options):
+    return CTSegmenter(
+        network=network, spatial_size=32, device="cpu", amp=False, classes=False, crop_rounds=1, overview=False,
+        dicom_seg=False, **options,
+    )
+
+
+class _OneWeight(torch.nn.Module):
+    """A one-channel test "network" with one learnable scale (so it has a parameter and a device)."""
+
+    in_channels = 1
+
+    def __init__(self, weight: float) -> None:
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.tensor(weight))
+
+
+def _skewed_network():
+    """A 2D "network" whose logits depend on the slice and, differently, on both in-plane positions: mirroring its
+    input along either in-plane axis changes its output."""
+    import torch
+
+    class Skewed(_OneWeight):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            rows = torch.linspace(-2.0, 2.0, x.shape[-2], dtype=x.dtype, device=x.device)[:, None]
+            cols = torch.linspace(-1.0, 1.5, x.shape[-1], dtype=x.dtype, device=x.device)[None, :]
+            return self.weight * x[:, :1] + rows * (1.0 + cols) + 0.5 * cols
+
+    return Skewed(0.5)
+
+
+def test_flip_tta_averages_with_the_patients_left_right_mirror():
+    """``flip_tta`` averages the plain prediction with the prediction of the slice mirrored left-right (world x).
+
+    The volume's array axes run along world y, x and z, so the world-x mirror is a flip of array axis 1 and the
+    anterior-posterior mirror one of axis 0. Every other step (lung mask, crop box, resizing) is equivariant under the
+    left-right mirror (the lungs' box is narrow enough for its left and right margins to round to one voxel each), so
+    the left-right TTA equals the mean of the plain prediction and the plain prediction of the mirrored volume,
+    mirrored back."""
+    import torch
+    from monai.data import MetaTensor
+
+    shape = (48, 56, 8)
+    affine = _centred_affine([(0.0, 4.0, 0.0), (-4.0, 0.0, 0.0), (0.0, 0.0, 6.0)], shape)  # axes: +y, -x, +z
+    image = _ct_on_grid(affine, shape)
+    network = _skewed_network()
+    plain = _in_memory_segmenter(network)
+
+    def mirrored_prediction(axis: int) -> np.ndarray:
+        flipped = MetaTensor(torch.flip(image.as_tensor(), dims=(axis + 1,)), affine=image.affine)
+        return np.flip(plain.probability(flipped)[0].numpy(), axis)
+
+    p = plain.probability(image)[0].numpy()
+    assert (p > 0).any(axis=(0, 1)).all()  # every slice holds lung and was inferred
+    left_right = 0.5 * (p + mirrored_prediction(1))
+    anterior_posterior = 0.5 * (p + mirrored_prediction(0))
+    assert np.abs(left_right - anterior_posterior).mean() > 0.05  # the network tells the two mirrors apart
+    tta = _in_memory_segmenter(network, flip_tta=True).probability(image)[0].numpy()
+    off_lr, off_ap = np.abs(tta - left_right).mean(), np.abs(tta - anterior_posterior).mean()
+    assert off_lr < off_ap, (
+        f"flip TTA averages with the anterior-posterior mirror (mean difference {off_ap:.4f}), not the left-right one "
+        f"({off_lr:.4f})"
+    )
+    np.testing.assert_allclose(tta, left_right, atol=3e-3)
+
+
+def test_slab_probabilities_land_at_their_world_position():
+    """Each slab of slices carries its own origin through the slice-wise preprocessing: a slice-wise step that reads
+    the slab's geometry (here it replaces the intensities by the voxels' world z, as a resampling step would depend
+    on it) sees every slice where it lies, whatever ``slab_slices`` is, and the probability comes back onto the
+    input's voxel at that world position. The input is stored LPI (slices from the head down), so both orientations
+    (RAS for the lung mask, LPS for the slices) reverse axes on the way."""
+    import torch
+    from monai.transforms import Compose, NormalizeIntensityd, ScaleIntensityRanged
+
+    from infnet_monai.pipeline.components import ct_preprocessing, split_slicewise
+
+    z_scale_mm = 20.0
+
+    class WorldZAsIntensityd(ScaleIntensityRanged):
+        # a ScaleIntensityRanged: the pipeline streams it slab by slab (components.split_slicewise)
+        def __init__(self) -> None:
+            super().__init__("image", a_min=0.0, a_max=1.0)
+
+        def __call__(self, data):
+            d = dict(data)
+            img = d["image"]
+            a = img.affine.to(torch.float64)
+            i, j, k = torch.meshgrid(*[torch.arange(n, dtype=torch.float64) for n in img.shape[1:]], indexing="ij")
+            world_z = a[2, 0] * i + a[2, 1] * j + a[2, 2] * k + a[2, 3]
+            d["image"] = img * 0.0 + (world_z / z_scale_mm).to(img.dtype)
+            return d
+
+    class Identity(_OneWeight):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.weight * x[:, :1]
+
+    shape = (56, 48, 10)
+    affine = _centred_affine([(-4.0, 0.0, 0.0), (0.0, -4.0, 0.0), (0.0, 0.0, -6.0)], shape)  # L, P, I
+    affine[2, 3] += 7.0  # the scan is not centred on z = 0: a wrong origin would show at every slab
+    image = _ct_on_grid(affine, shape)
+    world_z = (np.asarray(affine)[2, 2] * np.arange(shape[2]) + affine[2, 3])[None, None, :]
+    expected = np.broadcast_to(1.0 / (1.0 + np.exp(-world_z / z_scale_mm)), shape)
+    steps = [t for t in ct_preprocessing().flatten().transforms if not isinstance(t, (ScaleIntensityRanged, NormalizeIntensityd))]
+    preprocessing = Compose([*steps, WorldZAsIntensityd()])
+    assert isinstance(split_slicewise(preprocessing)[1].transforms[-1], WorldZAsIntensityd)  # it runs per slab
+    results = {}
+    for slab in (3, 1000):
+        seg = _in_memory_segmenter(Identity(1.0), preprocessing=preprocessing, slab_slices=slab)
+        prob = seg.probability(image)[0].numpy()
+        inferred = prob > 0  # the crop boxes; 0 outside them
+        assert inferred.any(axis=(0, 1)).all()  # every slice holds lung: 4 slabs of 3 slices, or one
+        np.testing.assert_allclose(prob[inferred], expected[inferred], atol=2e-3, err_msg=f"slab_slices={slab}")
+        results[slab] = prob
+    np.testing.assert_allclose(results[3], results[1000], atol=1e-6)
+
+
+def test_resumed_case_keeps_its_nan_statistics_in_burden_csv(tmp_path):
+    """A case skipped by ``resume`` comes back from its stats.json, where an undefined statistic (the infection
+    percent of a missing lung) is stored as null: its burden.csv row must be the original run's, "nan" included."""
+    shape = (48, 56, 8)
+    affine = _centred_affine([(4.0, 0.0, 0.0), (0.0, 4.0, 0.0), (0.0, 0.0, 6.0)], shape)
+    image = _ct_on_grid(affine, shape, lungs=("right",))  # a pneumonectomy: no left lung
+    cohort = tmp_path / "in"
+    cohort.mkdir()
+    nib.save(nib.Nifti1Image(np.round(image[0].numpy()).astype(np.int16), affine), str(cohort / "one_lung.nii.gz"))
+    segmenter = _in_memory_segmenter(_skewed_network())
+    out = tmp_path / "out"
+    assert segmenter.run(cohort, out).exit_code == 0
+    table = (out / "burden.csv").read_text(encoding="utf-8")
+    row = next(csv.DictReader(table.splitlines()))
+    assert row["left_lung_infection_percent"] == "nan" and row["left_lung_volume_ml"] == "0"
+    assert row["right_lung_infection_percent"] not in ("", "nan")
+    stats = out / "one_lung" / "stats.json"
+    assert json.loads(stats.read_text())["left_lung_infection_percent"] is None
+    first = stats.stat().st_mtime_ns
+    again = segmenter.run(cohort, out, resume=True)
+    assert again.exit_code == 0 and stats.stat().st_mtime_ns == first  # skipped, restored from stats.json
+    assert (out / "burden.csv").read_text(encoding="utf-8") == table

@@ -1,7 +1,7 @@
 """Tests of the HU-based lung mask (infnet_monai.postprocessing.lung.lung_mask).
 
-Real-data tests use ``$INFNET_SHARED_DATA/ct`` (default ``../shared/data/ct`` from the repository root) and are
-skipped when that folder is absent.
+Real-data tests use ``$INFNET_SHARED_DATA/ct`` (default ``../shared/data/ct`` from the repository root) through
+``tests/conftest.py``: skipped when the shared data is absent, a failure when ``INFNET_REQUIRE_SHARED_DATA=1``.
 """
 
 from __future__ import annotations
@@ -12,11 +12,13 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-from infnet_monai.data import default_data_dir
 from infnet_monai.data.phantom import make_chest_phantom
+from infnet_monai.metrics.paper import mask_dice
 from infnet_monai.postprocessing import LEFT_LUNG_LABEL, RIGHT_LUNG_LABEL, lung_mask
 
-CT_DIR = default_data_dir() / "ct"
+from infnet_monai.data.paths import shared_data_dir
+
+CT_DIR = shared_data_dir() / "ct"
 SCAN = CT_DIR / "abdomen_3mm.nii.gz"
 REFERENCE = CT_DIR / "abdomen_3mm_lung.nii.gz"
 SMALL = CT_DIR / "abdomen_3mm_small.nii.gz"
@@ -24,15 +26,8 @@ MIN_DICE_REAL = 0.90
 MAX_VOLUME_ERROR_REAL = 0.10
 
 
-def _dice(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = a > 0, b > 0
-    return 2.0 * float((a & b).sum()) / float(a.sum() + b.sum())
-
-
 @pytest.fixture(scope="module")
-def real_scan():
-    if not CT_DIR.is_dir():
-        pytest.skip(f"shared CT data folder not found: {CT_DIR}")
+def real_scan(data_dir):
     nib = pytest.importorskip("nibabel")
     img = nib.load(str(SCAN))
     assert nib.aff2axcodes(img.affine) == ("R", "A", "S")
@@ -57,7 +52,7 @@ def test_real_scan_dice_and_volume(real_scan, real_mask):
     _, spacing, reference = real_scan
     assert real_mask.dtype == np.uint8 and real_mask.shape == reference.shape
     assert set(np.unique(real_mask)) == {0, RIGHT_LUNG_LABEL, LEFT_LUNG_LABEL}
-    assert _dice(real_mask, reference) >= MIN_DICE_REAL
+    assert mask_dice(real_mask, reference) >= MIN_DICE_REAL
     voxel_ml = float(np.prod(spacing)) / 1000.0
     volume_ml, reference_ml = (real_mask > 0).sum() * voxel_ml, reference.sum() * voxel_ml
     assert abs(volume_ml - reference_ml) <= MAX_VOLUME_ERROR_REAL * reference_ml
@@ -87,12 +82,12 @@ def test_small_cut(real_scan):
     mask = lung_mask(small, spacing)
     assert mask.shape == small.shape
     assert set(np.unique(mask)) == {0, RIGHT_LUNG_LABEL, LEFT_LUNG_LABEL}
-    assert _dice(mask, reference[:, :, -30:]) >= MIN_DICE_REAL
+    assert mask_dice(mask, reference[:, :, -30:]) >= MIN_DICE_REAL
 
 
 def test_phantom_sides_and_dice(phantom):
     mask = lung_mask(phantom.volume_hu, phantom.spacing_mm)
-    assert _dice(mask, phantom.lung) >= 0.95
+    assert mask_dice(mask, phantom.lung) >= 0.95
     for lab in (RIGHT_LUNG_LABEL, LEFT_LUNG_LABEL):
         assert (mask[phantom.lung == lab] == lab).mean() > 0.95
     # right lung at larger axis-0 indices (world x > 0 in RAS+)
@@ -151,7 +146,7 @@ def test_downsampled_path(phantom):
     # a working voxel size of 4 mm block-averages the 2 mm axes by 2 and brings the labels back
     mask = lung_mask(phantom.volume_hu, phantom.spacing_mm, working_spacing_mm=4.0)
     assert mask.shape == phantom.lung.shape
-    assert _dice(mask, phantom.lung) >= 0.95
+    assert mask_dice(mask, phantom.lung) >= 0.95
     for lab in (RIGHT_LUNG_LABEL, LEFT_LUNG_LABEL):
         assert (mask[phantom.lung == lab] == lab).mean() > 0.9
 
@@ -208,3 +203,77 @@ def test_options_are_checked_when_made():
             LungMaskOptions(**bad)
     with pytest.raises(TypeError, match="closing_radius"):
         lung_mask(np.zeros((4, 4, 4)), (1.0, 1.0, 1.0), closing_radius=3.0)  # misspelt option
+
+
+# ------------------------------------------------------------------------------------------- hand-built volumes
+def _world_mm(shape, spacing):
+    """Voxel-centre coordinates (mm) along each axis, the volume centred on 0 (sparse grids)."""
+    return np.meshgrid(*[s * (np.arange(n) - (n - 1) / 2.0) for n, s in zip(shape, spacing)], indexing="ij", sparse=True)
+
+
+def _ellipsoid(coords, centre, radii):
+    return sum(((c - c0) / r) ** 2 for c, c0, r in zip(coords, centre, radii)) <= 1.0
+
+
+def _two_lung_chest(shape, spacing, lung_z_mm=0.0):
+    """Noise-free HU volume: air, an elliptic body of soft tissue (40 HU) along the whole scan and two ellipsoidal
+    lungs of aerated parenchyma (-850 HU) at +-45 mm; returns ``(volume_hu, lung truth)``."""
+    x, y, z = _world_mm(shape, spacing)
+    hu = np.full(shape, -1000.0, dtype=np.float32)
+    hu[np.broadcast_to((x / 110.0) ** 2 + (y / 90.0) ** 2 <= 1.0, shape)] = 40.0
+    truth = _ellipsoid((x, y, z), (-45.0, 0.0, lung_z_mm), (30.0, 45.0, 40.0))
+    truth |= _ellipsoid((x, y, z), (45.0, 0.0, lung_z_mm), (30.0, 45.0, 40.0))
+    hu[truth] = -850.0
+    return hu, truth
+
+
+def test_coarse_boundary_is_trimmed_to_the_air_at_full_resolution():
+    """At 1 mm the lung is segmented on a 2 mm grid; the nearest-neighbour upsampling spills the coarse boundary over
+    the soft tissue beside the lung in a staircase, which the trim against the HU threshold removes."""
+    from infnet_monai.postprocessing import LUNG_THRESHOLD_HU
+    from infnet_monai.postprocessing.lung import working_factors
+
+    spacing = (1.0, 1.0, 2.0)
+    volume, truth = _two_lung_chest((240, 200, 48), spacing)
+    assert working_factors(volume.shape, spacing) == [2, 2, 1]  # the reduced-resolution path is taken
+    mask = lung_mask(volume, spacing)
+    assert mask_dice(mask, truth) >= 0.99
+    tissue = volume >= LUNG_THRESHOLD_HU
+    assert np.count_nonzero((mask > 0) & tissue) == 0, "soft tissue beside the lung labelled lung (boundary not trimmed)"
+
+
+def test_component_mostly_of_pure_gas_is_not_lung():
+    """A stomach-like gas pocket (-1000 HU, larger than either lung) inside the body is dropped by its interior
+    pure-air fraction; both lungs are kept and nothing of the gas is labelled."""
+    spacing = (3.0, 3.0, 3.0)
+    shape = (80, 70, 50)
+    volume, truth = _two_lung_chest(shape, spacing, lung_z_mm=25.0)
+    gas = _ellipsoid(_world_mm(shape, spacing), (10.0, 0.0, -50.0), (70.0, 55.0, 20.0))
+    assert not (gas & truth).any() and gas.sum() > truth.sum() / 2  # larger than each lung
+    volume[gas] = -1000.0
+    mask = lung_mask(volume, spacing)
+    assert np.count_nonzero(mask[gas]) == 0, "gas pocket labelled lung"
+    assert mask_dice(mask, truth) >= 0.98
+    assert set(np.unique(mask)) == {0, RIGHT_LUNG_LABEL, LEFT_LUNG_LABEL}
+
+
+def test_airway_partial_volume_rim_is_removed_with_the_airway():
+    """On a blurred phantom (partial volume, as in a real scan) the lumen of the trachea and main bronchi has a rim of
+    air-like voxels above the lumen's threshold; the airway is dilated by AIRWAY_DILATION_MM before its removal, so the
+    rim is not left in the lung."""
+    from infnet_monai.postprocessing.airway import find_airway
+    from infnet_monai.postprocessing.lung import AIRWAY_DILATION_MM, LUNG_THRESHOLD_HU, body_mask
+    from infnet_monai.postprocessing.morphology import distance_mm
+
+    spacing = (3.0, 3.0, 4.0)
+    chest = make_chest_phantom(shape=(96, 96, 48), spacing_mm=spacing, seed=0)
+    volume = ndi.gaussian_filter(chest.volume_hu, sigma=[1.5 / s for s in spacing])
+    airway = find_airway(volume, spacing, body_mask(volume))
+    assert airway is not None and airway.carina_index is not None
+    near = distance_mm(airway.lumen, spacing)
+    rim = (near > 0) & (near <= AIRWAY_DILATION_MM) & (volume < LUNG_THRESHOLD_HU)
+    assert rim.sum() >= 50  # the blur leaves an air-like rim around the lumen
+    mask = lung_mask(volume, spacing)
+    assert mask_dice(mask, chest.lung) >= 0.98
+    assert not mask[airway.lumen].any()
+    assert np.count_nonzero(mask[rim]) <= 0.05 * rim.sum(), "the airway's rim is left in the lung"

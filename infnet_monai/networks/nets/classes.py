@@ -8,6 +8,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from infnet_monai.utils.validation import check_spatial_size
+
 __all__ = ["CLASS_NAMES", "HEAD_OUTPUTS", "InfNetClasses", "class_maps"]
 
 CLASS_NAMES: tuple[str, ...] = ("background", "ggo", "consolidation")
@@ -71,9 +73,7 @@ class InfNetClasses(nn.Module):
         self.head = head
         self.temperature = float(temperature)
         self.head_temperature = float(head_temperature)
-        if isinstance(head_size, int):
-            head_size = (head_size, head_size)
-        self.head_size = tuple(int(s) for s in head_size) if head_size is not None else None
+        self.head_size = check_spatial_size(head_size) if head_size is not None else None
 
     def _head(self, image: torch.Tensor, infection: torch.Tensor) -> torch.Tensor:
         """The head's output at the input's size: consolidation share, or the 3 class probabilities."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn as nn
@@ -63,8 +63,6 @@ class InfNet(nn.Module):
         in_channels: input channels (3 in the paper: the grey slice replicated).
         out_channels: segmentation channels (1: infection; more for multi-class, one logit map per class).
         layers: Res2Net blocks per stage (``(3, 4, 6, 3)`` = Res2Net-50).
-        base_width: Res2Net group width per 64 planes.
-        scale: Res2Net groups.
         planes: bottleneck planes of the four stages (the stage outputs have 4x as many channels).
         stem_channels: channels of the v1b stem's three convolutions.
         rfb_channels: channels after the receptive-field blocks (32 in the paper).
@@ -73,6 +71,8 @@ class InfNet(nn.Module):
         norm: normalisation for MONAI's factory.
         act: activation of the decoder's convolution blocks; ``None`` reproduces the reference code, whose basic
             block never applies its activation.
+        backbone_options: further :class:`~infnet_monai.networks.nets.Res2Net` options, e.g. ``base_width`` (group
+            width per 64 planes, 26) and ``scale`` (groups, 4), the Res2Net-50 26w4s of the paper by default.
 
     Shapes:
         input ``(B, in_channels, *S)`` with every spatial size a multiple of 32; eval output
@@ -94,8 +94,6 @@ class InfNet(nn.Module):
         in_channels: int = 3,
         out_channels: int = 1,
         layers: Sequence[int] = (3, 4, 6, 3),
-        base_width: int = 26,
-        scale: int = 4,
         planes: Sequence[int] = (64, 128, 256, 512),
         stem_channels: Sequence[int] = (32, 32, 64),
         rfb_channels: int = 32,
@@ -103,6 +101,7 @@ class InfNet(nn.Module):
         ra_channels: Sequence[int] = (256, 64, 64),
         norm: tuple | str = "BATCH",
         act: tuple | str | None = "RELU",
+        **backbone_options: Any,
     ) -> None:
         super().__init__()
         if out_channels < 1:
@@ -116,11 +115,10 @@ class InfNet(nn.Module):
             spatial_dims,
             in_channels,
             layers=layers,
-            base_width=base_width,
-            scale=scale,
             stem_channels=stem_channels,
             planes=planes,
             norm=norm,
+            **backbone_options,
         )
         c1, c2, c3, c4 = self.backbone.out_channels
         self.rfb2 = ReceptiveFieldBlock(spatial_dims, c2, rfb_channels, norm=norm, act=act)

@@ -1,0 +1,185 @@
+"""A case's files: :class:`CaseWriter` turns a :class:`~infnet_monai.pipeline.predictor.CaseResult` into
+``OUTPUT/<case>/``.
+
+The writer runs a list of outputs, each a small object with ``files`` (the names it writes), ``required`` and
+``write(case, result, case_dir, row)``, and writes ``stats.json`` last: its presence marks the case complete (what
+``--resume`` looks for). A required output that fails fails the case; an optional one (the overview picture, the
+DICOM-SEG) gives a warning and a note in ``stats.json``, never a lost case. Further outputs (a DICOM SR, a lesion
+table) plug in as more entries of the list.
+
+Every file is written atomically (:mod:`infnet_monai.io.outputs`): a reader never sees half a file.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import nibabel as nib
+import numpy as np
+
+from infnet_monai.io.cases import CTCase
+from infnet_monai.io.dicom_seg import DICOM_SEG_FILE, write_dicom_seg
+from infnet_monai.io.outputs import (
+    CLASSES_FILE,
+    INFECTION_FILE,
+    LUNG_FILE,
+    PROBABILITY_FILE,
+    STATS_FILE,
+    json_value,
+    reference_header,
+    remove_stale_parts,
+    write_case_volumes,
+    write_text_atomic,
+)
+from infnet_monai.io.volume import CaseError, load_ct
+from infnet_monai.pipeline.predictor import CaseResult
+from infnet_monai.visualize.overview import overview_image, write_overview
+from infnet_monai.visualize.report import OVERVIEW_FILE
+
+__all__ = ["CaseOutput", "CaseWriter", "MaskVolumes", "DicomSegmentation", "OverviewPicture"]
+
+logger = logging.getLogger(__name__)
+
+
+class CaseOutput(Protocol):
+    """One kind of file of a case."""
+
+    files: tuple[str, ...]
+    required: bool
+
+    def write(self, case: CTCase, result: CaseResult, case_dir: Path, row: dict) -> None:
+        """Write the files of ``result`` under ``case_dir``; add their path fields to ``row``."""
+
+
+class MaskVolumes:
+    """``infection.nii.gz``, ``lung.nii.gz``, ``infection_classes.nii.gz`` (with the class head) and, with
+    ``save_probability``, ``probability.nii.gz``, with the input's geometry (the NIfTI input's own header, or the
+    DICOM series' affine). Required."""
+
+    files = (INFECTION_FILE, LUNG_FILE, CLASSES_FILE, PROBABILITY_FILE)
+    required = True
+
+    def write(self, case: CTCase, result: CaseResult, case_dir: Path, row: dict) -> None:
+        reference = reference_header(case, result.affine)
+        row.update(write_case_volumes(case_dir, reference, result.infection, result.lung, result.classes, result.probability))
+
+
+class DicomSegmentation:
+    """``segmentation.dcm``: a DICOM-SEG referencing the source series, for DICOM inputs (a failure, e.g. on
+    stripped headers, is a note)."""
+
+    files = (DICOM_SEG_FILE,)
+    required = False
+
+    def __init__(self, software_version: str) -> None:
+        self.software_version = software_version
+
+    def write(self, case: CTCase, result: CaseResult, case_dir: Path, row: dict) -> None:
+        if case.kind != "dicom":
+            return
+        affine = reference_header(case, result.affine)[0]
+        path = write_dicom_seg(
+            case_dir / DICOM_SEG_FILE, case.files, affine, result.lung, result.infection, result.classes,
+            software_version=self.software_version,
+        )
+        row["dicom_seg_path"] = str(path)
+
+
+class OverviewPicture:
+    """``overview.png``: axial tiles and a coronal view with the masks, titled with the case and the figures."""
+
+    files = (OVERVIEW_FILE,)
+    required = False
+
+    def __init__(self, software_version: str) -> None:
+        self.software_version = software_version
+
+    def write(self, case: CTCase, result: CaseResult, case_dir: Path, row: dict) -> None:
+        picture = overview_image(
+            result.image, result.lung, result.infection, np.asarray(result.affine), result.classes, row, case.case_id,
+            self.software_version,
+        )
+        write_overview(case_dir / OVERVIEW_FILE, picture)
+
+    def write_resumed(self, case: CTCase, case_dir: Path, row: dict) -> None:
+        """The picture of a case completed by an earlier run that has none, from its stored masks."""
+        if (case_dir / OVERVIEW_FILE).is_file():
+            return
+        try:
+            image = load_ct(case)
+            masks = []
+            for name in (LUNG_FILE, INFECTION_FILE, CLASSES_FILE):
+                path = case_dir / name
+                masks.append(np.asarray(nib.load(str(path)).dataobj) if path.is_file() else None)
+            affine = nib.load(str(case_dir / INFECTION_FILE)).affine
+            result = CaseResult(row=row, infection=masks[1], lung=masks[0], classes=masks[2], image=image[0].numpy(), affine=affine)
+            self.write(case, result, case_dir, row)
+        except (OSError, ValueError, CaseError) as e:
+            logger.warning("%s: overview picture not written: %s", case.case_id, e)
+
+
+class CaseWriter:
+    """Write one case's outputs, then ``stats.json``.
+
+    Args:
+        outputs: the case's outputs in writing order (default: :class:`MaskVolumes`, :class:`DicomSegmentation` and
+            :class:`OverviewPicture`).
+        save_probability: whether the outputs include ``probability.nii.gz`` (the predictor is asked for it, and
+            ``--resume`` redoes a case stored without it).
+    """
+
+    def __init__(self, outputs: Sequence[CaseOutput], save_probability: bool = False) -> None:
+        self.outputs = list(outputs)
+        if not any(isinstance(o, MaskVolumes) for o in self.outputs):
+            raise ValueError("a CaseWriter needs MaskVolumes among its outputs (the masks are the result).")
+        self.save_probability = bool(save_probability)
+
+    @classmethod
+    def default(cls, software_version: str, overview: bool = True, dicom_seg: bool = True, save_probability: bool = False) -> "CaseWriter":
+        """The standard outputs: masks, DICOM-SEG (for DICOM inputs, unless ``dicom_seg`` is off), the overview
+        picture (unless ``overview`` is off)."""
+        outputs: list[Any] = [MaskVolumes()]
+        if dicom_seg:
+            outputs.append(DicomSegmentation(software_version))
+        if overview:
+            outputs.append(OverviewPicture(software_version))
+        return cls(outputs, save_probability=save_probability)
+
+    @property
+    def files(self) -> tuple[str, ...]:
+        """Every name the outputs may write, ``stats.json`` last."""
+        return tuple(name for o in self.outputs for name in o.files) + (STATS_FILE,)
+
+    def write(self, case: CTCase, result: CaseResult, case_dir: Path, row: dict, started: float | None = None) -> dict:
+        """Write ``result`` under ``case_dir`` and ``row`` (completed with the path fields, the notes of the
+        optional outputs that failed and, from ``started`` (``time.time()``), the case's seconds) as ``stats.json``;
+        return the row."""
+        case_dir.mkdir(parents=True, exist_ok=True)
+        remove_stale_parts(case_dir, self.files)
+        notes = row.setdefault("notes", [])
+        for output in self.outputs:
+            if output.required:
+                output.write(case, result, case_dir, row)
+                continue
+            try:
+                output.write(case, result, case_dir, row)
+            except Exception as e:  # noqa: BLE001 - an optional file must never cost the masks
+                name = "/".join(output.files)
+                logger.warning("%s: %s not written: %s", case.case_id, name, e)
+                notes.append(f"{name} not written: {type(e).__name__}: {e}")
+        if started is not None:
+            row["seconds"] = round(time.time() - started, 2)
+        write_text_atomic(json.dumps({k: json_value(v) for k, v in row.items()}, indent=2), case_dir / STATS_FILE)
+        return row
+
+    def write_resumed(self, case: CTCase, case_dir: Path, row: dict) -> None:
+        """Outputs that a case completed by an earlier run lacks and can be made from its stored files (the
+        overview picture)."""
+        for output in self.outputs:
+            if isinstance(output, OverviewPicture):
+                output.write_resumed(case, case_dir, row)
