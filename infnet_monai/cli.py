@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from infnet_monai import __version__
+from infnet_monai.utils.table import format_burden_table  # light: no torch
 
 __all__ = ["main", "build_parser"]
 
@@ -118,38 +119,6 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-TABLE_COLUMNS = (
-    ("case_id", "case"),
-    ("status", "status"),
-    ("lung_volume_ml", "lung mL"),
-    ("infection_volume_ml", "infection mL"),
-    ("infection_percent", "% lung"),
-    ("right_lung_infection_percent", "% right"),
-    ("left_lung_infection_percent", "% left"),
-    ("lesion_count", "lesions"),
-    ("largest_lesion_ml", "largest mL"),
-    ("slices_with_infection", "slices"),
-)
-
-
-def _fmt(value) -> str:
-    if value is None or value == "":
-        return "-"
-    if isinstance(value, float):
-        return "nan" if value != value else f"{value:.1f}"
-    return str(value)
-
-
-def format_burden_table(rows) -> str:
-    """Plain-text table of the main burden columns (errors are listed below it)."""
-    table = [[title for _, title in TABLE_COLUMNS]]
-    table += [[_fmt(row.get(key)) for key, _ in TABLE_COLUMNS] for row in rows]
-    widths = [max(len(r[i]) for r in table) for i in range(len(TABLE_COLUMNS))]
-    lines = ["  ".join(cell.rjust(w) if i else cell.ljust(w) for i, (cell, w) in enumerate(zip(r, widths))) for r in table]
-    lines += [f"error {row['case_id']}: {row.get('error')}" for row in rows if row.get("status") != "ok"]
-    return "\n".join(lines)
-
-
 def _segment_kwargs(args: argparse.Namespace) -> dict:
     return {
         "model_path": args.model,
@@ -170,11 +139,13 @@ def _segment_kwargs(args: argparse.Namespace) -> dict:
 
 
 def _cmd_segment(args: argparse.Namespace) -> int:
-    """Segment COVID-19 lung infection in a NIfTI file, a DICOM series folder, or a folder of many cases. Writes
-    OUTPUT/<case>/infection.nii.gz, infection_classes.nii.gz (1 GGO, 2 consolidation), lung.nii.gz, stats.json and
-    OUTPUT/burden.csv. Exit code 0: all cases ok; 1: some failed (see burden.csv); 2: usage error."""
-    from infnet_monai.pipeline.segment import CSV_FILE, segment_cohort
-    from infnet_monai.visualize.report import REPORT_FILE
+    """Segment COVID-19 lung infection in a NIfTI file, a DICOM series folder, or a folder of many cases. Writes, per
+    case, OUTPUT/<case>/infection.nii.gz (0/1), infection_classes.nii.gz (1 GGO, 2 consolidation), lung.nii.gz (1
+    right, 2 left), all in the scan's own geometry, overview.png (axial tiles, coronal and sagittal views),
+    segmentation.dcm (DICOM-SEG, for DICOM inputs), probability.nii.gz (with --save-prob) and stats.json; and for the
+    cohort OUTPUT/burden.csv (one row per case, errors included) and OUTPUT/report.html. Exit code 0: all cases ok;
+    1: some failed (see burden.csv); 2: usage error (also: another run is writing to OUTPUT)."""
+    from infnet_monai.pipeline.segment import segment_cohort
 
     if args.batch_slices < 1:
         raise ValueError("--batch-slices must be >= 1")
@@ -199,18 +170,26 @@ def _cmd_segment(args: argparse.Namespace) -> int:
         bar.close()
     if env is not None and env.rank != 0:
         return report.exit_code
-    print(format_burden_table(report.rows))
-    print(f"table: {Path(args.output) / CSV_FILE}")
-    print(f"report: {Path(args.output) / REPORT_FILE}")
+    print(report.summary())
     return report.exit_code
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     """Generate a synthetic chest CT in Hounsfield units with lesions of known volume, segment it and print the
-    burden table next to the truth."""
+    burden table next to the truth. Writes OUTPUT/input/ (the phantom), OUTPUT/truth/ (its true infection) and
+    OUTPUT/segmentation/ (what segment writes: masks, overview.png, stats.json, burden.csv, report.html)."""
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
     from infnet_monai.pipeline.demo import run_demo
 
-    report, truth = run_demo(args.output, seed=args.seed, **_segment_kwargs(args))
+    bar = None if args.quiet else _SliceBar()
+    with logging_redirect_tqdm():  # the same bars as segment
+        report, truth = run_demo(
+            args.output, seed=args.seed, progress=_progress("demo", args.quiet, unit="case"), slice_progress=bar,
+            **_segment_kwargs(args),
+        )
+    if bar is not None:
+        bar.close()
     print(format_burden_table(report.rows))
     print(
         f"phantom truth: infection {truth['infection_volume_ml']:.1f} mL in {len(truth['lesions'])} lesions, "
@@ -340,6 +319,8 @@ def build_parser() -> argparse.ArgumentParser:
     for name, func, add_options, summary in COMMANDS:
         p = sub.add_parser(name, help=summary, description=" ".join((func.__doc__ or summary).split()))
         add_options(p)
+        # also after the command (infnet-covid segment ... -v); SUPPRESS keeps a -v given before it
+        p.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="debug logging, third-party lines included")
         p.set_defaults(func=func)
     return parser
 

@@ -39,6 +39,7 @@ __all__ = [
     "discover_cases",
     "sanitize_case_id",
     "read_dicom_header",
+    "instance_numbers_by_z",
     "is_nifti_path",
     "CT_SOP_CLASS_UIDS",
     "MAX_CASE_ID_LENGTH",
@@ -179,6 +180,21 @@ def read_dicom_header(path: str | os.PathLike) -> Dataset | None:
     except Exception:
         return None
     return ds
+
+
+def instance_numbers_by_z(files: Sequence[str | os.PathLike]) -> dict[float, int]:
+    """The InstanceNumber of each image of a DICOM series by its table position: ``{z in mm (rounded to 0.1): n}``
+    from ``ImagePositionPatient``; images without either are left out. A viewer finds a slice by these numbers."""
+    out: dict[float, int] = {}
+    for f in files:
+        ds = read_dicom_header(f)
+        position, number = (_floats(ds, "ImagePositionPatient", 3), ds.get("InstanceNumber")) if ds is not None else (None, None)
+        if position is not None and number is not None:
+            try:
+                out[round(float(position[2]), 1)] = int(number)
+            except (TypeError, ValueError):
+                continue
+    return out
 
 
 def _text(ds: Dataset, keyword: str) -> str | None:

@@ -26,7 +26,8 @@ from infnet_monai.pipeline.distributed import case_bytes, dist_env, gather_rows,
 from infnet_monai.pipeline.predictor import VolumePredictor
 from infnet_monai.pipeline.writer import CaseWriter
 from infnet_monai.utils.validation import check_flag
-from infnet_monai.visualize.report import write_report
+from infnet_monai.utils.table import format_burden_table
+from infnet_monai.visualize.report import REPORT_FILE, write_report
 
 __all__ = ["LOCK_FILE", "CohortReport", "CohortRunner", "OutputLockedError", "case_error_message"]
 
@@ -59,6 +60,14 @@ class CohortReport:
     def exit_code(self) -> int:
         """0 when every case succeeded, 1 when any failed."""
         return 1 if self.failed else 0
+
+    def summary(self) -> str:
+        """The burden table (errors below it) and where the table and the report are: what the command line and the
+        bundle's run print at the end."""
+        lines = [format_burden_table(self.rows)]
+        if self.output_dir is not None:
+            lines += [f"table: {self.output_dir / CSV_FILE}", f"report: {self.output_dir / REPORT_FILE}"]
+        return "\n".join(lines)
 
 
 def _root_cause(e: BaseException) -> BaseException:

@@ -263,6 +263,7 @@ class CTSegmenter:
             "window_hu": list(self.config.window_hu),
             "threshold": self.config.threshold,
             "model": str(self.model_path) if self.model_path else "in-memory network",
+            "command_line": " ".join(sys.argv),  # stats.json keeps the command that made the case's masks
         }
         if self.class_model is not None:
             row["class_model"] = str(self.class_model_path)
@@ -278,7 +279,7 @@ class CTSegmenter:
             "threshold": cfg.threshold,
             "temperature": self.temperature,
             "device": str(self.device),
-            "command line": " ".join(sys.argv),
+            "this run's command line": " ".join(sys.argv),
         }
 
     # ------------------------------------------------------------------ the parts, for convenience

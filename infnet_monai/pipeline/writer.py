@@ -22,7 +22,7 @@ from typing import Any, Protocol
 import nibabel as nib
 import numpy as np
 
-from infnet_monai.io.cases import CTCase
+from infnet_monai.io.cases import CTCase, instance_numbers_by_z
 from infnet_monai.io.dicom_seg import DICOM_SEG_FILE, write_dicom_seg
 from infnet_monai.io.outputs import (
     CLASSES_FILE,
@@ -100,9 +100,10 @@ class OverviewPicture:
         self.software_version = software_version
 
     def write(self, case: CTCase, result: CaseResult, case_dir: Path, row: dict) -> None:
+        numbers = instance_numbers_by_z(case.files) if case.kind == "dicom" else None
         picture = overview_image(
             result.image, result.lung, result.infection, np.asarray(result.affine), result.classes, row, case.case_id,
-            self.software_version,
+            self.software_version, numbers,
         )
         write_overview(case_dir / OVERVIEW_FILE, picture)
 

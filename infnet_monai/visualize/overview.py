@@ -1,6 +1,8 @@
 """One picture per case to check the masks by eye: ``OUTPUT/<case_id>/overview.png``.
 
-An axial mosaic of 12 slices spread through the lungs, plus coronal and sagittal reformats through the lungs' centre,
+An axial mosaic of 12 slices spread through the lungs (always with the lung base and the slices with the most
+infection), each labelled with its table position in mm and its DICOM InstanceNumber (or its number from the top of
+the scan), plus coronal and sagittal reformats through the lungs' centre,
 in radiological display convention (the patient's right on the image's left, anterior up on axial slices, superior
 up on reformats, anterior on the left of the sagittal view), with physical aspect ratio. The CT is shown in a lung
 window; the right and left lung contours and the infection (GGO and consolidation when the class map exists) are
@@ -20,7 +22,7 @@ from scipy import ndimage as ndi
 
 from infnet_monai.utils.files import atomic_write
 
-__all__ = ["DISPLAY_WINDOW_HU", "COLOURS", "overview_image", "write_overview", "to_ras"]
+__all__ = ["DISPLAY_WINDOW_HU", "COLOURS", "overview_image", "write_overview", "to_ras", "mosaic_slices", "slice_namer"]
 
 DISPLAY_WINDOW_HU: tuple[float, float] = (-1350.0, 150.0)
 """Lung window used for display (level -600, width 1500 HU)."""
@@ -50,7 +52,7 @@ def to_ras(array: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return ras, spacing[ornt[:, 0].astype(int)]
 
 
-def _display(plane: np.ndarray) -> np.ndarray:
+def display_plane(plane: np.ndarray) -> np.ndarray:
     """A 2D RAS plane ``(first, second)`` in radiological display: rows from the second axis' far end, columns from
     the first axis' far end (patient's right, anterior or superior first)."""
     return plane[::-1, ::-1].T
@@ -84,7 +86,7 @@ def _view(hu, lung, labels, size_wh) -> Image.Image:
     return Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8))
 
 
-def _box(mask: np.ndarray, margin: float = 0.08) -> list[slice]:
+def lung_box(mask: np.ndarray, margin: float = 0.08) -> list[slice]:
     """Bounding box of ``mask`` on each axis with a relative margin (the whole axis when the mask is empty)."""
     if not mask.any():
         return [slice(0, n) for n in mask.shape]
@@ -109,23 +111,48 @@ def _labels(infection: np.ndarray, classes: np.ndarray | None) -> np.ndarray:
     return np.where(np.asarray(infection) > 0, 3, 0).astype(np.uint8)
 
 
-def _axial_mosaic(hu, lung, labels, spacing, box) -> Image.Image:
-    z_hit = np.flatnonzero(lung.any(axis=(0, 1)))
-    z_lo, z_hi = (z_hit[0], z_hit[-1]) if z_hit.size else (0, hu.shape[2] - 1)
-    zs = np.unique(np.round(np.linspace(z_lo, z_hi, N_AXIAL + 2)[1:-1]).astype(int))
+BASE_AREA_FRACTION = 0.05
+"""The lung base shown in the mosaic: the lowest axial slice whose lung area is at least this share of the largest."""
+N_MOST_INFECTED = 2
+"""The mosaic always holds the axial slices with the most infection, this many."""
+
+
+def mosaic_slices(lung: np.ndarray, labels: np.ndarray, n: int = N_AXIAL) -> np.ndarray:
+    """Axial slices (RAS indices, ascending) for the mosaic: ``n`` spread through the lungs, of which the lung base
+    and the :data:`N_MOST_INFECTED` slices with the most infection always (where errors and disease show)."""
+    area = (lung > 0).sum(axis=(0, 1))
+    z_hit = np.flatnonzero(area)
+    if not z_hit.size:
+        return np.unique(np.round(np.linspace(0, lung.shape[2] - 1, n + 2)[1:-1]).astype(int))
+    z_lo, z_hi = int(z_hit[0]), int(z_hit[-1])
+    spread = np.round(np.linspace(z_lo, z_hi, n + 2)[1:-1]).astype(int)
+    must = [int(np.flatnonzero(area >= BASE_AREA_FRACTION * area.max())[0])]
+    infected = (labels > 0).sum(axis=(0, 1))
+    must += [int(z) for z in np.argsort(-infected, kind="stable")[:N_MOST_INFECTED] if infected[z] > 0]
+    chosen = list(dict.fromkeys(must))
+    for z in sorted(spread, key=lambda z: min(abs(z - m) for m in chosen)):  # farthest from the fixed ones last out
+        if len(chosen) >= n:
+            break
+        if z not in chosen:
+            chosen.append(int(z))
+    return np.array(sorted(chosen)[:n], dtype=int)
+
+
+def _axial_mosaic(hu, lung, labels, spacing, box, slice_names) -> Image.Image:
+    zs = mosaic_slices(lung, labels)
     sx, sy = box[0], box[1]
     size = _fit(((sy.stop - sy.start) * spacing[1], (sx.stop - sx.start) * spacing[0]), (TILE_PX, TILE_PX))
     row_h = size[1] + 2
     mosaic = Image.new("RGB", (WIDTH_PX, row_h * math.ceil(len(zs) / 4)), "black")
     draw = ImageDraw.Draw(mosaic)
     for i, z in enumerate(zs):
-        tile = _view(*(_display(a[sx, sy, z]) for a in (hu, lung, labels)), size)
+        tile = _view(*(display_plane(a[sx, sy, z]) for a in (hu, lung, labels)), size)
         mosaic.paste(tile, ((i % 4) * TILE_PX + (TILE_PX - size[0]) // 2, (i // 4) * row_h))
-        draw.text(((i % 4) * TILE_PX + 4, (i // 4) * row_h + 2), f"slice {z}", fill="white", font=_font(12))
+        draw.text(((i % 4) * TILE_PX + 4, (i // 4) * row_h + 2), slice_names(int(z)), fill="white", font=_font(12))
     return mosaic
 
 
-def _reformats(hu, lung, labels, spacing, box) -> Image.Image:
+def reformat_views(hu, lung, labels, spacing, box) -> Image.Image:
     centre = [int(round(np.mean(np.flatnonzero(lung.any(axis=tuple(b for b in range(3) if b != a)))))) if lung.any()
               else lung.shape[a] // 2 for a in range(3)]
     sx, sy, sz = box
@@ -140,7 +167,7 @@ def _reformats(hu, lung, labels, spacing, box) -> Image.Image:
     tiles = []
     for name, planes, (rows, cols), (ra, ca) in views:
         size = _fit(((rows.stop - rows.start) * spacing[ra], (cols.stop - cols.start) * spacing[ca]), (half, 2 * TILE_PX))
-        tiles.append((name, _view(*(_display(p) for p in planes), size)))
+        tiles.append((name, _view(*(display_plane(p) for p in planes), size)))
         height = max(height, size[1])
     out = Image.new("RGB", (WIDTH_PX, height + 18), "black")
     draw = ImageDraw.Draw(out)
@@ -178,6 +205,30 @@ def _header(title: str, row: dict, version: str, classes: bool) -> Image.Image:
     return out
 
 
+
+
+def slice_namer(affine: np.ndarray, shape, instance_numbers: dict[float, int] | None = None):
+    """``name(k)`` for the axial slice ``k`` of the RAS grid: its table position (``z`` in mm, the patient's
+    superior-inferior world coordinate, as viewers show it) and the DICOM InstanceNumber of the image at that position
+    (``instance_numbers``: z in mm, rounded to 0.1, to InstanceNumber), else the slice's number counted from the
+    top of the scan (1 = most superior)."""
+    ornt = nib.orientations.io_orientation(affine)
+    ras_affine = np.asarray(affine) @ nib.orientations.inv_ornt_aff(ornt, shape)
+    ras_shape = nib.orientations.apply_orientation(np.empty(shape, dtype=bool), ornt).shape
+    centre = (np.asarray(ras_shape[:2]) - 1) / 2.0
+    n = int(ras_shape[2])
+
+    def name(k: int) -> str:
+        z_mm = float((ras_affine @ np.array([centre[0], centre[1], k, 1.0]))[2])
+        if instance_numbers:
+            nearest = min(instance_numbers, key=lambda z: abs(z - z_mm))
+            if abs(nearest - z_mm) < 0.5:
+                return f"image {instance_numbers[nearest]}, z {z_mm:.1f} mm"
+        return f"slice {n - k} of {n} from top, z {z_mm:.1f} mm"
+
+    return name
+
+
 def _legend(classes: bool) -> Image.Image:
     names = ["right lung", "left lung"] + (["GGO", "consolidation"] if classes else ["infection"])
     out = Image.new("RGB", (WIDTH_PX, 26), (24, 24, 24))
@@ -199,6 +250,7 @@ def overview_image(
     row: dict | None = None,
     title: str = "",
     version: str = "",
+    instance_numbers: dict[float, int] | None = None,
 ) -> Image.Image:
     """The overview picture of one case.
 
@@ -211,6 +263,9 @@ def overview_image(
         row: the case's statistics (``burden.csv`` keys) for the header.
         title: header title (the case id).
         version: model and version line.
+        instance_numbers: for a DICOM series, its images' InstanceNumber by table position (z in mm, rounded to
+            0.1): the axial tiles are labelled with them, so that a viewer finds the slice (else with the slice's
+            number from the top; always with z in mm).
 
     Returns:
         An RGB image, 1024 pixels wide.
@@ -219,12 +274,12 @@ def overview_image(
     if any(a.shape != arrays[0].shape or a.ndim != 3 for a in arrays):
         raise ValueError(f"overview: CT and masks must be 3D arrays of one shape, got {[a.shape for a in arrays]}.")
     (hu_r, spacing), (lung_r, _), (lab_r, _) = (to_ras(a, affine) for a in arrays)
-    box = _box(lung_r > 0)
+    box = lung_box(lung_r > 0)
     parts = [
         _header(title, row or {}, version, classes is not None),
         _legend(classes is not None),
-        _axial_mosaic(hu_r, lung_r, lab_r, spacing, box),
-        _reformats(hu_r, lung_r, lab_r, spacing, box),
+        _axial_mosaic(hu_r, lung_r, lab_r, spacing, box, slice_namer(affine, arrays[0].shape, instance_numbers)),
+        reformat_views(hu_r, lung_r, lab_r, spacing, box),
     ]
     out = Image.new("RGB", (WIDTH_PX, sum(p.height for p in parts)), "black")
     y = 0

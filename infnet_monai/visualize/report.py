@@ -12,6 +12,7 @@ import datetime
 import html
 import math
 import os
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -162,6 +163,9 @@ def report_html(rows: Sequence[dict], output_dir: str | os.PathLike, provenance:
     output_dir = Path(output_dir)
     provenance = dict(provenance or {})
     provenance.setdefault("written", datetime.datetime.now().isoformat(timespec="seconds"))
+    made_by = Counter(r["command_line"] for r in rows if r.get("status") == "ok" and r.get("command_line"))
+    if made_by:  # a --resume run reports cases that an earlier command made: each case's own command is in stats.json
+        provenance["masks made by"] = "; ".join(f"{cmd} ({n} case{'s' if n > 1 else ''})" for cmd, n in made_by.items())
     n_ok = sum(1 for r in rows if r.get("status") == "ok")
     prov = "".join(
         f'<tr><th class="text">{html.escape(str(k))}</th><td class="text">{html.escape(str(v))}</td></tr>'

@@ -109,3 +109,22 @@ def test_shipped_model_on_the_abdomen_scan_gives_the_readme_figure(tmp_path, dat
     assert main(["segment", str(data_dir / "ct" / "abdomen_3mm.nii.gz"), "-o", str(tmp_path), "--device", "cpu", "-q", "--no-overview"]) == 0
     stats = json.loads((tmp_path / "abdomen_3mm" / "stats.json").read_text())
     assert f"{stats['infection_volume_ml']:.1f}" == stated.group(1)
+
+
+def test_default_run_prints_no_python_warning_and_no_third_party_log_line(tmp_path, data_dir, tiny_model):
+    """A DICOM cohort of two cases at the default verbosity: stderr holds our own log lines only (no per-case
+    nvImageCodec warning from MONAI, no highdicom line, no Python warning); ``-v`` shows the third-party lines."""
+    import shutil
+    import subprocess
+    import sys
+
+    cohort = tmp_path / "cohort"
+    for name in ("one", "two"):
+        shutil.copytree(data_dir / "ct" / "chest_2slice_dicom", cohort / name)
+    cmd = [sys.executable, "-m", "infnet_monai.cli", "segment", str(cohort), "--model", str(tiny_model), "--device", "cpu", "-q"]
+    quiet = subprocess.run(cmd + ["-o", str(tmp_path / "a")], capture_output=True, text=True, timeout=600)
+    assert quiet.returncode == 0, quiet.stderr[-2000:]
+    lines = [line for line in quiet.stderr.splitlines() if line.strip()]
+    assert lines and all(re.match(r"(INFO|WARNING|ERROR) infnet_monai[.:]", line) for line in lines), lines
+    verbose = subprocess.run(cmd + ["-o", str(tmp_path / "b"), "-v"], capture_output=True, text=True, timeout=600)
+    assert "nvImageCodec" in verbose.stderr or "highdicom" in verbose.stderr  # shown when asked for

@@ -78,3 +78,15 @@ def test_flagged_cases_carry_their_flags_in_table_chart_and_legend(tmp_path):
     assert "covid [" not in charts
     assert '<td class="text flags">lungs_cut_by_scan</td>' in page
     assert "the scan cuts the lungs" in page and "covers more than 2% of the trachea" in page
+
+
+def test_report_names_the_command_that_made_each_case(tmp_path):
+    rows = [
+        {"case_id": "a", "status": "ok", "command_line": "infnet-covid segment in -o out"},
+        {"case_id": "b", "status": "ok", "command_line": "infnet-covid segment in -o out"},
+        {"case_id": "c", "status": "ok", "command_line": "infnet-covid segment in -o out --threshold 0.4"},
+        {"case_id": "d", "status": "error", "error": "x"},
+    ]
+    page = write_report(rows, tmp_path, {"this run's command line": "infnet-covid segment in -o out --resume"}).read_text()
+    assert "infnet-covid segment in -o out (2 cases); infnet-covid segment in -o out --threshold 0.4 (1 case)" in page
+    assert "--resume" in page  # this run's own command, beside the ones that made the masks

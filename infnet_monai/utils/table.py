@@ -1,0 +1,41 @@
+"""The cohort's burden table as plain text: what ``infnet-covid segment`` and the bundle's run print at the end.
+
+Import-light (no torch, no MONAI): the command line imports it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+__all__ = ["TABLE_COLUMNS", "format_burden_table"]
+
+TABLE_COLUMNS = (
+    ("case_id", "case"),
+    ("status", "status"),
+    ("lung_volume_ml", "lung mL"),
+    ("infection_volume_ml", "infection mL"),
+    ("infection_percent", "% lung"),
+    ("right_lung_infection_percent", "% right"),
+    ("left_lung_infection_percent", "% left"),
+    ("lesion_count", "lesions"),
+    ("largest_lesion_ml", "largest mL"),
+    ("slices_with_infection", "slices"),
+)
+
+
+def _fmt(value) -> str:
+    if value is None or value == "":
+        return "-"
+    if isinstance(value, float):
+        return "nan" if value != value else f"{value:.1f}"
+    return str(value)
+
+
+def format_burden_table(rows: Sequence[dict]) -> str:
+    """Plain-text table of the main burden columns (errors are listed below it)."""
+    table = [[title for _, title in TABLE_COLUMNS]]
+    table += [[_fmt(row.get(key)) for key, _ in TABLE_COLUMNS] for row in rows]
+    widths = [max(len(r[i]) for r in table) for i in range(len(TABLE_COLUMNS))]
+    lines = ["  ".join(cell.rjust(w) if i else cell.ljust(w) for i, (cell, w) in enumerate(zip(r, widths))) for r in table]
+    lines += [f"error {row['case_id']}: {row.get('error')}" for row in rows if row.get("status") != "ok"]
+    return "\n".join(lines)
