@@ -9,13 +9,17 @@ affine, so the round trip back to the NIfTI grid is exact (:func:`read_dicom_seg
 
 from __future__ import annotations
 
+import logging
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from infnet_monai.utils.files import atomic_write
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["SEGMENT_LABELS", "DICOM_SEG_FILE", "write_dicom_seg", "read_dicom_seg", "frame_indices"]
 
@@ -146,7 +150,16 @@ def write_dicom_seg(
             segmented_property_type=kind, algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
             algorithm_identification=algorithm, anatomic_regions=[region] if region is not None else None,
         ))
-    seg = hd.seg.Segmentation(
+    with warnings.catch_warnings(record=True) as caught:  # highdicom's remarks on the source's own attributes
+        warnings.simplefilter("always")
+        seg = _segmentation(hd, sources, pixels, descriptions, software_version)
+    for w in caught:  # e.g. a single-component PatientName copied from the source: not ours to fix, not an error
+        logger.debug("highdicom: %s", w.message)
+    return atomic_write(path, lambda tmp: seg.save_as(tmp))
+
+
+def _segmentation(hd, sources, pixels: np.ndarray, descriptions, software_version: str):
+    return hd.seg.Segmentation(
         source_images=sources, pixel_array=pixels.astype(np.uint8),
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY, segment_descriptions=descriptions,
         series_instance_uid=hd.UID(), series_number=9901, sop_instance_uid=hd.UID(), instance_number=1,
@@ -155,7 +168,6 @@ def write_dicom_seg(
         series_description="infnet-monai lungs and COVID-19 infection",
         omit_empty_frames=bool(pixels.any()),  # a scan without lung: keep the (empty) frames, a SEG needs one
     )
-    return atomic_write(path, lambda tmp: seg.save_as(tmp))
 
 
 def read_dicom_seg(
