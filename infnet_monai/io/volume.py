@@ -78,6 +78,11 @@ MIN_SLICES = 2
 """Fewest slices accepted. 2 is enough for the slice-wise 2D network; a single slice is a 2D image."""
 MAX_SPACING_MM = 20.0
 """Largest voxel spacing accepted on any axis (mm)."""
+MIN_SPACING_MM = 0.05
+"""Smallest voxel spacing accepted on any axis (mm): clinical CT voxels are 0.2 mm and up; a smaller spacing is a
+broken header (a spacing in metres, a pixdim of 0.001)."""
+NIFTI1_MIN_VOX_OFFSET = 352
+"""A single-file NIfTI-1 (.nii, .nii.gz) keeps its voxels after the 348-byte header and 4 extension bytes."""
 AIR_HU = -1024.0
 """Lowest HU kept; lower values (padding outside the scan field of view) are set to this."""
 RAW_CT_OFFSET = 1024.0
@@ -326,6 +331,7 @@ def _load_nifti(case: CTCase, min_slices: int, max_spacing_mm: float) -> tuple[M
         raise CaseError(
             f"{path}: 2D image of shape {shape}; a 3D CT volume (X, Y, Z) is needed. Export the whole series."
         )
+    _check_nifti_header(path, header_image, shape)
     extra = shape[3:]
     if any(s > 1 for s in extra):
         raise CaseError(
@@ -341,6 +347,46 @@ def _load_nifti(case: CTCase, min_slices: int, max_spacing_mm: float) -> tuple[M
             "Export the image again as .nii/.nii.gz."
         )
     return image, _SourceInfo(rescale_missing=not np.isfinite(inter) or inter == 0.0)
+
+
+def _check_nifti_header(path: Path, image: nib.Nifti1Image, shape: Sequence[int]) -> None:
+    """Refuse NIfTI headers that would give wrong voxels or a wrong geometry without any other error: a voxel offset
+    inside the header, a zero or undefined pixdim, and a qform and sform that both claim to place the volume but
+    disagree by more than half a voxel (the volume would be measured in one and the masks written in the other)."""
+    header = image.header
+    first = int(getattr(header, "sizeof_hdr", NIFTI1_MIN_VOX_OFFSET - 4)) + 4  # 352 for NIfTI-1, 544 for NIfTI-2
+    offset = int(getattr(image.dataobj, "offset", first))
+    single_file = path.name.lower().endswith((".nii", ".nii.gz"))
+    if single_file and isinstance(header, nib.Nifti1Header) and offset < first:
+        raise CaseError(
+            f"{path}: vox_offset {offset} lies inside the {first}-byte NIfTI header, so the voxels "
+            "would be read from the header bytes. The file is damaged: export it again."
+        )
+    with nib.openers.ImageOpener(str(path)) as f:  # as stored: nibabel's own reading sets a 0 in pixdim to 1
+        stored = type(header).from_fileobj(f, check=False)
+    pixdim = np.asarray(stored["pixdim"][1:4], dtype=np.float64)
+    if not np.all(np.isfinite(pixdim)) or np.any(pixdim == 0):
+        raise CaseError(
+            f"{path}: pixdim {pixdim.tolist()} holds a zero or undefined voxel size, which would be taken as 1 mm. "
+            "Fix the header's voxel sizes (pixdim[1:4]) or export the image again."
+        )
+    try:
+        qform, qcode = header.get_qform(coded=True)
+        sform, scode = header.get_sform(coded=True)
+    except Exception as e:  # nibabel's HeaderDataError on a NaN quaternion, among others
+        raise CaseError(f"{path}: the qform or sform cannot be read ({type(e).__name__}: {e}). Fix the header.") from e
+    if any(m is not None and not np.all(np.isfinite(m)) for m in (qform, sform)):
+        raise CaseError(f"{path}: the qform or sform holds NaN or infinite numbers. Fix the header.")
+    if qform is None or sform is None or not (qcode and scode):
+        return
+    corners = np.array([[i, j, k, 1.0] for i in (0, shape[0] - 1) for j in (0, shape[1] - 1) for k in (0, shape[2] - 1)])
+    apart = np.linalg.norm((corners @ qform.T - corners @ sform.T)[:, :3], axis=1).max()
+    voxel = float(np.min(affine_to_spacing(np.asarray(sform, dtype=np.float64), r=3)))
+    if not np.isfinite(apart) or apart > 0.5 * voxel:
+        raise CaseError(
+            f"{path}: the qform and the sform place the volume {apart:.1f} mm apart (more than half a voxel). Which "
+            "geometry is right cannot be told from the file: fix the header (e.g. set the wrong one's code to 0)."
+        )
 
 
 def _dicom_headers(case: CTCase) -> list[Dataset]:
@@ -513,13 +559,14 @@ def _check_extent(name, shape: Sequence[int], min_slices: int) -> None:
 
 
 def _check_spacing(name, affine: np.ndarray, max_spacing_mm: float) -> None:
-    """Refuse a voxel-to-world ``affine`` (RAS, from the headers) with a spacing outside (0, ``max_spacing_mm``] or
+    """Refuse a voxel-to-world ``affine`` (RAS, from the headers) with a spacing outside [:data:`MIN_SPACING_MM`,
+    ``max_spacing_mm``] or
     that is not finite and invertible."""
     affine = np.asarray(affine, dtype=np.float64)
     spacing = affine_to_spacing(affine, r=3)
-    if not np.all(np.isfinite(affine)) or np.any(spacing <= 0) or np.any(spacing > max_spacing_mm):
+    if not np.all(np.isfinite(affine)) or np.any(spacing < MIN_SPACING_MM) or np.any(spacing > max_spacing_mm):
         raise CaseError(
-            f"{name}: voxel spacing {np.round(spacing, 4).tolist()} mm is outside (0, {max_spacing_mm:g}] mm on some "
+            f"{name}: voxel spacing {np.round(spacing, 4).tolist()} mm is outside [{MIN_SPACING_MM:g}, {max_spacing_mm:g}] mm on some "
             "axis. Check the image header (NIfTI pixdim/sform/qform or DICOM PixelSpacing and slice positions)."
         )
     if abs(np.linalg.det(affine[:3, :3])) < 1e-9:

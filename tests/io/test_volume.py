@@ -323,3 +323,50 @@ def test_nifti_scaling_matches_nibabel_without_a_float64_copy(tmp_path, stored, 
     assert image.dtype == dtype
     expected = np.maximum(np.asarray(nib.load(str(path)).dataobj, dtype=np.float64), -1024)
     np.testing.assert_array_equal(image[0].numpy().astype(np.float64), expected)
+
+
+def _patched_nii(hu: np.ndarray, path: Path, fmt: str, offset: int, value) -> CTCase:
+    """An uncompressed NIfTI-1 with one header field overwritten in place (``struct`` format ``fmt`` at byte
+    ``offset``), as a damaged file would have it."""
+    nib.save(nib.Nifti1Image(hu, np.diag([3.0, 3.0, 3.0, 1.0])), path)
+    raw = bytearray(path.read_bytes())
+    struct.pack_into(fmt, raw, offset, *value) if isinstance(value, tuple) else struct.pack_into(fmt, raw, offset, value)
+    path.write_bytes(bytes(raw))
+    return _nifti_case(path)
+
+
+def test_nifti_voxel_offset_inside_the_header_is_refused(tmp_path: Path, hu: np.ndarray) -> None:
+    case = _patched_nii(hu, tmp_path / "offset0.nii", "<f", 108, 0.0)  # vox_offset
+    with pytest.raises(CaseError, match=r"offset0\.nii: vox_offset 0 lies inside the 352-byte NIfTI header"):
+        load_ct(case)
+
+
+def test_nifti_zero_pixdim_is_refused_not_taken_as_1_mm(tmp_path: Path, hu: np.ndarray) -> None:
+    path = tmp_path / "pixdim0.nii"
+    case = _patched_nii(hu, path, "<f", 76 + 4 * 3, 0.0)  # pixdim[3]
+    raw = bytearray(path.read_bytes())
+    struct.pack_into("<hh", raw, 252, 0, 0)  # qform_code, sform_code: the geometry would come from pixdim alone
+    path.write_bytes(bytes(raw))
+    with pytest.raises(CaseError, match=r"pixdim0\.nii: pixdim \[3\.0, 3\.0, 0\.0\] holds a zero"):
+        load_ct(case)
+
+
+def test_nifti_spacing_of_micrometres_is_refused(tmp_path: Path, hu: np.ndarray) -> None:
+    case = _save_nifti(hu, tmp_path / "tiny.nii.gz", np.diag([0.001, 0.001, 0.001, 1.0]))
+    with pytest.raises(CaseError, match=r"voxel spacing \[0\.001, 0\.001, 0\.001\] mm is outside \[0\.05, 20\] mm"):
+        load_ct(case)
+
+
+def test_nifti_qform_and_sform_that_disagree_are_refused(tmp_path: Path, hu: np.ndarray) -> None:
+    img = nib.Nifti1Image(hu, np.diag([3.0, 3.0, 3.0, 1.0]))
+    shifted = np.diag([3.0, 3.0, 3.0, 1.0])
+    shifted[:3, 3] = [0.0, 0.0, 30.0]  # 10 slices away
+    img.set_qform(shifted, code=1)
+    img.set_sform(np.diag([3.0, 3.0, 3.0, 1.0]), code=1)
+    path = tmp_path / "forms.nii.gz"
+    nib.save(img, path)
+    with pytest.raises(CaseError, match=r"forms\.nii\.gz: the qform and the sform place the volume 30\.0 mm apart"):
+        load_ct(_nifti_case(path))
+    img.set_qform(np.diag([3.0, 3.0, 3.0, 1.0]) + np.diag([0.0, 0.0, 1e-4, 0.0]), code=1)  # rounding: still one geometry
+    nib.save(img, path)
+    assert tuple(load_ct(_nifti_case(path)).shape[1:]) == hu.shape

@@ -163,7 +163,7 @@ BAD = {
     "one slice.nii.gz": ["1 slice(s)", "at least 2 slices"],
     "nan voxels.nii.gz": ["voxel(s) are NaN or infinite"],
     "random 12-bit.nii.gz": ["values range from 0 to 4095", "not Hounsfield units", "does not look like raw CT"],
-    "thick 50mm.nii.gz": ["voxel spacing [3.0, 3.0, 50.0] mm is outside (0, 20] mm"],
+    "thick 50mm.nii.gz": ["voxel spacing [3.0, 3.0, 50.0] mm is outside [0.05, 20] mm"],
     "label map.nii.gz": ["no voxel below -500 HU", "label map"],
     "mr only": ["no axial CT series", "(MR, axial"],
     "série manquante": ["gap of 4 mm", "slice(s) are missing"],
