@@ -25,7 +25,10 @@ __all__ = ["main", "build_parser"]
 
 logger = logging.getLogger("infnet_monai")
 
-EXIT_OK, EXIT_FAILURES, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_FAILURES, EXIT_USAGE, EXIT_ABORTED = 0, 1, 2, 3
+"""Exit codes: every case ok; some cases failed or found no lung (see burden.csv); a usage error or an OUTPUT in use
+by another run (nothing was done); the run could not go on (e.g. the table could not be written; cases finished
+before that keep their outputs, and --resume continues)."""
 
 
 def _progress(desc: str, quiet: bool, unit: str = "batch"):
@@ -143,8 +146,9 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     case, OUTPUT/<case>/infection.nii.gz (0/1), infection_classes.nii.gz (1 GGO, 2 consolidation), lung.nii.gz (1
     right, 2 left), all in the scan's own geometry, overview.png (axial tiles, coronal and sagittal views),
     segmentation.dcm (DICOM-SEG, for DICOM inputs), probability.nii.gz (with --save-prob) and stats.json; and for the
-    cohort OUTPUT/burden.csv (one row per case, errors included) and OUTPUT/report.html. Exit code 0: all cases ok;
-    1: some failed (see burden.csv); 2: usage error (also: another run is writing to OUTPUT)."""
+    cohort OUTPUT/burden.csv (one row per case, errors included, rewritten after every case) and OUTPUT/report.html.
+    Exit code 0: all cases ok; 1: some failed or found no lung (see burden.csv); 2: usage error, or OUTPUT is in use
+    by another run; 3: the run could not go on (e.g. the disk is full; --resume continues)."""
     from infnet_monai.pipeline.segment import segment_cohort
 
     if args.batch_slices < 1:
@@ -162,6 +166,7 @@ def _cmd_segment(args: argparse.Namespace) -> int:
             args.output,
             save_probability=args.save_prob,
             resume=args.resume,
+            strict=args.strict,
             progress=_progress("segment", quiet, unit="case"),
             slice_progress=bar,
             **_segment_kwargs(args),
@@ -289,6 +294,11 @@ def _segment_command_options(p: argparse.ArgumentParser) -> None:
     _add_segment_options(p)
     p.add_argument("--save-prob", action="store_true", help="also write probability.nii.gz")
     p.add_argument("--resume", action="store_true", help="skip cases whose outputs are already complete")
+    p.add_argument(
+        "--strict", action="store_true",
+        help="paths passed over while looking for cases (hidden files, broken links, unreadable folders) become error "
+        "rows (default: listed in the log)",
+    )  # fmt: skip
 
 
 def _demo_options(p: argparse.ArgumentParser) -> None:
@@ -347,21 +357,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         # usage-level problems: bad paths, bad options, unusable model
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE
-    except RuntimeError as e:
-        from infnet_monai.pipeline.runner import OutputLockedError
-
-        if not isinstance(e, OutputLockedError):
-            raise
-        print(f"error: {e}", file=sys.stderr)
-        return EXIT_USAGE
-    except OSError as e:
-        # the output could not be written (e.g. the disk filled up while writing burden.csv): no traceback
-        hint = " Free space, then rerun with --resume." if e.errno == errno.ENOSPC else ""
-        print(f"error: {e}.{hint}", file=sys.stderr)
-        return EXIT_FAILURES
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except OSError as e:
+        # the output could not be written (e.g. the disk filled up while writing burden.csv): no traceback
+        hint = " Free space, then rerun with --resume." if e.errno == errno.ENOSPC else " Rerun with --resume."
+        print(f"error: {e}.{hint}", file=sys.stderr)
+        return EXIT_ABORTED
+    except Exception as e:  # noqa: BLE001 - cases never get here (each ends as a row); the run itself could not go on
+        from infnet_monai.pipeline.runner import OutputLockedError, one_line
+
+        if isinstance(e, OutputLockedError):
+            print(f"error: {e}", file=sys.stderr)
+            return EXIT_USAGE
+        logging.getLogger("infnet_monai").debug("the run stopped", exc_info=True)
+        print(f"error: the run stopped: {one_line(f'{type(e).__name__}: {e}', 600)} (-v shows the traceback); "
+              "rerun with --resume.", file=sys.stderr)  # fmt: skip
+        return EXIT_ABORTED
 
 
 if __name__ == "__main__":

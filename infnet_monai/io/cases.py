@@ -69,7 +69,10 @@ _IGNORED_SUFFIXES = frozenset(
         ".db", ".sqlite", ".lock", ".tmp",
     }
 )  # fmt: skip
-_IGNORED_NAMES = frozenset({"dicomdir", "__macosx", "thumbs.db", "desktop.ini"})
+_IGNORED_NAMES = frozenset(
+    {"dicomdir", "__macosx", "thumbs.db", "desktop.ini", "readme", "license", "licence", "copying", "notice", "authors",
+     "changelog", "changes", "makefile"}
+)  # fmt: skip
 _WINDOWS_RESERVED = frozenset(
     {"con", "prn", "aux", "nul"} | {f"com{i}" for i in range(10)} | {f"lpt{i}" for i in range(10)}
 )
@@ -91,6 +94,9 @@ class CTCase:
             untrusted text: never build a path from it without :func:`sanitize_case_id`.
         series_instance_uid: DICOM ``SeriesInstanceUID`` of the chosen series (``None`` if absent/empty or NIfTI).
         notes: human-readable remarks, e.g. alternative series that were ignored.
+        dropped: files of the folder left out of the chosen series, each ``"name: reason"`` (unreadable, empty, or
+            of another series, size or orientation); a case that then fails names them, since a dropped slice
+            is the likely cause of a gap.
         error: why the case cannot be loaded (e.g. a folder with only MR series), else ``None``. A cohort runner
             reports it; :func:`infnet_monai.io.volume.load_ct` raises ``CaseError`` with it.
     """
@@ -103,6 +109,7 @@ class CTCase:
     series_instance_uid: str | None = None
     notes: tuple[str, ...] = field(default_factory=tuple)
     error: str | None = None
+    dropped: tuple[str, ...] = field(default_factory=tuple)
 
 
 def sanitize_case_id(name: str) -> str:
@@ -155,31 +162,37 @@ def read_dicom_header(path: str | os.PathLike) -> Dataset | None:
     Returns:
         the dataset without pixel data (with deferred pixel data for headerless files), or ``None``.
     """
-    path = Path(path)
+    return _read_dicom_header(Path(path))[0]
+
+
+def _read_dicom_header(path: Path) -> tuple[Dataset | None, str]:
+    """:func:`read_dicom_header` with the reason a file is not taken (``""`` when it is)."""
     try:
         with open(path, "rb") as f:
             head = f.read(132)
     except OSError as e:
         logger.warning("%s: cannot be read (%s); skipped.", path, e)
-        return None
+        return None, f"cannot be read ({e.strerror or e})"
+    if len(head) == 0:
+        return None, "empty file (0 bytes)"
     if len(head) < 132:
-        return None
+        return None, f"{len(head)} bytes, too short for DICOM"
     try:
         if head[128:132] == b"DICM":
             ds = pydicom.dcmread(path, stop_before_pixels=True)
         else:
             ds = pydicom.dcmread(path, force=True, defer_size="1 KB")
             if "PixelData" not in ds:
-                return None
+                return None, "not a DICOM image (no DICM marker, no pixel data)"
     except Exception as e:  # InvalidDicomError, OSError, ...; pydicom may raise anything on random bytes
         logger.debug("%s: not readable as DICOM (%s: %s).", path, type(e).__name__, e)
-        return None
+        return None, f"not readable as DICOM ({type(e).__name__})"
     try:  # an image has a positive size; a forced parse of garbage can also fail lazily here
         if int(ds.Rows) < 1 or int(ds.Columns) < 1:
-            return None
+            return None, "DICOM without an image (Rows or Columns 0)"
     except Exception:
-        return None
-    return ds
+        return None, "DICOM without an image (no Rows or Columns)"
+    return ds, ""
 
 
 def instance_numbers_by_z(files: Sequence[str | os.PathLike]) -> dict[float, int]:
@@ -281,6 +294,8 @@ class _Series:
     def describe(self) -> str:
         if self.orientation is None:
             plane = "orientation unknown"
+        elif self.normal is None:
+            plane = "degenerate ImageOrientationPatient " + "/".join(f"{v:g}" for v in self.orientation)
         elif self.is_axial:
             plane = "axial"
         else:
@@ -311,8 +326,53 @@ def _group_series(slices: Iterable[tuple[Path, Dataset]]) -> list[_Series]:
     return sorted(series, key=lambda s: (s.uid or "", s.rows, s.columns, s.orientation or ()))
 
 
-def _dicom_case(folder: Path, slices: list[tuple[Path, Dataset]], case_id: str) -> CTCase:
+_DICOM_SUFFIXES = frozenset({"", ".dcm", ".dicom", ".ima", ".img"})
+_DROPPED_NAMED = 10  # files of an ignored series named one by one up to this count (a stray slice, not a series)
+
+
+def _dicom_like(path: Path) -> bool:
+    """Whether a file that did not read as a DICOM image was probably meant to be one (its name or its marker)."""
+    suffix = path.suffix.lower()
+    if suffix in _DICOM_SUFFIXES or suffix[1:].isdigit():
+        return True
+    try:
+        with open(path, "rb") as f:
+            return f.read(132)[128:132] == b"DICM"
+    except OSError:
+        return False
+
+
+def _dropped_files(series: list[_Series], chosen: _Series | None, unreadable: Sequence[tuple[Path, str]]) -> list[str]:
+    """``"name: reason"`` for every file of the folder left out of ``chosen``: the unreadable ones and the files of
+    small ignored series (a stray slice of another size, orientation or series)."""
+    out = [f"{path.name}: {reason}" for path, reason in unreadable]
+    for s in series:
+        if s is chosen or len(s.slices) > _DROPPED_NAMED:
+            continue
+        if chosen is None:
+            why = "no usable series"
+        elif s.uid != chosen.uid:
+            why = f"another series ({s.uid or 'no SeriesInstanceUID'})"
+        elif (s.rows, s.columns) != (chosen.rows, chosen.columns):
+            why = f"another image size ({s.columns}x{s.rows}, the series has {chosen.columns}x{chosen.rows})"
+        else:
+            why = "another orientation (ImageOrientationPatient)"
+        out += [f"{path.name}: {why}" for path, _ in s.slices]
+    return out
+
+
+def _dicom_case(
+    folder: Path, slices: list[tuple[Path, Dataset]], case_id: str, unreadable: Sequence[tuple[Path, str]] = ()
+) -> CTCase:
     """Choose the series of a DICOM folder and build its :class:`CTCase`."""
+    if not slices:
+        named = "; ".join(f"{p.name}: {r}" for p, r in unreadable[:5]) + ("; ..." if len(unreadable) > 5 else "")
+        return CTCase(
+            case_id=case_id, source_path=folder, kind="dicom", files=(),
+            error=f"{folder}: no readable DICOM image among its {len(unreadable)} file(s) ({named}). The files are "
+            "damaged or not DICOM: export the series again.",
+            dropped=tuple(f"{p.name}: {r}" for p, r in unreadable),
+        )  # fmt: skip
     series = _group_series(slices)
     candidates = [s for s in series if s.modality in (None, "CT") and s.is_axial]
     first_ds = slices[0][1]
@@ -333,6 +393,7 @@ def _dicom_case(folder: Path, slices: list[tuple[Path, Dataset]], case_id: str) 
             series_instance_uid=None,
             notes=tuple(f"ignored {s.describe()}" for s in series),
             error=error,
+            dropped=tuple(_dropped_files(series, None, unreadable)),
         )
     chosen = max(candidates, key=lambda s: (s.n_slices, s.modality == "CT", len(s.slices)))
     notes = []
@@ -355,6 +416,9 @@ def _dicom_case(folder: Path, slices: list[tuple[Path, Dataset]], case_id: str) 
             "; ".join(notes),
         )
     chosen_ds = chosen.slices[0][1]
+    dropped = _dropped_files(series, chosen, unreadable)
+    if dropped:
+        logger.warning("%s: %d file(s) left out of the series: %s", folder, len(dropped), "; ".join(dropped[:5]))
     return CTCase(
         case_id=case_id,
         source_path=folder,
@@ -363,7 +427,18 @@ def _dicom_case(folder: Path, slices: list[tuple[Path, Dataset]], case_id: str) 
         patient_id=_text(chosen_ds, "PatientID"),
         series_instance_uid=chosen.uid,
         notes=tuple(notes),
+        dropped=tuple(dropped),
     )
+
+
+OUTPUT_LOCK_NAME = ".infnet-covid.lock"
+"""The lock file every infnet-covid output folder holds (:data:`infnet_monai.pipeline.runner.LOCK_FILE`)."""
+
+
+def _is_output_folder(folder: Path, filenames: Sequence[str]) -> bool:
+    """Whether ``folder`` holds outputs of a run: an output folder (its lock file) or one case's outputs."""
+    names = set(filenames)
+    return OUTPUT_LOCK_NAME in names or {"stats.json", "infection.nii.gz"} <= names
 
 
 def _is_excluded(path: Path, excluded: Sequence[Path]) -> bool:
@@ -395,13 +470,21 @@ def _unique_ids(raw_ids: Sequence[str]) -> list[str]:
     return out
 
 
-def discover_cases(input_path: str | os.PathLike, exclude: Sequence[str | os.PathLike] = ()) -> list[CTCase]:
+def discover_cases(
+    input_path: str | os.PathLike,
+    exclude: Sequence[str | os.PathLike] = (),
+    skipped: list[tuple[Path, str]] | None = None,
+) -> list[CTCase]:
     """Find the CT cases under ``input_path``.
 
     Args:
         input_path: a ``.nii``/``.nii.gz`` file, a DICOM series folder, or a cohort folder holding NIfTI files
             and/or DICOM series folders at any depth.
-        exclude: folders never scanned (e.g. the output folder when it lies inside ``input_path``).
+        exclude: folders never scanned (e.g. the output folder when it lies inside ``input_path``). A folder
+            holding the lock file of an infnet-covid output folder, or a case folder with ``stats.json`` beside
+            ``infection.nii.gz``, is never scanned either: earlier outputs are not inputs.
+        skipped: when given, gets ``(path, reason)`` for every path passed over (hidden files and folders, broken
+            links, unreadable folders, earlier outputs); they are also logged.
 
     Returns:
         the cases sorted by their path relative to ``input_path``. A DICOM folder without a usable series is
@@ -428,46 +511,76 @@ def discover_cases(input_path: str | os.PathLike, exclude: Sequence[str | os.Pat
         )
 
     excluded = [Path(p).expanduser().resolve() for p in exclude]
-    found: list[tuple[tuple[str, ...], str, Path, list[tuple[Path, Dataset]] | None]] = []
+    passed_over: list[tuple[Path, str]] = []
+    found: list[tuple[tuple[str, ...], str, Path, list[tuple[Path, Dataset]] | None, list[tuple[Path, str]]]] = []
     visited: set[Path] = set()
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+
+    def unreadable_folder(e: OSError) -> None:
+        passed_over.append((Path(e.filename or "?"), f"unreadable folder ({e.strerror or e})"))
+
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True, onerror=unreadable_folder):
         folder = Path(dirpath)
         real = folder.resolve()
-        if real in visited or _is_excluded(real, excluded):
+        if real in visited or _is_excluded(real, excluded) or _is_output_folder(folder, filenames):
             dirnames[:] = []
             if real in visited:
                 logger.debug("%s: already scanned (symlink loop or duplicate link); skipped.", folder)
-            else:
+            elif _is_excluded(real, excluded):
                 logger.info("%s: excluded from the scan.", folder)
+            else:
+                passed_over.append((folder, "outputs of an earlier infnet-covid run, not CT input"))
             continue
         visited.add(real)
+        passed_over += [(folder / d, "hidden folder") for d in sorted(dirnames) if d.startswith(".")]
         dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d.lower() not in _IGNORED_NAMES)
         rel_parts = folder.relative_to(root).parts
         dicom_slices: list[tuple[Path, Dataset]] = []
+        unreadable: list[tuple[Path, str]] = []
+        has_nifti = False
         for name in sorted(filenames):
+            path = folder / name
+            if name.startswith(".") and not name.startswith((".infnet-covid", ".write-test")):
+                passed_over.append((path, "hidden file"))
+                continue
             if not _candidate_file(name):
                 continue
-            path = folder / name
             if not path.is_file():
+                passed_over.append((path, "broken link" if path.is_symlink() else "not a regular file"))
                 continue
             if is_nifti_path(name):
-                found.append((rel_parts + (_nifti_stem(path),), "nifti", path, None))
+                has_nifti = True
+                found.append((rel_parts + (_nifti_stem(path),), "nifti", path, None, []))
                 continue
-            ds = read_dicom_header(path)
+            ds, reason = _read_dicom_header(path)
             if ds is not None:
                 dicom_slices.append((path, ds))
-        if dicom_slices:
-            found.append((rel_parts or (root.resolve().name,), "dicom", folder, dicom_slices))
+            elif _dicom_like(path) or path.stat().st_size == 0:
+                unreadable.append((path, reason))
+            else:
+                passed_over.append((path, reason))
+        if dicom_slices or (unreadable and not has_nifti):
+            found.append((rel_parts or (root.resolve().name,), "dicom", folder, dicom_slices, unreadable))
+        else:
+            passed_over += unreadable
+    for path, reason in passed_over:
+        logger.info("%s: skipped (%s).", path, reason)
+    if passed_over:
+        logger.warning(
+            "%d path(s) under %s were passed over (hidden, broken links, unreadable, not CT); the log lists them "
+            "at INFO level (-v), and --strict makes each an error row.", len(passed_over), root,
+        )
+    if skipped is not None:
+        skipped.extend(passed_over)
 
     found.sort(key=lambda item: (item[0], item[1]))
-    ids = _unique_ids(["_".join(parts) for parts, _, _, _ in found])
+    ids = _unique_ids(["_".join(parts) for parts, _, _, _, _ in found])
     cases = []
-    for case_id, (_, kind, path, slices) in zip(ids, found):
+    for case_id, (_, kind, path, slices, unreadable) in zip(ids, found):
         if kind == "nifti":
             cases.append(CTCase(case_id, path, "nifti", (path,)))
         else:
             assert slices is not None
-            cases.append(_dicom_case(path, slices, case_id))
+            cases.append(_dicom_case(path, slices, case_id, unreadable))
     if not cases:
         logger.warning("%s: no NIfTI file and no DICOM series found.", root)
     else:

@@ -40,9 +40,11 @@ DICOM: non-CT modality, multi-frame files   refused
 
 from __future__ import annotations
 
+import gzip
 import logging
 import os
 import warnings
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +52,7 @@ from typing import Any
 
 import nibabel as nib
 import numpy as np
+import pydicom
 import SimpleITK as sitk
 import torch
 from monai.data import MetaTensor
@@ -78,9 +81,23 @@ MIN_SLICES = 2
 """Fewest slices accepted. 2 is enough for the slice-wise 2D network; a single slice is a 2D image."""
 MAX_SPACING_MM = 20.0
 """Largest voxel spacing accepted on any axis (mm)."""
-MIN_SPACING_MM = 0.05
+MIN_SPACING_MM = 0.1
 """Smallest voxel spacing accepted on any axis (mm): clinical CT voxels are 0.2 mm and up; a smaller spacing is a
 broken header (a spacing in metres, a pixdim of 0.001)."""
+MIN_INPLANE_VOXELS = 8
+"""Fewest voxels accepted along each in-plane axis: a smaller image is not a CT slice (a thumbnail, a test array)."""
+HU_PLAUSIBLE_RANGE = (-1100.0, 4000.0)
+"""Values a CT in Hounsfield units holds, besides its padding (the volume's minimum, outside the field of view)."""
+HU_MAX_DENSE_FRACTION = 0.2
+"""Largest share of the voxels (padding aside) above +1000 HU accepted: dense bone and metal are a few per cent of a
+CT; more is noise or wrongly scaled data (the development scans: at most 0.44 %)."""
+HU_MAX_EDGE_MEDIAN = 500.0
+"""Largest median (HU) of the image's edge voxels (padding aside) accepted: a CT's edge is air, fat or soft tissue
+(the development scans: -1013 to -487 HU); an edge near +1000 is an inverted scale (a negative slope)."""
+HU_MAX_IMPLAUSIBLE_FRACTION = 0.05
+"""Largest share of the voxels (padding aside) outside :data:`HU_PLAUSIBLE_RANGE` accepted: more means the scaling
+(DICOM RescaleSlope/Intercept, NIfTI scl_slope/scl_inter) or the stored data is wrong. The development scans have
+none."""
 NIFTI1_MIN_VOX_OFFSET = 352
 """A single-file NIfTI-1 (.nii, .nii.gz) keeps its voxels after the 348-byte header and 4 extension bytes."""
 AIR_HU = -1024.0
@@ -186,6 +203,7 @@ class _SourceInfo:
     patient_id: str | None = None
     series_instance_uid: str | None = None
     rescale_missing: bool = False
+    scaling: str = ""
 
 
 def load_ct(case: CTCase, min_slices: int = MIN_SLICES, max_spacing_mm: float = MAX_SPACING_MM) -> MetaTensor:
@@ -220,7 +238,7 @@ def load_ct(case: CTCase, min_slices: int = MIN_SLICES, max_spacing_mm: float = 
     else:
         raise CaseError(f"{case.source_path}: unknown case kind {case.kind!r}; expected 'nifti' or 'dicom'.")
     name = str(case.source_path)
-    image, correction, clipped = _to_hounsfield(image, name, info.rescale_missing)
+    image, correction, clipped = _to_hounsfield(image, name, info.rescale_missing, info.scaling)
     image.meta[ImageMetaKey.FILENAME_OR_OBJ] = name
     image.meta.update(
         {
@@ -289,6 +307,8 @@ class CompactNibabelReader(NibabelReader):
     def _get_array_data(self, img, filename):  # noqa: D102 - see the class docstring
         proxy = img.dataobj
         raw = np.asanyarray(proxy.get_unscaled()) if hasattr(proxy, "get_unscaled") else np.asanyarray(proxy)
+        if not raw.dtype.isnative:  # a big-endian file: torch takes native byte order only
+            raw = raw.astype(raw.dtype.newbyteorder("="))
         slope = float(getattr(proxy, "slope", 1.0) if getattr(proxy, "slope", None) is not None else 1.0)
         inter = float(getattr(proxy, "inter", 0.0) if getattr(proxy, "inter", None) is not None else 0.0)
         if not np.isfinite(slope) or slope == 0.0:
@@ -315,6 +335,7 @@ class CompactNibabelReader(NibabelReader):
 def _load_nifti(case: CTCase, min_slices: int, max_spacing_mm: float) -> tuple[MetaTensor, _SourceInfo]:
     path = Path(case.files[0]) if case.files else Path(case.source_path)
     _check_file(path)
+    _check_nifti_stream(path)
     try:
         header_image = nib.load(path)
         shape = tuple(int(s) for s in header_image.shape)
@@ -322,6 +343,7 @@ def _load_nifti(case: CTCase, min_slices: int, max_spacing_mm: float) -> tuple[M
         # nibabel moves scl_slope/scl_inter into the data proxy (1 and 0 when unset); writers store 1/0 for
         # "no scaling", so only a non-zero intercept counts as a recorded rescale
         inter = float(getattr(header_image.dataobj, "inter", 0.0) or 0.0)
+        slope = float(getattr(header_image.dataobj, "slope", 1.0) or 1.0)
     except Exception as e:
         raise CaseError(
             f"{path}: not a readable NIfTI image ({type(e).__name__}: {e}). The file is truncated, corrupt or not "
@@ -346,7 +368,81 @@ def _load_nifti(case: CTCase, min_slices: int, max_spacing_mm: float) -> tuple[M
             f"{path}: the voxel data read (shape {tuple(image.shape[1:])}) does not match the header's {shape}. "
             "Export the image again as .nii/.nii.gz."
         )
-    return image, _SourceInfo(rescale_missing=not np.isfinite(inter) or inter == 0.0)
+    scaling = f"scl_slope {slope:g}, scl_inter {inter:g}"
+    return image, _SourceInfo(rescale_missing=not np.isfinite(inter) or inter == 0.0, scaling=scaling)
+
+
+def _stream_size(path: Path) -> int:
+    """Bytes of the (decompressed) file, reading a gzip stream to its end so that its CRC and length are checked."""
+    if not path.name.lower().endswith(".gz"):
+        return path.stat().st_size
+    size = 0
+    try:
+        with gzip.open(path, "rb") as f:
+            while chunk := f.read(1 << 22):  # bounded memory
+                size += len(chunk)
+    except (OSError, EOFError, zlib.error) as e:  # BadGzipFile is an OSError
+        raise CaseError(
+            f"{path}: the gzip stream is damaged ({type(e).__name__}: {e}); its voxels cannot be trusted. The file "
+            "was corrupted in storage or transfer: copy or export it again."
+        ) from e
+    return size
+
+
+def _check_nifti_stream(path: Path) -> None:
+    """Check the stored header's basic fields and the data size before anything is decoded: ``dim[0]``, the
+    dimensions, the datatype and ``vox_offset`` must describe exactly the bytes the file (gzip checked to its end)
+    holds; a changed header would otherwise read the voxels shifted, in pieces or as another type."""
+    try:
+        with nib.openers.ImageOpener(str(path)) as f:
+            head = f.read(4)
+        sizeof_hdr = int(np.frombuffer(head, "<i4")[0]) if len(head) == 4 else 0
+        if sizeof_hdr not in (348, 540) and len(head) == 4:
+            sizeof_hdr = int(np.frombuffer(head, ">i4")[0])
+        klass = nib.Nifti2Header if sizeof_hdr == 540 else nib.Nifti1Header
+        with nib.openers.ImageOpener(str(path)) as f:
+            stored = klass.from_fileobj(f, check=False)
+    except Exception as e:  # noqa: BLE001 - random bytes can fail anywhere in the parse
+        raise CaseError(
+            f"{path}: not a readable NIfTI image ({type(e).__name__}: {e}). The file is truncated, corrupt or not "
+            "NIfTI despite its name: export it again as .nii/.nii.gz."
+        ) from e
+    magic = bytes(stored["magic"]).rstrip(b"\0")
+    if magic not in (b"n+1", b"n+2", b"ni1", b"ni2"):
+        raise CaseError(
+            f"{path}: not a NIfTI image (magic {magic!r}, expected b'n+1'). The file is corrupt or another format "
+            "despite its name: export it again as .nii/.nii.gz."
+        )
+    forms = {k: np.asarray(stored[k], dtype=np.float64) for k in ("quatern_b", "quatern_c", "quatern_d", "qoffset_x",
+             "qoffset_y", "qoffset_z", "srow_x", "srow_y", "srow_z")}  # fmt: skip
+    broken = [k for k, v in forms.items() if not np.all(np.isfinite(v))]
+    if broken:  # even in a form whose code says "unused": a header with NaN in it is damaged
+        raise CaseError(
+            f"{path}: the header's {', '.join(broken)} hold NaN or infinite numbers, so the volume's position cannot "
+            "be trusted. The header is damaged: fix it or export the image again."
+        )
+    dim = [int(d) for d in stored["dim"]]
+    if not 1 <= dim[0] <= 7:
+        raise CaseError(
+            f"{path}: header field dim[0] is {dim[0]}, but it must give the number of dimensions (1 to 7). The "
+            "header is damaged: export the image again."
+        )
+    if any(d < 1 for d in dim[1 : dim[0] + 1]):
+        raise CaseError(f"{path}: header dimensions {dim[1 : dim[0] + 1]} hold a size below 1. The header is damaged.")
+    try:
+        itemsize = np.dtype(stored.get_data_dtype()).itemsize
+    except Exception as e:  # noqa: BLE001 - an unknown datatype code
+        raise CaseError(f"{path}: unknown NIfTI datatype code {int(stored['datatype'])} ({e}). The header is damaged.") from e
+    offset = int(stored["vox_offset"])
+    needed = offset + int(np.prod(dim[1 : dim[0] + 1], dtype=np.int64)) * itemsize
+    size = _stream_size(path)
+    if offset >= int(stored["sizeof_hdr"]) and size != needed:
+        state = "is cut short" if size < needed else "holds more data than the header describes"
+        raise CaseError(
+            f"{path}: the file {state}: {size} bytes{' uncompressed' if path.name.lower().endswith('.gz') else ''}, "
+            f"while the header (dim {dim[1 : dim[0] + 1]}, datatype {stored.get_data_dtype()}, vox_offset {offset}) "
+            f"needs {needed}. The file is truncated or its header was changed: export it again."
+        )
 
 
 def _check_nifti_header(path: Path, image: nib.Nifti1Image, shape: Sequence[int]) -> None:
@@ -401,6 +497,63 @@ def _dicom_headers(case: CTCase) -> list[Dataset]:
             raise CaseError(f"{path}: not a readable DICOM image. Remove it from the series folder or replace it.")
         headers.append(ds)
     return headers
+
+
+_NATIVE_SYNTAXES = frozenset(
+    {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2", "1.2.840.10008.1.2.1.99"}
+)  # implicit / explicit VR little endian, explicit VR big endian, deflated: pixels stored as they are
+
+
+def _check_pixel_data(path: Path) -> None:
+    """Refuse an image whose pixel data do not fit its header: a size other than Rows x Columns x BitsAllocated
+    (a cut copy, a changed Rows), native data under a compressed transfer syntax or the reverse, or pixels that are
+    not one grayscale sample of 8, 16 or 32 bits. GDCM would otherwise read such data shifted or as noise."""
+    try:
+        ds = pydicom.dcmread(path, force=True)
+        element = ds.get_item("PixelData")
+        data = element.value if element is not None else None
+    except Exception as e:  # noqa: BLE001 - pydicom may raise anything on a damaged file
+        raise CaseError(f"{path}: the DICOM file cannot be read to its end ({type(e).__name__}: {e}). Copy it again.") from e
+    if data is None:
+        raise CaseError(
+            f"{path}: the pixel data are missing or cut short (the file ends before them): the file was truncated or "
+            "damaged in a copy. Copy or export the series again."
+        )
+    meta = getattr(ds, "file_meta", None)
+    syntax = str(meta.get("TransferSyntaxUID", "") if meta is not None else "") or "1.2.840.10008.1.2"
+    encapsulated = bool(getattr(element, "is_undefined_length", False)) or getattr(element, "length", 0) == 0xFFFFFFFF
+    try:
+        rows, cols = int(ds.Rows), int(ds.Columns)
+        bits, samples = int(ds.get("BitsAllocated", 0) or 0), int(ds.get("SamplesPerPixel", 1) or 1)
+        stored = int(ds.get("BitsStored", bits) or bits)
+        frames = int(ds.get("NumberOfFrames", 1) or 1)
+    except (TypeError, ValueError) as e:
+        raise CaseError(f"{path}: Rows, Columns, BitsAllocated or SamplesPerPixel is not a number ({e}).") from e
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2") or "MONOCHROME2").strip().upper()
+    if bits not in (8, 16, 32) or not 1 <= stored <= bits or samples != 1 or not photometric.startswith("MONOCHROME"):
+        raise CaseError(
+            f"{path}: pixels of BitsAllocated {bits}, BitsStored {stored}, SamplesPerPixel {samples}, "
+            f"PhotometricInterpretation {photometric}: not a grayscale CT image (8, 16 or 32 bits, one sample). "
+            "The header is damaged or the image is not CT: export the series again."
+        )
+    if syntax in _NATIVE_SYNTAXES:
+        if encapsulated:
+            raise CaseError(
+                f"{path}: the pixel data are compressed (encapsulated) but the transfer syntax {syntax} says they are "
+                "not. The header is damaged: export the series again."
+            )
+        needed = rows * cols * samples * frames * bits // 8
+        if len(data) < needed or len(data) > needed + 1:  # + 1: a padding byte to an even length
+            state = "cut short" if len(data) < needed else "longer than the header describes"
+            raise CaseError(
+                f"{path}: the pixel data are {state}: {len(data)} bytes, while Rows {rows} x Columns {cols} x "
+                f"BitsAllocated {bits} need {needed}. The file was truncated or its header changed: export it again."
+            )
+    elif not encapsulated:
+        raise CaseError(
+            f"{path}: the transfer syntax {syntax} is a compressed one, but the pixel data are stored uncompressed. "
+            "The header is damaged: export the series again."
+        )
 
 
 def _vector(ds: Dataset, keyword: str, n: int, path: Path) -> np.ndarray:
@@ -529,6 +682,8 @@ def _load_dicom(case: CTCase, min_slices: int, max_spacing_mm: float) -> tuple[M
             logger.debug("%s: no Modality tag; CT inferred from the SOP class.", case.source_path)
     if modality is not None and modality != "CT":
         raise CaseError(f"{case.source_path}: modality is {modality}, not CT. Only CT images can be segmented.")
+    for path in files:  # after the geometry, which names the likelier problem of a series
+        _check_pixel_data(path)
     image = _load_with(SimpleITKSeriesReader(), files, str(case.source_path))
     got = np.asarray(image.affine, dtype=np.float64)
     rows, cols = int(first.Rows), int(first.Columns)
@@ -543,6 +698,7 @@ def _load_dicom(case: CTCase, min_slices: int, max_spacing_mm: float) -> tuple[M
         patient_id=str(first.get("PatientID", "") or "").strip() or None,
         series_instance_uid=str(first.get("SeriesInstanceUID", "") or "").strip() or None,
         rescale_missing=all("RescaleIntercept" not in ds for ds in headers),
+        scaling=f"RescaleSlope {first.get('RescaleSlope', 'absent')}, RescaleIntercept {first.get('RescaleIntercept', 'absent')}",
     )
     return image, info
 
@@ -554,8 +710,11 @@ def _check_extent(name, shape: Sequence[int], min_slices: int) -> None:
             f"{name}: {shape[2]} slice(s) of {shape[0]}x{shape[1]}; at least {min_slices} slices are needed for a 3D "
             "volume. Export the whole series."
         )
-    if min(shape[:2]) < 2:
-        raise CaseError(f"{name}: slices of {shape[0]}x{shape[1]} voxels are too small to be a CT image.")
+    if min(shape[:2]) < MIN_INPLANE_VOXELS:
+        raise CaseError(
+            f"{name}: slices of {shape[0]}x{shape[1]} voxels are too small to be a CT image (at least "
+            f"{MIN_INPLANE_VOXELS}x{MIN_INPLANE_VOXELS} are needed). Give the whole CT slice, not a crop or a thumbnail."
+        )
 
 
 def _check_spacing(name, affine: np.ndarray, max_spacing_mm: float) -> None:
@@ -573,7 +732,38 @@ def _check_spacing(name, affine: np.ndarray, max_spacing_mm: float) -> None:
         raise CaseError(f"{name}: the image affine {affine.tolist()} is singular. Fix the image header.")
 
 
-def _to_hounsfield(image: MetaTensor, name: str, rescale_missing: bool) -> tuple[MetaTensor, str, int]:
+def _check_hu_range(image: MetaTensor, name: str, scaling: str) -> None:
+    """Refuse a volume whose values, its padding (the minimum value) aside, leave :data:`HU_PLAUSIBLE_RANGE` for more
+    than :data:`HU_MAX_IMPLAUSIBLE_FRACTION` of the voxels: a wrong slope or intercept, or data of another type."""
+    low, high = HU_PLAUSIBLE_RANGE
+    hu = (lambda v: v) if image.is_floating_point() else (lambda v: int(v))
+    padding = image.min()
+    n_padding = int(torch.count_nonzero(image == padding))
+    rest = image.numel() - n_padding
+    if rest == 0:
+        return  # one value only: the air and body checks tell what is wrong
+    outside = int(torch.count_nonzero((image < hu(low)) & (image != padding))) + int(torch.count_nonzero(image > hu(high)))
+    dense = int(torch.count_nonzero(image > hu(1000.0)))
+    edges = torch.cat([image[0, [0, -1]].reshape(-1), image[0, :, [0, -1]].reshape(-1)])
+    edges = edges[edges != padding]
+    edge_median = float(edges.float().median()) if edges.numel() else float("nan")
+    if dense > HU_MAX_DENSE_FRACTION * rest or edge_median > HU_MAX_EDGE_MEDIAN:
+        raise CaseError(
+            f"{name}: {100.0 * dense / rest:.0f}% of the voxels are denser than +1000 HU and the image's edge has a "
+            f"median of {edge_median:.0f} HU ({scaling or 'no scaling recorded'}): this is noise or an inverted or "
+            "wrong scale, not a CT in Hounsfield units (bone is a few per cent of a CT, its edge is air or tissue). "
+            "Export the original CT again."
+        )
+    if outside > HU_MAX_IMPLAUSIBLE_FRACTION * rest:
+        raise CaseError(
+            f"{name}: {100.0 * outside / rest:.0f}% of the voxels lie outside [{low:g}, {high:g}] HU (values "
+            f"{float(image.min()):g}..{float(image.max()):g}; {scaling or 'no scaling recorded'}): the rescale slope "
+            "or intercept is wrong, or the data were damaged. A CT in Hounsfield units has air near -1000 and bone "
+            "below 4000: fix the scaling or export the original CT again."
+        )
+
+
+def _to_hounsfield(image: MetaTensor, name: str, rescale_missing: bool, scaling: str = "") -> tuple[MetaTensor, str, int]:
     """Check that ``image`` holds HU, correct raw stored values, clip padding to air."""
     n_bad = 0
     if image.is_floating_point():
@@ -616,6 +806,7 @@ def _to_hounsfield(image: MetaTensor, name: str, rescale_missing: bool) -> tuple
         )
         image.sub_(hu(RAW_CT_OFFSET))
         correction = f"subtracted {RAW_CT_OFFSET:g}"
+    _check_hu_range(image, name, scaling)
     if not bool((image < hu(_AIR_THRESHOLD_HU)).any()):
         raise CaseError(
             f"{name}: no voxel below {_AIR_THRESHOLD_HU:g} HU (values {float(image.min()):g}..{float(image.max()):g})."

@@ -8,8 +8,10 @@ A failing case never stops the run: its row says ``status`` error with a message
 from __future__ import annotations
 
 import errno
+import json
 import logging
 import os
+import socket
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -19,8 +21,17 @@ from typing import Any
 import torch.distributed as dist
 from filelock import FileLock, Timeout
 
-from infnet_monai.io.cases import CTCase, discover_cases
-from infnet_monai.io.outputs import CSV_FILE, case_fields, check_output_dir, completed_row, remove_stale_parts, write_csv_atomic
+from infnet_monai.io.cases import OUTPUT_LOCK_NAME, CTCase, discover_cases, sanitize_case_id
+from infnet_monai.io.outputs import (
+    CSV_FILE,
+    case_fields,
+    check_output_dir,
+    completed_row,
+    json_value,
+    remove_stale_parts,
+    write_csv_atomic,
+    write_text_atomic,
+)
 from infnet_monai.io.volume import CaseError
 from infnet_monai.pipeline.distributed import case_bytes, dist_env, gather_rows, shard_by_size, start
 from infnet_monai.pipeline.predictor import VolumePredictor
@@ -29,16 +40,27 @@ from infnet_monai.utils.validation import check_flag
 from infnet_monai.utils.table import format_burden_table
 from infnet_monai.visualize.report import REPORT_FILE, write_report
 
-__all__ = ["LOCK_FILE", "CohortReport", "CohortRunner", "OutputLockedError", "case_error_message"]
+__all__ = [
+    "LOCK_FILE", "MIN_LUNG_ML", "CohortReport", "CohortRunner", "OutputLockedError", "case_error_message", "one_line",
+]
 
 logger = logging.getLogger(__name__)
 
-LOCK_FILE = ".infnet-covid.lock"
+LOCK_FILE = OUTPUT_LOCK_NAME
 """Held in OUTPUT while a run writes there (by rank 0 of a torchrun job): a second run on the same OUTPUT is refused
 instead of redoing every case and racing the first over its files. The operating system releases it when the process
 ends, killed or not."""
-MAX_ERROR_CHARS = 600
+OWNER_FILE = ".infnet-covid.owner"
+"""Beside the lock while a run holds it: the holder's PID, host and start time, for the refusal of a second run."""
+ROWS_FILE = ".infnet-covid.rows.rank{rank}.json"
+"""Under torchrun, each rank's finished rows (``{case index: row}``), rewritten after every case; any rank then
+merges all of them into ``burden.csv``, so a kill of any rank leaves a table of every finished case."""
+MAX_ERROR_CHARS = 300
 """An error cell of ``burden.csv`` holds one line of at most this many characters (the log has the rest)."""
+MIN_LUNG_ML = 2.0
+"""A case whose lung mask holds less than this (mL; the lung mask's smallest part is 2 mL, so: an empty lung mask)
+gets status ``no_lung``, not ``ok``: all air, no body, noise, an abdominal scan, or a field of view that misses the
+lungs. Its masks are still written; its figures are not a finding."""
 
 
 class OutputLockedError(RuntimeError):
@@ -79,9 +101,17 @@ def _root_cause(e: BaseException) -> BaseException:
 
 def case_error_message(case: CTCase, raised: BaseException, output_dir: Path) -> str:
     """One line (at most :data:`MAX_ERROR_CHARS`) for the row of a case that failed with ``raised``, naming the
-    file."""
-    text = " ".join(_case_error_text(case, raised, output_dir).split())  # a CSV cell on one line
-    return text if len(text) <= MAX_ERROR_CHARS else text[: MAX_ERROR_CHARS - 3] + "..."
+    file, and the files left out of its series (the likely cause of a gap)."""
+    text = _case_error_text(case, raised, output_dir)
+    if case.dropped:
+        text += f" Left out of the series: {'; '.join(case.dropped)}."
+    return one_line(text)
+
+
+def one_line(text: str, limit: int = MAX_ERROR_CHARS) -> str:
+    """``text`` on one line of at most ``limit`` characters (a CSV cell; the log keeps the whole text)."""
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _case_error_text(case: CTCase, raised: BaseException, output_dir: Path) -> str:
@@ -129,25 +159,38 @@ class CohortRunner:
         resume: bool = False,
         progress: Callable[[Iterable], Iterable] | None = None,
         slice_progress: Callable[[str, int, int], None] | None = None,
+        strict: bool = False,
     ) -> CohortReport:
         """Segment every case under ``input_path`` (a NIfTI file, a DICOM series folder, or a cohort folder of both)
         into ``output_dir``.
 
         Args:
             input_path: file or folder.
-            output_dir: output folder (may lie inside the input folder; it is then not scanned).
+            output_dir: output folder (may lie inside the input folder; it is then not scanned, nor is any folder
+                holding earlier outputs).
             resume: skip cases whose outputs are complete.
             progress: wraps the iterable of this process's cases (e.g. ``tqdm``).
             slice_progress: called as ``(case_id, slices done, slices with lung)`` after every batch of slices.
+            strict: every path passed over while looking for cases (hidden files, broken links, unreadable
+                folders) becomes an error row; by default they are only logged.
 
         Returns:
             :class:`CohortReport`; ``report.exit_code`` is 0 when all cases succeeded, else 1.
+
+        Raises:
+            OutputLockedError: another run holds ``output_dir``.
+            ValueError: ``output_dir`` lies inside a DICOM series folder of the input.
         """
         input_path, output_dir, resume = Path(input_path), Path(output_dir), check_flag(resume, "resume")
+        strict = check_flag(strict, "strict")
         if not input_path.exists():
             raise FileNotFoundError(f"input '{input_path}' does not exist.")
         check_output_dir(input_path, output_dir)
-        cases = discover_cases(input_path, exclude=[output_dir])
+        skipped: list[tuple[Path, str]] = []
+        cases = discover_cases(input_path, exclude=[output_dir], skipped=skipped)
+        _check_not_in_series(cases, output_dir)
+        if strict:
+            cases += _skipped_cases(skipped, input_path, {c.case_id.casefold() for c in cases})
         if not cases:
             raise FileNotFoundError(f"no NIfTI (.nii, .nii.gz) or DICOM CT found under '{input_path}'.")
         env = dist_env()
@@ -159,6 +202,7 @@ class CohortRunner:
             return self._run_cases(cases, output_dir, resume, progress, slice_progress, env)
         finally:
             if lock is not None:
+                (output_dir / OWNER_FILE).unlink(missing_ok=True)  # while still held: no other run wrote it
                 lock.release()
             if joined:
                 dist.destroy_process_group()
@@ -174,9 +218,12 @@ class CohortRunner:
                 lock.acquire(timeout=0)
             except Timeout:
                 lock, refusal = None, (
-                    f"another infnet-covid run is writing to '{output_dir}' (it holds {output_dir / LOCK_FILE}); wait "
-                    "for it to finish, or choose another output folder."
+                    f"OUTPUT '{output_dir}' is in use by {_owner(output_dir)} (it holds {output_dir / LOCK_FILE}); "
+                    "wait for that run to finish, or choose another output folder."
                 )
+            else:
+                owner = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+                write_text_atomic(json.dumps(owner), output_dir / OWNER_FILE)
         if env is not None:
             shared = [refusal]
             dist.broadcast_object_list(shared, src=0)
@@ -186,7 +233,9 @@ class CohortRunner:
         return lock
 
     def _run_cases(self, cases, output_dir: Path, resume, progress, slice_progress, env) -> CohortReport:
-        """This rank's share of ``cases`` (all of them in one process), then the cohort's table and report."""
+        """This rank's share of ``cases`` (all of them in one process), then the cohort's table and report.
+        ``burden.csv`` is rewritten (atomically) after every finished case: a killed run leaves a table of every
+        case finished so far."""
         mine = shard_by_size([case_bytes(c.files) for c in cases], env.world_size)[env.rank] if env else range(len(cases))
         rank = (env.rank, env.world_size) if env else (0, 1)
         report = CohortReport(output_dir=output_dir)
@@ -196,18 +245,35 @@ class CohortRunner:
         for case in progress(todo) if progress is not None else todo:  # the bar itself drives the loop: it ends at N/N
             i = index[id(case)]
             rows[i] = self._one_case(case, output_dir, resume, slice_progress, rank)
-            if env is None:  # one process: the table grows case by case; with several, rank 0 writes it at the end
-                report.rows = [rows[j] for j in sorted(rows)]
-                write_csv_atomic(report.rows, output_dir / CSV_FILE)
+            self._write_partial_table(rows, output_dir, env)
         report.rows = gather_rows(rows, len(cases)) if env else [rows[j] for j in range(len(cases))]
         if env is None or env.rank == 0:
             write_csv_atomic(report.rows, output_dir / CSV_FILE)
             self._write_report(report)
         if env is not None:
             dist.barrier()
+            (output_dir / ROWS_FILE.format(rank=env.rank)).unlink(missing_ok=True)  # the final table holds them
         n_bad = len(report.failed)
         logger.info("%d case(s): %d ok, %d failed; table %s", len(cases), len(cases) - n_bad, n_bad, output_dir / CSV_FILE)
         return report
+
+    @staticmethod
+    def _write_partial_table(rows: dict[int, dict], output_dir: Path, env) -> None:
+        """``burden.csv`` with every case finished so far: this process's rows, or under torchrun every rank's rows
+        file (this rank's rewritten first), merged under a file lock so that ranks never interleave."""
+        if env is None:
+            write_csv_atomic([rows[j] for j in sorted(rows)], output_dir / CSV_FILE)
+            return
+        stored = {str(k): {key: json_value(v) for key, v in row.items()} for k, row in rows.items()}
+        write_text_atomic(json.dumps(stored), output_dir / ROWS_FILE.format(rank=env.rank))
+        with FileLock(str(output_dir / (ROWS_FILE.format(rank="s") + ".lock"))):
+            merged: dict[int, dict] = {}
+            for part in sorted(output_dir.glob(ROWS_FILE.format(rank="*"))):
+                try:
+                    merged.update({int(k): v for k, v in json.loads(part.read_text(encoding="utf-8")).items()})
+                except (OSError, ValueError) as e:  # a rank's file of an older run, or one being replaced
+                    logger.debug("%s not merged: %s", part, e)
+            write_csv_atomic([merged[j] for j in sorted(merged)], output_dir / CSV_FILE)
 
     def _one_case(self, case: CTCase, output_dir: Path, resume, slice_progress, rank: tuple[int, int]) -> dict:
         if resume:
@@ -223,11 +289,14 @@ class CohortRunner:
             raise
         except Exception as e:  # noqa: BLE001 - one bad case (e.g. nibabel's HeaderDataError) never stops the run
             message = case_error_message(case, e, output_dir)
-            logger.error("%s (%s): %s", case.case_id, case.source_path, message)
+            logger.error("%s (%s): %s", case.case_id, case.source_path, _case_error_text(case, e, output_dir))
             row = case_fields(case)
             row.update({"status": "error", "error": message})
             return row
-        logger.info("%s: done in %.1f s (%d slices inferred)", case.case_id, row["seconds"], row.get("slices_inferred", 0))
+        if row["status"] == "ok":
+            logger.info("%s: done in %.1f s (%d slices inferred)", case.case_id, row["seconds"], row.get("slices_inferred", 0))
+        else:
+            logger.warning("%s: %s: %s", case.case_id, row["status"], row["error"])
         return row
 
     def segment_case(
@@ -237,7 +306,8 @@ class CohortRunner:
         progress: Callable[[int, int], None] | None = None,
         rank: tuple[int, int] = (0, 1),
     ) -> dict:
-        """Segment and write one case under ``output_dir/<case_id>/``; return its row.
+        """Segment and write one case under ``output_dir/<case_id>/``; return its row (status ``ok``, or
+        ``no_lung`` when the lung mask holds less than :data:`MIN_LUNG_ML`).
 
         Raises:
             CaseError: the input is unusable (the message names the file and the problem).
@@ -245,17 +315,85 @@ class CohortRunner:
         started = time.time()
         if case.error:
             raise CaseError(case.error)
+        self._check_case_folder(Path(output_dir) / case.case_id)
         result = self.predictor(case, keep_probability=self.writer.save_probability, progress=progress)
         row = case_fields(case)
         row.update(result.row)
         row["status"], row["error"] = "ok", ""
+        lung_ml = float(row.get("lung_volume_ml", 0.0) or 0.0)
+        if not lung_ml >= MIN_LUNG_ML:
+            row["status"] = "no_lung"
+            row["error"] = one_line(
+                f"{case.source_path}: no lung found ({lung_ml:.1f} mL of lung, under {MIN_LUNG_ML:g} mL): the image "
+                "shows no chest (all air, no body, noise, or a field of view that misses the lungs), so its figures "
+                "are not a finding. Check that this is the chest CT meant."
+            )
         row.update(self.settings)
         row["notes"] = list(case.notes)
+        row["dropped_files"] = list(case.dropped)
         row["rank"], row["world_size"] = rank
         return self.writer.write(case, result, Path(output_dir) / case.case_id, row, started=started)
+
+    def _check_case_folder(self, case_dir: Path) -> None:
+        """Refuse a case folder that already holds files other than this writer's outputs (e.g. the DICOM series
+        folder of the same name when OUTPUT is the input's folder): nothing is written among foreign files."""
+        if not case_dir.is_dir():
+            return
+        ours = set(self.writer.files)
+        foreign = sorted(p.name for p in case_dir.iterdir() if p.name not in ours and not p.name.startswith("."))
+        if foreign:
+            raise CaseError(
+                f"{case_dir}: the case's output folder already holds other files ({', '.join(foreign[:3])}"
+                f"{', ...' if len(foreign) > 3 else ''}), e.g. an input series of the same name; nothing is written "
+                "there. Choose an output folder outside the input."
+            )
 
     def _write_report(self, report: CohortReport) -> None:
         try:
             write_report(report.rows, report.output_dir, self.provenance)
         except OSError as e:
             logger.warning("report.html not written: %s", e)
+
+
+def _owner(output_dir: Path) -> str:
+    """``"PID n on HOST (since ...)"`` from the owner file of a held output folder, or a plain phrase."""
+    try:
+        owner = json.loads((output_dir / OWNER_FILE).read_text(encoding="utf-8"))
+        return f"PID {owner['pid']} on {owner['host']} (since {owner['started']})"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "another infnet-covid run"
+
+
+def _check_not_in_series(cases: list[CTCase], output_dir: Path) -> None:
+    """Refuse an output folder inside a DICOM series folder of the input, or a case folder that would be one: the
+    outputs would be written among the source images."""
+    out = output_dir.resolve()
+    for case in cases:
+        if case.kind != "dicom":
+            continue
+        folder = Path(case.source_path).resolve()
+        target = out / case.case_id
+        if out == folder or folder in out.parents or target == folder:
+            raise ValueError(
+                f"the outputs would be written into the DICOM series folder '{case.source_path}' (OUTPUT "
+                f"'{output_dir}', case folder '{output_dir / case.case_id}'); choose an output folder outside the "
+                "input's series folders."
+            )
+
+
+def _skipped_cases(skipped: list[tuple[Path, str]], root: Path, taken: set[str]) -> list[CTCase]:
+    """Error cases for the paths passed over during discovery (``--strict``)."""
+    cases = []
+    for path, reason in skipped:
+        try:
+            name = str(path.relative_to(root)) if root.is_dir() else path.name
+        except ValueError:
+            name = path.name
+        case_id, n = sanitize_case_id(name), 1
+        while case_id.casefold() in taken:
+            n += 1
+            case_id = f"{sanitize_case_id(name)}-{n}"
+        taken.add(case_id.casefold())
+        error = f"{path}: passed over ({reason}); --strict makes this an error. Remove it or make it readable."
+        cases.append(CTCase(case_id=case_id, source_path=path, kind="skipped", files=(), error=error))
+    return cases

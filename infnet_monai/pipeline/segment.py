@@ -325,7 +325,7 @@ def segment_cohort(input_path: str | os.PathLike, output_dir: str | os.PathLike,
     Args:
         input_path: file or folder.
         output_dir: output folder (may lie inside the input folder; it is then not scanned).
-        options: :meth:`CTSegmenter.run` options (``resume``; ``progress``, which wraps the case iterable, e.g.
+        options: :meth:`CTSegmenter.run` options (``resume``; ``strict``; ``progress``, which wraps the case iterable, e.g.
             ``tqdm``; ``slice_progress``, called as ``(case_id, slices done, slices with lung)`` after every batch
             inside a case) and the fields of :class:`SegmentConfig` (``model_path``, default the shipped model;
             ``device``; ``threshold``; ...).
@@ -333,5 +333,5 @@ def segment_cohort(input_path: str | os.PathLike, output_dir: str | os.PathLike,
     Returns:
         :class:`CohortReport`; ``report.exit_code`` is 0 when all cases succeeded, else 1.
     """
-    run_options = {name: options.pop(name) for name in ("resume", "progress", "slice_progress") if name in options}
+    run_options = {name: options.pop(name) for name in ("resume", "progress", "slice_progress", "strict") if name in options}
     return CTSegmenter(**options).run(input_path, output_dir, **run_options)

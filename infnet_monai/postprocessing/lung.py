@@ -272,7 +272,7 @@ def _lung_mask_working(volume_hu: np.ndarray, spacing: tuple[float, float, float
     # body: the largest non-air component, with its in-slice cavities (lungs, gas) filled
     tissue_labels, n_tissue = ndi.label(~air, structure=FACE_3D)
     if n_tissue == 0:
-        logger.warning("lung_mask: the volume holds no voxel above %.0f HU (no body); empty mask.", opts.threshold_hu)
+        logger.info("lung_mask: the volume holds no voxel above %.0f HU (no body); empty mask.", opts.threshold_hu)
         return out
     tissue_counts = np.bincount(tissue_labels.ravel())
     tissue_counts[0] = 0
@@ -280,7 +280,7 @@ def _lung_mask_working(volume_hu: np.ndarray, spacing: tuple[float, float, float
     del tissue_labels
     candidate = air & body
     if not candidate.any():
-        logger.warning("lung_mask: no air-like voxel inside the body; empty mask.")
+        logger.info("lung_mask: no air-like voxel inside the body; empty mask.")
         return out
 
     # air-like components inside the body; gas-like ones (mostly pure air) are not lung
@@ -289,7 +289,7 @@ def _lung_mask_working(volume_hu: np.ndarray, spacing: tuple[float, float, float
     lung_like[0] = False
     kept = _select_components(labels, n, voxel_ml, opts.min_component_ml, opts.min_relative_volume, allowed=lung_like)
     if not kept:
-        logger.warning("lung_mask: no lung-like air component of at least %.1f mL; empty mask.", opts.min_component_ml)
+        logger.info("lung_mask: no lung-like air component of at least %.1f mL; empty mask.", opts.min_component_ml)
         return out
     candidate = np.isin(labels, kept)
     del labels
@@ -305,7 +305,7 @@ def _lung_mask_working(volume_hu: np.ndarray, spacing: tuple[float, float, float
         labels, n = ndi.label(candidate, structure=FACE_3D)
         kept = _select_components(labels, n, voxel_ml, opts.min_component_ml, opts.min_relative_volume)
         if not kept:
-            logger.warning("lung_mask: nothing left after airway removal; empty mask.")
+            logger.info("lung_mask: nothing left after airway removal; empty mask.")
             return out
         candidate = np.isin(labels, kept)
     else:

@@ -82,6 +82,7 @@ BURDEN_FIELDS: tuple[str, ...] = (
     "infection_outside_thorax_ml",
     "lungs_cut_by_scan",
     "qc_flags",
+    "dropped_files",
     "infection_mask_path",
     "infection_classes_path",
     "lung_mask_path",
@@ -92,7 +93,7 @@ BURDEN_FIELDS: tuple[str, ...] = (
 
 def _percent(part: int, whole: int, what: str) -> float:
     if whole == 0:
-        logger.warning("infection_burden: %s is empty; its infection percentage is NaN.", what)
+        logger.debug("infection_burden: %s is empty; its infection percentage is NaN.", what)
         return float("nan")
     return 100.0 * part / whole
 

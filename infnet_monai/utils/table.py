@@ -37,5 +37,5 @@ def format_burden_table(rows: Sequence[dict]) -> str:
     table += [[_fmt(row.get(key)) for key, _ in TABLE_COLUMNS] for row in rows]
     widths = [max(len(r[i]) for r in table) for i in range(len(TABLE_COLUMNS))]
     lines = ["  ".join(cell.rjust(w) if i else cell.ljust(w) for i, (cell, w) in enumerate(zip(r, widths))) for r in table]
-    lines += [f"error {row['case_id']}: {row.get('error')}" for row in rows if row.get("status") != "ok"]
+    lines += [f"{row.get('status') or 'error'} {row['case_id']}: {row.get('error')}" for row in rows if row.get("status") != "ok"]
     return "\n".join(lines)

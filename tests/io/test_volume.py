@@ -353,7 +353,7 @@ def test_nifti_zero_pixdim_is_refused_not_taken_as_1_mm(tmp_path: Path, hu: np.n
 
 def test_nifti_spacing_of_micrometres_is_refused(tmp_path: Path, hu: np.ndarray) -> None:
     case = _save_nifti(hu, tmp_path / "tiny.nii.gz", np.diag([0.001, 0.001, 0.001, 1.0]))
-    with pytest.raises(CaseError, match=r"voxel spacing \[0\.001, 0\.001, 0\.001\] mm is outside \[0\.05, 20\] mm"):
+    with pytest.raises(CaseError, match=r"voxel spacing \[0\.001, 0\.001, 0\.001\] mm is outside \[0\.1, 20\] mm"):
         load_ct(case)
 
 

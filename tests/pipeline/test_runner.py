@@ -58,7 +58,7 @@ def test_a_second_run_on_the_same_output_is_refused_and_touches_nothing(tmp_path
     try:
         stale = out / ".burden.csv.123.part.csv"  # the first run's temporary file: not the second run's to delete
         stale.write_text("x")
-        with pytest.raises(OutputLockedError, match="another infnet-covid run is writing to"):
+        with pytest.raises(OutputLockedError, match="is in use by"):
             _runner().run(src, out)
         assert stale.exists() and not (out / "burden.csv").exists() and not (out / "a").exists()
     finally:

@@ -38,7 +38,7 @@ def test_keys_and_field_order():
         "right_ggo_volume_ml", "right_consolidation_volume_ml", "right_ggo_percent", "right_consolidation_percent",
         "left_ggo_volume_ml", "left_consolidation_volume_ml", "left_ggo_percent", "left_consolidation_percent",
         "nodule_like_lesion_count", "nodule_like_volume_ml",
-        "trachea_in_lung_percent", "infection_outside_thorax_ml", "lungs_cut_by_scan", "qc_flags",
+        "trachea_in_lung_percent", "infection_outside_thorax_ml", "lungs_cut_by_scan", "qc_flags", "dropped_files",
         "infection_mask_path", "infection_classes_path", "lung_mask_path", "seconds",
     )  # fmt: skip
 
@@ -82,7 +82,7 @@ def test_empty_infection():
 
 def test_empty_lung_gives_nan_percentages(caplog):
     infection, lung = _case()
-    with caplog.at_level(logging.WARNING, logger="infnet_monai.stats.burden"):
+    with caplog.at_level(logging.DEBUG, logger="infnet_monai.stats.burden"):
         result = infection_burden(infection, np.zeros_like(lung), SPACING)
     assert result["lung_volume_ml"] == 0.0
     for key in ("infection_percent", "right_lung_infection_percent", "left_lung_infection_percent"):

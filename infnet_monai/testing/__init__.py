@@ -1,0 +1,3 @@
+# Copyright (c) infnet-monai contributors
+# Licensed under the MIT License.
+"""Test utilities that ship with the package: broken and valid input variants (:mod:`infnet_monai.testing.fuzz`)."""
