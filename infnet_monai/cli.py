@@ -26,7 +26,8 @@ __all__ = ["main", "build_parser"]
 logger = logging.getLogger("infnet_monai")
 
 EXIT_OK, EXIT_FAILURES, EXIT_USAGE, EXIT_ABORTED = 0, 1, 2, 3
-"""Exit codes: every case ok; some cases failed or found no lung (see burden.csv); a usage error or an OUTPUT in use
+"""Exit codes: no case failed (status ok, or no_lung for a scan without lung); some cases failed (status error, see
+burden.csv); a usage error or an OUTPUT in use
 by another run (nothing was done); the run could not go on (e.g. the table could not be written; cases finished
 before that keep their outputs, and --resume continues)."""
 
@@ -138,6 +139,7 @@ def _segment_kwargs(args: argparse.Namespace) -> dict:
         "class_model_path": args.class_model,
         "overview": not args.no_overview,
         "dicom_seg": not args.no_dicom_seg,
+        "dicom_sr": not args.no_dicom_sr,
     }
 
 
@@ -145,9 +147,12 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     """Segment COVID-19 lung infection in a NIfTI file, a DICOM series folder, or a folder of many cases. Writes, per
     case, OUTPUT/<case>/infection.nii.gz (0/1), infection_classes.nii.gz (1 GGO, 2 consolidation), lung.nii.gz (1
     right, 2 left), all in the scan's own geometry, overview.png (axial tiles, coronal and sagittal views),
-    segmentation.dcm (DICOM-SEG, for DICOM inputs), probability.nii.gz (with --save-prob) and stats.json; and for the
-    cohort OUTPUT/burden.csv (one row per case, errors included, rewritten after every case) and OUTPUT/report.html.
-    Exit code 0: all cases ok; 1: some failed or found no lung (see burden.csv); 2: usage error, or OUTPUT is in use
+    segmentation.dcm (DICOM-SEG) and measurements.dcm (DICOM SR with the burden; both for DICOM inputs),
+    lesions.csv (one row per lesion: volume, side, zone, position, diameter), probability.nii.gz (with --save-prob)
+    and stats.json (burden, zones and zone score); and for the cohort OUTPUT/burden.csv (one row per case, errors
+    included, rewritten after every case), OUTPUT/followup.csv (when a patient has several scans, or with --pairs)
+    and OUTPUT/report.html.
+    Exit code 0: no case failed (a case without lung has status no_lung); 1: some failed (see burden.csv); 2: usage error, or OUTPUT is in use
     by another run; 3: the run could not go on (e.g. the disk is full; --resume continues)."""
     from infnet_monai.pipeline.segment import segment_cohort
 
@@ -167,6 +172,7 @@ def _cmd_segment(args: argparse.Namespace) -> int:
             save_probability=args.save_prob,
             resume=args.resume,
             strict=args.strict,
+            pairs=args.pairs,
             progress=_progress("segment", quiet, unit="case"),
             slice_progress=bar,
             **_segment_kwargs(args),
@@ -228,7 +234,11 @@ def _add_segment_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--no-dicom-seg", action="store_true",
-        help="skip OUTPUT/<case>/segmentation.dcm (DICOM-SEG, written for DICOM inputs)",
+        help="skip OUTPUT/<case>/segmentation.dcm (DICOM-SEG, written for DICOM inputs; the DICOM SR needs it)",
+    )
+    p.add_argument(
+        "--no-dicom-sr", action="store_true",
+        help="skip OUTPUT/<case>/measurements.dcm (DICOM SR measurement report, written for DICOM inputs)",
     )
     p.add_argument(
         "--no-overview", action="store_true", help="skip OUTPUT/<case>/overview.png (report.html is still written)"
@@ -294,6 +304,11 @@ def _segment_command_options(p: argparse.ArgumentParser) -> None:
     _add_segment_options(p)
     p.add_argument("--save-prob", action="store_true", help="also write probability.nii.gz")
     p.add_argument("--resume", action="store_true", help="skip cases whose outputs are already complete")
+    p.add_argument(
+        "--pairs", metavar="CSV", default=None,
+        help="follow-up comparisons for OUTPUT/followup.csv: a CSV with columns baseline_case_id,followup_case_id "
+        "(default: the scans of each DICOM PatientID, in StudyDate order)",
+    )  # fmt: skip
     p.add_argument(
         "--strict", action="store_true",
         help="paths passed over while looking for cases (hidden files, broken links, unreadable folders) become error "

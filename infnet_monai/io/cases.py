@@ -97,6 +97,8 @@ class CTCase:
         dropped: files of the folder left out of the chosen series, each ``"name: reason"`` (unreadable, empty, or
             of another series, size or orientation); a case that then fails names them, since a dropped slice
             is the likely cause of a gap.
+        study_date: DICOM ``StudyDate`` (``YYYYMMDD``) of the chosen series, ``None`` if absent or NIfTI; orders a
+            patient's scans for the follow-up table.
         error: why the case cannot be loaded (e.g. a folder with only MR series), else ``None``. A cohort runner
             reports it; :func:`infnet_monai.io.volume.load_ct` raises ``CaseError`` with it.
     """
@@ -110,6 +112,7 @@ class CTCase:
     notes: tuple[str, ...] = field(default_factory=tuple)
     error: str | None = None
     dropped: tuple[str, ...] = field(default_factory=tuple)
+    study_date: str | None = None
 
 
 def sanitize_case_id(name: str) -> str:
@@ -428,6 +431,7 @@ def _dicom_case(
         series_instance_uid=chosen.uid,
         notes=tuple(notes),
         dropped=tuple(dropped),
+        study_date=_text(chosen_ds, "StudyDate"),
     )
 
 

@@ -31,6 +31,7 @@ __all__ = [
     "CheckpointError",
     "ModelSpec",
     "safe_torch_load",
+    "bundle_model_spec",
     "resolve_temperature",
     "save_encoder",
     "load_pretrained_encoder",
@@ -80,8 +81,28 @@ def safe_torch_load(path: str | os.PathLike, what: str = "model checkpoint", hin
     except Exception as e:  # the unpickler raises several types for unsafe or corrupt files
         raise CheckpointError(
             f"refusing to load {what} '{path}': it is not a plain weights file that loads with weights_only=True "
-            f"(it may carry pickled code, or be corrupt or truncated).{' ' + hint if hint else ''} Details: {e}"
-        ) from e
+            f"(it may carry pickled code, or be corrupt or truncated).{' ' + hint if hint else ''} "
+            f"Details: {_load_failure(e)}"
+        ) from None  # torch's own text advises weights_only=False, which is exactly what must not be done
+
+
+def _load_failure(e: Exception) -> str:
+    """The reason of a failed ``torch.load`` in one line, without torch's advice to load unsafely."""
+    text = str(e)
+    if "WeightsUnpickler error:" in text:
+        text = text.split("WeightsUnpickler error:", 1)[1]
+        text = text.split(" Please use", 1)[0]  # the advice to allow-list the global
+    return " ".join(text.split()[:40]) or type(e).__name__
+
+
+def bundle_model_spec(path: str | os.PathLike) -> "ModelSpec":
+    """:meth:`ModelSpec.from_checkpoint` for the bundle's configs: a refused checkpoint ends the run with the same
+    one-line message as the command line (``SystemExit``, which MONAI's config evaluation does not wrap), not a
+    traceback."""
+    try:
+        return ModelSpec.from_checkpoint(path)
+    except CheckpointError as e:
+        raise SystemExit(f"error: {e}") from None
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:

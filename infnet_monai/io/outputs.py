@@ -93,6 +93,7 @@ def case_fields(case: CTCase) -> dict:
         "case_id": case.case_id,
         "source_path": str(case.source_path),
         "patient_id": case.patient_id or "",
+        "study_date": case.study_date or "",
         "series_instance_uid": case.series_instance_uid or "",
     }
 

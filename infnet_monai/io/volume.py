@@ -684,7 +684,17 @@ def _load_dicom(case: CTCase, min_slices: int, max_spacing_mm: float) -> tuple[M
         raise CaseError(f"{case.source_path}: modality is {modality}, not CT. Only CT images can be segmented.")
     for path in files:  # after the geometry, which names the likelier problem of a series
         _check_pixel_data(path)
-    image = _load_with(SimpleITKSeriesReader(), files, str(case.source_path))
+    try:
+        image = _load_with(SimpleITKSeriesReader(), files, str(case.source_path))
+    except CaseError:
+        bare = [p for p in files if _lacks_preamble(p)]
+        if bare:
+            raise CaseError(
+                f"{bare[0]}{f' and {len(bare) - 1} more file(s)' if len(bare) > 1 else ''}: no DICOM preamble and file "
+                "meta ('DICM' at byte 128), so GDCM cannot read the pixels. Write the series as DICOM files (e.g. "
+                "gdcmconv or dcmconv +F) or export it again."
+            ) from None
+        raise
     got = np.asarray(image.affine, dtype=np.float64)
     rows, cols = int(first.Rows), int(first.Columns)
     if tuple(image.shape) != (1, cols, rows, len(files)) or not np.allclose(got, expected, atol=1e-2, rtol=1e-3):
@@ -701,6 +711,14 @@ def _load_dicom(case: CTCase, min_slices: int, max_spacing_mm: float) -> tuple[M
         scaling=f"RescaleSlope {first.get('RescaleSlope', 'absent')}, RescaleIntercept {first.get('RescaleIntercept', 'absent')}",
     )
     return image, info
+
+
+def _lacks_preamble(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return f.read(132)[128:132] != b"DICM"
+    except OSError:
+        return False
 
 
 def _check_extent(name, shape: Sequence[int], min_slices: int) -> None:

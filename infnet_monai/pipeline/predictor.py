@@ -26,6 +26,7 @@ from monai.transforms import Compose, Invertd, Orientationd, apply_transform
 
 from infnet_monai.inferers.lung_crop import LUNG_CROP_MARGINS, slice_boxes
 from infnet_monai.pipeline.components import split_slicewise
+from infnet_monai.stats.readout import case_readout
 from infnet_monai.utils.device import autocast_context
 from infnet_monai.utils.memory import release_memory
 
@@ -50,6 +51,7 @@ class CaseResult:
         image: ``(X, Y, Z)`` the CT in Hounsfield units (for the overview picture).
         affine: ``(4, 4)`` voxel-to-world (RAS) matrix of the input's grid.
         boxes: ``(Z', 4)`` crop boxes of the last crop pass on the slices' grid, ``-1`` rows for slices not run.
+        lesions: one row per 3D lesion (:func:`~infnet_monai.stats.lesions.lesion_table`), largest first.
     """
 
     row: dict
@@ -60,6 +62,7 @@ class CaseResult:
     image: np.ndarray | None = None
     affine: np.ndarray | None = None
     boxes: np.ndarray | None = None
+    lesions: list[dict] | None = None
 
 
 def apply_steps(chain: Compose, data: dict) -> dict:
@@ -215,10 +218,13 @@ class VolumePredictor:
         row["lung_hu_volume_ml"] = lung_hu_ml
         row["slices_inferred"] = int((boxes[:, 0] >= 0).sum()) if boxes is not None else 0
         masks = {k: np.ascontiguousarray(data[k][0].numpy(), dtype=np.uint8) for k in ("infection", "lung", "classes") if k in data}
+        affine = np.asarray(volume.affine.cpu().numpy(), dtype=np.float64)
+        image = volume[0].numpy()
+        zones, lesions = case_readout(masks["infection"], masks["lung"], image, affine, masks.get("classes"))
+        row.update(zones)
         return CaseResult(
             row=row, infection=masks["infection"], lung=masks["lung"], classes=masks.get("classes"),
-            probability=probability, image=volume[0].numpy(), boxes=boxes,
-            affine=np.asarray(volume.affine.cpu().numpy(), dtype=np.float64),
+            probability=probability, image=image, boxes=boxes, affine=affine, lesions=lesions,
         )
 
     def __call__(self, image: Any, keep_probability: bool = False, progress: SliceProgress | None = None) -> CaseResult:

@@ -36,6 +36,7 @@ from infnet_monai.io.volume import CaseError
 from infnet_monai.pipeline.distributed import case_bytes, dist_env, gather_rows, shard_by_size, start
 from infnet_monai.pipeline.predictor import VolumePredictor
 from infnet_monai.pipeline.writer import CaseWriter
+from infnet_monai.stats.followup import FOLLOWUP_FILE, followup_rows, read_pairs_csv, write_followup_csv
 from infnet_monai.utils.validation import check_flag
 from infnet_monai.utils.table import format_burden_table
 from infnet_monai.visualize.report import REPORT_FILE, write_report
@@ -73,6 +74,7 @@ class CohortReport:
 
     rows: list[dict] = field(default_factory=list)
     output_dir: Path | None = None
+    followup: list[dict] = field(default_factory=list)
 
     @property
     def failed(self) -> list[dict]:
@@ -80,8 +82,9 @@ class CohortReport:
 
     @property
     def exit_code(self) -> int:
-        """0 when every case succeeded, 1 when any failed."""
-        return 1 if self.failed else 0
+        """1 when any case failed (status ``error``), else 0 (cases with status ``no_lung`` were read and segmented:
+        they are listed under the table, not counted as failures)."""
+        return 1 if any(r.get("status") == "error" for r in self.rows) else 0
 
     def summary(self) -> str:
         """The burden table (errors below it) and where the table and the report are: what the command line and the
@@ -89,6 +92,8 @@ class CohortReport:
         lines = [format_burden_table(self.rows)]
         if self.output_dir is not None:
             lines += [f"table: {self.output_dir / CSV_FILE}", f"report: {self.output_dir / REPORT_FILE}"]
+            if self.followup:
+                lines.insert(-1, f"follow-up: {self.output_dir / FOLLOWUP_FILE} ({len(self.followup)} comparison(s))")
         return "\n".join(lines)
 
 
@@ -103,9 +108,10 @@ def case_error_message(case: CTCase, raised: BaseException, output_dir: Path) ->
     """One line (at most :data:`MAX_ERROR_CHARS`) for the row of a case that failed with ``raised``, naming the
     file, and the files left out of its series (the likely cause of a gap)."""
     text = _case_error_text(case, raised, output_dir)
-    if case.dropped:
-        text += f" Left out of the series: {'; '.join(case.dropped)}."
-    return one_line(text)
+    if not case.dropped:
+        return one_line(text)
+    dropped = one_line(f" Left out of the series: {'; '.join(case.dropped)}.", MAX_ERROR_CHARS // 2)
+    return one_line(text, MAX_ERROR_CHARS - len(dropped) - 1) + " " + dropped  # the likely cause is never cut off
 
 
 def one_line(text: str, limit: int = MAX_ERROR_CHARS) -> str:
@@ -160,6 +166,7 @@ class CohortRunner:
         progress: Callable[[Iterable], Iterable] | None = None,
         slice_progress: Callable[[str, int, int], None] | None = None,
         strict: bool = False,
+        pairs: str | os.PathLike | None = None,
     ) -> CohortReport:
         """Segment every case under ``input_path`` (a NIfTI file, a DICOM series folder, or a cohort folder of both)
         into ``output_dir``.
@@ -173,6 +180,8 @@ class CohortRunner:
             slice_progress: called as ``(case_id, slices done, slices with lung)`` after every batch of slices.
             strict: every path passed over while looking for cases (hidden files, broken links, unreadable
                 folders) becomes an error row; by default they are only logged.
+            pairs: a CSV of ``baseline_case_id,followup_case_id`` comparisons for ``followup.csv``; by default the
+                scans of each ``patient_id`` are compared in date order.
 
         Returns:
             :class:`CohortReport`; ``report.exit_code`` is 0 when all cases succeeded, else 1.
@@ -183,12 +192,15 @@ class CohortRunner:
         """
         input_path, output_dir, resume = Path(input_path), Path(output_dir), check_flag(resume, "resume")
         strict = check_flag(strict, "strict")
+        comparisons = read_pairs_csv(pairs) if pairs is not None else None
         if not input_path.exists():
             raise FileNotFoundError(f"input '{input_path}' does not exist.")
-        check_output_dir(input_path, output_dir)
+        if input_path.is_dir() and input_path.resolve() == output_dir.resolve():
+            check_output_dir(input_path, output_dir)  # refuses, before anything is scanned
         skipped: list[tuple[Path, str]] = []
         cases = discover_cases(input_path, exclude=[output_dir], skipped=skipped)
-        _check_not_in_series(cases, output_dir)
+        _check_not_in_series(cases, output_dir)  # before the output folder is made: nothing among the source images
+        check_output_dir(input_path, output_dir)
         if strict:
             cases += _skipped_cases(skipped, input_path, {c.case_id.casefold() for c in cases})
         if not cases:
@@ -199,7 +211,7 @@ class CohortRunner:
         try:
             lock = self._lock(output_dir, env)
             remove_stale_parts(output_dir, (CSV_FILE,))  # only now: another run's temporary files are its own
-            return self._run_cases(cases, output_dir, resume, progress, slice_progress, env)
+            return self._run_cases(cases, output_dir, resume, progress, slice_progress, env, comparisons)
         finally:
             if lock is not None:
                 (output_dir / OWNER_FILE).unlink(missing_ok=True)  # while still held: no other run wrote it
@@ -232,7 +244,7 @@ class CohortRunner:
             raise OutputLockedError(refusal)
         return lock
 
-    def _run_cases(self, cases, output_dir: Path, resume, progress, slice_progress, env) -> CohortReport:
+    def _run_cases(self, cases, output_dir: Path, resume, progress, slice_progress, env, pairs=None) -> CohortReport:
         """This rank's share of ``cases`` (all of them in one process), then the cohort's table and report.
         ``burden.csv`` is rewritten (atomically) after every finished case: a killed run leaves a table of every
         case finished so far."""
@@ -249,6 +261,9 @@ class CohortRunner:
         report.rows = gather_rows(rows, len(cases)) if env else [rows[j] for j in range(len(cases))]
         if env is None or env.rank == 0:
             write_csv_atomic(report.rows, output_dir / CSV_FILE)
+            report.followup = followup_rows(report.rows, pairs)
+            if report.followup or pairs is not None:
+                write_followup_csv(report.followup, output_dir / FOLLOWUP_FILE)
             self._write_report(report)
         if env is not None:
             dist.barrier()
@@ -350,7 +365,7 @@ class CohortRunner:
 
     def _write_report(self, report: CohortReport) -> None:
         try:
-            write_report(report.rows, report.output_dir, self.provenance)
+            write_report(report.rows, report.output_dir, self.provenance, report.followup if report.followup else None)
         except OSError as e:
             logger.warning("report.html not written: %s", e)
 

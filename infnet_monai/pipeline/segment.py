@@ -113,6 +113,8 @@ class SegmentConfig:
         class_model_path: the GGO / consolidation head (default: the shipped ``models/classes.pt``).
         overview: write ``overview.png`` per case (also for cases skipped by ``resume``).
         dicom_seg: write ``segmentation.dcm`` (DICOM-SEG referencing the source series) for DICOM inputs.
+        dicom_sr: write ``measurements.dcm`` (a TID 1500 measurement report in a Comprehensive 3D SR, referencing
+            the DICOM-SEG's segments) for DICOM inputs that get a ``segmentation.dcm``.
         save_probability: also write ``probability.nii.gz`` (uint8, scaled to 0-1 by its header); with ``resume``,
             a case stored without it is redone.
         slab_slices: axial slices that stream together through the slice-wise preprocessing, the network and the
@@ -139,6 +141,7 @@ class SegmentConfig:
     class_model_path: str | os.PathLike | None = None
     overview: bool = True
     dicom_seg: bool = True
+    dicom_sr: bool = True
     save_probability: bool = False
     slab_slices: int = 32
 
@@ -152,7 +155,7 @@ class SegmentConfig:
             raise ValueError(f"extension_threshold must be in (0, 1], got {self.extension_threshold}.")
         if len(self.window_hu) != 2 or not float(self.window_hu[0]) < float(self.window_hu[1]):
             raise ValueError(f"window_hu must be (low, high) with low < high, got {self.window_hu!r}.")
-        for name in ("amp", "flip_tta", "classes", "overview", "dicom_seg", "save_probability"):
+        for name in ("amp", "flip_tta", "classes", "overview", "dicom_seg", "dicom_sr", "save_probability"):
             object.__setattr__(self, name, check_flag(getattr(self, name), name))
         object.__setattr__(self, "window_hu", tuple(float(w) for w in self.window_hu))
         if self.extension_threshold is None:  # the lung takes in every lesion it touches
@@ -225,7 +228,10 @@ class CTSegmenter:
             self.network_fn, preprocessing, inferer, postprocessing or self._postprocessing(preprocessing),
             device=self.device, amp=cfg.amp, slab_slices=cfg.slab_slices,
         )
-        self.writer = CaseWriter.default(self.version, cfg.overview, cfg.dicom_seg, cfg.save_probability)
+        self.writer = CaseWriter.default(
+            self.version, cfg.overview, cfg.dicom_seg, cfg.save_probability, dicom_sr=cfg.dicom_sr,
+            model_name=Path(self.model_path).name if self.model_path else None,
+        )
         self.runner = CohortRunner(self.predictor, self.writer, self._row_settings(), self._provenance())
 
     def _load_network(self, model_path, network) -> tuple[torch.nn.Module, Path | None, dict]:
@@ -325,7 +331,7 @@ def segment_cohort(input_path: str | os.PathLike, output_dir: str | os.PathLike,
     Args:
         input_path: file or folder.
         output_dir: output folder (may lie inside the input folder; it is then not scanned).
-        options: :meth:`CTSegmenter.run` options (``resume``; ``strict``; ``progress``, which wraps the case iterable, e.g.
+        options: :meth:`CTSegmenter.run` options (``resume``; ``strict``; ``pairs``; ``progress``, which wraps the case iterable, e.g.
             ``tqdm``; ``slice_progress``, called as ``(case_id, slices done, slices with lung)`` after every batch
             inside a case) and the fields of :class:`SegmentConfig` (``model_path``, default the shipped model;
             ``device``; ``threshold``; ...).
@@ -333,5 +339,7 @@ def segment_cohort(input_path: str | os.PathLike, output_dir: str | os.PathLike,
     Returns:
         :class:`CohortReport`; ``report.exit_code`` is 0 when all cases succeeded, else 1.
     """
-    run_options = {name: options.pop(name) for name in ("resume", "progress", "slice_progress", "strict") if name in options}
+    run_options = {
+        name: options.pop(name) for name in ("resume", "progress", "slice_progress", "strict", "pairs") if name in options
+    }
     return CTSegmenter(**options).run(input_path, output_dir, **run_options)

@@ -24,6 +24,7 @@ import numpy as np
 
 from infnet_monai.io.cases import CTCase, instance_numbers_by_z
 from infnet_monai.io.dicom_seg import DICOM_SEG_FILE, write_dicom_seg
+from infnet_monai.io.dicom_sr import DICOM_SR_FILE, write_dicom_sr
 from infnet_monai.io.outputs import (
     CLASSES_FILE,
     INFECTION_FILE,
@@ -38,10 +39,14 @@ from infnet_monai.io.outputs import (
 )
 from infnet_monai.io.volume import CaseError, load_ct
 from infnet_monai.pipeline.predictor import CaseResult
+from infnet_monai.stats.lesions import LESIONS_FILE, write_lesion_csv
 from infnet_monai.visualize.overview import overview_image, write_overview
 from infnet_monai.visualize.report import OVERVIEW_FILE
 
-__all__ = ["CaseOutput", "CaseWriter", "MaskVolumes", "DicomSegmentation", "OverviewPicture"]
+__all__ = [
+    "CaseOutput", "CaseWriter", "MaskVolumes", "LesionTable", "DicomSegmentation", "DicomMeasurementReport",
+    "OverviewPicture",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -88,6 +93,40 @@ class DicomSegmentation:
             software_version=self.software_version,
         )
         row["dicom_seg_path"] = str(path)
+
+
+class DicomMeasurementReport:
+    """``measurements.dcm``: the burden as a DICOM SR (TID 1500) whose measurement groups reference the segments of
+    ``segmentation.dcm``; for DICOM inputs whose DICOM-SEG was written (a failure is a note)."""
+
+    files = (DICOM_SR_FILE,)
+    required = False
+
+    def __init__(self, software_version: str, model_name: str | None = None) -> None:
+        self.software_version = software_version
+        self.model_name = model_name
+
+    def write(self, case: CTCase, result: CaseResult, case_dir: Path, row: dict) -> None:
+        if case.kind != "dicom" or not row.get("dicom_seg_path"):
+            return  # no SEG to reference (NIfTI input, --no-dicom-seg, or the SEG failed with its own note)
+        path = write_dicom_sr(
+            case_dir / DICOM_SR_FILE, row["dicom_seg_path"], case.files, row, self.software_version, self.model_name
+        )
+        row["dicom_sr_path"] = str(path)
+
+
+class LesionTable:
+    """``lesions.csv``: one row per 3D lesion, largest first (:func:`~infnet_monai.stats.lesions.lesion_table`), with
+    its volume, GGO / consolidation share, side, zone, position in patient coordinates (LPS mm), mean HU, largest
+    axial diameter and peripheral share. Required: its volumes add up to the case's infection volume."""
+
+    files = (LESIONS_FILE,)
+    required = True
+
+    def write(self, case: CTCase, result: CaseResult, case_dir: Path, row: dict) -> None:
+        if result.lesions is None:
+            return
+        row["lesions_path"] = str(write_lesion_csv(result.lesions, case_dir / LESIONS_FILE))
 
 
 class OverviewPicture:
@@ -141,12 +180,23 @@ class CaseWriter:
         self.save_probability = bool(save_probability)
 
     @classmethod
-    def default(cls, software_version: str, overview: bool = True, dicom_seg: bool = True, save_probability: bool = False) -> "CaseWriter":
-        """The standard outputs: masks, DICOM-SEG (for DICOM inputs, unless ``dicom_seg`` is off), the overview
-        picture (unless ``overview`` is off)."""
-        outputs: list[Any] = [MaskVolumes()]
+    def default(
+        cls,
+        software_version: str,
+        overview: bool = True,
+        dicom_seg: bool = True,
+        save_probability: bool = False,
+        dicom_sr: bool = True,
+        model_name: str | None = None,
+    ) -> "CaseWriter":
+        """The standard outputs: masks, the lesion table, DICOM-SEG and DICOM SR (for DICOM inputs, unless
+        ``dicom_seg`` / ``dicom_sr`` is off; the SR needs the SEG), the overview picture (unless ``overview`` is
+        off)."""
+        outputs: list[Any] = [MaskVolumes(), LesionTable()]
         if dicom_seg:
             outputs.append(DicomSegmentation(software_version))
+            if dicom_sr:
+                outputs.append(DicomMeasurementReport(software_version, model_name))
         if overview:
             outputs.append(OverviewPicture(software_version))
         return cls(outputs, save_probability=save_probability)

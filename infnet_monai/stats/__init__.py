@@ -1,10 +1,15 @@
 # Copyright (c) infnet-monai contributors
 # Licensed under the MIT License.
-"""Statistics of 3D segmentations: infection burden per case, anatomical self-checks and the cohort table columns."""
+"""Statistics of 3D segmentations: infection burden per case, anatomical self-checks, the cohort table columns, where
+the infection lies (zones and the zone score, the lesion table) and the follow-up comparison of a patient's scans."""
 
 from .anatomy import ANATOMY_KEYS, QC_FLAGS, anatomy_checks
 from .burden import BURDEN_FIELDS, BURDEN_KEYS, MM3_PER_ML, NODULE_KEYS, class_burden, infection_burden, nodule_burden
+from .followup import FOLLOWUP_COLUMNS, FOLLOWUP_FILE, followup_rows, read_pairs_csv, write_followup_csv
+from .lesions import LESION_COLUMNS, LESIONS_FILE, lesion_table, write_lesion_csv
+from .readout import case_readout, to_ras
 from .transforms import AnatomyChecks, AnatomyChecksd, InfectionBurden, InfectionBurdend
+from .zones import ZONE_COLUMNS, ZONE_KEYS, ZONE_SCORE_BINS, zone_columns, zone_distribution
 
 __all__ = [
     "ANATOMY_KEYS",
@@ -21,4 +26,20 @@ __all__ = [
     "AnatomyChecksd",
     "InfectionBurden",
     "InfectionBurdend",
+    "FOLLOWUP_COLUMNS",
+    "FOLLOWUP_FILE",
+    "followup_rows",
+    "read_pairs_csv",
+    "write_followup_csv",
+    "LESION_COLUMNS",
+    "LESIONS_FILE",
+    "lesion_table",
+    "write_lesion_csv",
+    "case_readout",
+    "to_ras",
+    "ZONE_COLUMNS",
+    "ZONE_KEYS",
+    "ZONE_SCORE_BINS",
+    "zone_columns",
+    "zone_distribution",
 ]

@@ -66,18 +66,25 @@ CLASS_BURDEN_KEYS: tuple[str, ...] = tuple(
 ``consolidation_volume_ml``, ``ggo_percent``, ``consolidation_percent``, then the same per lung (``right_``,
 ``left_``)."""
 
+_ZONE_FIELDS: tuple[str, ...] = (
+    "zone_score",
+    *(f"{side}_{third}_infection_percent" for side in ("right", "left") for third in ("upper", "middle", "lower")),
+)  # :data:`infnet_monai.stats.zones.ZONE_COLUMNS` (that module imports this one)
+
 BURDEN_FIELDS: tuple[str, ...] = (
     "case_id",
     "status",
     "error",
     "source_path",
     "patient_id",
+    "study_date",
     "series_instance_uid",
     "shape",
     "spacing_mm",
     *BURDEN_KEYS,
     *CLASS_BURDEN_KEYS,
     *NODULE_KEYS,
+    *_ZONE_FIELDS,
     "trachea_in_lung_percent",
     "infection_outside_thorax_ml",
     "lungs_cut_by_scan",

@@ -103,3 +103,117 @@ def test_the_case_bar_ends_at_n_of_n(tmp_path):
 
     report = _runner().run(_cohort(tmp_path / "in"), tmp_path / "out", progress=progress)
     assert len(report.rows) == 3 and bars[0].n == bars[0].total == 3
+
+
+def test_the_lock_refusal_names_pid_and_host_and_the_cli_exits_2(tmp_path, tiny_model, capsys):
+    import os
+    import socket
+
+    from infnet_monai.cli import main
+
+    src, out = _cohort(tmp_path / "in"), tmp_path / "out"
+    out.mkdir()
+    held = FileLock(str(out / LOCK_FILE))
+    held.acquire()
+    try:
+        (out / ".infnet-covid.owner").write_text(f'{{"pid": 4242, "host": "{socket.gethostname()}", "started": "x"}}')
+        code = main(["segment", str(src), "-o", str(out), "--model", str(tiny_model), "--device", "cpu", "-q"])
+        assert code == 2
+        err = capsys.readouterr().err
+        assert "is in use by PID 4242 on " + socket.gethostname() in err
+        assert not (out / "burden.csv").exists()
+    finally:
+        held.release()
+    report = _runner().run(src, out)  # a run writes its own owner file while it holds the lock, and removes it
+    assert report.exit_code == 0 and not (out / ".infnet-covid.owner").exists()
+    assert os.getpid() > 0
+
+
+def test_an_empty_lung_is_status_no_lung_not_ok(tmp_path):
+    class NoLung(HalfLung):
+        def __call__(self, case, keep_probability=False, progress=None):
+            result = super().__call__(case)
+            result.lung[:] = 0
+            result.row["lung_volume_ml"] = 0.0
+            return result
+
+    src, out = _cohort(tmp_path / "in", names=("a",)), tmp_path / "out"
+    report = CohortRunner(NoLung(), CaseWriter([MaskVolumes()])).run(src, out)
+    (row,) = report.rows
+    assert row["status"] == "no_lung" and "no lung found" in row["error"] and "a.nii.gz" in row["error"]
+    assert report.exit_code == 0 and (out / "a" / "stats.json").is_file()  # its masks are written all the same
+
+
+def test_burden_csv_lists_every_finished_case_while_the_run_goes_on(tmp_path):
+    src, out = _cohort(tmp_path / "in"), tmp_path / "out"
+    seen = []
+
+    class Watching(HalfLung):
+        def __call__(self, case, keep_probability=False, progress=None):
+            table = out / "burden.csv"
+            seen.append([r["case_id"] for r in csv.DictReader(table.open())] if table.exists() else [])
+            return super().__call__(case)
+
+    CohortRunner(Watching(), CaseWriter([MaskVolumes()])).run(src, out)
+    assert seen == [[], ["a"], ["a", "b"]]  # a kill during c leaves a and b in the table
+
+
+def test_rank_rows_files_are_merged_into_one_table(tmp_path):
+    from types import SimpleNamespace
+
+    from infnet_monai.pipeline.runner import ROWS_FILE
+
+    out = tmp_path / "out"
+    out.mkdir()
+    runner = _runner()
+    other = {"1": {"case_id": "b", "status": "ok"}}  # what rank 1 has finished
+    (out / ROWS_FILE.format(rank=1)).write_text(__import__("json").dumps(other))
+    runner._write_partial_table({0: {"case_id": "a", "status": "error"}, 2: {"case_id": "c", "status": "ok"}}, out, SimpleNamespace(rank=0))
+    rows = list(csv.DictReader((out / "burden.csv").open()))
+    assert [(r["case_id"], r["status"]) for r in rows] == [("a", "error"), ("b", "ok"), ("c", "ok")]
+
+
+def test_output_inside_a_series_folder_and_foreign_case_folders_are_refused(tmp_path, tiny_model):
+    from infnet_monai.data.phantom import make_chest_phantom
+    from infnet_monai.testing.fuzz import write_dicom_series
+
+    phantom = make_chest_phantom(shape=(32, 32, 16), spacing_mm=(10.0, 10.0, 16.0), seed=0)
+    data = tmp_path / "data"
+    series = write_dicom_series(np.round(phantom.volume_hu).astype(np.int16), phantom.affine, data / "p2")
+    nib.save(nib.Nifti1Image(np.round(phantom.volume_hu).astype(np.int16), phantom.affine), str(data / "p2.nii.gz"))
+    before = sorted(p.name for p in series.iterdir())
+    with pytest.raises(ValueError, match="into the DICOM series folder"):
+        _runner().run(data, series / "out")
+    # segment data/p2.nii.gz -o data: the case folder data/p2 is the series folder
+    report = _runner().run(data / "p2.nii.gz", data)
+    assert report.rows[0]["status"] == "error" and "already holds other files" in report.rows[0]["error"]
+    assert sorted(p.name for p in series.iterdir()) == before
+
+
+def test_strict_makes_passed_over_paths_error_rows_and_dropped_slices_are_named(tmp_path):
+    from infnet_monai.data.phantom import make_chest_phantom
+    from infnet_monai.testing.fuzz import write_dicom_series
+
+    src = _cohort(tmp_path / "in", names=("a",))
+    (src / ".hidden.nii.gz").write_bytes(b"x")
+    (src / "gone.nii.gz").symlink_to(tmp_path / "nowhere.nii.gz")
+    phantom = make_chest_phantom(shape=(32, 32, 16), spacing_mm=(10.0, 10.0, 16.0), seed=0)
+    series = write_dicom_series(np.round(phantom.volume_hu).astype(np.int16), phantom.affine, src / "series")
+    (series / "IM0008.dcm").write_bytes(b"")  # a slice lost in a copy
+    plain = _runner().run(src, tmp_path / "plain")
+    assert [r["case_id"] for r in plain.rows] == ["a", "series"]
+    series_row = plain.rows[1]
+    assert series_row["status"] == "error" and "gap" in series_row["error"]
+    assert "IM0008.dcm: empty file (0 bytes)" in series_row["error"]
+    strict = _runner().run(src, tmp_path / "strict", strict=True)
+    errors = {r["case_id"]: r["error"] for r in strict.rows if r["status"] == "error"}
+    assert any("hidden file" in e for e in errors.values()) and any("broken link" in e for e in errors.values())
+
+
+def test_followup_table_from_a_pairs_file(tmp_path):
+    src, out = _cohort(tmp_path / "in"), tmp_path / "out"
+    pairs = tmp_path / "pairs.csv"
+    pairs.write_text("baseline_case_id,followup_case_id\na,c\n")
+    report = _runner().run(src, out, pairs=pairs)
+    rows = list(csv.DictReader((out / "followup.csv").open()))
+    assert [(r["baseline_case_id"], r["followup_case_id"]) for r in rows] == [("a", "c")] and report.followup
