@@ -349,12 +349,12 @@ def _dropped_files(series: list[_Series], chosen: _Series | None, unreadable: Se
     """``"name: reason"`` for every file of the folder left out of ``chosen``: the unreadable ones and the files of
     small ignored series (a stray slice of another size, orientation or series)."""
     out = [f"{path.name}: {reason}" for path, reason in unreadable]
+    if chosen is None:
+        return out  # the case's error describes every series found
     for s in series:
         if s is chosen or len(s.slices) > _DROPPED_NAMED:
             continue
-        if chosen is None:
-            why = "no usable series"
-        elif s.uid != chosen.uid:
+        if s.uid != chosen.uid:
             why = f"another series ({s.uid or 'no SeriesInstanceUID'})"
         elif (s.rows, s.columns) != (chosen.rows, chosen.columns):
             why = f"another image size ({s.columns}x{s.rows}, the series has {chosen.columns}x{chosen.rows})"

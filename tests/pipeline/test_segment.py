@@ -262,7 +262,7 @@ def test_segmenter_reads_yes_no_words_as_bundle_overrides_give_them(tmp_path, ct
     cfg = seg.config
     assert (cfg.save_probability, cfg.overview, cfg.dicom_seg, cfg.classes, seg.class_model) == (False, False, False, False, None)
     seg.run(ct_dir / "abdomen_3mm_small.nii.gz", tmp_path, resume="false")
-    assert sorted(p.name for p in (tmp_path / "abdomen_3mm_small").iterdir()) == ["infection.nii.gz", "lung.nii.gz", "stats.json"]
+    assert sorted(p.name for p in (tmp_path / "abdomen_3mm_small").iterdir()) == ["infection.nii.gz", "lesions.csv", "lung.nii.gz", "stats.json"]
     with pytest.raises(ValueError, match="save_probability must be true or false"):
         CTSegmenter(tiny_model, device="cpu", save_probability="sometimes")
 

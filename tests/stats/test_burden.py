@@ -30,7 +30,7 @@ def test_keys_and_field_order():
     result = infection_burden(*_case(), SPACING)
     assert tuple(result) == BURDEN_KEYS
     assert BURDEN_FIELDS == (
-        "case_id", "status", "error", "source_path", "patient_id", "series_instance_uid", "shape", "spacing_mm",
+        "case_id", "status", "error", "source_path", "patient_id", "study_date", "series_instance_uid", "shape", "spacing_mm",
         "lung_volume_ml", "right_lung_volume_ml", "left_lung_volume_ml", "infection_volume_ml", "infection_percent",
         "right_lung_infection_percent", "left_lung_infection_percent", "lesion_count", "largest_lesion_ml",
         "slices_with_infection",
@@ -38,6 +38,8 @@ def test_keys_and_field_order():
         "right_ggo_volume_ml", "right_consolidation_volume_ml", "right_ggo_percent", "right_consolidation_percent",
         "left_ggo_volume_ml", "left_consolidation_volume_ml", "left_ggo_percent", "left_consolidation_percent",
         "nodule_like_lesion_count", "nodule_like_volume_ml",
+        "zone_score", "right_upper_infection_percent", "right_middle_infection_percent", "right_lower_infection_percent",
+        "left_upper_infection_percent", "left_middle_infection_percent", "left_lower_infection_percent",
         "trachea_in_lung_percent", "infection_outside_thorax_ml", "lungs_cut_by_scan", "qc_flags", "dropped_files",
         "infection_mask_path", "infection_classes_path", "lung_mask_path", "seconds",
     )  # fmt: skip
