@@ -300,9 +300,20 @@ def _compact(image: MetaTensor) -> MetaTensor:
 
 
 class CompactNibabelReader(NibabelReader):
-    """MONAI's :class:`~monai.data.NibabelReader`, with the NIfTI scaling (``scl_slope``, ``scl_inter``) applied to the
+    """MONAI's :class:`~monai.data.NibabelReader` with nibabel's own geometry (see :meth:`read`) and the NIfTI scaling
+    (``scl_slope``, ``scl_inter``) applied to the
     stored integers without nibabel's float64 intermediate: integer results stay integers (int32 at most; :func:`load_ct`
     makes them int16), others become float32. Values equal what nibabel's scaled read gives."""
+
+    def read(self, data: Sequence[str | os.PathLike] | str | os.PathLike, **kwargs: Any):
+        """``nibabel.load`` of each file, without MONAI's ``correct_nifti_header_if_necessary``: that rebuilds the
+        affine from ``pixdim`` when the sform's voxel size differs from it, while nibabel (and so the written masks)
+        take the sform. The volume is measured in the geometry the masks carry: one geometry per case."""
+        names = ensure_tuple(data)
+        self.filenames = names
+        options = {**self.kwargs, **kwargs}
+        images = [nib.load(name, **options) for name in names]
+        return images if len(names) > 1 else images[0]
 
     def _get_array_data(self, img, filename):  # noqa: D102 - see the class docstring
         proxy = img.dataobj

@@ -194,10 +194,23 @@ def _header(title: str, row: dict, version: str, classes: bool) -> Image.Image:
         f"(right {_fmt(row.get('right_lung_infection_percent'), '%')}, left {_fmt(row.get('left_lung_infection_percent'), '%')}); "
         f"lesions {row.get('lesion_count', '-')}; lung {_fmt(row.get('lung_volume_ml'), ' mL')}",
     ]
-    if classes:
+    zones = ""
+    if row.get("zone_score") is not None:  # the zone score, and lesions per zone (R/L upper, middle, lower)
+        counts = row.get("zones") or {}
+        per_lung = [
+            "/".join(str((counts.get(f"{side}_{third}") or {}).get("lesion_count", "-")) for third in ("upper", "middle", "lower"))
+            for side in ("right", "left")
+        ]
+        zones = f"; zone score {row['zone_score']}/30 (lesions by zone R {per_lung[0]}, L {per_lung[1]})"
+    if classes or zones:
         lines.append(
-            f"GGO {_fmt(row.get('ggo_volume_ml'), ' mL')} ({_fmt(row.get('ggo_percent'), '%')}), consolidation "
-            f"{_fmt(row.get('consolidation_volume_ml'), ' mL')} ({_fmt(row.get('consolidation_percent'), '%')})"
+            (
+                f"GGO {_fmt(row.get('ggo_volume_ml'), ' mL')} ({_fmt(row.get('ggo_percent'), '%')}), consolidation "
+                f"{_fmt(row.get('consolidation_volume_ml'), ' mL')} ({_fmt(row.get('consolidation_percent'), '%')})"
+                if classes
+                else "no class map"
+            )
+            + zones
         )
     lines.append(f"{version}; radiological convention: patient's right on the image's left")
     for i, line in enumerate(lines):

@@ -66,5 +66,16 @@ def test_fuzz_cohort_no_crash_one_row_each_no_broken_input_ok(tmp_path, seeds, t
         if row["status"] == "error":
             assert name.split(".nii")[0] in row["error"] or str(cohort) in row["error"], (name, row["error"])
     assert not wrong, wrong
+    # one geometry per case: the written masks' voxel volume times their voxel count gives the reported mL
+    checked = 0
+    for name, mutation in made.items():
+        (row,) = by_entry[name]
+        if row["status"] != "ok":
+            continue
+        lung = nib.load(str(out / row["case_id"] / "lung.nii.gz"))
+        voxel_ml = abs(float(np.linalg.det(lung.affine[:3, :3]))) / 1000.0
+        assert np.count_nonzero(np.asarray(lung.dataobj)) * voxel_ml == pytest.approx(float(row["lung_volume_ml"]), rel=1e-4), name
+        checked += 1
+    assert checked >= 20
     assert _sha_tree(cohort) == before  # inputs untouched
     assert not list(out.rglob("*.part*"))
