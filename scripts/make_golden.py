@@ -15,9 +15,10 @@ the shipped infection model and GGO / consolidation head, every option at its de
 numbers do not depend on a GPU's kernels) and no ``overview.png`` or DICOM-SEG (pictures and DICOM objects are not
 compared). The test calls the same function on the current code and compares with the stored files.
 
-Stored under ``--output`` (about 120 kB): the pipeline's own ``infection.nii.gz``, ``lung.nii.gz`` and
-``infection_classes.nii.gz`` of the cut, and ``burden.json``: the burden row (every volume in mL, the lesion counts)
-with its provenance (the crop, the commit and whether its tree had local edits, the SHA-256 of the two model files,
+Stored under ``--output``, in ``burden.json`` (no image data is committed): the signature of the pipeline's own
+``infection.nii.gz``, ``lung.nii.gz`` and ``infection_classes.nii.gz`` of the cut (:func:`mask_signature`: shape,
+affine, and per label the voxel count and the centroid of every axial slice), the burden row (every volume in mL, the
+lesion counts) with its provenance (the crop, the commit and whether its tree had local edits, the SHA-256 of the two model files,
 the versions of torch and MONAI).
 
 Regenerate only from committed code, in a separate checkout, so that edits in progress do not leak into the stored
@@ -49,8 +50,8 @@ CROP_FILES: tuple[str, ...] = tuple(f"1-{i:02d}.dcm" for i in range(8, 27))
 """The 19 DICOM files of the cut (``1-08.dcm``, 5 mm above the lung apices, to ``1-26.dcm``, 90 mm lower)."""
 CASE_ID = "lung_pet_ct_dx_A0001_apex19"
 """The cut's case id (its folder's name)."""
-MASK_FILES: tuple[str, ...] = ("infection.nii.gz", "lung.nii.gz", "infection_classes.nii.gz")
-"""The pipeline's files that are stored and compared, voxel for voxel."""
+MASK_FILES: dict[str, tuple[int, ...]] = {"infection.nii.gz": (1,), "lung.nii.gz": (1, 2), "infection_classes.nii.gz": (1, 2)}
+"""The pipeline's mask files whose signatures are stored and compared, with their labels."""
 BURDEN_FILE = "burden.json"
 """The stored burden row and its provenance."""
 OPTIONS: dict[str, Any] = {"device": "cpu", "overview": False, "dicom_seg": False}
@@ -117,6 +118,27 @@ def stored_row(row: dict) -> dict:
     return {k: json_value(v) for k, v in row.items() if k not in VOLATILE_KEYS and not k.endswith("_path")}
 
 
+def mask_signature(path: str | os.PathLike, labels: tuple[int, ...]) -> dict:
+    """``shape``, ``affine`` and, per label, ``counts`` (voxels on each axial slice) and ``centroids`` (the in-plane
+    voxel centroid ``[i, j]`` of each slice, ``None`` where empty) of a mask file."""
+    import nibabel as nib
+    import numpy as np
+
+    image = nib.load(str(path))
+    data = np.asarray(image.dataobj)
+    out: dict[str, Any] = {"shape": list(data.shape), "affine": np.round(image.affine, 6).tolist(), "labels": {}}
+    i, j = np.meshgrid(np.arange(data.shape[0]), np.arange(data.shape[1]), indexing="ij")
+    for label in labels:
+        mask = data == label
+        counts = mask.sum(axis=(0, 1))
+        centroids = [
+            [round(float(i[mask[..., k]].mean()), 3), round(float(j[mask[..., k]].mean()), 3)] if counts[k] else None
+            for k in range(data.shape[2])
+        ]
+        out["labels"][str(label)] = {"counts": [int(c) for c in counts], "centroids": centroids}
+    return out
+
+
 def sha256(path: str | os.PathLike) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
@@ -173,8 +195,7 @@ def main(argv: list[str] | None = None) -> dict:
         row, case_dir = segment_crop(data_dir, tmp)
         seconds = time.perf_counter() - start
         args.output.mkdir(parents=True, exist_ok=True)
-        for name in MASK_FILES:
-            shutil.copyfile(case_dir / name, args.output / name)
+        masks = {name: mask_signature(case_dir / name, labels) for name, labels in MASK_FILES.items()}
     record = {
         "scan": f"ct/{SCAN}",
         "crop_files": list(CROP_FILES),
@@ -183,9 +204,10 @@ def main(argv: list[str] | None = None) -> dict:
         "regenerate": "scripts/make_golden.py (see its docstring: from a clean checkout of the commit)",
         "provenance": provenance(),
         "row": stored_row(row),
+        "masks": masks,
     }
     (args.output / BURDEN_FILE).write_text(json.dumps(record, indent=2) + "\n")
-    files = {name: (args.output / name).stat().st_size for name in (*MASK_FILES, BURDEN_FILE)}
+    files = {BURDEN_FILE: (args.output / BURDEN_FILE).stat().st_size}
     summary = {
         "output": str(args.output),
         "files_bytes": files,
