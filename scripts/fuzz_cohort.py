@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import hashlib
 import json
 import shutil
 import sys
@@ -21,11 +20,7 @@ from collections import Counter
 from pathlib import Path
 
 from infnet_monai.cli import main as cli_main
-from infnet_monai.testing.fuzz import fuzz_inputs
-
-
-def _sha_tree(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
+from infnet_monai.testing.fuzz import fuzz_inputs, sha_tree
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
         made.update({k: (m, f"n{i}") for k, m in fuzz_inputs(cohort, seed, None, args.seed, prefix=f"n{i}-").items()})
     for i, seed in enumerate(args.dicom):
         made.update({k: (m, f"d{i}") for k, m in fuzz_inputs(cohort, None, seed, args.seed, prefix=f"d{i}-").items()})
-    before = _sha_tree(cohort)
+    before = sha_tree(cohort)
     started = time.time()
     command = ["segment", str(cohort), "-o", str(out), "--device", "cpu", "-q"]
     code = cli_main(command + (["--model", args.model] if args.model else []))
@@ -74,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         "seed_status": baseline,
         "wrong": wrong,
         "extra_rows": sorted(set(by_entry) - set(made)),
-        "inputs_unchanged": _sha_tree(cohort) == before,
+        "inputs_unchanged": sha_tree(cohort) == before,
         "longest_error_chars": max((len(r["error"]) for r in rows), default=0),
         "exit_code": code,
         "seconds": round(seconds, 1),

@@ -39,6 +39,7 @@ __all__ = [
     "discover_cases",
     "sanitize_case_id",
     "read_dicom_header",
+    "has_dicm_marker",
     "instance_numbers_by_z",
     "is_nifti_path",
     "CT_SOP_CLASS_UIDS",
@@ -333,16 +334,19 @@ _DICOM_SUFFIXES = frozenset({"", ".dcm", ".dicom", ".ima", ".img"})
 _DROPPED_NAMED = 10  # files of an ignored series named one by one up to this count (a stray slice, not a series)
 
 
-def _dicom_like(path: Path) -> bool:
-    """Whether a file that did not read as a DICOM image was probably meant to be one (its name or its marker)."""
-    suffix = path.suffix.lower()
-    if suffix in _DICOM_SUFFIXES or suffix[1:].isdigit():
-        return True
+def has_dicm_marker(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a DICOM Part 10 file: the ``DICM`` marker after its 128-byte preamble."""
     try:
         with open(path, "rb") as f:
             return f.read(132)[128:132] == b"DICM"
     except OSError:
         return False
+
+
+def _dicom_like(path: Path) -> bool:
+    """Whether a file that did not read as a DICOM image was probably meant to be one (its name or its marker)."""
+    suffix = path.suffix.lower()
+    return suffix in _DICOM_SUFFIXES or suffix[1:].isdigit() or has_dicm_marker(path)
 
 
 def _dropped_files(series: list[_Series], chosen: _Series | None, unreadable: Sequence[tuple[Path, str]]) -> list[str]:

@@ -62,7 +62,7 @@ from monai.transforms import LoadImage
 from monai.utils import ImageMetaKey, MetaKeys, SpaceKeys, ensure_tuple
 from pydicom.dataset import Dataset
 
-from infnet_monai.io.cases import CT_SOP_CLASS_UIDS, CTCase, read_dicom_header
+from infnet_monai.io.cases import CT_SOP_CLASS_UIDS, CTCase, has_dicm_marker, read_dicom_header
 
 __all__ = [
     "CaseError",
@@ -346,7 +346,7 @@ class CompactNibabelReader(NibabelReader):
 def _load_nifti(case: CTCase, min_slices: int, max_spacing_mm: float) -> tuple[MetaTensor, _SourceInfo]:
     path = Path(case.files[0]) if case.files else Path(case.source_path)
     _check_file(path)
-    _check_nifti_stream(path)
+    stored = _check_nifti_stream(path)
     try:
         header_image = nib.load(path)
         shape = tuple(int(s) for s in header_image.shape)
@@ -364,7 +364,7 @@ def _load_nifti(case: CTCase, min_slices: int, max_spacing_mm: float) -> tuple[M
         raise CaseError(
             f"{path}: 2D image of shape {shape}; a 3D CT volume (X, Y, Z) is needed. Export the whole series."
         )
-    _check_nifti_header(path, header_image, shape)
+    _check_nifti_header(path, header_image, stored, shape)
     extra = shape[3:]
     if any(s > 1 for s in extra):
         raise CaseError(
@@ -400,10 +400,11 @@ def _stream_size(path: Path) -> int:
     return size
 
 
-def _check_nifti_stream(path: Path) -> None:
+def _check_nifti_stream(path: Path) -> nib.Nifti1Header:
     """Check the stored header's basic fields and the data size before anything is decoded: ``dim[0]``, the
     dimensions, the datatype and ``vox_offset`` must describe exactly the bytes the file (gzip checked to its end)
-    holds; a changed header would otherwise read the voxels shifted, in pieces or as another type."""
+    holds; a changed header would otherwise read the voxels shifted, in pieces or as another type. Returns the
+    header as stored (nibabel's own reading sets a 0 in pixdim to 1)."""
     try:
         with nib.openers.ImageOpener(str(path)) as f:
             head = f.read(4)
@@ -454,9 +455,10 @@ def _check_nifti_stream(path: Path) -> None:
             f"while the header (dim {dim[1 : dim[0] + 1]}, datatype {stored.get_data_dtype()}, vox_offset {offset}) "
             f"needs {needed}. The file is truncated or its header was changed: export it again."
         )
+    return stored
 
 
-def _check_nifti_header(path: Path, image: nib.Nifti1Image, shape: Sequence[int]) -> None:
+def _check_nifti_header(path: Path, image: nib.Nifti1Image, stored: nib.Nifti1Header, shape: Sequence[int]) -> None:
     """Refuse NIfTI headers that would give wrong voxels or a wrong geometry without any other error: a voxel offset
     inside the header, a zero or undefined pixdim, and a qform and sform that both claim to place the volume but
     disagree by more than half a voxel (the volume would be measured in one and the masks written in the other)."""
@@ -469,8 +471,6 @@ def _check_nifti_header(path: Path, image: nib.Nifti1Image, shape: Sequence[int]
             f"{path}: vox_offset {offset} lies inside the {first}-byte NIfTI header, so the voxels "
             "would be read from the header bytes. The file is damaged: export it again."
         )
-    with nib.openers.ImageOpener(str(path)) as f:  # as stored: nibabel's own reading sets a 0 in pixdim to 1
-        stored = type(header).from_fileobj(f, check=False)
     pixdim = np.asarray(stored["pixdim"][1:4], dtype=np.float64)
     if not np.all(np.isfinite(pixdim)) or np.any(pixdim == 0):
         raise CaseError(
@@ -698,7 +698,7 @@ def _load_dicom(case: CTCase, min_slices: int, max_spacing_mm: float) -> tuple[M
     try:
         image = _load_with(SimpleITKSeriesReader(), files, str(case.source_path))
     except CaseError:
-        bare = [p for p in files if _lacks_preamble(p)]
+        bare = [p for p in files if not has_dicm_marker(p)]
         if bare:
             raise CaseError(
                 f"{bare[0]}{f' and {len(bare) - 1} more file(s)' if len(bare) > 1 else ''}: no DICOM preamble and file "
@@ -722,14 +722,6 @@ def _load_dicom(case: CTCase, min_slices: int, max_spacing_mm: float) -> tuple[M
         scaling=f"RescaleSlope {first.get('RescaleSlope', 'absent')}, RescaleIntercept {first.get('RescaleIntercept', 'absent')}",
     )
     return image, info
-
-
-def _lacks_preamble(path: Path) -> bool:
-    try:
-        with open(path, "rb") as f:
-            return f.read(132)[128:132] != b"DICM"
-    except OSError:
-        return False
 
 
 def _check_extent(name, shape: Sequence[int], min_slices: int) -> None:

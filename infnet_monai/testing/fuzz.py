@@ -16,6 +16,7 @@ it from any seeds (e.g. the shared scans) and prints the counts as JSON.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import shutil
 import struct
 from collections.abc import Callable
@@ -27,7 +28,7 @@ import numpy as np
 import pydicom
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-__all__ = ["Mutation", "MUTATIONS", "fuzz_inputs", "write_dicom_series"]
+__all__ = ["Mutation", "MUTATIONS", "fuzz_inputs", "write_dicom_series", "sha_tree"]
 
 
 @dataclass(frozen=True)
@@ -568,3 +569,9 @@ def fuzz_inputs(
             name = name.replace(".nii.gz", ".nii")  # the uncompressed variant
         made[name] = m
     return made
+
+
+def sha_tree(root: str | Path) -> dict[str, str]:
+    """SHA-256 of every file under ``root`` by relative path: inputs before and after a run must be equal."""
+    root = Path(root)
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}

@@ -5,7 +5,6 @@ line, no broken input comes back ``ok``, every valid one does, and the inputs ar
 from __future__ import annotations
 
 import csv
-import hashlib
 from pathlib import Path
 
 import nibabel as nib
@@ -15,13 +14,9 @@ import pytest
 from infnet_monai.cli import main
 from infnet_monai.data.phantom import make_chest_phantom
 from infnet_monai.pipeline.runner import MAX_ERROR_CHARS
-from infnet_monai.testing.fuzz import MUTATIONS, fuzz_inputs, write_dicom_series
+from infnet_monai.testing.fuzz import MUTATIONS, fuzz_inputs, sha_tree, write_dicom_series
 
 pytestmark = [pytest.mark.filterwarnings("ignore::UserWarning"), pytest.mark.filterwarnings("ignore::FutureWarning")]
-
-
-def _sha_tree(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +38,7 @@ def test_fuzz_cohort_no_crash_one_row_each_no_broken_input_ok(tmp_path, seeds, t
     cohort = tmp_path / "cohort"
     made = fuzz_inputs(cohort, *seeds, seed=0)
     assert len(made) == len(MUTATIONS)
-    before = _sha_tree(cohort)
+    before = sha_tree(cohort)
     out = tmp_path / "out"
     code = main(["segment", str(cohort), "-o", str(out), "--model", str(tiny_model), "--device", "cpu", "-q"])
     assert code == 1  # some cases failed: the run itself finished
@@ -77,5 +72,5 @@ def test_fuzz_cohort_no_crash_one_row_each_no_broken_input_ok(tmp_path, seeds, t
         assert np.count_nonzero(np.asarray(lung.dataobj)) * voxel_ml == pytest.approx(float(row["lung_volume_ml"]), rel=1e-4), name
         checked += 1
     assert checked >= 20
-    assert _sha_tree(cohort) == before  # inputs untouched
+    assert sha_tree(cohort) == before  # inputs untouched
     assert not list(out.rglob("*.part*"))
