@@ -90,10 +90,10 @@ HU_PLAUSIBLE_RANGE = (-1100.0, 4000.0)
 """Values a CT in Hounsfield units holds, besides its padding (the volume's minimum, outside the field of view)."""
 HU_MAX_DENSE_FRACTION = 0.2
 """Largest share of the voxels (padding aside) above +1000 HU accepted: dense bone and metal are a few per cent of a
-CT; more is noise or wrongly scaled data (the development scans: at most 0.44 %)."""
+CT; more is noise or wrongly scaled data (the development scans: at most 0.44 %; `scripts/hu_plausibility.py`)."""
 HU_MAX_EDGE_MEDIAN = 500.0
 """Largest median (HU) of the image's edge voxels (padding aside) accepted: a CT's edge is air, fat or soft tissue
-(the development scans: -1013 to -487 HU); an edge near +1000 is an inverted scale (a negative slope)."""
+(the development scans: -1013 to -786 HU; `scripts/hu_plausibility.py`); an edge near +1000 is an inverted scale (a negative slope)."""
 HU_MAX_IMPLAUSIBLE_FRACTION = 0.05
 """Largest share of the voxels (padding aside) outside :data:`HU_PLAUSIBLE_RANGE` accepted: more means the scaling
 (DICOM RescaleSlope/Intercept, NIfTI scl_slope/scl_inter) or the stored data is wrong. The development scans have
