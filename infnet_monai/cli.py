@@ -140,6 +140,8 @@ def _segment_kwargs(args: argparse.Namespace) -> dict:
         "overview": not args.no_overview,
         "dicom_seg": not args.no_dicom_seg,
         "dicom_sr": not args.no_dicom_sr,
+        "backend": args.backend,
+        "precision": args.precision,
     }
 
 
@@ -212,7 +214,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _add_segment_options(p: argparse.ArgumentParser) -> None:
-    from infnet_monai.defaults import DEFAULT_MAX_SLICES, DEFAULT_MIN_LESION_MM3
+    from infnet_monai.defaults import BACKENDS, DEFAULT_MAX_SLICES, DEFAULT_MIN_LESION_MM3, PRECISIONS
     from infnet_monai.defaults import MIN_LESION_AREA_MM2 as DEFAULT_MIN_LESION_AREA_MM2
     from infnet_monai.defaults import MIN_LESION_EXTENT_MM as DEFAULT_MIN_LESION_EXTENT_MM
 
@@ -228,6 +230,16 @@ def _add_segment_options(p: argparse.ArgumentParser) -> None:
     for flag, kind, default, text in numeric:
         p.add_argument(flag, type=kind, default=default, help=f"{text} (default: {default:g})")
     _add_model_options(p, "average with left-right flipped slices (2x time)")
+    p.add_argument(
+        "--backend", choices=BACKENDS, default="auto",
+        help="what runs the network: auto = OpenVINO on the CPU when installed and in agreement with torch, else "
+        "torch (default: auto)",
+    )
+    p.add_argument(
+        "--precision", choices=PRECISIONS, default="fp32",
+        help="network precision; bf16 is faster only on CPUs with bfloat16 matrix units and moves probabilities "
+        "(default: fp32)",
+    )
     p.add_argument(
         "--no-classes", action="store_true",
         help="skip GGO / consolidation: no infection_classes.nii.gz, empty per-class burden columns",

@@ -15,6 +15,8 @@ __all__ = [
     "DEFAULT_SPATIAL_SIZE",
     "SLICE_MEAN",
     "SLICE_STD",
+    "BACKENDS",
+    "PRECISIONS",
 ]
 
 DEFAULT_MAX_SLICES = 3000
@@ -49,3 +51,9 @@ SLICE_MEAN = 0.5
 within +-2 (:func:`infnet_monai.transforms.intensity_normalization`)."""
 SLICE_STD = 0.25
 """See :data:`SLICE_MEAN`."""
+BACKENDS: tuple[str, ...] = ("auto", "torch", "openvino")
+"""What may run the network (``--backend``; :func:`infnet_monai.inferers.backends.network_backend`): ``auto`` picks
+OpenVINO on the CPU when it is installed and agrees with torch on a probe batch, else torch."""
+PRECISIONS: tuple[str, ...] = ("fp32", "bf16")
+"""Precision of the network (``--precision``): float32, or bfloat16 (opt-in: faster only on CPUs with bfloat16 matrix
+units; the figures of its agreement are in the bundle's docs)."""

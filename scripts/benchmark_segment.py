@@ -9,6 +9,19 @@ default the abdomen scan). Each case runs in a fresh subprocess with default opt
     python scripts/benchmark_segment.py --threads 2
     python scripts/benchmark_segment.py --threads 2 --resampled-only --slices 300 600 1200   # growth with length
     python scripts/benchmark_segment.py --threads 2 --resampled-only --slices 1197 --source ../shared/data/ct/covid_ct_md_P001
+
+Side by side (``--compare``): the whole ``infnet-covid segment`` command of several source trees or backends on the
+same cases, run alternately (A, B, A, B, ...) in one sitting, each in a fresh process; per run the wall time and
+peak memory, per variant the median, the speed-up against the first variant, the agreement of its masks with the
+first variant's (Dice of the infection, each lung and each class; infection mL; lesion count) and the stage table
+of its last run (``stage_seconds`` of ``stats.json``, where the version writes one). A variant is
+``NAME=TREE[,ARG...]``: ``TREE`` is put first on ``PYTHONPATH`` (a checkout of another version), the ``ARG`` are
+added to the command:
+
+    python scripts/benchmark_segment.py --threads 2 --repeats 2 --compare 0.9.0=/tmp/v090 head=. \
+        --cases ../shared/data/ct/ricord_1a_001012
+    python scripts/benchmark_segment.py --threads 2 --compare 0.9.0=/tmp/v090 head=. torch=.,--backend,torch \
+        --slices 300 --source ../shared/data/ct/covid_ct_md_P001
 """
 
 from __future__ import annotations
@@ -17,6 +30,7 @@ import argparse
 import json
 import platform
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -93,6 +107,108 @@ def _make_large(path: Path, shape=(512, 512, 300), source: Path | None = None) -
     return path
 
 
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _variant(spec: str) -> tuple[str, Path, list[str]]:
+    name, _, rest = spec.partition("=")
+    if not name or not rest:
+        raise SystemExit(f"--compare takes NAME=TREE[,ARG...], got {spec!r}")
+    tree, *args = rest.split(",")
+    return name, Path(tree).resolve(), args
+
+
+def _timed_command(cmd: list[str], env: dict, cwd: str) -> tuple[float, float, int, str]:
+    """``(wall seconds, peak resident MB, exit code, stderr tail)`` of one command in a fresh process."""
+    import os
+
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    err = proc.stderr.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return time.perf_counter() - start, usage.ru_maxrss / 1024, proc.returncode, err[-2000:]
+
+
+def _dice(a, b) -> float:
+    import numpy as np
+
+    total = int(np.count_nonzero(a)) + int(np.count_nonzero(b))
+    return 1.0 if total == 0 else round(2.0 * int(np.count_nonzero(a & b)) / total, 6)
+
+
+def _agreement(ref_dir: Path, dir_: Path) -> dict:
+    """Dice of each mask label and the burden figures of a case's outputs against the reference variant's."""
+    import nibabel as nib
+    import numpy as np
+
+    out: dict = {}
+    for name, labels in (("infection", (1,)), ("lung", (1, 2)), ("infection_classes", (1, 2))):
+        a_path, b_path = ref_dir / f"{name}.nii.gz", dir_ / f"{name}.nii.gz"
+        if not (a_path.is_file() and b_path.is_file()):
+            continue
+        a, b = np.asarray(nib.load(str(a_path)).dataobj), np.asarray(nib.load(str(b_path)).dataobj)
+        for label in labels:
+            out[f"{name}_{label}_dice"] = _dice(a == label, b == label)
+        out[f"{name}_voxels_differing"] = int(np.count_nonzero(a != b))
+    ref, row = json.loads((ref_dir / "stats.json").read_text()), json.loads((dir_ / "stats.json").read_text())
+    for key in ("infection_volume_ml", "lung_volume_ml", "lesion_count"):
+        out[key] = [ref.get(key), row.get(key)]
+    return out
+
+
+def compare(args: argparse.Namespace, cases: list[Path], tmp: str) -> dict:
+    """Alternating runs of every variant on every case (see the module docstring)."""
+    import os
+    import statistics
+
+    variants = [_variant(v) for v in args.compare]
+    report = []
+    for case in cases:
+        runs, dirs = [], {}
+        for repeat in range(args.repeats):
+            for name, tree, extra in variants:
+                out = Path(tmp) / f"{name}_{repeat}"
+                cmd = [sys.executable, "-m", "infnet_monai.cli", "segment", str(case), "-o", str(out), "-q",
+                       "--device", args.device, *extra]
+                env = dict(os.environ, PYTHONPATH=str(tree), OMP_NUM_THREADS=str(args.threads))
+                seconds, peak, code, err = _timed_command(cmd, env, tmp)
+                runs.append({"variant": name, "repeat": repeat, "seconds": round(seconds, 2), "peak_rss_mb": round(peak, 1), "exit_code": code})
+                if code != 0:
+                    runs[-1]["stderr"] = err
+                dirs[name] = next((p.parent for p in out.glob("*/stats.json")), None)
+        medians = {n: statistics.median(r["seconds"] for r in runs if r["variant"] == n) for n, _, _ in variants}
+        first = variants[0][0]
+        entry = {
+            "case": str(case),
+            "runs": runs,
+            "median_seconds": medians,
+            "speedup_vs_" + first: {n: round(medians[first] / m, 2) for n, m in medians.items()},
+            "peak_rss_mb": {n: max(r["peak_rss_mb"] for r in runs if r["variant"] == n) for n, _, _ in variants},
+            "agreement_with_" + first: {},
+            "stage_seconds": {},
+        }
+        for name, _, _ in variants:
+            if dirs.get(name) is None:
+                continue
+            stats = json.loads((dirs[name] / "stats.json").read_text())
+            entry["stage_seconds"][name] = stats.get("stage_seconds")
+            if name != first and dirs.get(first) is not None:
+                entry["agreement_with_" + first][name] = _agreement(dirs[first], dirs[name])
+        report.append(entry)
+        for name, _, _ in variants:  # the next case starts on an empty disk
+            for repeat in range(args.repeats):
+                shutil.rmtree(Path(tmp) / f"{name}_{repeat}", ignore_errors=True)
+    return {"threads": args.threads, "cpu": _cpu_name(), "variants": args.compare, "cases": report}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=None, help="checkpoint (default: the shipped model)")
@@ -111,6 +227,12 @@ def main() -> None:
         "fill a sixth of its slices); e.g. ../shared/data/ct/covid_ct_md_P001, a COVID-19 chest CT with lung in "
         "almost every slice",
     )
+    parser.add_argument(
+        "--compare", nargs="+", metavar="NAME=TREE[,ARG...]",
+        help="side by side: run these variants alternately on the cases (see the module docstring)",
+    )
+    parser.add_argument("--cases", nargs="*", default=[], help="with --compare: the cases (files or folders)")
+    parser.add_argument("--repeats", type=int, default=2, help="with --compare: runs of each variant per case")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -118,6 +240,14 @@ def main() -> None:
         _one(args)
         return
     results = []
+    if args.compare:
+        with tempfile.TemporaryDirectory() as tmp:
+            cases = [Path(c).resolve() for c in args.cases]
+            for n in args.slices if args.source else []:
+                name = Path(args.source).name.split(".")[0]
+                cases.append(_make_large(Path(tmp) / f"{name}_512x512x{n}.nii.gz", (512, 512, n), Path(args.source)))
+            print(json.dumps(compare(args, cases, tmp), indent=2))
+        return
     with tempfile.TemporaryDirectory() as tmp:
         cases = [] if args.resampled_only else [
             DATA / "ct" / "abdomen_3mm.nii.gz",
@@ -146,7 +276,7 @@ def main() -> None:
                 "device": args.device,
                 "threads": args.threads,
                 "batch_slices": args.batch_slices,
-                "cpu": platform.processor() or platform.machine(),
+                "cpu": _cpu_name(),
                 "results": results,
             },
             indent=2,

@@ -27,6 +27,14 @@ def _required() -> bool:
     return os.environ.get(REQUIRE_DATA_ENV) == "1"
 
 
+def pytest_configure(config):
+    # converted networks (infnet_monai.inferers.backends) go to a folder of this test run, not the user's cache
+    if not os.environ.get("INFNET_CACHE_DIR"):
+        import tempfile
+
+        os.environ["INFNET_CACHE_DIR"] = tempfile.mkdtemp(prefix="infnet-test-cache-")
+
+
 def pytest_sessionstart(session):
     missing = _missing_shared_data()
     if not meta_schema_path().is_file():

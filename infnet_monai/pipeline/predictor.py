@@ -14,6 +14,7 @@ Files are the business of :class:`~infnet_monai.pipeline.writer.CaseWriter`, coh
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -65,16 +66,35 @@ class CaseResult:
     lesions: list[dict] | None = None
 
 
-def apply_steps(chain: Compose, data: dict) -> dict:
+def apply_steps(chain: Compose, data: dict, seconds: dict[str, float] | None = None) -> dict:
     """``chain(data)`` one step at a time, updating ``data`` itself: what a step replaces or drops (the loaded volume
-    once oriented, the probabilities once deleted) is freed at once, not when the chain returns."""
+    once oriented, the probabilities once deleted) is freed at once, not when the chain returns. With ``seconds``,
+    each step's wall time is added to ``seconds[<its class name>]``."""
     for step in chain.flatten().transforms:
+        start = time.perf_counter()
         out = apply_transform(step, data)
         if out is not data:
             data.clear()
             data.update(out)
         del out
+        if seconds is not None:
+            name = type(step).__name__
+            seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - start
     return data
+
+
+class _Timed:
+    """``fn`` that adds the wall time of its calls to ``seconds``."""
+
+    def __init__(self, fn: Callable, seconds: list[float]) -> None:
+        self.fn, self.seconds = fn, seconds
+
+    def __call__(self, *args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return self.fn(*args, **kwargs)
+        finally:
+            self.seconds[0] += time.perf_counter() - start
 
 
 class VolumePredictor:
@@ -117,6 +137,7 @@ class VolumePredictor:
         self.slab_slices = int(slab_slices)
         self.volume_preprocessing, self.slice_preprocessing = split_slicewise(preprocessing)
         self._slab_invert = Invertd("pred", transform=self.slice_preprocessing, orig_keys="image", nearest_interp=False)
+        self._network_seconds = [0.0]
         self._to_input_grid = Invertd(
             "probability", transform=self.volume_preprocessing, orig_keys="image", nearest_interp=False
         )
@@ -141,12 +162,13 @@ class VolumePredictor:
         out: np.ndarray | None = None
         share: np.ndarray | None = None
         last_boxes = np.full((n_slices, 4), -1, dtype=np.int64)
+        network = _Timed(self.network_fn, self._network_seconds)
         for z0 in range(0, n_slices, self.slab_slices):
             z1 = min(n_slices, z0 + self.slab_slices)
             if not (boxes[z0:z1, 0] >= 0).any():
                 continue  # no lung in this slab: nothing to run, probability 0
             slab_progress = (lambda d, _t, o=done: progress(o + d, total)) if progress is not None else None
-            pred, report = self._slab(hu_ras, lung_ras, z0, z1, boxes[z0:z1], slab_progress)
+            pred, report = self._slab(hu_ras, lung_ras, z0, z1, boxes[z0:z1], slab_progress, network)
             done += report.first_pass
             last_boxes[z0:z1] = report.boxes
             if out is None:
@@ -161,7 +183,7 @@ class VolumePredictor:
             out, share = np.zeros((1, *hu_ras.shape[1:]), dtype=np.float16), None
         return out, share, last_boxes
 
-    def _slab(self, hu_ras: MetaTensor, lung_ras: np.ndarray, z0: int, z1: int, boxes, progress):
+    def _slab(self, hu_ras: MetaTensor, lung_ras: np.ndarray, z0: int, z1: int, boxes, progress, network=None):
         """Slices ``z0:z1`` through the slice-wise preprocessing, the inferer and the preprocessing's inversion:
         ``(probabilities (K, X, Y, n) on the RAS grid, the inferer's crop report)``."""
         meta = dict(hu_ras.meta)
@@ -173,7 +195,9 @@ class VolumePredictor:
         data = self.slice_preprocessing({"image": image, "lung": lung})
         x = data["image"].as_tensor().unsqueeze(0)  # (1, C, X', Y', n)
         with autocast_context(self.device, self.amp):
-            report = self.inferer.infer(x, self.network_fn, data["lung"][0].as_tensor(), boxes=boxes, progress=progress)
+            report = self.inferer.infer(
+                x, network or self.network_fn, data["lung"][0].as_tensor(), boxes=boxes, progress=progress
+            )
         prob = report.probability
         pred = MetaTensor(prob[0].float().cpu(), meta=data["image"].meta, applied_operations=data["image"].applied_operations)
         report.probability = None  # the report's boxes and counts stay; its tensor is freed
@@ -188,14 +212,19 @@ class VolumePredictor:
         share, uint8 in 1/255 steps) and ``"boxes"`` (the crop boxes). :meth:`finish` completes it; a copy can be
         finished with other post-processing (``scripts/evaluate_3d.py`` compares settings without running the
         network again)."""
-        data = apply_steps(self.volume_preprocessing, {"image": image})
+        seconds: dict[str, float] = {}
+        data = apply_steps(self.volume_preprocessing, {"image": image}, seconds)
+        start, self._network_seconds = time.perf_counter(), [0.0]
         prob, share, boxes = self._maps_ras(data["image"], np.asarray(data["lung"][0]), progress)
+        seconds["network"] = self._network_seconds[0]
+        seconds["slices (preparation, crops, inversion)"] = time.perf_counter() - start - seconds["network"]
         if self._with_share() and share is None:  # nothing inferred: an all-background class map
             share = np.zeros(prob.shape, dtype=np.uint8)
         data["pred"] = MetaTensor(torch.from_numpy(prob), meta=dict(data["image"].meta))
         if share is not None:
             data["share"] = MetaTensor(torch.from_numpy(share), meta=dict(data["image"].meta))
         data["boxes"] = boxes
+        data["stage_seconds"] = seconds
         return data
 
     def _with_share(self) -> bool:
@@ -209,7 +238,8 @@ class VolumePredictor:
         lung_hu_ml = round(float(np.count_nonzero(data["lung"].numpy())) * float(np.prod(spacing)) / 1000.0, 3)
         probability = self._input_grid_probability(data) if keep_probability else None
         boxes = data.pop("boxes", None)
-        data = apply_steps(postprocessing or self.postprocessing, data)
+        seconds = data.pop("stage_seconds", {})
+        data = apply_steps(postprocessing or self.postprocessing, data, seconds)
         release_memory()
         volume = data["image"]
         row = dict(data["burden"])
@@ -220,8 +250,11 @@ class VolumePredictor:
         masks = {k: np.ascontiguousarray(data[k][0].numpy(), dtype=np.uint8) for k in ("infection", "lung", "classes") if k in data}
         affine = np.asarray(volume.affine.cpu().numpy(), dtype=np.float64)
         image = volume[0].numpy()
+        start = time.perf_counter()
         zones, lesions = case_readout(masks["infection"], masks["lung"], image, affine, masks.get("classes"))
+        seconds["read-out (zones, lesions)"] = time.perf_counter() - start
         row.update(zones)
+        row["stage_seconds"] = {name: round(value, 3) for name, value in seconds.items()}
         return CaseResult(
             row=row, infection=masks["infection"], lung=masks["lung"], classes=masks.get("classes"),
             probability=probability, image=image, boxes=boxes, affine=affine, lesions=lesions,

@@ -46,6 +46,7 @@ from infnet_monai.defaults import (
     MIN_LESION_AREA_MM2,
     MIN_LESION_EXTENT_MM,
 )
+from infnet_monai.inferers.backends import check_backend, network_backend
 from infnet_monai.inferers.lung_crop import LungCropSliceInferer
 from infnet_monai.inferers.probability import ProbabilityMaps
 from infnet_monai.io.cases import CTCase
@@ -119,6 +120,11 @@ class SegmentConfig:
             a case stored without it is redone.
         slab_slices: axial slices that stream together through the slice-wise preprocessing, the network and the
             inversion (bounds the memory of those steps; the results do not depend on it).
+        backend: what runs the network, ``"auto"`` | ``"torch"`` | ``"openvino"``
+            (:func:`~infnet_monai.inferers.backends.network_backend`: ``"auto"`` is OpenVINO on the CPU when it is
+            installed and agrees with torch, else torch).
+        precision: ``"fp32"`` (default) or ``"bf16"`` (opt-in, faster only on CPUs with bfloat16 matrix units;
+            probabilities move, see the bundle docs).
     """
 
     model_path: str | os.PathLike | None = None
@@ -144,6 +150,8 @@ class SegmentConfig:
     dicom_sr: bool = True
     save_probability: bool = False
     slab_slices: int = 32
+    backend: str = "auto"
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
         for name in ("batch_slices", "slab_slices", "crop_rounds", "max_slices"):
@@ -158,6 +166,9 @@ class SegmentConfig:
         for name in ("amp", "flip_tta", "classes", "overview", "dicom_seg", "dicom_sr", "save_probability"):
             object.__setattr__(self, name, check_flag(getattr(self, name), name))
         object.__setattr__(self, "window_hu", tuple(float(w) for w in self.window_hu))
+        backend, precision = check_backend(self.backend, self.precision)
+        object.__setattr__(self, "backend", backend)
+        object.__setattr__(self, "precision", precision)
         if self.extension_threshold is None:  # the lung takes in every lesion it touches
             object.__setattr__(self, "extension_threshold", float(min(self.threshold, EXTENSION_THRESHOLD)))
 
@@ -214,8 +225,11 @@ class CTSegmenter:
         if cfg.classes:
             self.class_model, self.class_model_info = load_class_model(self.network, self.temperature, cfg.class_model_path, self.device)
             self.class_model_path = Path(cfg.class_model_path or default_class_model_path())
-        self.network_fn = ProbabilityMaps(self.network, self.temperature, classes=self.class_model, flip_tta=cfg.flip_tta)
         in_channels = int(self.spec.in_channels if network is None or cfg.model_path else getattr(network, "in_channels", 1))
+        self.network_fn = network_backend(
+            ProbabilityMaps(self.network, self.temperature, classes=self.class_model, flip_tta=cfg.flip_tta),
+            (1, in_channels, self.spatial_size, self.spatial_size), self.device, cfg.backend, cfg.precision,
+        )
         preprocessing = preprocessing or ct_preprocessing(cfg.window_hu, in_channels, cfg.max_slices, self.spec.mean, self.spec.std)
         inferer = inferer or LungCropSliceInferer(
             roi_size=(self.spatial_size, self.spatial_size), sw_batch_size=cfg.batch_slices, sw_device=self.device,
@@ -264,12 +278,18 @@ class CTSegmenter:
         head = f" + {self.class_model_path.name}" if self.class_model is not None and self.class_model_path else ""
         return f"infnet-monai {__version__}, model {model}{head}"
 
+    @property
+    def backend(self) -> str:
+        """What runs the network and at which precision, e.g. ``"openvino fp32"`` (the backend ``"auto"`` chose)."""
+        return f"{self.network_fn.backend} {self.network_fn.precision}"
+
     def _row_settings(self) -> dict:
         row = {
             "window_hu": list(self.config.window_hu),
             "threshold": self.config.threshold,
             "model": str(self.model_path) if self.model_path else "in-memory network",
             "command_line": " ".join(sys.argv),  # stats.json keeps the command that made the case's masks
+            "backend": self.backend,
         }
         if self.class_model is not None:
             row["class_model"] = str(self.class_model_path)
@@ -285,6 +305,7 @@ class CTSegmenter:
             "threshold": cfg.threshold,
             "temperature": self.temperature,
             "device": str(self.device),
+            "backend": self.backend,
             "this run's command line": " ".join(sys.argv),
         }
 

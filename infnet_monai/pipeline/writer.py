@@ -213,16 +213,19 @@ class CaseWriter:
         case_dir.mkdir(parents=True, exist_ok=True)
         remove_stale_parts(case_dir, self.files)
         notes = row.setdefault("notes", [])
+        seconds = row.setdefault("stage_seconds", {})
         for output in self.outputs:
-            if output.required:
-                output.write(case, result, case_dir, row)
-                continue
+            start = time.perf_counter()
+            name = "/".join(output.files)
             try:
                 output.write(case, result, case_dir, row)
             except Exception as e:  # noqa: BLE001 - an optional file must never cost the masks
-                name = "/".join(output.files)
+                if output.required:
+                    raise
                 logger.warning("%s: %s not written: %s", case.case_id, name, e)
                 notes.append(f"{name} not written: {type(e).__name__}: {e}")
+            finally:
+                seconds[f"write {name}"] = round(time.perf_counter() - start, 3)
         if started is not None:
             row["seconds"] = round(time.time() - started, 2)
         write_text_atomic(json.dumps({k: json_value(v) for k, v in row.items()}, indent=2), case_dir / STATS_FILE)
