@@ -182,7 +182,7 @@ class LungCropSliceInferer(Inferer):
             raise ValueError(f"grow_threshold must be in (0, 1], got {grow_threshold}.")
         self.roi_size = tuple(int(s) for s in roi_size)
         self.slice_inferer = SliceInferer(
-            roi_size=self.roi_size, sw_batch_size=sw_batch_size, spatial_dim=2, sw_device=sw_device, device=device, progress=False
+            roi_size=self.roi_size, sw_batch_size=sw_batch_size, spatial_dim=0, sw_device=sw_device, device=device, progress=False
         )
         self.device = torch.device(device) if device is not None else torch.device("cpu")
         self.margins = tuple(float(m) for m in margins)
@@ -263,23 +263,38 @@ class LungCropSliceInferer(Inferer):
         return run
 
     def _run(self, inputs, network, boxes: np.ndarray, slices: np.ndarray, out: torch.Tensor | None) -> torch.Tensor:
-        # the crops are stacked a few batches at a time, so their memory does not grow with the scan's length
+        # the crops are stacked a few batches at a time, so their memory does not grow with the scan's length; they
+        # are stacked along the first spatial axis, so that every slice the SliceInferer takes is contiguous memory
         step = self.slice_inferer.sw_batch_size * 4
         for start in range(0, len(slices), step):
             part = slices[start : start + step]
-            crops = torch.stack([self._crop(inputs[0, :, :, :, k], boxes[k]) for k in part], dim=-1)  # (C, H, W, n)
-            prob = self.slice_inferer(crops[None], network)[0]  # (K, H, W, n)
+            groups = _same_box_groups(boxes, part)
+            crops = torch.empty((len(part), inputs.shape[1], *self.roi_size), dtype=torch.float32, device=inputs.device)
+            for box, at in groups:  # slices that share a box are cropped and resized together
+                crops[torch.as_tensor(at)] = self._crops(inputs[0], box, part[at])
+            prob = self.slice_inferer(crops.transpose(0, 1).contiguous()[None], network)[0]  # (K, n, H, W)
             del crops
             if out is None:
                 out = torch.zeros((1, prob.shape[0], *inputs.shape[2:]), dtype=torch.float32, device=self.device)
-            for i, k in enumerate(part):
-                x0, x1, y0, y1 = (int(v) for v in boxes[k])
-                back = F.interpolate(prob[None, :, :, :, i].float(), size=(x1 - x0, y1 - y0), mode="bilinear", align_corners=False)
-                out[0, :, :, :, k] = 0.0
-                out[0, :, x0:x1, y0:y1, k] = back[0].to(out.device)
+            for box, at in groups:
+                x0, x1, y0, y1 = (int(v) for v in box)
+                back = F.interpolate(prob[:, torch.as_tensor(at)].transpose(0, 1).float(), size=(x1 - x0, y1 - y0), mode="bilinear", align_corners=False)
+                index = torch.as_tensor(part[at], device=out.device)
+                out[0, :, :, :, index] = 0.0
+                out[0, :, x0:x1, y0:y1, index] = back.permute(1, 2, 3, 0).to(out.device)  # (K, h, w, m)
         return out
 
-    def _crop(self, plane: torch.Tensor, box: np.ndarray) -> torch.Tensor:
+    def _crops(self, volume: torch.Tensor, box: np.ndarray, slices: np.ndarray) -> torch.Tensor:
+        """``(m, C, H, W)``: the ``box`` of each of ``slices`` of ``volume`` ``(C, X, Y, Z)``, resized to the
+        network's input."""
         x0, x1, y0, y1 = (int(v) for v in box)
-        crop = plane[:, x0:x1, y0:y1].float()
-        return F.interpolate(crop[None], size=self.roi_size, mode="bilinear", align_corners=False)[0]
+        crop = volume[:, x0:x1, y0:y1, torch.as_tensor(slices, device=volume.device)].permute(3, 0, 1, 2).float()
+        return F.interpolate(crop, size=self.roi_size, mode="bilinear", align_corners=False)
+
+
+def _same_box_groups(boxes: np.ndarray, slices: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``[(box, positions in slices), ...]``: the slices that share a crop box (all of them in the first pass,
+    where one box serves every slice; a few groups after boxes grew)."""
+    unique, inverse = np.unique(boxes[slices], axis=0, return_inverse=True)
+    inverse = np.asarray(inverse).reshape(-1)
+    return [(unique[g], np.flatnonzero(inverse == g)) for g in range(len(unique))]

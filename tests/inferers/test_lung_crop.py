@@ -262,3 +262,34 @@ def test_second_round_reruns_grown_slices_and_encloses_dense_tissue_next_to_the_
     report1 = single.infer(x, dense_is_infection, lung)
     out1 = report1.probability[0, 0].numpy()
     assert (out1[first[1, 1] :, :, 1] == 0).all() and (report1.boxes == first).all()
+
+
+def _per_slice_reference(inferer: LungCropSliceInferer, x: torch.Tensor, network, boxes: np.ndarray) -> torch.Tensor:
+    """One pass the plain way: every slice cropped, resized, run and pasted back on its own."""
+    out = torch.zeros((1, 1, *x.shape[2:]))
+    for k in np.flatnonzero(boxes[:, 0] >= 0):
+        x0, x1, y0, y1 = (int(v) for v in boxes[k])
+        crop = torch.nn.functional.interpolate(x[:, :, x0:x1, y0:y1, k], size=inferer.roi_size, mode="bilinear", align_corners=False)
+        back = torch.nn.functional.interpolate(network(crop), size=(x1 - x0, y1 - y0), mode="bilinear", align_corners=False)
+        out[0, :, x0:x1, y0:y1, k] = back[0]
+    return out
+
+
+def test_batched_crops_equal_slice_by_slice_crops():
+    """Slices that share a box are cropped, run and pasted back together: bit for bit what one slice at a time
+    gives, whatever the batch size and however the boxes differ between slices."""
+    torch.manual_seed(0)
+    conv = torch.nn.Sequential(torch.nn.Conv2d(1, 1, 5, padding=2), torch.nn.Sigmoid()).eval()
+    shape = (60, 50, 9)
+    x = torch.randn(1, 1, *shape)
+    lung = np.zeros(shape, dtype=bool)
+    lung[10:40, 8:35, 1:8] = True
+    boxes = slice_boxes(lung)
+    boxes[[2, 5]] = [5, 45, 4, 40]  # two slices with a grown box, interleaved with the others
+    boxes[6] = [0, 60, 0, 50]
+    for batch in (1, 3, 16):
+        inferer = LungCropSliceInferer(roi_size=(32, 24), sw_batch_size=batch, max_rounds=1)
+        with torch.no_grad():
+            got = inferer.infer(x, conv, lung, boxes=boxes).probability
+            expected = _per_slice_reference(inferer, x, conv, boxes)
+        assert torch.equal(got, expected), batch
