@@ -311,6 +311,36 @@ def test_anonymised_series_without_type2_attributes(tmp_path):
     assert read_dicom_sr(sr_path)["measurements"]["infection"]["lesion count"] == (3, "{lesions}")
 
 
+@pytest.mark.parametrize("complete", [False, True], ids=["incomplete-item-only", "beside-a-complete-item"])
+def test_incomplete_study_references_are_left_out(tmp_path, complete):
+    # some archives' series carry a Referenced Study Sequence item without its type-1 Referenced SOP Class UID;
+    # copied into the SEG and the SR as it is, it makes both invalid
+    files = _write_series(tmp_path / "series")
+    kept = Dataset()
+    kept.ReferencedSOPClassUID, kept.ReferencedSOPInstanceUID = "1.2.840.10008.3.1.2.3.1", generate_uid()
+    broken = Dataset()
+    broken.ReferencedSOPInstanceUID = generate_uid()
+    for f in files:
+        ds = pydicom.dcmread(f)
+        ds.ReferencedStudySequence = [kept, broken] if complete else [broken]
+        ds.save_as(f)
+    lung, infection, classes = _masks()
+    seg = write_dicom_seg(tmp_path / "out" / "segmentation.dcm", files, AFFINE, lung, infection, classes, VERSION)
+    sr = write_dicom_sr(tmp_path / "out" / DICOM_SR_FILE, seg, files, _row(lung, infection, classes), VERSION)
+    for path in (seg, sr):
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        if complete:
+            (item,) = ds.ReferencedStudySequence
+            assert item.ReferencedSOPInstanceUID == kept.ReferencedSOPInstanceUID
+        else:
+            assert "ReferencedStudySequence" not in ds
+        if shutil.which("dciodvfy") is not None:
+            result = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, timeout=60)
+            errors = [line for line in (result.stdout + result.stderr).splitlines() if line.startswith("Error")]
+            assert errors == [], "\n".join(errors)
+    assert len(pydicom.dcmread(files[0]).ReferencedStudySequence) == (2 if complete else 1)  # the files untouched
+
+
 def test_written_atomically(tmp_path, case, monkeypatch):
     files, seg_path, row, _ = case
     out = tmp_path / "case"
