@@ -16,7 +16,8 @@ Case ids are made from the path relative to the scanned folder (parts joined wit
 file names; see :func:`sanitize_case_id`.
 
 Nothing here reads pixel data: only DICOM headers (``stop_before_pixels``), so discovery is cheap. Pixel data and
-geometry are checked when a case is loaded (:func:`infnet_monai.io.volume.load_ct`).
+geometry are checked when a case is loaded (:func:`infnet_monai.io.volume.load_ct`), from the header fields that
+discovery read: each file's header is parsed once per run (:class:`SliceHeader`, carried in ``CTCase.headers``).
 """
 
 from __future__ import annotations
@@ -24,21 +25,30 @@ from __future__ import annotations
 import logging
 import os
 import re
+import struct
 import unicodedata
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pydicom
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 
 __all__ = [
     "CTCase",
+    "HeaderError",
+    "SliceHeader",
     "discover_cases",
     "sanitize_case_id",
     "read_dicom_header",
+    "read_slice_header",
+    "field_value",
+    "pixel_data_fields",
+    "current_headers",
     "has_dicm_marker",
     "instance_numbers_by_z",
     "is_nifti_path",
@@ -81,6 +91,85 @@ _AXIAL_MIN_NZ = 0.9  # |z component| of the slice normal above which a series co
 _POSITION_DECIMALS = 3  # slice positions are compared at 1 um
 
 
+@dataclass(frozen=True)
+class HeaderError:
+    """The exception that reading one header field raised at discovery; the loader raises it where it uses the field,
+    as reading the field from the dataset there would."""
+
+    error: Exception
+
+
+def field_value(value: Any) -> Any:
+    """``value``, or, for a :class:`HeaderError`, raise the exception it holds."""
+    if isinstance(value, HeaderError):
+        raise value.error
+    return value
+
+
+@dataclass(frozen=True)
+class SliceHeader:
+    """The header fields of one DICOM image that :func:`infnet_monai.io.volume.load_ct` checks, read once at discovery.
+
+    Each field holds what the loader's own expression gives on the parsed dataset (see :func:`read_slice_header`), or a
+    :class:`HeaderError` with the exception that expression raised; :meth:`field` returns the value or raises it.
+
+    Attributes:
+        path: the file.
+        stamp: ``(size in bytes, modification time in ns)`` of the file when its header was read; the loader reads
+            the header again when the file no longer has this stamp.
+        pixel_offset: byte offset of the pixel data element when the header (of a DICOM Part 10 file) was read up to
+            it, else ``None``; the loader then parses only the pixel data, not the header again.
+        encoding: ``(implicit VR, little endian)`` the dataset was parsed with (``None`` if unknown).
+        rows: ``Rows``.
+        columns: ``Columns``.
+        frames: ``NumberOfFrames`` as an int (1 when absent or not a number).
+        orientation: ``ImageOrientationPatient`` values as floats.
+        position: ``ImagePositionPatient`` values as floats.
+        pixel_spacing: ``PixelSpacing`` values as floats.
+        gantry_tilt: ``GantryDetectorTilt`` as text (``"None"`` when absent).
+        modality: ``Modality`` stripped and upper-cased, ``None`` when absent or empty.
+        sop_class_uid: ``SOPClassUID`` stripped (``""`` when absent).
+        patient_id: ``PatientID`` stripped, ``None`` when absent or empty.
+        series_instance_uid: ``SeriesInstanceUID`` stripped, ``None`` when absent or empty.
+        has_rescale_intercept: whether ``RescaleIntercept`` is present.
+        rescale: ``"RescaleSlope <value>, RescaleIntercept <value>"`` (``absent`` for a missing tag).
+        transfer_syntax: the file meta's ``TransferSyntaxUID`` (implicit VR little endian when absent).
+        pixel_format: ``(Rows, Columns, BitsAllocated, SamplesPerPixel, BitsStored, NumberOfFrames)`` as ints.
+        photometric: ``PhotometricInterpretation`` stripped and upper-cased (``MONOCHROME2`` when absent).
+        instance: ``(z of ImagePositionPatient in mm, InstanceNumber)``, ``None`` when either is missing or invalid.
+    """
+
+    path: Path
+    stamp: tuple[int, int]
+    pixel_offset: int | None
+    encoding: tuple[bool, bool] | None
+    rows: int
+    columns: int
+    frames: int | HeaderError
+    orientation: tuple[float, ...] | HeaderError
+    position: tuple[float, ...] | HeaderError
+    pixel_spacing: tuple[float, ...] | HeaderError
+    gantry_tilt: str | HeaderError
+    modality: str | None | HeaderError
+    sop_class_uid: str | HeaderError
+    patient_id: str | None | HeaderError
+    series_instance_uid: str | None | HeaderError
+    has_rescale_intercept: bool
+    rescale: str | HeaderError
+    transfer_syntax: str | HeaderError
+    pixel_format: tuple[int, int, int, int, int, int] | HeaderError
+    photometric: str | HeaderError
+    instance: tuple[float, int] | None | HeaderError
+
+    def field(self, name: str) -> Any:
+        """The value of field ``name``; raises the exception that reading it raised, if any."""
+        return field_value(getattr(self, name))
+
+    def is_current(self) -> bool:
+        """Whether the file still has the size and modification time it had when its header was read."""
+        return _file_stamp(self.path) == self.stamp
+
+
 @dataclass
 class CTCase:
     """One CT case found by :func:`discover_cases`.
@@ -102,6 +191,9 @@ class CTCase:
             patient's scans for the follow-up table.
         error: why the case cannot be loaded (e.g. a folder with only MR series), else ``None``. A cohort runner
             reports it; :func:`infnet_monai.io.volume.load_ct` raises ``CaseError`` with it.
+        headers: for a DICOM case from :func:`discover_cases`, the header fields of each file of ``files`` (same
+            order) that discovery read, so that the loader does not parse the headers again; empty otherwise (the
+            loader then reads them). Not part of the case's equality or repr.
     """
 
     case_id: str
@@ -114,6 +206,7 @@ class CTCase:
     error: str | None = None
     dropped: tuple[str, ...] = field(default_factory=tuple)
     study_date: str | None = None
+    headers: tuple[SliceHeader, ...] = field(default_factory=tuple, repr=False, compare=False)
 
 
 def sanitize_case_id(name: str) -> str:
@@ -169,48 +262,191 @@ def read_dicom_header(path: str | os.PathLike) -> Dataset | None:
     return _read_dicom_header(Path(path))[0]
 
 
-def _read_dicom_header(path: Path) -> tuple[Dataset | None, str]:
-    """:func:`read_dicom_header` with the reason a file is not taken (``""`` when it is)."""
+def read_slice_header(path: str | os.PathLike) -> SliceHeader | None:
+    """Read the header fields that the loader checks of ``path`` (see :class:`SliceHeader`), parsing the header once.
+
+    Args:
+        path: file to probe.
+
+    Returns:
+        the fields, or ``None`` when ``path`` is not a DICOM image (as for :func:`read_dicom_header`).
+    """
+    path = Path(path)
+    ds, _, stamp, offset = _read_dicom_header(path)
+    return None if ds is None or stamp is None else _slice_header(path, ds, stamp, offset)
+
+
+_PIXEL_TAGS = (0x7FE00010, 0x7FE00009, 0x7FE00008)  # (float, double float) pixel data, where stop_before_pixels stops
+
+
+def _file_stamp(path: Path) -> tuple[int, int] | None:
+    """``(size, modification time in ns)`` of ``path``, ``None`` when it cannot be read."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_size, st.st_mtime_ns
+
+
+def _read_dicom_header(path: Path) -> tuple[Dataset | None, str, tuple[int, int] | None, int | None]:
+    """:func:`read_dicom_header` with the reason a file is not taken (``""`` when it is), the file's stamp taken
+    before it was read (see :attr:`SliceHeader.stamp`) and the offset of its pixel data element (Part 10 files whose
+    header read stopped there, else ``None``)."""
     try:
         with open(path, "rb") as f:
+            st = os.fstat(f.fileno())
             head = f.read(132)
     except OSError as e:
         logger.warning("%s: cannot be read (%s); skipped.", path, e)
-        return None, f"cannot be read ({e.strerror or e})"
+        return None, f"cannot be read ({e.strerror or e})", None, None
+    stamp = (st.st_size, st.st_mtime_ns)
     if len(head) == 0:
-        return None, "empty file (0 bytes)"
+        return None, "empty file (0 bytes)", stamp, None
     if len(head) < 132:
-        return None, f"{len(head)} bytes, too short for DICOM"
+        return None, f"{len(head)} bytes, too short for DICOM", stamp, None
+    offset = None
     try:
         if head[128:132] == b"DICM":
-            ds = pydicom.dcmread(path, stop_before_pixels=True)
+            with open(path, "rb") as f:
+                ds = pydicom.dcmread(f, stop_before_pixels=True)
+                offset = f.tell()
+                tag = f.read(4)
+            if len(tag) < 4 or not any(tag in (_tag_bytes(t, "<"), _tag_bytes(t, ">")) for t in _PIXEL_TAGS):
+                offset = None  # the header ended elsewhere (no pixel data): the loader reads the whole file
         else:
             ds = pydicom.dcmread(path, force=True, defer_size="1 KB")
             if "PixelData" not in ds:
-                return None, "not a DICOM image (no DICM marker, no pixel data)"
+                return None, "not a DICOM image (no DICM marker, no pixel data)", stamp, None
     except Exception as e:  # InvalidDicomError, OSError, ...; pydicom may raise anything on random bytes
         logger.debug("%s: not readable as DICOM (%s: %s).", path, type(e).__name__, e)
-        return None, f"not readable as DICOM ({type(e).__name__})"
+        return None, f"not readable as DICOM ({type(e).__name__})", stamp, None
     try:  # an image has a positive size; a forced parse of garbage can also fail lazily here
         if int(ds.Rows) < 1 or int(ds.Columns) < 1:
-            return None, "DICOM without an image (Rows or Columns 0)"
+            return None, "DICOM without an image (Rows or Columns 0)", stamp, None
     except Exception:
-        return None, "DICOM without an image (no Rows or Columns)"
-    return ds, ""
+        return None, "DICOM without an image (no Rows or Columns)", stamp, None
+    return ds, "", stamp, offset
 
 
-def instance_numbers_by_z(files: Sequence[str | os.PathLike]) -> dict[float, int]:
+def _tag_bytes(tag: int, endian: str) -> bytes:
+    return struct.pack(f"{endian}HH", tag >> 16, tag & 0xFFFF)
+
+
+def _capture(read: Callable[[], Any]) -> Any:
+    """``read()``, or a :class:`HeaderError` holding what it raised."""
+    try:
+        return read()
+    except Exception as e:  # noqa: BLE001 - raised again where the loader uses the field
+        return HeaderError(e)
+
+
+def _frames(ds: Dataset) -> int:
+    frames = ds.get("NumberOfFrames", 1)
+    try:
+        return int(frames or 1)
+    except (TypeError, ValueError):
+        return 1
+
+
+def _pixel_format(ds: Dataset) -> tuple[int, int, int, int, int, int]:
+    rows, cols = int(ds.Rows), int(ds.Columns)
+    bits, samples = int(ds.get("BitsAllocated", 0) or 0), int(ds.get("SamplesPerPixel", 1) or 1)
+    stored = int(ds.get("BitsStored", bits) or bits)
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    return rows, cols, bits, samples, stored, frames
+
+
+def _instance(ds: Dataset) -> tuple[float, int] | None:
+    position, number = _floats(ds, "ImagePositionPatient", 3), ds.get("InstanceNumber")
+    if position is None or number is None:
+        return None
+    try:
+        return round(float(position[2]), 1), int(number)
+    except (TypeError, ValueError):
+        return None
+
+
+def _parsed_encoding(ds: Dataset) -> tuple[bool, bool] | None:
+    """``(implicit VR, little endian)`` the elements of ``ds`` were parsed with (pydicom may have switched from what
+    the transfer syntax says), from an element not yet converted; ``None`` when all were."""
+    for tag in ds.keys():
+        elem = ds.get_item(tag)
+        if isinstance(elem, RawDataElement):
+            return bool(elem.is_implicit_VR), bool(elem.is_little_endian)
+    return None
+
+
+def _optional_text(ds: Dataset, keyword: str) -> str | None:
+    return str(ds.get(keyword, "") or "").strip() or None
+
+
+def _slice_header(path: Path, ds: Dataset, stamp: tuple[int, int], pixel_offset: int | None) -> SliceHeader:
+    """The :class:`SliceHeader` of ``ds``, each field from the expression the loader used on the dataset."""
+    encoding = _parsed_encoding(ds)
+    transfer_syntax, pixel_format, photometric = pixel_data_fields(ds)
+    return SliceHeader(
+        path=path,
+        stamp=stamp,
+        pixel_offset=pixel_offset if encoding is not None else None,
+        encoding=encoding,
+        rows=int(ds.Rows),
+        columns=int(ds.Columns),
+        frames=_capture(lambda: _frames(ds)),
+        orientation=_capture(lambda: tuple(float(v) for v in ds["ImageOrientationPatient"].value)),
+        position=_capture(lambda: tuple(float(v) for v in ds["ImagePositionPatient"].value)),
+        pixel_spacing=_capture(lambda: tuple(float(v) for v in ds["PixelSpacing"].value)),
+        gantry_tilt=_capture(lambda: f"{ds.get('GantryDetectorTilt', None)}"),
+        modality=_capture(lambda: str(ds.get("Modality", "") or "").strip().upper() or None),
+        sop_class_uid=_capture(lambda: str(ds.get("SOPClassUID", "")).strip()),
+        patient_id=_capture(lambda: _optional_text(ds, "PatientID")),
+        series_instance_uid=_capture(lambda: _optional_text(ds, "SeriesInstanceUID")),
+        has_rescale_intercept="RescaleIntercept" in ds,
+        rescale=_capture(
+            lambda: f"RescaleSlope {ds.get('RescaleSlope', 'absent')}, "
+            f"RescaleIntercept {ds.get('RescaleIntercept', 'absent')}"
+        ),
+        transfer_syntax=transfer_syntax,
+        pixel_format=pixel_format,
+        photometric=photometric,
+        instance=_capture(lambda: _instance(ds)),
+    )
+
+
+def pixel_data_fields(ds: Dataset) -> tuple[Any, Any, Any]:
+    """The fields of :class:`SliceHeader` that describe the pixel data, ``(transfer_syntax, pixel_format,
+    photometric)``, of a dataset (each value or :class:`HeaderError`)."""
+    meta = getattr(ds, "file_meta", None)
+    return (
+        _capture(lambda: str(meta.get("TransferSyntaxUID", "") if meta is not None else "") or "1.2.840.10008.1.2"),
+        _capture(lambda: _pixel_format(ds)),
+        _capture(lambda: str(ds.get("PhotometricInterpretation", "MONOCHROME2") or "MONOCHROME2").strip().upper()),
+    )
+
+
+def instance_numbers_by_z(files: Sequence[str | os.PathLike] | CTCase) -> dict[float, int]:
     """The InstanceNumber of each image of a DICOM series by its table position: ``{z in mm (rounded to 0.1): n}``
-    from ``ImagePositionPatient``; images without either are left out. A viewer finds a slice by these numbers."""
+    from ``ImagePositionPatient``; images without either are left out. A viewer finds a slice by these numbers.
+
+    Args:
+        files: the series' files, or a :class:`CTCase`, whose headers read at discovery are used for the files that
+            have not changed since (the others are read again).
+    """
     out: dict[float, int] = {}
-    for f in files:
-        ds = read_dicom_header(f)
-        position, number = (_floats(ds, "ImagePositionPatient", 3), ds.get("InstanceNumber")) if ds is not None else (None, None)
-        if position is not None and number is not None:
-            try:
-                out[round(float(position[2]), 1)] = int(number)
-            except (TypeError, ValueError):
-                continue
+    for header in current_headers(files) if isinstance(files, CTCase) else map(read_slice_header, files):
+        instance = header.field("instance") if header is not None else None
+        if instance is not None:
+            out[instance[0]] = instance[1]
+    return out
+
+
+def current_headers(case: CTCase) -> list[SliceHeader | None]:
+    """The :class:`SliceHeader` of each file of ``case``: the one discovery read while the file is unchanged since
+    (same size and modification time), else read again (``None`` for a file that is no longer a DICOM image)."""
+    carried = {header.path: header for header in case.headers}
+    out = []
+    for path in case.files:
+        header = carried.get(Path(path))
+        out.append(header if header is not None and header.is_current() else read_slice_header(path))
     return out
 
 
@@ -369,9 +605,14 @@ def _dropped_files(series: list[_Series], chosen: _Series | None, unreadable: Se
 
 
 def _dicom_case(
-    folder: Path, slices: list[tuple[Path, Dataset]], case_id: str, unreadable: Sequence[tuple[Path, str]] = ()
+    folder: Path,
+    slices: list[tuple[Path, Dataset]],
+    case_id: str,
+    unreadable: Sequence[tuple[Path, str]] = (),
+    read_at: dict[Path, tuple[tuple[int, int], int | None]] | None = None,
 ) -> CTCase:
-    """Choose the series of a DICOM folder and build its :class:`CTCase`."""
+    """Choose the series of a DICOM folder and build its :class:`CTCase`; ``read_at`` gives each file's stamp and
+    pixel data offset (see :class:`SliceHeader`) for the headers the case carries (none without it)."""
     if not slices:
         named = "; ".join(f"{p.name}: {r}" for p, r in unreadable[:5]) + ("; ..." if len(unreadable) > 5 else "")
         return CTCase(
@@ -426,11 +667,17 @@ def _dicom_case(
     dropped = _dropped_files(series, chosen, unreadable)
     if dropped:
         logger.warning("%s: %d file(s) left out of the series: %s", folder, len(dropped), "; ".join(dropped[:5]))
+    files = chosen.sorted_files()
+    headers: tuple[SliceHeader, ...] = ()
+    if read_at is not None and all(path in read_at for path in files):
+        datasets = dict(chosen.slices)
+        headers = tuple(_slice_header(path, datasets[path], *read_at[path]) for path in files)
     return CTCase(
         case_id=case_id,
         source_path=folder,
         kind="dicom",
-        files=chosen.sorted_files(),
+        files=files,
+        headers=headers,
         patient_id=_text(chosen_ds, "PatientID"),
         series_instance_uid=chosen.uid,
         notes=tuple(notes),
@@ -522,6 +769,7 @@ def discover_cases(
     passed_over: list[tuple[Path, str]] = []
     found: list[tuple[tuple[str, ...], str, Path, list[tuple[Path, Dataset]] | None, list[tuple[Path, str]]]] = []
     visited: set[Path] = set()
+    read_at: dict[Path, tuple[tuple[int, int], int | None]] = {}
 
     def unreadable_folder(e: OSError) -> None:
         passed_over.append((Path(e.filename or "?"), f"unreadable folder ({e.strerror or e})"))
@@ -559,9 +807,10 @@ def discover_cases(
                 has_nifti = True
                 found.append((rel_parts + (_nifti_stem(path),), "nifti", path, None, []))
                 continue
-            ds, reason = _read_dicom_header(path)
-            if ds is not None:
+            ds, reason, stamp, pixel_offset = _read_dicom_header(path)
+            if ds is not None and stamp is not None:  # a stamp whenever the file could be opened
                 dicom_slices.append((path, ds))
+                read_at[path] = (stamp, pixel_offset)
             elif _dicom_like(path) or path.stat().st_size == 0:
                 unreadable.append((path, reason))
             else:
@@ -588,7 +837,7 @@ def discover_cases(
             cases.append(CTCase(case_id, path, "nifti", (path,)))
         else:
             assert slices is not None
-            cases.append(_dicom_case(path, slices, case_id, unreadable))
+            cases.append(_dicom_case(path, slices, case_id, unreadable, read_at))
     if not cases:
         logger.warning("%s: no NIfTI file and no DICOM series found.", root)
     else:

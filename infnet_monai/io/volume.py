@@ -6,9 +6,12 @@ pipeline can apply MONAI spatial transforms and invert them later:
 
 - NIfTI: ``LoadImage(reader=CompactNibabelReader(...))``, MONAI's ``NibabelReader`` with the scaling applied
   without a float64 copy; the affine is nibabel's.
-- DICOM: ``LoadImage(reader=SimpleITKSeriesReader())`` on the case's sorted file list. ``SimpleITKSeriesReader`` is
-  a MONAI ``ImageReader`` over SimpleITK (GDCM) that follows ``monai.data.ITKReader`` conventions (array indexed
-  ``(X, Y, Z)``, LPS -> RAS affine), so no extra ``itk`` package is needed. GDCM applies RescaleSlope/Intercept.
+- DICOM: ``LoadImage(reader=SimpleITKSeriesReader(num_workers=...))`` on the case's sorted file list.
+  ``SimpleITKSeriesReader`` is a MONAI ``ImageReader`` over SimpleITK (GDCM) that follows ``monai.data.ITKReader``
+  conventions (array indexed ``(X, Y, Z)``, LPS -> RAS affine), so no extra ``itk`` package is needed; it decodes the
+  slices in threads, with the voxels and geometry of one ``sitk.ImageSeriesReader``. GDCM applies
+  RescaleSlope/Intercept. The headers are those discovery read (``CTCase.headers``): each file's header is parsed
+  once per run (the pixel data check parses only the pixel data element).
 
 The volume is checked, its geometry from the headers before the voxels are read, and any problem raises
 :class:`CaseError` naming the file, the problem and what to do (each check is made once, in one function):
@@ -45,7 +48,8 @@ import logging
 import os
 import warnings
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -61,8 +65,17 @@ from monai.data.utils import affine_to_spacing, orientation_ras_lps
 from monai.transforms import LoadImage
 from monai.utils import ImageMetaKey, MetaKeys, SpaceKeys, ensure_tuple
 from pydicom.dataset import Dataset
+from pydicom.filereader import read_dataset
 
-from infnet_monai.io.cases import CT_SOP_CLASS_UIDS, CTCase, has_dicm_marker, read_dicom_header
+from infnet_monai.io.cases import (
+    CT_SOP_CLASS_UIDS,
+    CTCase,
+    SliceHeader,
+    field_value,
+    has_dicm_marker,
+    pixel_data_fields,
+    read_slice_header,
+)
 
 __all__ = [
     "CaseError",
@@ -117,6 +130,26 @@ class CaseError(ValueError):
     """A CT case cannot be used; the message names the file, the problem and what to do."""
 
 
+_SLICES_PER_TASK = 32  # slices one thread reads, then stores transposed at once (longer runs of z written together)
+_ROWS_PER_COPY = 16  # image rows of a block transposed at a time: what is read and written stays in cache (2x faster)
+_INT16_RANGE = (-32768 + int(RAW_CT_OFFSET), 32767)  # integer HU kept as int16: room for the raw-value correction
+
+
+@dataclass
+class _SliceStack:
+    """A series read slice by slice (:meth:`SimpleITKSeriesReader.read` with ``num_workers``): the voxels, already
+    indexed ``(X, Y, Z)`` and C-contiguous, and the geometry ``sitk.ImageSeriesReader`` gives the whole series."""
+
+    array: np.ndarray
+    spacing: tuple[float, ...]
+    origin: tuple[float, ...]
+    direction: tuple[float, ...]
+
+
+class _DoesNotFit(ValueError):
+    """Integer voxels outside the int16 range asked for: the series is read again in its own pixel type."""
+
+
 class SimpleITKSeriesReader(ImageReader):
     """MONAI image reader for DICOM series (or single images) based on SimpleITK / GDCM.
 
@@ -126,25 +159,45 @@ class SimpleITKSeriesReader(ImageReader):
     RescaleSlope/Intercept are applied by GDCM; by default the output keeps the pixel type GDCM gives (int16 for
     the usual integer rescale), which :func:`load_ct` then stores compactly.
 
+    With ``num_workers`` a list of three or more files is read slice by slice by that many threads (GDCM decodes
+    without Python's lock), each block of slices stored straight into the ``(X, Y, Z)`` array: the voxels, pixel type
+    and geometry are those of the single ``sitk.ImageSeriesReader`` (which takes the geometry from the first and last
+    files; so does this reader, reading those two as a series), without its copy and transpose afterwards. Anything
+    unusual on the way (another slice size, several components, an unreadable file) makes it read the series with
+    the single reader, which gives the same image or the same error as without ``num_workers``.
+
     Args:
         affine_lps_to_ras: convert the affine from ITK's LPS to RAS (as ``NibabelReader`` returns). Default True.
         output_pixel_type: SimpleITK pixel type of the read image. Default ``sitk.sitkUnknown`` (GDCM's own).
+        num_workers: threads reading the slices of a file list; 0 (default) reads with one ``sitk.ImageSeriesReader``.
+        int16_range: with ``num_workers``, integer voxels of another type than int16 are stored as int16 when all lie
+            in this ``(low, high)`` range (else in their own type); ``None`` (default) keeps the pixel type.
 
     Example::
 
         image = LoadImage(reader=SimpleITKSeriesReader(), image_only=True, ensure_channel_first=True)(file_list)
     """
 
-    def __init__(self, affine_lps_to_ras: bool = True, output_pixel_type: int = sitk.sitkUnknown) -> None:
+    def __init__(
+        self,
+        affine_lps_to_ras: bool = True,
+        output_pixel_type: int = sitk.sitkUnknown,
+        num_workers: int = 0,
+        int16_range: tuple[int, int] | None = None,
+    ) -> None:
         super().__init__()
+        if num_workers < 0:
+            raise ValueError(f"num_workers must be >= 0, got {num_workers}.")
         self.affine_lps_to_ras = affine_lps_to_ras
         self.output_pixel_type = output_pixel_type
+        self.num_workers = int(num_workers)
+        self.int16_range = int16_range
 
     def verify_suffix(self, filename: Sequence[str | os.PathLike] | str | os.PathLike) -> bool:
         """SimpleITK is a hard dependency of this package, so any file or folder may be tried."""
         return True
 
-    def read(self, data: Sequence[str | os.PathLike] | str | os.PathLike, **kwargs: Any) -> sitk.Image:
+    def read(self, data: Sequence[str | os.PathLike] | str | os.PathLike, **kwargs: Any) -> sitk.Image | _SliceStack:
         """Read one image from a list of slice files (in the given order) or from a folder.
 
         Args:
@@ -153,7 +206,8 @@ class SimpleITKSeriesReader(ImageReader):
             kwargs: unused, for API compatibility.
 
         Returns:
-            the SimpleITK image.
+            the SimpleITK image; with ``num_workers`` and three or more files, the voxels and geometry read slice by
+            slice (an object that :meth:`get_data` takes).
         """
         names = [str(p) for p in ensure_tuple(data)]
         if len(names) == 1 and Path(names[0]).is_dir():
@@ -161,12 +215,82 @@ class SimpleITKSeriesReader(ImageReader):
             if not series_ids:
                 raise FileNotFoundError(f"{names[0]}: no DICOM series found in this folder.")
             names = list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(names[0], series_ids[0]))
+        if self.num_workers and len(names) > 2:
+            try:
+                try:
+                    return self._read_slices(names, self.int16_range)
+                except _DoesNotFit:
+                    return self._read_slices(names, None)
+            except Exception as e:  # noqa: BLE001 - the single reader below gives the image or the error to report
+                logger.debug("%s: not read slice by slice (%s: %s); read as one series.", names[0], type(e).__name__, e)
+        return self._read_series(names, self.output_pixel_type)
+
+    @staticmethod
+    def _read_series(names: Sequence[str], pixel_type: int) -> sitk.Image:
         reader = sitk.ImageSeriesReader()
-        reader.SetFileNames(names)
-        reader.SetOutputPixelType(self.output_pixel_type)
+        reader.SetFileNames(list(names))
+        reader.SetOutputPixelType(pixel_type)
         return reader.Execute()
 
-    def get_data(self, img: sitk.Image) -> tuple[np.ndarray, dict]:
+    def _read_slices(self, names: list[str], int16_range: tuple[int, int] | None) -> _SliceStack:
+        """Read ``names`` (3 or more) slice by slice with ``num_workers`` threads, see the class docstring."""
+        first, last = sitk.ImageFileReader(), sitk.ImageFileReader()
+        for reader, name in ((first, names[0]), (last, names[-1])):
+            reader.SetFileName(name)
+            reader.ReadImageInformation()
+        size = first.GetSize()
+        if first.GetNumberOfComponents() != 1 or len(size) not in (2, 3) or size[2:] not in ((), (1,)):
+            raise ValueError(f"{names[0]}: not one scalar slice.")
+        if np.linalg.norm(np.subtract(last.GetOrigin(), first.GetOrigin())) < 1e-6:
+            raise ValueError("the first and last slices lie at one position.")  # ITK then keeps a spacing of 1
+        # the pixel type sitk.ImageSeriesReader takes: the one asked for, else the first file's
+        pixel_type = self.output_pixel_type if self.output_pixel_type != sitk.sitkUnknown else first.GetPixelID()
+        n, (columns, rows) = len(names), size[:2]
+
+        with ThreadPoolExecutor(max_workers=self.num_workers) as pool:
+            # the first and last files as a series: what the whole series reader takes its geometry from
+            ends_job = pool.submit(self._read_series, [names[0], names[-1]], pixel_type)
+            ends = ends_job.result()
+            ends_array = sitk.GetArrayViewFromImage(ends)
+            if ends.GetSize() != (columns, rows, 2) or ends.GetNumberOfComponentsPerPixel() != 1:
+                raise ValueError(f"{names[0]}: the first and last files do not read as two slices.")
+            native = ends_array.dtype
+            keep = native == np.int16 or not np.issubdtype(native, np.integer) or int16_range is None
+            stored = native if keep else np.dtype(np.int16)
+            out = np.empty((columns, rows, n), dtype=stored)
+
+            def copy(values: np.ndarray, into: np.ndarray) -> None:
+                """``into[...] = values``, in int16 only when every value lies in ``int16_range``."""
+                if not keep and (int(values.min()) < int16_range[0] or int(values.max()) > int16_range[1]):
+                    raise _DoesNotFit(f"values outside {int16_range}")
+                into[...] = values
+
+            def read_slice(name: str, into: np.ndarray) -> None:
+                reader = sitk.ImageFileReader()
+                reader.SetFileName(name)
+                reader.SetOutputPixelType(pixel_type)
+                image = reader.Execute()
+                if image.GetSize()[:2] != (columns, rows) or image.GetNumberOfPixels() != columns * rows:
+                    raise ValueError(f"{name}: another slice size {image.GetSize()}.")
+                copy(sitk.GetArrayViewFromImage(image).reshape(rows, columns), into)  # a view: valid while image lives
+
+            def read_block(z0: int) -> None:
+                z1 = min(z0 + _SLICES_PER_TASK, n - 1)
+                block = np.empty((z1 - z0, rows, columns), dtype=stored)  # cast slice by slice, then one transpose
+                for k in range(z0, z1):
+                    read_slice(names[k], block[k - z0])
+                for y0 in range(0, rows, _ROWS_PER_COPY):
+                    out[:, y0 : y0 + _ROWS_PER_COPY, z0:z1] = block[:, y0 : y0 + _ROWS_PER_COPY].transpose(2, 1, 0)
+
+            for k, z in ((0, 0), (1, n - 1)):
+                copy(ends_array[k].T, out[:, :, z])
+            for job in [pool.submit(read_block, z0) for z0 in range(1, n - 1, _SLICES_PER_TASK)]:
+                job.result()
+        spacing = list(ends.GetSpacing())
+        spacing[2] = spacing[2] / (n - 1)  # as ImageSeriesReader: |last - first position| / (n - 1)
+        return _SliceStack(out, tuple(spacing), ends.GetOrigin(), ends.GetDirection())
+
+    def get_data(self, img: sitk.Image | _SliceStack) -> tuple[np.ndarray, dict]:
         """Array ``(X, Y, Z)`` and MONAI metadata (``affine``, ``original_affine``, ``spatial_shape``, ...).
 
         Args:
@@ -175,26 +299,38 @@ class SimpleITKSeriesReader(ImageReader):
         Returns:
             the voxel array indexed ``(X, Y, Z)`` and the metadata dictionary.
         """
+        if isinstance(img, _SliceStack):
+            return img.array, self._meta(img.array.shape, img.spacing, img.origin, img.direction)
         if img.GetNumberOfComponentsPerPixel() != 1:
             raise ValueError(f"expected a scalar image, got {img.GetNumberOfComponentsPerPixel()} components.")
         array = sitk.GetArrayFromImage(img).T  # SimpleITK gives (Z, Y, X)
-        dim = img.GetDimension()
-        direction = np.asarray(img.GetDirection(), dtype=np.float64).reshape(dim, dim)
-        spacing = np.asarray(img.GetSpacing(), dtype=np.float64)
+        return array, self._meta(img.GetSize(), img.GetSpacing(), img.GetOrigin(), img.GetDirection())
+
+    def _meta(
+        self, size: Sequence[int], spacing: Sequence[float], origin: Sequence[float], direction: Sequence[float]
+    ) -> dict:
+        dim = len(size)
+        direction = np.asarray(direction, dtype=np.float64).reshape(dim, dim)
+        spacing = np.asarray(spacing, dtype=np.float64)
         affine = np.eye(dim + 1)
         affine[:dim, :dim] = direction @ np.diag(spacing)
-        affine[:dim, -1] = np.asarray(img.GetOrigin(), dtype=np.float64)
+        affine[:dim, -1] = np.asarray(origin, dtype=np.float64)
         if self.affine_lps_to_ras:
             affine = orientation_ras_lps(affine)
-        meta = {
+        return {
             MetaKeys.ORIGINAL_AFFINE: affine,
             MetaKeys.AFFINE: affine.copy(),
-            MetaKeys.SPATIAL_SHAPE: np.asarray(img.GetSize()),
+            MetaKeys.SPATIAL_SHAPE: np.asarray(tuple(size)),
             MetaKeys.SPACE: SpaceKeys.RAS if self.affine_lps_to_ras else SpaceKeys.LPS,
             MetaKeys.ORIGINAL_CHANNEL_DIM: float("nan"),
             "spacing": spacing,
         }
-        return array, meta
+
+
+def _reader_threads() -> int:
+    """Threads that read the slices of a DICOM series: the CPU threads torch was given (``OMP_NUM_THREADS``), at
+    most 8 (each holds a block of decoded slices)."""
+    return max(1, min(8, torch.get_num_threads()))
 
 
 @dataclass
@@ -294,7 +430,7 @@ def _compact(image: MetaTensor) -> MetaTensor:
         return image
     if not image.is_floating_point():
         lo, hi = int(image.min()), int(image.max())
-        if lo - RAW_CT_OFFSET >= -32768 and hi <= 32767:
+        if _INT16_RANGE[0] <= lo and hi <= _INT16_RANGE[1]:
             return image.to(torch.int16)
     return image.to(torch.float32)
 
@@ -496,17 +632,22 @@ def _check_nifti_header(path: Path, image: nib.Nifti1Image, stored: nib.Nifti1He
         )
 
 
-def _dicom_headers(case: CTCase) -> list[Dataset]:
+def _dicom_headers(case: CTCase) -> list[SliceHeader]:
+    """The header fields of each file of ``case``: those discovery read (``case.headers``) for the files unchanged
+    since, the others read now."""
     if not case.files:
         raise CaseError(f"{case.source_path}: no DICOM files listed for this case. List the cases again.")
+    carried = {header.path: header for header in case.headers}
     headers = []
     for path in case.files:
         path = Path(path)
         _check_file(path)
-        ds = read_dicom_header(path)
-        if ds is None:
+        header = carried.get(path)
+        if header is None or not header.is_current():
+            header = read_slice_header(path)
+        if header is None:
             raise CaseError(f"{path}: not a readable DICOM image. Remove it from the series folder or replace it.")
-        headers.append(ds)
+        headers.append(header)
     return headers
 
 
@@ -515,13 +656,50 @@ _NATIVE_SYNTAXES = frozenset(
 )  # implicit / explicit VR little endian, explicit VR big endian, deflated: pixels stored as they are
 
 
-def _check_pixel_data(path: Path) -> None:
+_DEFLATED_SYNTAX = "1.2.840.10008.1.2.1.99"  # the dataset is one zlib stream: no element can be found by its offset
+
+
+def _pixel_data_tail(path: Path, header: SliceHeader) -> Dataset | None:
+    """The elements of ``path`` from its pixel data on, parsed by pydicom as ``pydicom.dcmread`` parses them when it
+    reads the whole file (same VR encoding, positions, errors and warnings), without parsing the header again; or
+    ``None`` when that cannot be vouched for (no pixel data offset, a deflated dataset, an element out of order after
+    the pixel data): the whole file is read then."""
+    syntax = header.transfer_syntax
+    if header.pixel_offset is None or header.encoding is None or syntax == _DEFLATED_SYNTAX:
+        return None
+    if not isinstance(syntax, str):  # reading it raised: the whole file's read raises it where it did
+        return None
+    implicit, little = header.encoding
+    with open(path, "rb") as f:
+        f.seek(header.pixel_offset)
+        head = f.read(6)
+        # pydicom takes a dataset's VR encoding from its first element: the pixel data's must give the header's
+        found_implicit = len(head) < 6 or not (0x40 < head[4] < 0x5B and 0x40 < head[5] < 0x5B)
+        if found_implicit != implicit:
+            return None
+        f.seek(header.pixel_offset)
+        tail = read_dataset(f, implicit, little)
+    if any(tag < 0x7FE00008 for tag in tail.keys()):  # would replace a header element in the whole file's dataset
+        return None
+    return tail
+
+
+def _check_pixel_data(path: Path, header: SliceHeader) -> None:
     """Refuse an image whose pixel data do not fit its header: a size other than Rows x Columns x BitsAllocated
     (a cut copy, a changed Rows), native data under a compressed transfer syntax or the reverse, or pixels that are
-    not one grayscale sample of 8, 16 or 32 bits. GDCM would otherwise read such data shifted or as noise."""
+    not one grayscale sample of 8, 16 or 32 bits. GDCM would otherwise read such data shifted or as noise.
+
+    Only the pixel data element is parsed, after the header fields read at discovery (:func:`_pixel_data_tail`);
+    the whole file where that cannot be done."""
+    fields = (header.transfer_syntax, header.pixel_format, header.photometric)
     try:
-        ds = pydicom.dcmread(path, force=True)
-        element = ds.get_item("PixelData")
+        tail = _pixel_data_tail(path, header)
+        if tail is None:
+            ds = pydicom.dcmread(path, force=True)
+            fields = pixel_data_fields(ds)
+            element = ds.get_item("PixelData")
+        else:
+            element = tail.get_item("PixelData")
         data = element.value if element is not None else None
     except Exception as e:  # noqa: BLE001 - pydicom may raise anything on a damaged file
         raise CaseError(f"{path}: the DICOM file cannot be read to its end ({type(e).__name__}: {e}). Copy it again.") from e
@@ -530,17 +708,13 @@ def _check_pixel_data(path: Path) -> None:
             f"{path}: the pixel data are missing or cut short (the file ends before them): the file was truncated or "
             "damaged in a copy. Copy or export the series again."
         )
-    meta = getattr(ds, "file_meta", None)
-    syntax = str(meta.get("TransferSyntaxUID", "") if meta is not None else "") or "1.2.840.10008.1.2"
+    syntax = field_value(fields[0])
     encapsulated = bool(getattr(element, "is_undefined_length", False)) or getattr(element, "length", 0) == 0xFFFFFFFF
     try:
-        rows, cols = int(ds.Rows), int(ds.Columns)
-        bits, samples = int(ds.get("BitsAllocated", 0) or 0), int(ds.get("SamplesPerPixel", 1) or 1)
-        stored = int(ds.get("BitsStored", bits) or bits)
-        frames = int(ds.get("NumberOfFrames", 1) or 1)
+        rows, cols, bits, samples, stored, frames = field_value(fields[1])
     except (TypeError, ValueError) as e:
         raise CaseError(f"{path}: Rows, Columns, BitsAllocated or SamplesPerPixel is not a number ({e}).") from e
-    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2") or "MONOCHROME2").strip().upper()
+    photometric = field_value(fields[2])
     if bits not in (8, 16, 32) or not 1 <= stored <= bits or samples != 1 or not photometric.startswith("MONOCHROME"):
         raise CaseError(
             f"{path}: pixels of BitsAllocated {bits}, BitsStored {stored}, SamplesPerPixel {samples}, "
@@ -567,9 +741,9 @@ def _check_pixel_data(path: Path) -> None:
         )
 
 
-def _vector(ds: Dataset, keyword: str, n: int, path: Path) -> np.ndarray:
+def _vector(header: SliceHeader, name: str, keyword: str, n: int, path: Path) -> np.ndarray:
     try:
-        value = np.asarray([float(v) for v in ds[keyword].value], dtype=np.float64)
+        value = np.asarray(header.field(name), dtype=np.float64)
     except Exception as e:
         raise CaseError(
             f"{path}: DICOM tag {keyword} is missing or invalid ({e}); the slice geometry cannot be built. "
@@ -580,13 +754,9 @@ def _vector(ds: Dataset, keyword: str, n: int, path: Path) -> np.ndarray:
     return value
 
 
-def _check_single_frames(files: list[Path], headers: list[Dataset]) -> None:
-    for path, ds in zip(files, headers):
-        frames = ds.get("NumberOfFrames", 1)
-        try:
-            frames = int(frames or 1)
-        except (TypeError, ValueError):
-            frames = 1
+def _check_single_frames(files: list[Path], headers: list[SliceHeader]) -> None:
+    for path, header in zip(files, headers):
+        frames = header.field("frames")
         if frames > 1:
             raise CaseError(
                 f"{path}: multi-frame DICOM ({frames} frames in one file) is not supported. Convert the series "
@@ -638,17 +808,17 @@ def _check_stacked(folder, positions: np.ndarray, normal: np.ndarray, along: np.
 
 
 def _check_dicom_geometry(
-    case: CTCase, headers: list[Dataset], min_slices: int, max_spacing_mm: float
-) -> tuple[list[Path], np.ndarray]:
-    """Validate slice geometry from the headers; return the files sorted along the normal and the volume's RAS
-    affine."""
+    case: CTCase, headers: list[SliceHeader], min_slices: int, max_spacing_mm: float
+) -> tuple[list[Path], np.ndarray, list[SliceHeader]]:
+    """Validate slice geometry from the headers; return the files sorted along the normal, the volume's RAS affine
+    and the headers in the files' order."""
     folder = case.source_path
     files = [Path(p) for p in case.files]
     _check_single_frames(files, headers)
-    orientations = [_vector(ds, "ImageOrientationPatient", 6, p) for p, ds in zip(files, headers)]
-    positions = np.stack([_vector(ds, "ImagePositionPatient", 3, p) for p, ds in zip(files, headers)])
-    pixel_spacings = [_vector(ds, "PixelSpacing", 2, p) for p, ds in zip(files, headers)]
-    sizes = {(int(ds.Rows), int(ds.Columns)) for ds in headers}
+    orientations = [_vector(h, "orientation", "ImageOrientationPatient", 6, p) for p, h in zip(files, headers)]
+    positions = np.stack([_vector(h, "position", "ImagePositionPatient", 3, p) for p, h in zip(files, headers)])
+    pixel_spacings = [_vector(h, "pixel_spacing", "PixelSpacing", 2, p) for p, h in zip(files, headers)]
+    sizes = {(h.rows, h.columns) for h in headers}
     if len(sizes) > 1:
         raise CaseError(f"{folder}: slices of different sizes {sorted(sizes)} in one series. Export it again.")
     for path, o, s in zip(files, orientations, pixel_spacings):
@@ -671,7 +841,7 @@ def _check_dicom_geometry(
     files = [files[i] for i in order]
     median = _regular_slice_spacing(folder, files, along)
     pixel = pixel_spacings[0]
-    _check_stacked(folder, positions, normal, along, float(np.min(pixel)), headers[0].get("GantryDetectorTilt", None))
+    _check_stacked(folder, positions, normal, along, float(np.min(pixel)), headers[0].field("gantry_tilt"))
     lps = np.eye(4)
     lps[:3, 0] = row_cos * pixel[1]  # PixelSpacing is (between rows, between columns)
     lps[:3, 1] = col_cos * pixel[0]
@@ -679,24 +849,25 @@ def _check_dicom_geometry(
     lps[:3, 3] = positions[0]
     ras = orientation_ras_lps(lps)
     _check_spacing(folder, ras, max_spacing_mm)
-    return files, ras
+    return files, ras, [headers[i] for i in order]
 
 
 def _load_dicom(case: CTCase, min_slices: int, max_spacing_mm: float) -> tuple[MetaTensor, _SourceInfo]:
     headers = _dicom_headers(case)
-    files, expected = _check_dicom_geometry(case, headers, min_slices, max_spacing_mm)
+    files, expected, sorted_headers = _check_dicom_geometry(case, headers, min_slices, max_spacing_mm)
     first = headers[0]
-    modality = str(first.get("Modality", "") or "").strip().upper() or None
+    modality = first.field("modality")
     if modality is None:
-        if str(first.get("SOPClassUID", "")).strip() in CT_SOP_CLASS_UIDS:
+        if first.field("sop_class_uid") in CT_SOP_CLASS_UIDS:
             modality = "CT"
             logger.debug("%s: no Modality tag; CT inferred from the SOP class.", case.source_path)
     if modality is not None and modality != "CT":
         raise CaseError(f"{case.source_path}: modality is {modality}, not CT. Only CT images can be segmented.")
-    for path in files:  # after the geometry, which names the likelier problem of a series
-        _check_pixel_data(path)
+    for path, header in zip(files, sorted_headers):  # after the geometry, which names the likelier problem of a series
+        _check_pixel_data(path, header)
+    reader = SimpleITKSeriesReader(num_workers=_reader_threads(), int16_range=_INT16_RANGE)
     try:
-        image = _load_with(SimpleITKSeriesReader(), files, str(case.source_path))
+        image = _load_with(reader, files, str(case.source_path))
     except CaseError:
         bare = [p for p in files if not has_dicm_marker(p)]
         if bare:
@@ -707,7 +878,7 @@ def _load_dicom(case: CTCase, min_slices: int, max_spacing_mm: float) -> tuple[M
             ) from None
         raise
     got = np.asarray(image.affine, dtype=np.float64)
-    rows, cols = int(first.Rows), int(first.Columns)
+    rows, cols = first.rows, first.columns
     if tuple(image.shape) != (1, cols, rows, len(files)) or not np.allclose(got, expected, atol=1e-2, rtol=1e-3):
         raise CaseError(
             f"{case.source_path}: the volume read by SimpleITK (shape {tuple(image.shape)}, affine {got.tolist()}) "
@@ -716,10 +887,10 @@ def _load_dicom(case: CTCase, min_slices: int, max_spacing_mm: float) -> tuple[M
         )
     info = _SourceInfo(
         modality=modality,
-        patient_id=str(first.get("PatientID", "") or "").strip() or None,
-        series_instance_uid=str(first.get("SeriesInstanceUID", "") or "").strip() or None,
-        rescale_missing=all("RescaleIntercept" not in ds for ds in headers),
-        scaling=f"RescaleSlope {first.get('RescaleSlope', 'absent')}, RescaleIntercept {first.get('RescaleIntercept', 'absent')}",
+        patient_id=first.field("patient_id"),
+        series_instance_uid=first.field("series_instance_uid"),
+        rescale_missing=all(not h.has_rescale_intercept for h in headers),
+        scaling=first.field("rescale"),
     )
     return image, info
 
@@ -753,19 +924,37 @@ def _check_spacing(name, affine: np.ndarray, max_spacing_mm: float) -> None:
         raise CaseError(f"{name}: the image affine {affine.tolist()} is singular. Fix the image header.")
 
 
+_COUNT_SLAB = 1 << 20  # voxels tested at a time: small masks, reused, instead of one volume-sized mask per test
+
+
+def _count_voxels(volume: torch.Tensor, *tests: Callable[[np.ndarray], np.ndarray]) -> list[int]:
+    """How many voxels of ``volume`` (on the CPU) pass each test (a function giving a bool mask of its numpy
+    argument), in one pass over slabs of :data:`_COUNT_SLAB` voxels: no volume-sized mask is allocated (and paged in)
+    per test. numpy, not torch: many small torch operations wait on its worker threads."""
+    flat = volume.detach().numpy().reshape(-1)
+    counts = [0] * len(tests)
+    for start in range(0, flat.size, _COUNT_SLAB):
+        part = flat[start : start + _COUNT_SLAB]
+        for i, test in enumerate(tests):
+            counts[i] += int(np.count_nonzero(test(part)))
+    return counts
+
+
 def _check_hu_range(image: MetaTensor, name: str, scaling: str) -> None:
     """Refuse a volume whose values, its padding (the minimum value) aside, leave :data:`HU_PLAUSIBLE_RANGE` for more
     than :data:`HU_MAX_IMPLAUSIBLE_FRACTION` of the voxels: a wrong slope or intercept, or data of another type."""
     low, high = HU_PLAUSIBLE_RANGE
     hu = (lambda v: v) if image.is_floating_point() else (lambda v: int(v))
-    padding = image.min()
-    n_padding = int(torch.count_nonzero(image == padding))
+    volume = image.as_tensor()
+    padding = volume.min().item()
+    n_padding, n_low, n_high, dense = _count_voxels(
+        volume, lambda v: v == padding, lambda v: v < hu(low), lambda v: v > hu(high), lambda v: v > hu(1000.0)
+    )
     rest = image.numel() - n_padding
     if rest == 0:
         return  # one value only: the air and body checks tell what is wrong
-    outside = int(torch.count_nonzero((image < hu(low)) & (image != padding))) + int(torch.count_nonzero(image > hu(high)))
-    dense = int(torch.count_nonzero(image > hu(1000.0)))
-    edges = torch.cat([image[0, [0, -1]].reshape(-1), image[0, :, [0, -1]].reshape(-1)])
+    outside = (n_low - n_padding if padding < hu(low) else n_low) + n_high  # below the range, padding aside
+    edges = torch.cat([volume[0, [0, -1]].reshape(-1), volume[0, :, [0, -1]].reshape(-1)])
     edges = edges[edges != padding]
     edge_median = float(edges.float().median()) if edges.numel() else float("nan")
     if dense > HU_MAX_DENSE_FRACTION * rest or edge_median > HU_MAX_EDGE_MEDIAN:
@@ -788,7 +977,7 @@ def _to_hounsfield(image: MetaTensor, name: str, rescale_missing: bool, scaling:
     """Check that ``image`` holds HU, correct raw stored values, clip padding to air."""
     n_bad = 0
     if image.is_floating_point():
-        n_bad = int(torch.count_nonzero(~torch.isfinite(image)))
+        (n_bad,) = _count_voxels(image.as_tensor(), lambda v: ~np.isfinite(v))
     if n_bad:
         raise CaseError(
             f"{name}: {n_bad} voxel(s) are NaN or infinite. The image is damaged or was processed with errors: "
@@ -796,13 +985,19 @@ def _to_hounsfield(image: MetaTensor, name: str, rescale_missing: bool, scaling:
         )
     # thresholds as Python ints for integer volumes: a float scalar would make torch compare a float32 copy
     hu = (lambda v: v) if image.is_floating_point() else (lambda v: int(v))
-    vmin, vmax = float(image.min()), float(image.max())
+    vmin, vmax = float(image.as_tensor().min()), float(image.as_tensor().max())
     correction = "none"
     if vmin >= 0.0 and vmax > 1000.0:
         total = image.numel()
-        air = int(torch.count_nonzero(image <= hu(RAW_CT_OFFSET + _AIR_THRESHOLD_HU))) / total
-        soft = int(torch.count_nonzero((image >= hu(RAW_CT_OFFSET - 100.0)) & (image <= hu(RAW_CT_OFFSET + 100.0)))) / total
-        dense = int(torch.count_nonzero(image > hu(RAW_CT_OFFSET + 1000.0))) / total
+        air, soft, dense = (
+            n / total
+            for n in _count_voxels(
+                image.as_tensor(),
+                lambda v: v <= hu(RAW_CT_OFFSET + _AIR_THRESHOLD_HU),
+                lambda v: (v >= hu(RAW_CT_OFFSET - 100.0)) & (v <= hu(RAW_CT_OFFSET + 100.0)),
+                lambda v: v > hu(RAW_CT_OFFSET + 1000.0),
+            )
+        )
         fits = air >= _RAW_MIN_FRACTION and soft >= _RAW_MIN_FRACTION and dense <= _RAW_MAX_DENSE_FRACTION
         if not (rescale_missing and fits):
             reason = (
@@ -828,13 +1023,13 @@ def _to_hounsfield(image: MetaTensor, name: str, rescale_missing: bool, scaling:
         image.sub_(hu(RAW_CT_OFFSET))
         correction = f"subtracted {RAW_CT_OFFSET:g}"
     _check_hu_range(image, name, scaling)
-    if not bool((image < hu(_AIR_THRESHOLD_HU)).any()):
+    n_air, clipped = _count_voxels(image.as_tensor(), lambda v: v < hu(_AIR_THRESHOLD_HU), lambda v: v < hu(AIR_HU))
+    if not n_air:
         raise CaseError(
             f"{name}: no voxel below {_AIR_THRESHOLD_HU:g} HU (values {float(image.min()):g}..{float(image.max()):g})."
             " A CT in Hounsfield units always shows air (about -1000 HU) around the body and in the lungs; this "
             "looks like a label map, a normalised image or other units. Give the original CT in HU."
         )
-    clipped = int(torch.count_nonzero(image < hu(AIR_HU)))  # not .sum(): that counts in an int64 copy
     if clipped:
         image.clamp_(min=hu(AIR_HU))
     return image, correction, clipped

@@ -139,7 +139,7 @@ class OverviewPicture:
         self.software_version = software_version
 
     def write(self, case: CTCase, result: CaseResult, case_dir: Path, row: dict) -> None:
-        numbers = instance_numbers_by_z(case.files) if case.kind == "dicom" else None
+        numbers = instance_numbers_by_z(case) if case.kind == "dicom" else None
         picture = overview_image(
             result.image, result.lung, result.infection, np.asarray(result.affine), result.classes, row, case.case_id,
             self.software_version, numbers,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import re
@@ -9,8 +10,18 @@ from pathlib import Path
 
 import pydicom
 import pytest
+from pydicom.dataelem import RawDataElement
+from pydicom.errors import BytesLengthException
 
-from infnet_monai.io.cases import CTCase, discover_cases, read_dicom_header, sanitize_case_id
+from infnet_monai.io.cases import (
+    CTCase,
+    HeaderError,
+    discover_cases,
+    instance_numbers_by_z,
+    read_dicom_header,
+    read_slice_header,
+    sanitize_case_id,
+)
 
 from infnet_monai.data.paths import shared_data_dir
 
@@ -210,3 +221,36 @@ def test_read_dicom_header(cohort: Path) -> None:
     assert read_dicom_header(cohort / "README") is None
     assert read_dicom_header(cohort / "notes.txt") is None
     assert read_dicom_header(cohort / "headerless" / "0").Rows == 512
+
+
+def test_discovery_carries_each_files_header_fields() -> None:
+    (case,) = discover_cases(ABDOMEN_DICOM)
+    assert [h.path for h in case.headers] == list(case.files)  # one per file, in the files' order
+    for path, header in zip(case.files, case.headers):
+        ds = pydicom.dcmread(path)
+        st = path.stat()
+        assert header.stamp == (st.st_size, st.st_mtime_ns) and header.is_current()
+        assert header.position == tuple(float(v) for v in ds.ImagePositionPatient)
+        assert header.orientation == tuple(float(v) for v in ds.ImageOrientationPatient)
+        assert (header.rows, header.columns, header.frames, header.modality) == (512, 512, 1, "CT")
+        assert header.pixel_format == (512, 512, 16, 1, int(ds.BitsStored), 1)
+        assert header.transfer_syntax == ds.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.4.90"
+        with open(path, "rb") as f:  # the pixel data element starts where the header read stopped
+            f.seek(header.pixel_offset)
+            assert f.read(4) == b"\xe0\x7f\x10\x00"
+    # the same numbers as reading the headers again; headers are not part of a case's equality
+    assert instance_numbers_by_z(case) == instance_numbers_by_z(case.files) and len(instance_numbers_by_z(case)) == 20
+    assert case == dataclasses.replace(case, headers=()) and "headers" not in repr(case)
+
+
+def test_a_header_field_that_fails_to_read_fails_where_it_is_used(tmp_path: Path) -> None:
+    ds = pydicom.dcmread(CHEST_DICOM / "0.dcm")
+    element = ds.get_item(0x00280100)  # BitsAllocated, US: one byte is not a value
+    ds[0x00280100] = RawDataElement(element.tag, "US", 1, b"\x01", 0, False, True)
+    ds.save_as(tmp_path / "0.dcm")
+    header = read_slice_header(tmp_path / "0.dcm")
+    assert isinstance(header.pixel_format, HeaderError) and header.modality is None  # read, not raised
+    with pytest.raises(BytesLengthException):  # what reading BitsAllocated from the dataset raises
+        header.field("pixel_format")
+    assert header.field("rows") == 512
+    assert read_slice_header(tmp_path / "missing.dcm") is None

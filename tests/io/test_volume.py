@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import struct
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
+import SimpleITK as sitk
 import torch
 from monai.data import MetaTensor, PydicomReader
 from monai.data.image_reader import NibabelReader
@@ -370,3 +372,115 @@ def test_nifti_qform_and_sform_that_disagree_are_refused(tmp_path: Path, hu: np.
     img.set_qform(np.diag([3.0, 3.0, 3.0, 1.0]) + np.diag([0.0, 0.0, 1e-4, 0.0]), code=1)  # rounding: still one geometry
     nib.save(img, path)
     assert tuple(load_ct(_nifti_case(path)).shape[1:]) == hu.shape
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# DICOM read fast: slice by slice in threads, headers parsed once
+
+
+def _read(reader: SimpleITKSeriesReader, files) -> tuple[np.ndarray, dict, object]:
+    image = reader.read(files)
+    array, meta = reader.get_data(image)
+    return array, meta, image
+
+
+@pytest.mark.parametrize("reverse", [False, True])  # descending positions: the slice axis points down
+@pytest.mark.parametrize("pixel_type", [sitk.sitkUnknown, sitk.sitkInt32])
+def test_threaded_reader_gives_the_series_readers_image(reverse: bool, pixel_type: int) -> None:
+    files = sorted(ABDOMEN_DICOM.iterdir(), reverse=reverse)
+    ref_array, ref_meta, ref_image = _read(SimpleITKSeriesReader(output_pixel_type=pixel_type), files)
+    assert isinstance(ref_image, sitk.Image)
+    array, meta, image = _read(SimpleITKSeriesReader(output_pixel_type=pixel_type, num_workers=3), files)
+    assert not isinstance(image, sitk.Image)  # read slice by slice, 16 slices per thread and the two ends
+    assert array.dtype == ref_array.dtype and array.flags.c_contiguous
+    np.testing.assert_array_equal(array, ref_array)
+    assert meta.keys() == ref_meta.keys()
+    for key in meta:  # bit-equal geometry, as ITK computes it from the first and last files
+        np.testing.assert_array_equal(np.asarray(meta[key]), np.asarray(ref_meta[key]), strict=True)
+    assert float(meta["spacing"][2]) == 2.0
+
+
+def test_threaded_reader_stores_int16_when_the_values_fit() -> None:
+    files = sorted(ABDOMEN_DICOM.iterdir())
+    ref, _, _ = _read(SimpleITKSeriesReader(output_pixel_type=sitk.sitkInt32), files)
+    wide = SimpleITKSeriesReader(output_pixel_type=sitk.sitkInt32, num_workers=2, int16_range=(-31744, 32767))
+    fits, _, _ = _read(wide, files)
+    assert fits.dtype == np.int16
+    np.testing.assert_array_equal(fits, ref)
+    # a range the values leave: read again in the pixel type asked for
+    narrow = SimpleITKSeriesReader(output_pixel_type=sitk.sitkInt32, num_workers=2, int16_range=(0, 10))
+    does_not_fit, _, _ = _read(narrow, files)
+    assert does_not_fit.dtype == np.int32
+    np.testing.assert_array_equal(does_not_fit, ref)
+
+
+def test_threaded_reader_falls_back_to_the_series_readers_error(tmp_path: Path) -> None:
+    files = sorted(ABDOMEN_DICOM.iterdir())[:4]
+    small = pydicom.dcmread(CHEST_DICOM / "0.dcm")
+    small.PixelData = small.pixel_array[:256, :256].copy().tobytes()
+    small.Rows = small.Columns = 256
+    small.save_as(tmp_path / "small.dcm")
+    files[2] = tmp_path / "small.dcm"
+    messages = []
+    for reader in (SimpleITKSeriesReader(), SimpleITKSeriesReader(num_workers=2)):
+        with pytest.raises(RuntimeError, match="Size: \\[256, 256, 1\\]") as raised:
+            reader.read(files)
+        messages.append(re.sub(r"0x[0-9a-f]+", "0x", str(raised.value)))  # ITK names its objects' addresses
+    assert messages[0] == messages[1]
+    with pytest.raises(ValueError, match="num_workers"):
+        SimpleITKSeriesReader(num_workers=-1)
+
+
+def test_headers_carried_from_discovery_match_headers_read_again(tmp_path: Path) -> None:
+    (case,) = discover_cases(ABDOMEN_DICOM)
+    assert [h.path for h in case.headers] == list(case.files) and all(h.pixel_offset for h in case.headers)
+    carried = load_ct(case)
+    again = load_ct(CTCase(case.case_id, case.source_path, "dicom", case.files))  # built by hand: headers read now
+    assert carried.dtype == again.dtype == torch.int16
+    np.testing.assert_array_equal(carried.numpy(), again.numpy())
+    np.testing.assert_array_equal(carried.affine.numpy(), again.affine.numpy())
+    assert {k: str(v) for k, v in carried.meta.items()} == {k: str(v) for k, v in again.meta.items()}
+
+
+def test_a_file_changed_since_discovery_is_read_again(tmp_path: Path) -> None:
+    folder = _dicom_copies(ABDOMEN_DICOM, tmp_path / "changed", pixels=False)
+    (case,) = discover_cases(folder)
+    changed = case.files[10]
+    ds = pydicom.dcmread(changed)
+    x, y, z = (float(v) for v in ds.ImagePositionPatient)
+    ds.ImagePositionPatient = [x, y, z + 100.0]  # now a gap: seen only if the header is read again
+    ds.PatientID = ds.PatientID + " (a longer ID)"  # another size, whatever the clock's resolution
+    ds.save_as(changed)
+    with pytest.raises(CaseError, match=r"changed: gap of"):
+        load_ct(case)
+
+
+def test_pixel_data_checked_after_the_carried_header(tmp_path: Path) -> None:
+    # truncated pixel data: only the pixel data element is parsed, with the whole file's outcome
+    folder = _dicom_copies(CHEST_DICOM, tmp_path / "cut")
+    data = (folder / "1.dcm").read_bytes()
+    (folder / "1.dcm").write_bytes(data[:-1000])
+    (case,) = discover_cases(folder)
+    assert case.headers[1].pixel_offset is not None
+    with pytest.raises(CaseError, match=r"1\.dcm: the pixel data are cut short: 523288 bytes, while Rows 512 x"):
+        load_ct(case)
+    # an element after the pixel data that replaces a header element when the whole file is read (Rows 600): the
+    # whole file is read, as before, and its Rows named
+    folder = _dicom_copies(CHEST_DICOM, tmp_path / "rows")
+    with open(folder / "1.dcm", "ab") as f:
+        f.write(struct.pack("<HH2sHH", 0x0028, 0x0010, b"US", 2, 600))
+    with pytest.raises(CaseError, match=r"1\.dcm: the pixel data are cut short: 524288 bytes, while Rows 600 x"):
+        load_ct(discover_cases(folder)[0])
+
+
+def test_voxel_counts_by_slab_equal_whole_volume_counts(monkeypatch: pytest.MonkeyPatch) -> None:
+    from infnet_monai.io import volume
+
+    monkeypatch.setattr(volume, "_COUNT_SLAB", 1000)  # many slabs and a partial last one
+    values = torch.from_numpy(np.random.default_rng(0).integers(-3000, 5000, size=(1, 17, 19, 23)).astype(np.int16))
+    counts = volume._count_voxels(values, lambda v: v < -1024, lambda v: v == -3000, lambda v: (v > 0) & (v < 100))
+    expected = [(values < -1024).sum(), (values == -3000).sum(), ((values > 0) & (values < 100)).sum()]
+    assert counts == [int(n) for n in expected] and min(counts) > 0
+    floats = values.float()
+    floats[0, 3, 4, 5] = float("nan")
+    assert volume._count_voxels(floats, lambda v: ~np.isfinite(v)) == [1]
