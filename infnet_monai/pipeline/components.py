@@ -6,20 +6,21 @@ one implementation runs them (:class:`~infnet_monai.pipeline.CTSegmenter`):
 
 ``preprocessing`` (a :class:`~monai.transforms.Compose` over ``{"image": case}``):
     :class:`~infnet_monai.transforms.LoadCTd` (the project's reader), ``Orientationd`` to RAS,
-    :class:`~infnet_monai.postprocessing.LungMaskd` (lung mask from Hounsfield units, into ``"lung"``), then the
-    slice preparation: ``Orientationd`` of image and lung to the training slices' orientation, the Hounsfield window
-    (``ScaleIntensityRanged``) and the standardisation (``NormalizeIntensityd``). The runner applies the steps up
-    to the last one that needs the whole volume once, and streams the slice-wise rest (:func:`split_slicewise`),
-    with the network and its inversion, in slabs of slices.
+    :class:`~infnet_monai.postprocessing.LungMaskd` (lung mask from Hounsfield units, into ``"lung"``, and the central
+    airway it found, into ``"airway"``), then the slice preparation: ``Orientationd`` of image and lung to the training
+    slices' orientation, the Hounsfield window (``ScaleIntensityRanged``) and the standardisation
+    (``NormalizeIntensityd``). The runner applies the steps up to the last one that needs the whole volume once, and
+    streams the slice-wise rest (:func:`split_slicewise`), with the network and its inversion, in slabs of slices.
 ``inferer``:
     :class:`~infnet_monai.inferers.LungCropSliceInferer` (MONAI's ``SliceInferer`` over each slice cropped to its
     lungs and resized to the network's input).
-``postprocessing`` (a ``Compose`` over ``{"image": CT in RAS, "lung", "pred": infection probability, "share":
-consolidation share}`` on the RAS grid):
+``postprocessing`` (a ``Compose`` over ``{"image": CT in RAS, "lung", "airway", "pred": infection probability,
+"share": consolidation share}`` on the RAS grid):
     :class:`~infnet_monai.postprocessing.ExtendLungd`, :class:`~infnet_monai.postprocessing.InfectionMaskd` (with
     the nodule-like lesions apart), :class:`~infnet_monai.postprocessing.InfectionClassesd`, ``DeleteItemsd`` of
     the probabilities, :class:`~infnet_monai.stats.InfectionBurdend` (statistics on the RAS grid),
-    :class:`~infnet_monai.stats.AnatomyChecksd` (the anatomical self-checks) and ``Invertd`` through the RAS
+    :class:`~infnet_monai.stats.AnatomyChecksd` (the anatomical self-checks, with the lung mask's ``"airway"``: the
+    trachea is not tracked again), ``DeleteItemsd`` of the nodules and the airway, and ``Invertd`` through the RAS
     orientation back onto the input's voxel grid. The runner then writes the files (:mod:`infnet_monai.io.outputs`).
 
 The runner applies the chains one step at a time, so that what a step replaces or drops is freed at once.
@@ -107,7 +108,7 @@ def ct_postprocessing(
             DeleteItemsd(["pred", "share"]),
             InfectionBurdend("infection", lung_key="lung", classes_key="classes", nodules_key="nodules", output_key="burden"),
             *([AnatomyChecksd("infection", lung_key="lung", image_key="image", output_key="burden")] if anatomy_checks else []),
-            DeleteItemsd(["nodules"]),
+            DeleteItemsd(["nodules", "airway"]),
             # one key per step (each step's copy is one volume); "image" last: the others are inverted with its history
             *(
                 Invertd(key, transform=volume_preprocessing, orig_keys="image", nearest_interp=True, allow_missing_keys=True)

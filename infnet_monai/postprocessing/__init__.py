@@ -51,6 +51,7 @@ from .lung import (
     WORKING_SPACING_MM,
     body_mask,
     lung_mask,
+    lung_mask_with_airway,
     working_factors,
 )
 
@@ -97,5 +98,6 @@ __all__ = [
     "extend_lung",
     "extension_slices",
     "lung_mask",
+    "lung_mask_with_airway",
     "postprocess_infection",
 ]

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage as ndi
 
-from infnet_monai.postprocessing.morphology import AXIAL_8, FACE_3D, check_volume
+from infnet_monai.postprocessing.morphology import FACE_3D, check_volume, connected_components, label_counts
+from infnet_monai.utils.arrays import bounding_box
 from infnet_monai.utils.validation import check_spacing_mm
 
 __all__ = [
@@ -83,12 +84,16 @@ class Airway:
         carina_index: axial index of the first slice below the trachea (the carina), or ``None`` when the scan
             ends before the airway splits.
         threshold_hu: the air threshold the growth used.
+        factors: block sizes per axis of the grid it was found on, relative to the CT it belongs to (the lung
+            mask's working grid, :func:`~infnet_monai.postprocessing.lung.working_factors`); ``(1, 1, 1)`` when
+            found on the CT's own grid.
     """
 
     lumen: np.ndarray
     trachea: np.ndarray
     carina_index: int | None
     threshold_hu: float
+    factors: tuple[int, int, int] = (1, 1, 1)
 
 
 def _tube_candidates(air: np.ndarray, body: np.ndarray, spacing) -> list[list[tuple[float, float, np.ndarray]]]:
@@ -96,19 +101,22 @@ def _tube_candidates(air: np.ndarray, body: np.ndarray, spacing) -> list[list[tu
     pixel = spacing[0] * spacing[1]
     lo, hi = TRACHEA_AREA_MM2
     out: list[list[tuple[float, float, np.ndarray]]] = []
-    for k in range(air.shape[2]):
+    # slice first, so that every slice is contiguous
+    air_in_body = np.ascontiguousarray(np.moveaxis(air & body, 2, 0))
+    body_rows = np.moveaxis(body.any(axis=1), 1, 0)  # (Z, X): the body's extent along axis 0 per slice
+    for k, sl in enumerate(air_in_body):
         found: list[tuple[float, float, np.ndarray]] = []
-        sl = air[:, :, k] & body[:, :, k]
         if sl.any():
-            xs = np.flatnonzero(body[:, :, k].any(axis=1))
+            xs = np.flatnonzero(body_rows[k])
             centre_x = 0.5 * (xs[0] + xs[-1]) * spacing[0]
-            labels, n = ndi.label(sl, structure=AXIAL_8[:, :, 1])
+            labels, n = connected_components(sl[:, :, None], 26)  # in-plane 8-connected
+            labels = labels[:, :, 0]
+            areas = label_counts(labels, n) * pixel  # the area test first: most air regions fail it
             for i, box in enumerate(ndi.find_objects(labels), start=1):
-                region = labels[box] == i
-                area = region.sum() * pixel
                 width = max((box[0].stop - box[0].start) * spacing[0], (box[1].stop - box[1].start) * spacing[1])
-                if not lo <= area <= hi or width > TRACHEA_MAX_WIDTH_MM:
+                if not lo <= areas[i] <= hi or width > TRACHEA_MAX_WIDTH_MM:
                     continue
+                region = labels[box] == i
                 cx, cy = (float(c) for c in ndi.center_of_mass(region))
                 x_mm, y_mm = (box[0].start + cx) * spacing[0], (box[1].start + cy) * spacing[1]
                 if abs(x_mm - centre_x) > TRACHEA_MAX_OFFSET_MM:
@@ -123,27 +131,27 @@ def _tube_candidates(air: np.ndarray, body: np.ndarray, spacing) -> list[list[tu
 def _longest_track(candidates, spacing) -> list[tuple[int, np.ndarray]]:
     """The longest chain of candidates on consecutive slices (centres closer than :data:`TRACHEA_MAX_STEP_MM`),
     from the top down; ties go to the larger mean area. ``[(slice index, region), ...]``."""
-    best: list[tuple[int, np.ndarray]] = []
+    best: list[tuple[int, np.ndarray, int]] = []
     best_key = (0, 0.0)
-    active: list[tuple[float, float, list[tuple[int, np.ndarray]]]] = []
+    active: list[tuple[float, float, list[tuple[int, np.ndarray, int]]]] = []
     for k in range(len(candidates) - 1, -1, -1):  # superior to inferior
         extended = []
         for x, y, mask in candidates[k]:
             prev = [t for t in active if np.hypot(t[0] - x, t[1] - y) < TRACHEA_MAX_STEP_MM]
             chain = max((t[2] for t in prev), key=len, default=[])
-            extended.append((x, y, chain + [(k, mask)]))
+            extended.append((x, y, chain + [(k, mask, int(mask.sum()))]))  # the area counted once
         for _, _, chain in active + extended:
-            key = (len(chain), float(np.mean([m.sum() for _, m in chain])))
+            key = (len(chain), float(np.mean([area for _, _, area in chain])))
             if key > best_key:
                 best, best_key = chain, key
         active = extended
-    return best
+    return [(k, mask) for k, mask, _ in best]
 
 
 def _grow(volume_hu: np.ndarray, body: np.ndarray, seeds: np.ndarray, threshold: float, max_voxels: int) -> np.ndarray | None:
     """The air below ``threshold`` connected to ``seeds`` (with them), or ``None`` when it exceeds ``max_voxels``
     (a leak into the lung)."""
-    labels, _ = ndi.label(((volume_hu < threshold) & body) | seeds, structure=FACE_3D)
+    labels, _ = connected_components(((volume_hu < threshold) & body) | seeds, 6)
     ids = np.unique(labels[seeds])
     grown = np.isin(labels, ids[ids > 0])
     return None if np.count_nonzero(grown) > max_voxels else grown
@@ -151,7 +159,7 @@ def _grow(volume_hu: np.ndarray, body: np.ndarray, seeds: np.ndarray, threshold:
 
 def _branches(grown: np.ndarray, k: int, pixel_mm2: float) -> int:
     """Separate air regions of at least :data:`_MIN_BRANCH_MM2` on slice ``k`` of the airway."""
-    labels, n = ndi.label(grown[:, :, k], structure=AXIAL_8[:, :, 1])
+    labels, n = connected_components(grown[:, :, k : k + 1], 26)  # in-plane 8-connected
     return int((np.bincount(labels.ravel())[1:] * pixel_mm2 >= _MIN_BRANCH_MM2).sum()) if n else 0
 
 
@@ -175,13 +183,20 @@ def _carina(grown: np.ndarray, top: int, bottom: int, spacing) -> int | None:
 
 
 def _geodesic_ball(region: np.ndarray, start: np.ndarray, steps: int) -> np.ndarray:
-    """The voxels of ``region`` within ``steps`` face-steps of ``start`` inside ``region``."""
-    reached = start & region
+    """The voxels of ``region`` within ``steps`` face-steps of ``start`` inside ``region``; grown inside the bounding
+    box of ``region``, which holds every voxel it can reach."""
+    reached = np.zeros(region.shape, dtype=bool)
+    if not region.any():
+        return reached
+    box = bounding_box(region)
+    sub_region = region[box]
+    sub = start[box] & sub_region
     for _ in range(steps):
-        grown = ndi.binary_dilation(reached, structure=FACE_3D) & region
-        if (grown == reached).all():
+        grown = ndi.binary_dilation(sub, structure=FACE_3D) & sub_region
+        if (grown == sub).all():
             break
-        reached = grown
+        sub = grown
+    reached[box] = sub
     return reached
 
 

@@ -14,9 +14,9 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from infnet_monai.postprocessing.lung import LEFT_LUNG_LABEL, RIGHT_LUNG_LABEL
-from infnet_monai.postprocessing.morphology import FULL_3D, check_volume, fill_holes_axial
+from infnet_monai.postprocessing.morphology import check_volume, connected_components, fill_holes_axial, row_slabs
 from infnet_monai.postprocessing.thorax import below_lung, lung_floor, thoracic_envelope
-from infnet_monai.utils.arrays import SLAB_SLICES, bounding_box, label_components, slabwise
+from infnet_monai.utils.arrays import SLAB_SLICES, bounding_box
 from infnet_monai.utils.validation import check_spacing_mm
 
 __all__ = [
@@ -81,12 +81,18 @@ def extension_slices(
         ``(3, Z)`` bool array indexed by label (row 0 unused); all ``False`` when the scan does not hold the lungs'
         widest level.
     """
+    lung = np.asarray(lung)
     ok = np.zeros((3, lung.shape[2]), dtype=bool)
-    total = (lung > 0).sum(axis=(0, 1))
+    total = np.zeros(lung.shape[2], dtype=np.int64)
+    areas = {lab: np.zeros(lung.shape[2], dtype=np.int64) for lab in (RIGHT_LUNG_LABEL, LEFT_LUNG_LABEL)}
+    for rows in row_slabs(lung.shape):  # the axial area profiles, in one pass
+        part = lung[rows]
+        total += np.count_nonzero(part > 0, axis=(0, 1))
+        for lab, area in areas.items():
+            area += np.count_nonzero(part == lab, axis=(0, 1))
     if not total.any() or not _holds_widest_level(total, float(spacing_mm[2])):
         return ok
-    for lab in (RIGHT_LUNG_LABEL, LEFT_LUNG_LABEL):
-        area = (lung == lab).sum(axis=(0, 1))
+    for lab, area in areas.items():
         if area.max() > 0:
             ok[lab] = (area >= min_area_fraction * area.max()) & (area > 0)
     return ok
@@ -118,9 +124,11 @@ def _keep_inside_thorax(found: np.ndarray, lung: np.ndarray, volume_hu: np.ndarr
     """``found`` (changed in place) without the voxels below the lung (the diaphragm and the organs beneath it) and
     outside the thoracic envelope (the chest wall outside the ribs)."""
     floor = lung_floor(lung)
-    for z0 in range(0, found.shape[2], SLAB_SLICES):
-        z1 = min(found.shape[2], z0 + SLAB_SLICES)
-        found[:, :, z0:z1] &= ~below_lung(floor, z0, z1)
+    z = np.flatnonzero(found.any(axis=(0, 1)))
+    if z.size:
+        z0, z1 = int(z[0]), int(z[-1]) + 1
+        for rows in row_slabs(found.shape):  # the slices holding found voxels, slabs of whole rows
+            found[rows, :, z0:z1] &= ~below_lung(floor[rows], z0, z1)
     slices = np.flatnonzero(found.any(axis=(0, 1)))
     for start in range(0, slices.size, SLAB_SLICES):
         part = slices[start : start + SLAB_SLICES]
@@ -169,21 +177,29 @@ def extend_lung(
         if np.shape(arr) != lung.shape:
             raise ValueError(f"{name} must have the lung's shape {lung.shape}, got {np.shape(arr)}.")
     spacing = check_spacing_mm(spacing_mm)
+    probability, volume_hu = np.asarray(probability), np.asarray(volume_hu)
     out = lung if in_place and lung.dtype == np.uint8 else np.asarray(lung, dtype=np.uint8).copy()
     per_label = extension_slices(out, spacing, min_area_fraction)  # all False without lung
     allowed = per_label.any(axis=0)
     if not allowed.any():
         return out
-    # slab by slab, and the rest inside bounding boxes: no full-size temporaries on long scans
-    found = slabwise(lambda p, h, o: (p >= threshold) & (h <= max_hu) & (o == 0), probability, volume_hu, out)
-    found[:, :, ~allowed] = False
+    # slab by slab on the allowed slices' range, and the rest inside bounding boxes: no full-size temporaries on long
+    # scans
+    found = np.zeros(out.shape, dtype=bool)
+    z = np.flatnonzero(allowed)
+    zs = slice(int(z[0]), int(z[-1]) + 1)
+    for rows in row_slabs(out.shape):
+        found[rows, :, zs] = (
+            (probability[rows, :, zs] >= threshold) & (volume_hu[rows, :, zs] <= max_hu) & (out[rows, :, zs] == 0)
+            & allowed[zs]
+        )
     if thorax and found.any():
         _keep_inside_thorax(found, out, volume_hu, spacing)
     if not found.any():
         return out
     box = bounding_box(found, (1, 1, 1))
     inside = out[box] > 0
-    labels, n = label_components(found[box] | inside, FULL_3D)
+    labels, n = connected_components(found[box] | inside, 26)
     attached = np.zeros(n + 1, dtype=bool)
     attached[labels[inside]] = True
     attached[0] = False

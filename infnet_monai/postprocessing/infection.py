@@ -8,10 +8,17 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import ndimage as ndi
 
-from infnet_monai.postprocessing.morphology import AXIAL_8, FULL_3D, check_volume
+from infnet_monai.postprocessing.morphology import (
+    AXIAL_8,
+    check_volume,
+    connected_components,
+    dilate_mm,
+    label_counts,
+    rowwise,
+)
 from infnet_monai.postprocessing.nodules import nodule_like
 from infnet_monai.postprocessing.thorax import below_lung, lung_floor
-from infnet_monai.utils.arrays import bounding_box, component_sizes, label_components, slabwise
+from infnet_monai.utils.arrays import SLAB_SLICES, bounding_box
 from infnet_monai.utils.validation import check_spacing_mm
 
 __all__ = [
@@ -70,17 +77,21 @@ def infection_classes(
         out[(out > 0) & (share >= cut)] = CONSOLIDATION_LABEL
         return out
 
-    return slabwise(label, infection, consolidation_share, dtype=np.uint8)  # no full-size temporaries
+    return rowwise(label, infection, consolidation_share, dtype=np.uint8)  # no full-size temporaries
 
 
 def _drop_small_pieces(mask: np.ndarray, pixel_mm2: float, min_area_mm2: float) -> np.ndarray:
     """``mask`` (changed in place) without the in-plane 8-connected pieces smaller than ``min_area_mm2`` on each axial
-    slice; one slice at a time, so the labels stay small."""
-    for k in np.flatnonzero(mask.any(axis=(0, 1))):
-        labels, _ = ndi.label(mask[:, :, k], structure=AXIAL_8[:, :, 1], output=np.int32)
-        keep = np.bincount(labels.ravel()) * pixel_mm2 >= min_area_mm2
+    slice; :data:`~infnet_monai.utils.arrays.SLAB_SLICES` slices at a time (labelled with :data:`AXIAL_8`, no link
+    between slices), so the labels stay small."""
+    for z0 in range(0, mask.shape[2], SLAB_SLICES):
+        part = mask[:, :, z0 : z0 + SLAB_SLICES]
+        if not part.any():
+            continue
+        labels, n = ndi.label(part, structure=AXIAL_8)
+        keep = label_counts(labels, n) * pixel_mm2 >= min_area_mm2
         keep[0] = False
-        mask[:, :, k] = keep[labels]
+        mask[:, :, z0 : z0 + SLAB_SLICES] = keep[labels]
     return mask
 
 
@@ -112,7 +123,7 @@ def basal_rim_shares(labels: np.ndarray, n: int, lung: np.ndarray, spacing, rim_
         under = below_lung(floor[box[0], box[1]], box[2].start, box[2].stop)
         if not under.any():
             continue
-        near = ndi.distance_transform_edt(~under, sampling=spacing) <= reach
+        near = dilate_mm(under, reach, spacing)
         local = tuple(slice(o + b.start - bb.start, o + b.stop - bb.start) for o, b, bb in zip(offset, sl, box))
         lesion = labels[sl] == i
         shares[i] = np.count_nonzero(lesion & near[local]) / max(np.count_nonzero(lesion), 1)
@@ -188,7 +199,7 @@ def infection_and_nodules(
             f"basal_rim_max_share > 0, got {min_lesion_volume_mm3}, {min_lesion_extent_mm}, {min_lesion_area_mm2}, "
             f"{basal_rim_mm} and {basal_rim_max_share}."
         )
-    mask = slabwise(lambda p, lu: (p >= threshold) & (lu > 0), probability, lung)  # no full-size temporaries
+    mask = rowwise(lambda p, lu: (p >= threshold) & (lu > 0), probability, lung)  # no full-size temporaries
     nodules = np.zeros(mask.shape, dtype=np.uint8)
     if not mask.any():
         return mask.view(np.uint8), nodules
@@ -196,8 +207,8 @@ def infection_and_nodules(
     sub = np.ascontiguousarray(mask[box])
     voxel_mm3 = float(np.prod(spacing))
     if volume_hu is not None:  # nodules as the network draws them, before the clean-up cuts them into pieces
-        labels, n = label_components(sub, FULL_3D)
-        candidates = component_sizes(labels, n) * voxel_mm3 >= min_lesion_volume_mm3
+        labels, n = connected_components(sub, 26)
+        candidates = label_counts(labels, n) * voxel_mm3 >= min_lesion_volume_mm3
         nodule = nodule_like(labels, n, np.asarray(volume_hu)[box], spacing, candidates)
         nodule[0] = False
         if nodule.any():
@@ -207,8 +218,8 @@ def infection_and_nodules(
         del labels
     if min_lesion_area_mm2 > 0:
         sub = _drop_small_pieces(sub, spacing[0] * spacing[1], min_lesion_area_mm2)
-    labels, n = label_components(sub, FULL_3D)
-    keep = component_sizes(labels, n) * voxel_mm3 >= min_lesion_volume_mm3
+    labels, n = connected_components(sub, 26)
+    keep = label_counts(labels, n) * voxel_mm3 >= min_lesion_volume_mm3
     keep[0] = False
     if basal_rim_max_share <= 1.0 and keep.any():
         keep &= basal_rim_shares(labels, n, lung, spacing, basal_rim_mm, [b.start for b in box]) < basal_rim_max_share

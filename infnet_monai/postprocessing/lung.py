@@ -22,25 +22,28 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 from scipy import ndimage as ndi
 
-from infnet_monai.postprocessing.airway import find_airway
+from infnet_monai.postprocessing.airway import Airway, find_airway
 from infnet_monai.postprocessing.morphology import (
     FACE_3D,
     FULL_3D,
     block_mean,
     check_volume,
     closing_mm,
+    connected_components,
     dilate_mm,
     fill_enclosed_holes,
     fill_holes_axial,
+    label_counts,
+    rowwise,
     upsample_labels,
 )
-from infnet_monai.utils.arrays import bounding_box, slabwise
+from infnet_monai.utils.arrays import bounding_box
 from infnet_monai.utils.validation import check_spacing_mm
 
 __all__ = [
@@ -64,6 +67,7 @@ __all__ = [
     "body_mask",
     "working_factors",
     "lung_mask",
+    "lung_mask_with_airway",
 ]
 
 logger = logging.getLogger(__name__)
@@ -175,7 +179,7 @@ def _select_components(
     """Labels of the (at most two) largest components passing the absolute and relative volume limits."""
     if n == 0:
         return []
-    counts = np.bincount(labels.ravel(), minlength=n + 1).astype(np.float64)
+    counts = label_counts(labels, n).astype(np.float64)
     counts[0] = 0
     if allowed is not None:
         counts[~allowed] = 0
@@ -203,17 +207,20 @@ def _pure_air_fraction(
 
     The interior is the part at least :data:`INTERIOR_DEPTH_MM` (box-shaped neighbourhood) inside the air-like
     region, which leaves out the partial-volume rim (gas pockets have a thick rim after smoothing or
-    interpolation). A component without interior (a thin sliver) is measured on all of its voxels.
+    interpolation). A component without interior (a thin sliver) is measured on all of its voxels. Counted inside the
+    candidate's bounding box grown by the filter's reach (index 0, the background, is not meaningful): outside it the
+    filter sees only background, as it does inside on the box's faces that are not the array's.
     """
-    flat = labels.ravel()
-    pure = (volume_hu < pure_air_hu).ravel()
-    # box-shaped erosion by the interior depth (separable minimum filter: cheap on large volumes)
     size = [2 * max(1, int(round(INTERIOR_DEPTH_MM / s))) + 1 for s in spacing]
-    interior = ndi.minimum_filter(candidate, size=size, mode="nearest").ravel()
-    n_all = np.bincount(flat, minlength=n + 1)
-    n_pure = np.bincount(flat[pure], minlength=n + 1)
-    n_in = np.bincount(flat[interior], minlength=n + 1)
-    n_in_pure = np.bincount(flat[pure & interior], minlength=n + 1)
+    box = bounding_box(candidate, [z // 2 for z in size])
+    labels = labels[box]
+    pure = volume_hu[box] < pure_air_hu
+    # box-shaped erosion by the interior depth (separable minimum filter: cheap on large volumes)
+    interior = ndi.minimum_filter(candidate[box], size=size, mode="nearest")
+    n_all = label_counts(labels, n)
+    n_pure = label_counts(labels, n, pure)
+    n_in = label_counts(labels, n, interior)
+    n_in_pure = label_counts(labels, n, pure & interior)
     use_interior = n_in > 0
     num = np.where(use_interior, n_in_pure, n_pure)
     den = np.maximum(np.where(use_interior, n_in, n_all), 1)
@@ -234,10 +241,10 @@ def _split_joined(
         eroded = ndi.binary_erosion(eroded, structure=FACE_3D, border_value=1)
         if not eroded.any():
             break
-        labels, n = ndi.label(eroded, structure=FACE_3D)
+        labels, n = connected_components(eroded, 6)
         if n < 2:
             continue
-        counts = np.bincount(labels.ravel())
+        counts = label_counts(labels, n)
         counts[0] = 0
         a, b = (int(i) for i in np.argsort(counts)[::-1][:2])
         if counts[b] < 0.05 * total:
@@ -263,34 +270,36 @@ def _split_joined(
     return out
 
 
-def _lung_mask_working(volume_hu: np.ndarray, spacing: tuple[float, float, float], opts: LungMaskOptions) -> np.ndarray:
-    """The whole segmentation on one grid (see :func:`lung_mask`)."""
+def _lung_mask_working(
+    volume_hu: np.ndarray, spacing: tuple[float, float, float], opts: LungMaskOptions
+) -> tuple[np.ndarray, Airway | None]:
+    """The whole segmentation on one grid (see :func:`lung_mask`), and the central airway it found there."""
     voxel_ml = float(np.prod(spacing)) / 1000.0
     out = np.zeros(volume_hu.shape, dtype=np.uint8)
 
     air = volume_hu < opts.threshold_hu
     # body: the largest non-air component, with its in-slice cavities (lungs, gas) filled
-    tissue_labels, n_tissue = ndi.label(~air, structure=FACE_3D)
+    tissue_labels, n_tissue = connected_components(~air, 6)
     if n_tissue == 0:
         logger.info("lung_mask: the volume holds no voxel above %.0f HU (no body); empty mask.", opts.threshold_hu)
-        return out
-    tissue_counts = np.bincount(tissue_labels.ravel())
+        return out, None
+    tissue_counts = label_counts(tissue_labels, n_tissue)
     tissue_counts[0] = 0
     body = fill_holes_axial(tissue_labels == int(np.argmax(tissue_counts)))
     del tissue_labels
     candidate = air & body
     if not candidate.any():
         logger.info("lung_mask: no air-like voxel inside the body; empty mask.")
-        return out
+        return out, None
 
     # air-like components inside the body; gas-like ones (mostly pure air) are not lung
-    labels, n = ndi.label(candidate, structure=FACE_3D)
+    labels, n = connected_components(candidate, 6)
     lung_like = _pure_air_fraction(labels, n, candidate, volume_hu, spacing, opts.pure_air_hu) <= opts.max_pure_air_fraction
     lung_like[0] = False
     kept = _select_components(labels, n, voxel_ml, opts.min_component_ml, opts.min_relative_volume, allowed=lung_like)
     if not kept:
         logger.info("lung_mask: no lung-like air component of at least %.1f mL; empty mask.", opts.min_component_ml)
-        return out
+        return out, None
     candidate = np.isin(labels, kept)
     del labels
 
@@ -298,18 +307,20 @@ def _lung_mask_working(volume_hu: np.ndarray, spacing: tuple[float, float, float
     x_coords = np.nonzero(body[:, :, z_has])[0]
     body_centre = float(x_coords.mean()) if x_coords.size else (volume_hu.shape[0] - 1) / 2.0
 
-    airway = _central_airway(volume_hu, spacing, body, candidate, int(np.flatnonzero(z_has)[-1])) if opts.remove_airway else None
+    found, airway = None, None
+    if opts.remove_airway:
+        found, airway = _central_airway(volume_hu, spacing, body, candidate, int(np.flatnonzero(z_has)[-1]))
     if airway is not None:
         logger.debug("lung_mask: removed %.1f mL of trachea / main bronchi.", airway.sum() * voxel_ml)
         candidate &= ~airway
-        labels, n = ndi.label(candidate, structure=FACE_3D)
+        labels, n = connected_components(candidate, 6)
         kept = _select_components(labels, n, voxel_ml, opts.min_component_ml, opts.min_relative_volume)
         if not kept:
             logger.info("lung_mask: nothing left after airway removal; empty mask.")
-            return out
+            return out, found
         candidate = np.isin(labels, kept)
     else:
-        labels, n = ndi.label(candidate, structure=FACE_3D)
+        labels, n = connected_components(candidate, 6)
         kept = list(range(1, n + 1))
 
     sides = _assign_sides(labels, kept, spacing, body_centre)
@@ -317,15 +328,18 @@ def _lung_mask_working(volume_hu: np.ndarray, spacing: tuple[float, float, float
     _close_and_fill(sides, out, spacing, opts.closing_radius_mm, opts.dome_min_area_mm2)
     if airway is not None:
         out[airway] = 0
-    return out
+    return out, found
 
 
-def _central_airway(volume_hu, spacing, body: np.ndarray, candidate: np.ndarray, air_top: int) -> np.ndarray | None:
-    """The trachea and main bronchi (:func:`~infnet_monai.postprocessing.airway.find_airway`) dilated by
-    :data:`AIRWAY_DILATION_MM`, inside the lung candidate; ``None`` when there is none or it is implausibly large."""
+def _central_airway(
+    volume_hu, spacing, body: np.ndarray, candidate: np.ndarray, air_top: int
+) -> tuple[Airway | None, np.ndarray | None]:
+    """The trachea and main bronchi (:func:`~infnet_monai.postprocessing.airway.find_airway`) as found, and as
+    removed from the lung: dilated by :data:`AIRWAY_DILATION_MM`, inside the lung candidate; ``None`` when there is
+    none, and the removal also when it is implausibly large."""
     found = find_airway(volume_hu, spacing, body, air_top=air_top)
     if found is None:
-        return None
+        return None, None
     airway = dilate_mm(found.lumen, AIRWAY_DILATION_MM, spacing) & candidate
     n_airway, n_candidate = int(np.count_nonzero(airway)), int(np.count_nonzero(candidate))
     if n_airway > AIRWAY_MAX_LUNG_FRACTION * n_candidate:
@@ -333,8 +347,8 @@ def _central_airway(volume_hu, spacing, body: np.ndarray, candidate: np.ndarray,
             "lung_mask: the airway found holds %.0f%% of the air-like region (not the central airway); airway "
             "removal skipped.", 100.0 * n_airway / n_candidate,
         )
-        return None
-    return airway
+        return found, None
+    return found, airway
 
 
 def _assign_sides(labels: np.ndarray, kept: Sequence[int], spacing, body_centre: float) -> np.ndarray:
@@ -418,6 +432,27 @@ def lung_mask(volume_hu: np.ndarray, spacing_mm: Sequence[float], **options: Any
         ValueError: when ``volume_hu`` is not a non-empty 3D array, ``spacing_mm`` is not 3 positive sizes, or a
             parameter is out of range.
     """
+    return lung_mask_with_airway(volume_hu, spacing_mm, **options)[0]
+
+
+def lung_mask_with_airway(
+    volume_hu: np.ndarray, spacing_mm: Sequence[float], **options: Any
+) -> tuple[np.ndarray, Airway | None]:
+    """:func:`lung_mask`, and the central airway it found on its working grid.
+
+    The airway is :func:`~infnet_monai.postprocessing.airway.find_airway`'s on the grid the lung was segmented on
+    (its :attr:`~infnet_monai.postprocessing.airway.Airway.factors` say which), also when its removal was skipped
+    as implausibly large (:data:`AIRWAY_MAX_LUNG_FRACTION`). The anatomical self-check ``trachea_in_lung_percent``
+    (:mod:`infnet_monai.stats.anatomy`) can take it instead of tracking the trachea again.
+
+    Args:
+        volume_hu, spacing_mm, options: as for :func:`lung_mask`.
+
+    Returns:
+        ``(labels, airway)``: the label map of :func:`lung_mask`, and the
+        :class:`~infnet_monai.postprocessing.airway.Airway` (``None`` when none was found, the airway removal is off
+        or the scan holds no lung).
+    """
     volume_hu = check_volume(volume_hu, "volume_hu")
     spacing = check_spacing_mm(spacing_mm)
     opts = LungMaskOptions(**options)
@@ -428,8 +463,10 @@ def lung_mask(volume_hu: np.ndarray, spacing_mm: Sequence[float], **options: Any
         return _lung_mask_working(volume_hu, spacing, opts)
 
     coarse_spacing = tuple(s * f for s, f in zip(spacing, factors))
-    coarse = _lung_mask_working(block_mean(volume_hu, factors), coarse_spacing, opts)  # type: ignore[arg-type]
-    return _to_full_resolution(coarse, factors, volume_hu, opts.threshold_hu)
+    coarse, airway = _lung_mask_working(block_mean(volume_hu, factors), coarse_spacing, opts)  # type: ignore[arg-type]
+    if airway is not None:
+        airway = replace(airway, factors=tuple(factors))
+    return _to_full_resolution(coarse, factors, volume_hu, opts.threshold_hu), airway
 
 
 def _to_full_resolution(coarse: np.ndarray, factors, volume_hu: np.ndarray, threshold_hu: float) -> np.ndarray:
@@ -438,10 +475,14 @@ def _to_full_resolution(coarse: np.ndarray, factors, volume_hu: np.ndarray, thre
     if not coarse.any():
         return np.zeros(volume_hu.shape, dtype=np.uint8)
     inner = coarse > 0
-    band = inner & ~ndi.binary_erosion(inner, structure=FULL_3D, border_value=1)
+    # the erosion inside the lung's bounding box one voxel wider: outside it nothing is lung, and the array's own
+    # border (border_value=1) stays where the box reaches it
+    box = bounding_box(inner, (1, 1, 1))
+    band = np.zeros(inner.shape, dtype=bool)
+    band[box] = inner[box] & ~ndi.binary_erosion(inner[box], structure=FULL_3D, border_value=1)
     out = upsample_labels(coarse, factors, volume_hu.shape)
     band_full = upsample_labels(band, factors, volume_hu.shape)
-    out[slabwise(lambda b, v: b & (v >= threshold_hu), band_full, volume_hu)] = 0
+    out[rowwise(lambda b, v: b & (v >= threshold_hu), band_full, volume_hu)] = 0
     return out
 
 

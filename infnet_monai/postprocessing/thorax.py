@@ -24,7 +24,7 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import ndimage as ndi
 
-from infnet_monai.postprocessing.morphology import axial_convex_hull
+from infnet_monai.postprocessing.morphology import axial_convex_hull, row_slabs
 from infnet_monai.utils.arrays import bounding_box
 
 __all__ = [
@@ -52,8 +52,10 @@ def lung_floor(lung: np.ndarray) -> np.ndarray:
     """Per column ``(x, y)`` the lowest axial index holding lung, ``-1`` where the column holds none; ``(X, Y)`` int."""
     lung = np.asarray(lung)
     floor = np.full(lung.shape[:2], -1, dtype=np.int32)
-    for k in range(lung.shape[2] - 1, -1, -1):  # top down, so the lowest lung slice wins; one slice at a time
-        floor[lung[:, :, k] > 0] = k
+    for rows in row_slabs(lung.shape):  # whole columns, a slab at a time: small temporaries
+        inside = lung[rows] > 0
+        has = inside.any(axis=2)
+        floor[rows][has] = inside.argmax(axis=2)[has]
     return floor
 
 
@@ -77,28 +79,33 @@ def thoracic_envelope(
         slices: axial indices.
     """
     slices = [int(k) for k in slices]
-    out = np.ones((*lung.shape[:2], len(slices)), dtype=bool)
+    # the slices asked for gathered at once (whole columns in C order) and put first, so that each slice is contiguous
+    lung_part = np.ascontiguousarray(np.moveaxis(np.asarray(lung[:, :, slices]) > 0, 2, 0))
+    hu_part = np.ascontiguousarray(np.moveaxis(np.asarray(volume_hu[:, :, slices]), 2, 0))
+    out = np.ones((len(slices), *lung.shape[:2]), dtype=bool)
     sampling = (float(spacing_mm[0]), float(spacing_mm[1]))
     pixel_mm2 = sampling[0] * sampling[1]
-    for i, k in enumerate(slices):
-        lung_k = np.asarray(lung[:, :, k]) > 0
+    pad = [int(np.ceil(RIB_SEARCH_MM / s)) + 1 for s in sampling]
+    for i, (lung_k, hu_k) in enumerate(zip(lung_part, hu_part)):
         if not lung_k.any():
             continue
-        pad = [int(np.ceil(RIB_SEARCH_MM / s)) + 1 for s in sampling]
         box = bounding_box(lung_k, pad)
         near = ndi.distance_transform_edt(~lung_k[box], sampling=sampling) <= RIB_SEARCH_MM
-        bone = (np.asarray(volume_hu[box + (k,)]) > BONE_HU) & near & ~lung_k[box]
+        bone = (hu_k[box] > BONE_HU) & near & ~lung_k[box]
         if np.count_nonzero(bone) * pixel_mm2 < MIN_RIB_AREA_MM2:
             continue
-        hull = np.zeros(lung_k.shape, dtype=bool)
-        hull[box] = axial_convex_hull((lung_k[box] | bone)[:, :, None])[:, :, 0]
-        out[:, :, i] = hull
-    return out
+        out[i] = False
+        out[i][box] = axial_convex_hull((lung_k[box] | bone)[:, :, None])[:, :, 0]
+    return np.ascontiguousarray(np.moveaxis(out, 0, 2))
 
 
-def bony_thorax(volume_hu: np.ndarray, body: np.ndarray, slices: Sequence[int] | np.ndarray) -> np.ndarray:
-    """Per axial slice of ``slices``, the convex hull of the bone (above :data:`BONE_HU`) inside ``body``;
-    ``(X, Y, len(slices))`` bool, empty on a slice without bone."""
+def bony_thorax(volume_hu: np.ndarray, body: np.ndarray | None, slices: Sequence[int] | np.ndarray) -> np.ndarray:
+    """Per axial slice of ``slices``, the convex hull of the bone (above :data:`BONE_HU`) inside ``body`` (``None``:
+    all of it); ``(X, Y, len(slices))`` bool, empty on a slice without bone."""
     slices = [int(k) for k in slices]
-    bone = np.stack([(np.asarray(volume_hu[:, :, k]) > BONE_HU) & np.asarray(body[:, :, k]) for k in slices], axis=2) if slices else np.zeros((*volume_hu.shape[:2], 0), dtype=bool)
+    if not slices:
+        return np.zeros((*volume_hu.shape[:2], 0), dtype=bool)
+    bone = np.stack([np.asarray(volume_hu[:, :, k]) > BONE_HU for k in slices], axis=2)
+    if body is not None:
+        bone &= np.stack([np.asarray(body[:, :, k]) for k in slices], axis=2)
     return axial_convex_hull(bone)

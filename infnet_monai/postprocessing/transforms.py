@@ -1,7 +1,8 @@
 """The 3D post-processing as MONAI transforms: array and dictionary pairs over channel-first volumes.
 
 - :class:`LungMask` / :class:`LungMaskd`: right / left lung label map from a CT in Hounsfield units
-  (:func:`~infnet_monai.postprocessing.lung.lung_mask`);
+  (:func:`~infnet_monai.postprocessing.lung.lung_mask`), and the dictionary version keeps the central airway it
+  found for the anatomical self-checks (:class:`~infnet_monai.stats.AnatomyChecksd`);
 - :class:`ExtendLung` / :class:`ExtendLungd`: the pathology-inclusive lung, the infection found against the lung
   joining it (:func:`~infnet_monai.postprocessing.lung.extend_lung`);
 - :class:`InfectionMask` / :class:`InfectionMaskd`: the binary infection mask from the probability and the lung
@@ -33,7 +34,8 @@ from monai.transforms import MapTransform, Transform
 
 from infnet_monai.postprocessing.infection import CONSOLIDATION_SHARE_THRESHOLD, infection_and_nodules, infection_classes
 from infnet_monai.postprocessing.extension import extend_lung
-from infnet_monai.postprocessing.lung import LungMaskOptions, lung_mask
+from infnet_monai.postprocessing.airway import Airway
+from infnet_monai.postprocessing.lung import LungMaskOptions, lung_mask_with_airway
 from infnet_monai.utils.memory import release_memory
 
 __all__ = [
@@ -82,22 +84,38 @@ class LungMask(Transform):
         self.options = LungMaskOptions(**kwargs)
 
     def __call__(self, img: Any) -> torch.Tensor:
+        return self.with_airway(img)[0]
+
+    def with_airway(self, img: Any) -> tuple[torch.Tensor, Airway | None]:
+        """``(lung label map, the central airway found on the way)``
+        (:func:`~infnet_monai.postprocessing.lung.lung_mask_with_airway`); the airway is ``None`` when none was
+        found."""
         options = dataclasses.asdict(self.options)
-        return _like(lung_mask(channel_volume(img, "image"), voxel_spacing(img, self.spacing_mm), **options), img)
+        lung, airway = lung_mask_with_airway(channel_volume(img, "image"), voxel_spacing(img, self.spacing_mm), **options)
+        return _like(lung, img), airway
 
 
 class LungMaskd(MapTransform):
-    """Dictionary version of :class:`LungMask`: reads ``keys`` (the CT), writes ``output_key``."""
+    """Dictionary version of :class:`LungMask`: reads ``keys`` (the CT), writes ``output_key``; the central airway
+    it found (an :class:`~infnet_monai.postprocessing.airway.Airway` on the lung mask's working grid) goes to
+    ``airway_key``, where :class:`~infnet_monai.stats.AnatomyChecksd` takes it instead of tracking the trachea
+    again (nothing is written when none was found, or with ``airway_key=None``)."""
 
-    def __init__(self, keys: KeysCollection, output_key: str = "lung", spacing_mm=None, allow_missing_keys=False, **kwargs):
+    def __init__(self, keys: KeysCollection, output_key: str = "lung", spacing_mm=None, allow_missing_keys=False,
+                 airway_key: str | None = "airway", **kwargs):
         super().__init__(keys, allow_missing_keys)
         self.output_key = output_key
+        self.airway_key = airway_key
         self.transform = LungMask(spacing_mm, **kwargs)
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict:
         d = dict(data)
         for key in self.key_iterator(d):
-            d[self.output_key] = self.transform(d[key])
+            d[self.output_key], airway = self.transform.with_airway(d[key])
+            if self.airway_key is not None:
+                d.pop(self.airway_key, None)  # never another volume's airway
+                if airway is not None:
+                    d[self.airway_key] = airway
         return d
 
 

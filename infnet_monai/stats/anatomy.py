@@ -4,7 +4,8 @@
 
 - ``trachea_in_lung_percent``: the share of the tracheal air column (above the carina,
   :func:`~infnet_monai.postprocessing.airway.find_airway`) that the lung mask covers. The trachea is not lung;
-  ``nan`` when the scan shows no trachea (an abdominal scan).
+  ``nan`` when the scan shows no trachea (an abdominal scan). The airway that the lung mask found on its working grid
+  (:func:`~infnet_monai.postprocessing.lung.lung_mask_with_airway`) is used when given, else it is tracked here.
 - ``infection_outside_thorax_ml``: the infection outside the bony thorax, the per-slice convex hull of the bone
   (:func:`~infnet_monai.postprocessing.thorax.bony_thorax`). Lung infection is always inside it; slices without
   bone (a volume rebuilt from a slice) are not counted.
@@ -20,10 +21,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from infnet_monai.postprocessing.airway import TRACHEA_AIR_HU, find_airway
+from infnet_monai.postprocessing.airway import TRACHEA_AIR_HU, Airway, find_airway
 from infnet_monai.postprocessing.lung import body_mask, working_factors
-from infnet_monai.postprocessing.morphology import block_mean, fill_holes_axial
-from infnet_monai.postprocessing.thorax import BONE_HU, bony_thorax
+from infnet_monai.postprocessing.morphology import block_mean, convex_hull_spans, row_slabs
+from infnet_monai.postprocessing.thorax import BONE_HU
 from infnet_monai.stats.burden import MM3_PER_ML
 from infnet_monai.utils.arrays import SLAB_SLICES, bounding_box
 from infnet_monai.utils.validation import check_spacing_mm
@@ -58,19 +59,34 @@ QC_FLAGS: dict[str, str] = {
 """The flags a case can carry in ``qc_flags``, with what they mean (shown in the report)."""
 
 
-def trachea_in_lung_percent(volume_hu: np.ndarray, lung: np.ndarray, spacing_mm: Sequence[float]) -> float:
+def trachea_in_lung_percent(
+    volume_hu: np.ndarray, lung: np.ndarray, spacing_mm: Sequence[float], airway: Airway | None = None
+) -> float:
     """Share (%) of the tracheal air column that ``lung`` covers; ``nan`` when no trachea is found.
 
     The trachea is found on the ~2 mm working grid of the lung mask (reaching at least the lungs' top, so that a
     midline tube of an abdominal scan is not taken for it) and compared at full resolution inside its bounding box:
-    its air voxels (below :data:`~infnet_monai.postprocessing.airway.TRACHEA_AIR_HU`)."""
+    its air voxels (below :data:`~infnet_monai.postprocessing.airway.TRACHEA_AIR_HU`).
+
+    Args:
+        volume_hu: ``(X, Y, Z)`` CT in HU, RAS.
+        lung: ``(X, Y, Z)`` lung label map (voxels > 0 are lung).
+        spacing_mm: voxel size in mm along axes ``(0, 1, 2)``.
+        airway: the airway the lung mask found (:func:`~infnet_monai.postprocessing.lung.lung_mask_with_airway`),
+            used instead of tracking the trachea again when it lies on this check's working grid (same block
+            factors and shape). The lung mask tracks it with its own body mask and asks it to reach the top of the
+            air in the body, not only of the lung; on the development scans the trachea comes out the same.
+            ``None`` (no airway found there, or a caller of the plain functions): tracked here.
+    """
     spacing = check_spacing_mm(spacing_mm)
     factors = working_factors(volume_hu.shape, spacing)
-    coarse = block_mean(volume_hu, factors) if factors != [1, 1, 1] else np.asarray(volume_hu, dtype=np.float32)
-    coarse_spacing = tuple(s * f for s, f in zip(spacing, factors))
-    lung_slices = np.flatnonzero(np.asarray(lung).any(axis=(0, 1)))
-    air_top = int(lung_slices[-1]) // factors[2] if lung_slices.size else None
-    airway = find_airway(coarse, coarse_spacing, body_mask(coarse), air_top=air_top)
+    coarse_shape = tuple(n // f for n, f in zip(volume_hu.shape, factors))
+    if airway is None or tuple(airway.factors) != tuple(factors) or airway.trachea.shape != coarse_shape:
+        coarse = block_mean(volume_hu, factors) if factors != [1, 1, 1] else np.asarray(volume_hu, dtype=np.float32)
+        coarse_spacing = tuple(s * f for s, f in zip(spacing, factors))
+        lung_slices = np.flatnonzero(np.asarray(lung).any(axis=(0, 1)))
+        air_top = int(lung_slices[-1]) // factors[2] if lung_slices.size else None
+        airway = find_airway(coarse, coarse_spacing, body_mask(coarse), air_top=air_top)
     if airway is None or not airway.trachea.any():
         return float("nan")
     box = bounding_box(airway.trachea)
@@ -88,28 +104,56 @@ def trachea_in_lung_percent(volume_hu: np.ndarray, lung: np.ndarray, spacing_mm:
 def infection_outside_thorax_ml(volume_hu: np.ndarray, infection: np.ndarray, spacing_mm: Sequence[float]) -> float:
     """Volume (mL) of ``infection`` outside the bony thorax, on the slices that show bone."""
     spacing = check_spacing_mm(spacing_mm)
-    slices = np.flatnonzero(np.asarray(infection).any(axis=(0, 1)))
+    infection = np.asarray(infection)
+    slices = np.flatnonzero(infection.any(axis=(0, 1)))
     outside = 0
     for start in range(0, slices.size, SLAB_SLICES):
         part = slices[start : start + SLAB_SLICES]
-        hu = np.asarray(volume_hu[:, :, part])
-        hull = bony_thorax(hu, fill_holes_axial(hu > -500.0), range(len(part)))
-        has_bone = (hu > BONE_HU).any(axis=(0, 1))
-        inf = np.asarray(infection[:, :, part]) > 0
-        outside += int(np.count_nonzero(inf[:, :, has_bone] & ~hull[:, :, has_bone]))
+        # all bone: it lies inside the body (tissue above -500 HU), so no body mask is needed
+        bone = np.moveaxis(np.asarray(volume_hu[:, :, part]) > BONE_HU, 2, 0)
+        inf = np.moveaxis(infection[:, :, part] > 0, 2, 0)
+        for bone_k, inf_k in zip(bone, inf):
+            outside += _outside_hull(bone_k, inf_k)
     return outside * float(np.prod(spacing)) / MM3_PER_ML
+
+
+def _outside_hull(bone: np.ndarray, infection: np.ndarray) -> int:
+    """Infected pixels of one axial slice outside the convex hull of its bone, the hull of
+    :func:`~infnet_monai.postprocessing.thorax.bony_thorax` tested row by row on its spans (no hull image); 0 on a
+    slice without bone."""
+    n_bone = np.count_nonzero(bone)
+    if n_bone == 0:
+        return 0
+    if n_bone < 3:  # as the per-slice hull keeps it: the pixels themselves
+        return int(np.count_nonzero(infection & ~bone))
+    r0, first, last = convex_hull_spans(bone)
+    r, c = np.nonzero(infection)
+    i = r - r0
+    rows = (i >= 0) & (i < len(first))
+    inside = np.zeros(r.shape, dtype=bool)
+    inside[rows] = (c[rows] >= first[i[rows]]) & (c[rows] <= last[i[rows]])
+    return int(r.size - np.count_nonzero(inside))
 
 
 def lungs_cut_by_scan(lung: np.ndarray) -> bool:
     """Whether the lungs reach the first or last slice with at least :data:`CUT_AREA_FRACTION` of their largest
     area."""
-    area = np.count_nonzero(np.asarray(lung) > 0, axis=(0, 1))
+    lung = np.asarray(lung)
+    area = np.zeros(lung.shape[2], dtype=np.int64)
+    for rows in row_slabs(lung.shape):
+        area += np.count_nonzero(lung[rows] > 0, axis=(0, 1))
     if area.size == 0 or area.max() == 0:
         return False
     return bool(max(area[0], area[-1]) >= CUT_AREA_FRACTION * area.max())
 
 
-def anatomy_checks(volume_hu: np.ndarray, lung: np.ndarray, infection: np.ndarray, spacing_mm: Sequence[float]) -> dict:
+def anatomy_checks(
+    volume_hu: np.ndarray,
+    lung: np.ndarray,
+    infection: np.ndarray,
+    spacing_mm: Sequence[float],
+    airway: Airway | None = None,
+) -> dict:
     """The anatomical self-checks of one case (module docstring).
 
     Args:
@@ -117,11 +161,12 @@ def anatomy_checks(volume_hu: np.ndarray, lung: np.ndarray, infection: np.ndarra
         lung: ``(X, Y, Z)`` lung label map (voxels > 0 are lung).
         infection: ``(X, Y, Z)`` infection mask.
         spacing_mm: voxel size in mm along axes ``(0, 1, 2)``.
+        airway: the airway the lung mask found, if any (see :func:`trachea_in_lung_percent`).
 
     Returns:
         dict with the keys of :data:`ANATOMY_KEYS`; ``qc_flags`` is a list of :data:`QC_FLAGS` names.
     """
-    trachea = trachea_in_lung_percent(volume_hu, lung, spacing_mm)
+    trachea = trachea_in_lung_percent(volume_hu, lung, spacing_mm, airway)
     outside = infection_outside_thorax_ml(volume_hu, infection, spacing_mm)
     cut = lungs_cut_by_scan(lung)
     flags = []

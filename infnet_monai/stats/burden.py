@@ -17,7 +17,8 @@ import numpy as np
 
 from infnet_monai.postprocessing.infection import CONSOLIDATION_LABEL, GGO_LABEL
 from infnet_monai.postprocessing.lung import LEFT_LUNG_LABEL, RIGHT_LUNG_LABEL
-from infnet_monai.utils.arrays import bounding_box, component_sizes, count_where, label_components
+from infnet_monai.postprocessing.morphology import connected_components, label_counts, row_slabs
+from infnet_monai.utils.arrays import bounding_box, count_where
 from infnet_monai.utils.validation import check_spacing_mm
 
 __all__ = [
@@ -144,18 +145,22 @@ def infection_burden(infection: np.ndarray, lung: np.ndarray, spacing_mm: Sequen
     spacing = check_spacing_mm(spacing_mm)
     voxel_ml = spacing[0] * spacing[1] * spacing[2] / MM3_PER_ML
 
-    n_lung = count_where(lambda lu: lu > 0, lung)  # counted slab by slab: no full-size masks on long scans
-    n_right = count_where(lambda lu: lu == RIGHT_LUNG_LABEL, lung)
-    n_left = count_where(lambda lu: lu == LEFT_LUNG_LABEL, lung)
-    n_infected = count_where(lambda i: i > 0, infection)
-    n_infected_right = count_where(lambda i, lu: (i > 0) & (lu == RIGHT_LUNG_LABEL), infection, lung)
-    n_infected_left = count_where(lambda i, lu: (i > 0) & (lu == LEFT_LUNG_LABEL), infection, lung)
+    # counted in one pass, slab by slab: no full-size masks on long scans
+    counts = np.zeros(6, dtype=np.int64)
+    for rows in row_slabs(lung.shape):
+        lu, infected = lung[rows], infection[rows] > 0
+        right, left = lu == RIGHT_LUNG_LABEL, lu == LEFT_LUNG_LABEL
+        counts += [
+            np.count_nonzero(lu > 0), np.count_nonzero(right), np.count_nonzero(left),
+            np.count_nonzero(infected), np.count_nonzero(infected & right), np.count_nonzero(infected & left),
+        ]
+    n_lung, n_right, n_left, n_infected, n_infected_right, n_infected_left = (int(c) for c in counts)
 
     if n_infected:
         # 26-connected components, labelled only within the lesions' bounding box (bounded memory on long scans)
         box = bounding_box(infection)
-        labels, n = label_components(infection[box] > 0, np.ones((3, 3, 3), dtype=bool))
-        sizes = component_sizes(labels, n)[1:]
+        labels, n = connected_components(infection[box] > 0, 26)
+        sizes = label_counts(labels, n)[1:]
         lesion_count, largest = int(sizes.size), int(sizes.max())
     else:
         lesion_count, largest = 0, 0
@@ -196,20 +201,24 @@ def class_burden(classes: np.ndarray, lung: np.ndarray, spacing_mm: Sequence[flo
         raise ValueError(f"classes and lung must be 3D arrays of the same shape, got {classes.shape} and {lung.shape}.")
     spacing = check_spacing_mm(spacing_mm)
     voxel_ml = spacing[0] * spacing[1] * spacing[2] / MM3_PER_ML
-    sides = (("", (1, 2), "the lung"), ("right_", (RIGHT_LUNG_LABEL,), "the right lung"), ("left_", (LEFT_LUNG_LABEL,), "the left lung"))
+    sides = (("", "the lung"), ("right_", "the right lung"), ("left_", "the left lung"))
+    # per side (the lung, right, left): its voxels and, per class, the class voxels (overall: the class map as given;
+    # per lung: inside that lung); counted in one pass, slab by slab: no full-size masks on long scans
+    n_region = np.zeros(len(sides), dtype=np.int64)
+    n_class = np.zeros((len(sides), len(_CLASSES)), dtype=np.int64)
+    for rows in row_slabs(lung.shape):
+        lu, c = lung[rows], classes[rows]
+        regions = (None, lu == RIGHT_LUNG_LABEL, lu == LEFT_LUNG_LABEL)
+        n_region += [np.count_nonzero(lu > 0), *(np.count_nonzero(r) for r in regions[1:])]
+        for j, (label, _) in enumerate(_CLASSES):
+            in_class = c == label
+            n_class[:, j] += [np.count_nonzero(in_class), *(np.count_nonzero(in_class & r) for r in regions[1:])]
     out: dict[str, float] = {}
-    for prefix, labels, what in sides:
-        # counted slab by slab: no full-size masks on long scans
-        in_side = (lambda lu: lu > 0) if not prefix else (lambda lu, v=labels[0]: lu == v)
-        n_region = count_where(in_side, lung)
-        for label, name in _CLASSES:
-            # overall: the class map as given; per lung: inside that lung
-            if not prefix:
-                n = count_where(lambda c, v=label: c == v, classes)
-            else:
-                n = count_where(lambda c, lu, v=label: (c == v) & in_side(lu), classes, lung)
+    for i, (prefix, what) in enumerate(sides):
+        for j, (_, name) in enumerate(_CLASSES):
+            n = int(n_class[i, j])
             out[f"{prefix}{name}_volume_ml"] = n * voxel_ml
-            out[f"{prefix}{name}_percent"] = _percent(n, n_region, what)
+            out[f"{prefix}{name}_percent"] = _percent(n, int(n_region[i]), what)
     return {k: out[k] for k in CLASS_BURDEN_KEYS}
 
 
@@ -220,5 +229,5 @@ def nodule_burden(nodules: np.ndarray, spacing_mm: Sequence[float]) -> dict[str,
     n_voxels = count_where(lambda m: m > 0, nodules)
     count = 0
     if n_voxels:
-        _, count = label_components(nodules[bounding_box(nodules)] > 0, np.ones((3, 3, 3), dtype=bool))
+        _, count = connected_components(nodules[bounding_box(nodules)] > 0, 26)
     return {"nodule_like_lesion_count": int(count), "nodule_like_volume_ml": n_voxels * float(np.prod(spacing)) / MM3_PER_ML}

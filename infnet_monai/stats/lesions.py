@@ -139,6 +139,7 @@ def lesion_table(
     image: np.ndarray,
     affine: np.ndarray,
     classes: np.ndarray | None = None,
+    peripheral: np.ndarray | None = None,
 ) -> list[dict]:
     """One row per 3D lesion of the infection inside the lung, largest first.
 
@@ -150,6 +151,8 @@ def lesion_table(
             be ``RAS``. The voxel size is the norm of each column of ``affine[:3, :3]``.
         classes: optional class map of the same shape (0, 1 GGO, 2 consolidation), counted as given on each lesion's
             voxels.
+        peripheral: :func:`~infnet_monai.stats.zones.peripheral_mask` of ``lung`` (the whole volume) when already at
+            hand (:func:`~infnet_monai.stats.readout.case_readout`); else computed here on the lesions' box.
 
     Returns:
         list of dicts with the keys of :data:`LESION_COLUMNS`, ordered by volume, largest first (equal volumes in the
@@ -195,7 +198,12 @@ def lesion_table(
     hu = image[box][idx]
     class_values = None if classes is None else classes[box][idx]
     zones = voxel_zones(lung_values, ijk[:, 2], slice_thirds(lung))
-    peripheral = peripheral_mask(lung, spacing, box)[idx]
+    if peripheral is None:
+        peripheral = peripheral_mask(lung, spacing, box)[idx]
+    else:
+        if np.shape(peripheral) != lung.shape:
+            raise ValueError(f"peripheral must have the lung's shape {lung.shape}, got {np.shape(peripheral)}.")
+        peripheral = np.asarray(peripheral)[box][idx]
 
     rows = []
     sizes = np.diff(starts)

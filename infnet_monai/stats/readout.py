@@ -14,7 +14,7 @@ import nibabel as nib
 import numpy as np
 
 from infnet_monai.stats.lesions import lesion_table
-from infnet_monai.stats.zones import zone_columns, zone_distribution
+from infnet_monai.stats.zones import peripheral_mask, zone_columns, zone_distribution
 
 __all__ = ["to_ras", "case_readout"]
 
@@ -45,6 +45,7 @@ def case_readout(
     """
     (inf, lu, img, cls), ras_affine = to_ras([infection, lung, image, classes], affine)
     spacing = tuple(float(s) for s in np.sqrt((ras_affine[:3, :3] ** 2).sum(axis=0)))
-    zones = zone_distribution(inf, lu, spacing, cls)
+    peripheral = peripheral_mask(lu, spacing)  # once for both: its per-slice distance transforms are their main cost
+    zones = zone_distribution(inf, lu, spacing, cls, peripheral=peripheral)
     fields = {"zones": zones["zones"], "distribution": zones["distribution"], **zone_columns(zones)}
-    return fields, lesion_table(inf, lu, img, ras_affine, cls)
+    return fields, lesion_table(inf, lu, img, ras_affine, cls, peripheral=peripheral)

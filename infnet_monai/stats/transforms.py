@@ -12,6 +12,7 @@ from typing import Any
 from monai.config import KeysCollection
 from monai.transforms import MapTransform, Transform
 
+from infnet_monai.postprocessing.airway import Airway
 from infnet_monai.postprocessing.transforms import channel_volume, voxel_spacing
 from infnet_monai.stats.anatomy import anatomy_checks
 from infnet_monai.stats.burden import class_burden, infection_burden, nodule_burden
@@ -59,28 +60,37 @@ class InfectionBurdend(MapTransform):
 
 class AnatomyChecks(Transform):
     """The anatomical self-checks (:func:`~infnet_monai.stats.anatomy.anatomy_checks`) of an infection mask and a
-    lung label map on a CT in HU."""
+    lung label map on a CT in HU; given the airway the lung mask found
+    (:class:`~infnet_monai.postprocessing.LungMaskd`), the trachea is not tracked again."""
 
     def __init__(self, spacing_mm: Sequence[float] | None = None) -> None:
         self.spacing_mm = spacing_mm
 
-    def __call__(self, image: Any, lung: Any, infection: Any) -> dict:
+    def __call__(self, image: Any, lung: Any, infection: Any, airway: Airway | None = None) -> dict:
         spacing = voxel_spacing(lung, self.spacing_mm)
-        return anatomy_checks(channel_volume(image, "image"), channel_volume(lung, "lung"), channel_volume(infection, "infection"), spacing)
+        return anatomy_checks(
+            channel_volume(image, "image"), channel_volume(lung, "lung"), channel_volume(infection, "infection"), spacing,
+            airway=airway,
+        )
 
 
 class AnatomyChecksd(MapTransform):
-    """Dictionary version of :class:`AnatomyChecks`: ``keys`` hold the infection mask, ``lung_key`` the lung and
-    ``image_key`` the CT; the checks are added to the dictionary at ``output_key`` (the burden statistics)."""
+    """Dictionary version of :class:`AnatomyChecks`: ``keys`` hold the infection mask, ``lung_key`` the lung,
+    ``image_key`` the CT and ``airway_key`` the airway the lung mask found (optional: without it the trachea is
+    tracked here); the checks are added to the dictionary at ``output_key`` (the burden statistics)."""
 
     def __init__(self, keys: KeysCollection, lung_key: str = "lung", image_key: str = "image",
-                 output_key: str = "burden", spacing_mm=None, allow_missing_keys: bool = False) -> None:
+                 output_key: str = "burden", spacing_mm=None, allow_missing_keys: bool = False,
+                 airway_key: str | None = "airway") -> None:
         super().__init__(keys, allow_missing_keys)
         self.lung_key, self.image_key, self.output_key = lung_key, image_key, output_key
+        self.airway_key = airway_key
         self.transform = AnatomyChecks(spacing_mm)
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict:
         d = dict(data)
         for key in self.key_iterator(d):
-            d[self.output_key] = {**d.get(self.output_key, {}), **self.transform(d[self.image_key], d[self.lung_key], d[key])}
+            airway = d.get(self.airway_key) if self.airway_key is not None else None
+            checks = self.transform(d[self.image_key], d[self.lung_key], d[key], airway)
+            d[self.output_key] = {**d.get(self.output_key, {}), **checks}
         return d

@@ -44,8 +44,9 @@ from scipy import ndimage as ndi
 
 from infnet_monai.postprocessing.infection import CONSOLIDATION_LABEL, GGO_LABEL
 from infnet_monai.postprocessing.lung import LEFT_LUNG_LABEL, RIGHT_LUNG_LABEL
+from infnet_monai.postprocessing.morphology import connected_components, row_slabs
 from infnet_monai.stats.burden import MM3_PER_ML
-from infnet_monai.utils.arrays import SLAB_SLICES, bounding_box, label_components
+from infnet_monai.utils.arrays import SLAB_SLICES, bounding_box
 from infnet_monai.utils.validation import check_spacing_mm
 
 __all__ = [
@@ -206,10 +207,10 @@ def slice_thirds(lung: np.ndarray) -> dict[int, np.ndarray]:
     """
     lung = np.asarray(lung)
     present = {label: np.zeros(lung.shape[2], dtype=bool) for label, _ in _SIDES}
-    for z0 in range(0, lung.shape[2], SLAB_SLICES):
-        slab = lung[..., z0 : z0 + SLAB_SLICES]
+    for rows in row_slabs(lung.shape):
+        slab = lung[rows]
         for label, _ in _SIDES:
-            present[label][z0 : z0 + slab.shape[2]] = (slab == label).any(axis=(0, 1))
+            present[label] |= (slab == label).any(axis=(0, 1))
     return {label: _parts(p, 3) for label, p in present.items()}
 
 
@@ -264,7 +265,7 @@ def infection_components(infection: np.ndarray, lung: np.ndarray) -> tuple[np.nd
     inside = (infection[box] > 0) & (lung[box] > 0)
     if not inside.any():
         return None
-    labels, n = label_components(inside, np.ones((3, 3, 3), dtype=bool))
+    labels, n = connected_components(inside, 26)
     return labels, int(n), box
 
 
@@ -346,6 +347,7 @@ def zone_distribution(
     spacing_mm: Sequence[float],
     classes: np.ndarray | None = None,
     bins: Sequence[Sequence] = ZONE_SCORE_BINS,
+    peripheral: np.ndarray | None = None,
 ) -> dict:
     """Infection per zone (thirds of each lung's own height), the zone score, and the ventral / dorsal and peripheral /
     central distribution.
@@ -363,6 +365,8 @@ def zone_distribution(
         classes: optional class map of the same shape (0, 1 GGO, 2 consolidation), counted as given inside the lung;
             adds ``ggo_volume_ml`` and ``consolidation_volume_ml`` to each zone.
         bins: zone score table (default :data:`ZONE_SCORE_BINS`).
+        peripheral: :func:`peripheral_mask` of ``lung`` (the whole volume) when already at hand (the lesion table
+            needs it too, :func:`~infnet_monai.stats.readout.case_readout`); else computed here.
 
     Returns:
         dict with
@@ -392,16 +396,15 @@ def zone_distribution(
     class_z = {
         (label, c): np.zeros(shape[2], dtype=np.int64) for label, _ in _SIDES for c in (GGO_LABEL, CONSOLIDATION_LABEL)
     }
-    for z0 in range(0, shape[2], SLAB_SLICES):
-        z1 = min(z0 + SLAB_SLICES, shape[2])
-        lu, infected = lung[..., z0:z1], infection[..., z0:z1] > 0
+    for rows in row_slabs(shape):  # slabs of whole rows (contiguous), summed over axis 0
+        lu, infected = lung[rows], infection[rows] > 0
         for label, _ in _SIDES:
             in_lung = lu == label
-            lung_yz[label][:, z0:z1] = np.count_nonzero(in_lung, axis=0)
-            infected_yz[label][:, z0:z1] = np.count_nonzero(in_lung & infected, axis=0)
+            lung_yz[label] += np.count_nonzero(in_lung, axis=0)
+            infected_yz[label] += np.count_nonzero(in_lung & infected, axis=0)
             if classes is not None:
                 for c in (GGO_LABEL, CONSOLIDATION_LABEL):
-                    class_z[label, c][z0:z1] = np.count_nonzero(in_lung & (classes[..., z0:z1] == c), axis=(0, 1))
+                    class_z[label, c] += np.count_nonzero(in_lung & (classes[rows] == c), axis=(0, 1))
 
     thirds = {label: _parts(lung_yz[label].any(axis=0), 3) for label, _ in _SIDES}
     lesions = _zone_lesion_counts(infection, lung, thirds)
@@ -420,11 +423,22 @@ def zone_distribution(
                 zone["consolidation_volume_ml"] = int(class_z[label, CONSOLIDATION_LABEL][in_third].sum()) * voxel_ml
             zones[name] = zone
 
-    peripheral = {label: [0, 0] for label, _ in _SIDES}  # lung, infected voxels
-    for label, k, sx, sy, _, periph in _peripheral_slices(lung, spacing[:2]):
-        peripheral[label][0] += int(np.count_nonzero(periph))
-        if infected_yz[label][sy, k].any():
-            peripheral[label][1] += int(np.count_nonzero(periph & (infection[sx, sy, k] > 0)))
+    n_peripheral = {label: [0, 0] for label, _ in _SIDES}  # lung, infected voxels
+    if peripheral is not None:
+        peripheral = np.asarray(peripheral)
+        if peripheral.shape != shape:
+            raise ValueError(f"peripheral must have the lung's shape {shape}, got {peripheral.shape}.")
+        for rows in row_slabs(shape):
+            periph, lu, infected = peripheral[rows], lung[rows], infection[rows] > 0
+            for label, _ in _SIDES:
+                in_lung = periph & (lu == label)
+                n_peripheral[label][0] += int(np.count_nonzero(in_lung))
+                n_peripheral[label][1] += int(np.count_nonzero(in_lung & infected))
+    else:
+        for label, k, sx, sy, _, periph in _peripheral_slices(lung, spacing[:2]):
+            n_peripheral[label][0] += int(np.count_nonzero(periph))
+            if infected_yz[label][sy, k].any():
+                n_peripheral[label][1] += int(np.count_nonzero(periph & (infection[sx, sy, k] > 0)))
 
     distribution: dict[str, dict] = {}
     for label, side in _SIDES:
@@ -432,7 +446,7 @@ def zone_distribution(
         halves = _parts(lung_y > 0, 2)
         n_lung, n_infected = int(lung_y.sum()), int(infected_y.sum())
         n_ventral, n_ventral_infected = int(lung_y[halves == 0].sum()), int(infected_y[halves == 0].sum())
-        n_periph, n_periph_infected = peripheral[label]
+        n_periph, n_periph_infected = n_peripheral[label]
         distribution[f"{side}_ventral"] = _region(n_ventral, n_ventral_infected, voxel_ml)
         distribution[f"{side}_dorsal"] = _region(n_lung - n_ventral, n_infected - n_ventral_infected, voxel_ml)
         distribution[f"{side}_peripheral"] = _region(n_periph, n_periph_infected, voxel_ml)

@@ -1,16 +1,21 @@
 """The lung mask's anatomy on hand-built phantoms: the trachea, an organ dome rising into the lung, a consolidation
 against the ribs next to the chest wall muscle, and a solitary solid nodule."""
 
+import dataclasses
+
 import numpy as np
 import pytest
+import torch
+from monai.data import MetaTensor
 from scipy import ndimage as ndi
 
 from infnet_monai.data.phantom import make_chest_phantom
-from infnet_monai.postprocessing import extend_lung, lung_mask
-from infnet_monai.postprocessing.airway import find_airway
+from infnet_monai.postprocessing import LungMaskd, extend_lung, lung_mask
+from infnet_monai.postprocessing.airway import Airway, find_airway
 from infnet_monai.postprocessing.infection import basal_rim_shares, infection_and_nodules
-from infnet_monai.postprocessing.lung import body_mask
-from infnet_monai.postprocessing.morphology import fill_enclosed_holes
+from infnet_monai.postprocessing.lung import body_mask, lung_mask_with_airway, working_factors
+from infnet_monai.postprocessing.morphology import block_mean, fill_enclosed_holes
+from infnet_monai.stats import AnatomyChecksd
 from infnet_monai.postprocessing.nodules import sphericity
 from infnet_monai.stats.anatomy import anatomy_checks, infection_outside_thorax_ml, trachea_in_lung_percent
 
@@ -42,6 +47,57 @@ def test_trachea_found_in_3d_and_kept_out_of_the_lung(chest):
     with_airway = lung_mask(hu, spacing, working_spacing_mm=None, remove_airway=False)
     assert trachea_in_lung_percent(hu, with_airway, spacing) > 50.0
     assert "trachea_in_lung" in anatomy_checks(hu, with_airway, np.zeros_like(with_airway), spacing)["qc_flags"]
+
+
+@pytest.fixture(scope="module")
+def fine_chest():
+    """The chest phantom at 1 x 1 x 3 mm: the lung mask works on a 2 x 2 x 1 block grid."""
+    return make_chest_phantom(shape=(280, 240, 80), spacing_mm=(1.0, 1.0, 3.0), seed=1)
+
+
+@pytest.mark.parametrize("which", ["chest", "fine_chest"])
+def test_the_lung_masks_airway_gives_the_trachea_figure_of_tracking_again(which, request):
+    phantom = request.getfixturevalue(which)
+    hu, spacing = phantom.volume_hu, phantom.spacing_mm
+    lung, airway = lung_mask_with_airway(hu, spacing)
+    factors = working_factors(hu.shape, spacing)
+    assert airway is not None and airway.factors == tuple(factors) and airway.trachea.any()
+    np.testing.assert_array_equal(lung, lung_mask(hu, spacing))
+    # the anatomy check's own tracking on the same grid finds the same tracheal column
+    coarse = block_mean(hu, factors)
+    coarse_spacing = tuple(s * f for s, f in zip(spacing, factors))
+    top = int(np.flatnonzero(lung.any(axis=(0, 1)))[-1]) // factors[2]
+    tracked = find_airway(coarse, coarse_spacing, body_mask(coarse), air_top=top)
+    np.testing.assert_array_equal(airway.trachea, tracked.trachea)
+    with_trachea = lung_mask(hu, spacing, remove_airway=False)
+    for mask, low, high in ((lung, 0.0, 2.0), (with_trachea, 50.0, 100.0)):
+        reused = trachea_in_lung_percent(hu, mask, spacing, airway)
+        assert low <= reused <= high
+        assert reused == trachea_in_lung_percent(hu, mask, spacing)
+    # the airway is really used when it lies on the check's grid, and ignored (tracked again) when it does not
+    empty = dataclasses.replace(airway, trachea=np.zeros_like(airway.trachea))
+    assert np.isnan(trachea_in_lung_percent(hu, with_trachea, spacing, empty))
+    elsewhere = dataclasses.replace(empty, factors=tuple(f + 1 for f in factors))
+    assert trachea_in_lung_percent(hu, with_trachea, spacing, elsewhere) > 50.0
+
+
+def test_lung_mask_transform_hands_its_airway_to_the_anatomy_checks(chest):
+    hu, spacing = chest.volume_hu, chest.spacing_mm
+    image = MetaTensor(torch.as_tensor(hu[None]), affine=torch.as_tensor(np.diag([*spacing, 1.0])))
+    d = LungMaskd("image")({"image": image, "airway": "stale"})
+    assert isinstance(d["airway"], Airway) and d["airway"].trachea.any()
+    np.testing.assert_array_equal(d["lung"][0].numpy(), lung_mask(hu, spacing))
+    assert "airway" not in LungMaskd("image", airway_key=None)({"image": image})
+    # the lung without its airway removal covers the trachea: every way of running the check reads it
+    d["lung"] = MetaTensor(torch.as_tensor(lung_mask(hu, spacing, remove_airway=False)[None]), meta=image.meta)
+    d["infection"] = MetaTensor(torch.zeros_like(d["lung"]), meta=image.meta)
+    reused = AnatomyChecksd("infection")(d)["burden"]
+    tracked = AnatomyChecksd("infection", airway_key=None)(d)["burden"]
+    missing = AnatomyChecksd("infection")({k: v for k, v in d.items() if k != "airway"})["burden"]
+    assert reused == tracked == missing and reused["trachea_in_lung_percent"] > 50.0
+    # no trachea in the scan: no airway is written, and none of another volume is kept
+    slab = MetaTensor(torch.as_tensor(hu[None, :, :, :30]), affine=image.affine)
+    assert "airway" not in LungMaskd("image")({"image": slab, "airway": d["airway"]})
 
 
 def test_no_trachea_in_an_abdominal_slab(chest):
@@ -173,3 +229,46 @@ def test_basal_rim_lesion_removed_and_basal_lesion_kept():
     assert not out[6:16, 6:16, 10].any() and out[20:32, 20:32, 10:22].all()
     off, _ = infection_and_nodules(probability, lung, spacing, min_lesion_volume_mm3=0, basal_rim_max_share=1.1)
     assert off[6:16, 6:16, 10].all()
+
+
+def test_lung_floor_and_bony_thorax_on_random_volumes():
+    from skimage.morphology import convex_hull_image
+
+    from infnet_monai.postprocessing.thorax import BONE_HU, bony_thorax, lung_floor
+
+    rng = np.random.default_rng(0)
+    lung = (rng.random((700, 30, 20)) < 0.02).astype(np.uint8) * rng.integers(1, 3, (700, 30, 20)).astype(np.uint8)
+    floor = lung_floor(lung)
+    has = lung.any(axis=2)
+    np.testing.assert_array_equal(floor[has], np.argmax(lung > 0, axis=2)[has])
+    assert (floor[~has] == -1).all() and has.any() and (~has).any()
+
+    hu = rng.normal(0.0, 300.0, (40, 50, 5)).astype(np.float32)
+    body = np.zeros(hu.shape, dtype=bool)
+    body[5:35, 5:45] = True
+    for mask, hull in ((hu > BONE_HU, bony_thorax(hu, None, range(5))), (body & (hu > BONE_HU), bony_thorax(hu, body, range(5)))):
+        for k in range(5):
+            np.testing.assert_array_equal(hull[:, :, k], convex_hull_image(mask[:, :, k]))
+    assert bony_thorax(hu, None, []).shape == (40, 50, 0)
+
+
+def test_infection_outside_thorax_counts_the_pixels_outside_each_slices_bone_hull():
+    from skimage.morphology import convex_hull_image
+
+    from infnet_monai.postprocessing.thorax import BONE_HU
+
+    rng = np.random.default_rng(1)
+    hu = np.full((60, 50, 8), -800.0, dtype=np.float32)
+    hu[rng.random(hu.shape) < 0.01] = 700.0  # scattered bone
+    hu[:, :, 2] = -800.0  # a slice without bone: not counted
+    hu[:, :, 3] = -800.0
+    hu[10, 10, 3] = hu[40, 30, 3] = 700.0  # two bone pixels: their hull is the pixels themselves
+    infection = rng.random(hu.shape) < 0.3
+    expected = 0
+    for k in range(hu.shape[2]):
+        bone = hu[:, :, k] > BONE_HU
+        if bone.any():
+            hull = convex_hull_image(bone) if bone.sum() >= 3 else bone
+            expected += int((infection[:, :, k] & ~hull).sum())
+    assert expected > 0
+    assert infection_outside_thorax_ml(hu, infection, (1.0, 1.0, 1.0)) == pytest.approx(expected / 1000.0)

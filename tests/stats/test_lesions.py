@@ -174,3 +174,31 @@ def test_csv_rounding_header_and_atomic_write(tmp_path):
     empty = write_lesion_csv([], tmp_path / "none" / LESIONS_FILE)
     assert empty.read_text(encoding="utf-8").splitlines() == [",".join(LESION_COLUMNS)]
     assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == ["lesions.csv", "lesions.csv"]
+
+
+def test_a_given_peripheral_mask_gives_the_same_rows():
+    from infnet_monai.stats.zones import peripheral_mask
+
+    infection, lung, image = _case()
+    rows = lesion_table(infection, lung, image, AFFINE)
+    spacing = np.linalg.norm(AFFINE[:3, :3], axis=0)
+    assert rows and any(0.0 < row["peripheral_share"] < 1.0 for row in rows)  # not a vacuous comparison
+    assert lesion_table(infection, lung, image, AFFINE, peripheral=peripheral_mask(lung, spacing)) == rows
+    with pytest.raises(ValueError, match="peripheral must have"):
+        lesion_table(infection, lung, image, AFFINE, peripheral=np.zeros((2, 2, 2), dtype=bool))
+
+
+def test_equal_volumes_keep_the_order_of_their_first_voxel():
+    from scipy import ndimage as ndi
+
+    _, lung, image = _case()
+    blobs = np.zeros(lung.shape, dtype=np.uint8)
+    blobs[7:9, 2:4, 5:7] = 1  # three lesions of 8 voxels; in C order this one comes last (largest x)
+    blobs[2:4, 5:7, 1:3] = 1
+    blobs[2:4, 1:3, 6:8] = 1  # ... and this one first (same x as the one above, smaller y)
+    labels, n = ndi.label(blobs, structure=np.ones((3, 3, 3)))
+    table = lesion_table(blobs, lung, image, AFFINE)
+    assert n == 3 and [row["volume_ml"] for row in table] == pytest.approx([8 * VOXEL_ML] * 3)
+    first_z = [2.5 * np.unravel_index(np.flatnonzero(labels.ravel() == i)[0], labels.shape)[2] + 30.0 for i in range(1, n + 1)]
+    assert [row["bbox_lps_min_z_mm"] for row in table] == pytest.approx(first_z)
+    assert first_z == [30.0 + 2.5 * 6, 30.0 + 2.5 * 1, 30.0 + 2.5 * 5]
