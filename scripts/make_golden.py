@@ -56,7 +56,7 @@ BURDEN_FILE = "burden.json"
 """The stored burden row and its provenance."""
 OPTIONS: dict[str, Any] = {"device": "cpu", "overview": False, "dicom_seg": False}
 """The options given to :func:`segment_cohort`; everything else is ``infnet-covid segment``'s default."""
-VOLATILE_KEYS = frozenset({"seconds", "source_path", "model", "class_model", "rank", "world_size", "notes", "error"})
+VOLATILE_KEYS = frozenset({"seconds", "stage_seconds", "source_path", "model", "class_model", "rank", "world_size", "notes", "error"})
 """Row fields that depend on the machine or the paths, not on the results; left out of ``burden.json``."""
 
 REPO = Path(__file__).resolve().parents[1]

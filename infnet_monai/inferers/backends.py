@@ -104,7 +104,7 @@ def network_fingerprint(module: nn.Module, *settings: object) -> str:
         digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
         digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
     for path, sub in module.named_modules():
-        plain = sorted((k, v) for k, v in vars(sub).items() if _plain(v))
+        plain = sorted((k, v) for k, v in vars(sub).items() if _plain(v) and k != "training")  # always converted in eval mode
         digest.update(f"|{path}:{type(sub).__qualname__}:{plain!r}".encode())
     for s in settings:
         digest.update(f"|{s!r}".encode())

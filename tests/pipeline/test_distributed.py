@@ -12,7 +12,7 @@ import pytest
 
 from infnet_monai.pipeline.distributed import shard_by_size
 
-VOLATILE = {"seconds", "infection_mask_path", "infection_classes_path", "lung_mask_path", "lesions_path"}
+VOLATILE = {"seconds", "stage_seconds", "infection_mask_path", "infection_classes_path", "lung_mask_path", "lesions_path"}
 
 
 def test_shards_are_disjoint_complete_deterministic_and_balanced():

@@ -43,7 +43,7 @@ pytestmark = [
 
 REPO = Path(__file__).resolve().parents[2]
 # columns that legitimately differ between two runs of the same cohort
-VOLATILE = {"seconds", "infection_mask_path", "infection_classes_path", "lung_mask_path", "command_line", "lesions_path", "dicom_seg_path", "dicom_sr_path"}
+VOLATILE = {"seconds", "stage_seconds", "infection_mask_path", "infection_classes_path", "lung_mask_path", "command_line", "lesions_path", "dicom_seg_path", "dicom_sr_path"}
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -150,7 +150,7 @@ def test_cli_and_bundle_write_identical_files(tmp_path, ct_dir):
     assert np.asarray(nib.load(str(cli_out / "abdomen_3mm_small" / "lung.nii.gz")).dataobj).any()
     rows_a = list(csv.DictReader((cli_out / "burden.csv").open()))
     rows_b = list(csv.DictReader((bundle_out / "burden.csv").open()))
-    drop = {"seconds", "infection_mask_path", "lung_mask_path", "infection_classes_path", "model", "class_model"}
+    drop = {"seconds", "stage_seconds", "infection_mask_path", "lung_mask_path", "infection_classes_path", "model", "class_model"}
     assert [{k: v for k, v in r.items() if k not in drop} for r in rows_a] == [
         {k: v for k, v in r.items() if k not in drop} for r in rows_b
     ]
