@@ -137,17 +137,19 @@ class VolumePredictor:
         self.slab_slices = int(slab_slices)
         self.volume_preprocessing, self.slice_preprocessing = split_slicewise(preprocessing)
         self._slab_invert = Invertd("pred", transform=self.slice_preprocessing, orig_keys="image", nearest_interp=False)
-        self._network_seconds = [0.0]
         self._to_input_grid = Invertd(
             "probability", transform=self.volume_preprocessing, orig_keys="image", nearest_interp=False
         )
 
     # ------------------------------------------------------------------ the network's maps
     @torch.no_grad()
-    def _maps_ras(self, hu_ras: MetaTensor, lung_ras: np.ndarray, progress: SliceProgress | None):
+    def _maps_ras(
+        self, hu_ras: MetaTensor, lung_ras: np.ndarray, progress: SliceProgress | None, network_seconds: list[float] | None = None
+    ):
         """``(probability, share, boxes)`` on the RAS grid of ``hu_ras``: the infection probability ``(1, X, Y, Z)``
         (float16), with the class head the consolidation share ``(1, X, Y, Z)`` as uint8 in 1/255 steps (else
-        ``None``), and the crop boxes of the last pass on the slices' grid."""
+        ``None``), and the crop boxes of the last pass on the slices' grid. The network's wall time is added to
+        ``network_seconds[0]``."""
         n_slices = int(hu_ras.shape[3])
         lung_t = MetaTensor(torch.from_numpy(np.ascontiguousarray(lung_ras[None] > 0)), meta=dict(hu_ras.meta))
         for step in self.slice_preprocessing.transforms:  # the lung in the slices' orientation, for the whole lung's boxes
@@ -162,7 +164,7 @@ class VolumePredictor:
         out: np.ndarray | None = None
         share: np.ndarray | None = None
         last_boxes = np.full((n_slices, 4), -1, dtype=np.int64)
-        network = _Timed(self.network_fn, self._network_seconds)
+        network = _Timed(self.network_fn, network_seconds if network_seconds is not None else [0.0])
         for z0 in range(0, n_slices, self.slab_slices):
             z1 = min(n_slices, z0 + self.slab_slices)
             if not (boxes[z0:z1, 0] >= 0).any():
@@ -214,9 +216,9 @@ class VolumePredictor:
         network again)."""
         seconds: dict[str, float] = {}
         data = apply_steps(self.volume_preprocessing, {"image": image}, seconds)
-        start, self._network_seconds = time.perf_counter(), [0.0]
-        prob, share, boxes = self._maps_ras(data["image"], np.asarray(data["lung"][0]), progress)
-        seconds["network"] = self._network_seconds[0]
+        start, network_seconds = time.perf_counter(), [0.0]
+        prob, share, boxes = self._maps_ras(data["image"], np.asarray(data["lung"][0]), progress, network_seconds)
+        seconds["network"] = network_seconds[0]
         seconds["slices (preparation, crops, inversion)"] = time.perf_counter() - start - seconds["network"]
         if self._with_share() and share is None:  # nothing inferred: an all-background class map
             share = np.zeros(prob.shape, dtype=np.uint8)
