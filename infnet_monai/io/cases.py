@@ -9,13 +9,19 @@
   DICOM folder found at any depth.
 
 Hidden files and folders (name starting with ``.``), ``__MACOSX`` folders, ``DICOMDIR`` index files and files with
-a known non-image extension (``.json``, ``.csv``, ``.txt``, ...) are ignored. Folders passed in ``exclude`` (for
+a known non-image extension (``.json``, ``.csv``, ``.txt``, ...) are ignored. DICOM files that are no part of a CT
+volume are passed over with their reason (``skipped``): localizers (ImageType LOCALIZER, SCOUT, TOPOGRAM), secondary
+captures and screenshots, radiation dose reports and other objects without an image. Only CT is taken: without a
+``Modality`` tag the SOP class tells the modality (an MR image is not CT). A derived series (ImageType DERIVED: a
+reformat, MIP, slab average) is chosen only when the folder holds no original one; a ``BodyPartExamined`` other than
+the chest (:data:`CHEST_BODY_PARTS`) becomes a note. Folders passed in ``exclude`` (for
 example the pipeline's output folder when it lies inside the input folder) are never scanned.
 
 Case ids are made from the path relative to the scanned folder (parts joined with ``_``) and are safe to use as
 file names; see :func:`sanitize_case_id`.
 
-Nothing here reads pixel data: only DICOM headers (``stop_before_pixels``), so discovery is cheap. Pixel data and
+Nothing here reads pixel data: only DICOM headers (``stop_before_pixels``), so discovery is cheap; a deflated header
+is inflated within a bound (:func:`infnet_monai.io.budget.read_dicom`), never whole. Pixel data and
 geometry are checked when a case is loaded (:func:`infnet_monai.io.volume.load_ct`), from the header fields that
 discovery read: each file's header is parsed once per run (:class:`SliceHeader`, carried in ``CTCase.headers``).
 """
@@ -25,6 +31,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import stat
 import struct
 import unicodedata
 from collections import Counter
@@ -34,9 +41,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pydicom
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
+from pydicom.uid import UID
+
+from infnet_monai.io.budget import InflateLimitError, read_dicom, whole_number
 
 __all__ = [
     "CTCase",
@@ -54,6 +63,7 @@ __all__ = [
     "is_nifti_path",
     "CT_SOP_CLASS_UIDS",
     "MAX_CASE_ID_LENGTH",
+    "modality_from_sop_class",
 ]
 
 logger = logging.getLogger(__name__)
@@ -69,6 +79,28 @@ CT_SOP_CLASS_UIDS = frozenset(
     }
 )
 """SOP classes that identify a CT image when the ``Modality`` tag is missing (stripped headers)."""
+_SOP_CLASS_MODALITIES = (
+    ("1.2.840.10008.5.1.4.1.1.2", "CT"),  # CT, Enhanced CT (.2.1), Legacy Converted Enhanced CT (.2.2)
+    ("1.2.840.10008.5.1.4.1.1.4", "MR"),  # MR, Enhanced MR (.4.1), MR Spectroscopy (.4.2), ... (.4.x)
+    ("1.2.840.10008.5.1.4.1.1.128", "PT"),  # PET, Legacy Converted Enhanced PET (.128.1)
+    ("1.2.840.10008.5.1.4.1.1.130", "PT"),  # Enhanced PET
+    ("1.2.840.10008.5.1.4.1.1.20", "NM"),
+    ("1.2.840.10008.5.1.4.1.1.6", "US"),  # US (.6.1), Enhanced US Volume (.6.2), ...
+    ("1.2.840.10008.5.1.4.1.1.3.1", "US"),  # US Multi-frame
+    ("1.2.840.10008.5.1.4.1.1.1", "CR"),  # CR; DX (.1.1), MG (.1.2), IO (.1.3): projection X-ray
+    ("1.2.840.10008.5.1.4.1.1.12", "XA"),  # XA, XRF, ... (.12.x)
+    ("1.2.840.10008.5.1.4.1.1.13", "XA"),  # X-Ray 3D angiography, breast tomosynthesis (.13.x)
+    ("1.2.840.10008.5.1.4.1.1.7", "OT"),  # Secondary Capture (.7, .7.x)
+    ("1.2.840.10008.5.1.4.1.1.481", "RT"),  # RT objects (.481.x)
+    ("1.2.840.10008.5.1.4.1.1.66", "SEG"),  # raw data, registration, Segmentation (.66.4), ...
+    ("1.2.840.10008.5.1.4.1.1.88", "SR"),  # structured reports, radiation dose reports (.88.x)
+)
+_SECONDARY_CAPTURE_UID = "1.2.840.10008.5.1.4.1.1.7"  # Secondary Capture Image Storage and its multi-frame kinds
+_LOCALIZER_TYPES = frozenset({"LOCALIZER", "SCOUT", "TOPOGRAM"})  # ImageType values of a planning projection
+_SCREEN_TYPES = frozenset({"SCREEN SAVE"})  # ImageType value of a screenshot (e.g. a dose page)
+CHEST_BODY_PARTS = ("CHEST", "THORAX", "LUNG", "TORSO", "TRUNK", "BODY")
+"""Words of a ``BodyPartExamined`` value that cover the lungs (``CHEST_ABDOMEN``, ``WHOLEBODY``, ``PARTIALBODY`` ...);
+a value with none of them (``HEAD``, ``ABDOMEN``, ``PELVIS``, ``KNEE``, ...) becomes a note on the case."""
 
 _NIFTI_SUFFIXES = (".nii", ".nii.gz")
 _IGNORED_SUFFIXES = frozenset(
@@ -308,15 +340,18 @@ def _read_dicom_header(path: Path) -> tuple[Dataset | None, str, tuple[int, int]
     try:
         if head[128:132] == b"DICM":
             with open(path, "rb") as f:
-                ds = pydicom.dcmread(f, stop_before_pixels=True)
+                ds = read_dicom(f, stop_before_pixels=True)  # a deflated header is inflated within a bound
                 offset = f.tell()
                 tag = f.read(4)
             if len(tag) < 4 or not any(tag in (_tag_bytes(t, "<"), _tag_bytes(t, ">")) for t in _PIXEL_TAGS):
                 offset = None  # the header ended elsewhere (no pixel data): the loader reads the whole file
         else:
-            ds = pydicom.dcmread(path, force=True, defer_size="1 KB")
+            ds = read_dicom(path, force=True, defer_size="1 KB")
             if "PixelData" not in ds:
                 return None, "not a DICOM image (no DICM marker, no pixel data)", stamp, None
+    except InflateLimitError as e:
+        logger.warning("%s: %s.", path, e)
+        return None, f"{e}; not read", stamp, None
     except Exception as e:  # InvalidDicomError, OSError, ...; pydicom may raise anything on random bytes
         logger.debug("%s: not readable as DICOM (%s: %s).", path, type(e).__name__, e)
         return None, f"not readable as DICOM ({type(e).__name__})", stamp, None
@@ -324,8 +359,70 @@ def _read_dicom_header(path: Path) -> tuple[Dataset | None, str, tuple[int, int]
         if int(ds.Rows) < 1 or int(ds.Columns) < 1:
             return None, "DICOM without an image (Rows or Columns 0)", stamp, None
     except Exception:
-        return None, "DICOM without an image (no Rows or Columns)", stamp, None
+        return None, _not_an_image(ds) or "DICOM without an image (no Rows or Columns)", stamp, None
     return ds, "", stamp, offset
+
+
+class _PassOver(str):
+    """The reason a valid DICOM file is passed over at discovery (a dose report, a localizer, a screenshot): not a
+    damaged file, so it does not make its folder a case that failed."""
+
+
+def _not_an_image(ds: Dataset) -> _PassOver | None:
+    """Why ``ds``, a DICOM object without Rows or Columns, is not an image by design: its SOP class is a registered
+    one that holds no image (a radiation dose report or another structured report, a PDF, a presentation state, ...);
+    ``None`` for an unknown SOP class (the file is then taken as a damaged image)."""
+    uid = _text(ds, "SOPClassUID")
+    if not uid:
+        return None
+    name = UID(uid).name
+    if name == uid or "Image" in name:
+        return None
+    if "Dose" in name:
+        return _PassOver(f"a radiation dose report ({name}), not an image")
+    return _PassOver(f"not an image: a {name} object")
+
+
+def _not_a_ct_volume(ds: Dataset) -> _PassOver | None:
+    """Why the image ``ds`` is passed over at discovery: a localizer (scout, topogram), a secondary capture (e.g. a
+    dose page) or a screenshot is never part of a CT volume; ``None`` for other images."""
+    uid = _text(ds, "SOPClassUID") or ""
+    image_type = _image_type(ds)
+    shown = _joined(image_type)
+    if _LOCALIZER_TYPES & set(image_type):
+        return _PassOver(f"a localizer (ImageType {shown}), not a CT volume")
+    if uid == _SECONDARY_CAPTURE_UID or uid.startswith(_SECONDARY_CAPTURE_UID + "."):
+        return _PassOver(f"a secondary capture ({UID(uid).name}, e.g. a screenshot or a dose page), not a CT volume")
+    if _SCREEN_TYPES & set(image_type):
+        return _PassOver(f"a screenshot (ImageType {shown}), not a CT volume")
+    return None
+
+
+def _image_type(ds: Dataset) -> tuple[str, ...]:
+    """The values of ``ImageType``, stripped and upper-cased (empty when absent or unreadable)."""
+    try:
+        value = ds.get("ImageType", None)
+        if value is None:
+            return ()
+        values = [value] if isinstance(value, (str, bytes)) else list(value)
+        return tuple(str(v).strip().upper() for v in values)
+    except Exception:  # noqa: BLE001 - a damaged value: no type known
+        return ()
+
+
+def _joined(values: Sequence[str]) -> str:
+    """Multiple values as DICOM writes them, separated by backslashes."""
+    return "\\".join(values)
+
+
+def modality_from_sop_class(uid: str | None) -> str | None:
+    """The modality a ``SOPClassUID`` stands for (``"CT"``, ``"MR"``, ``"PT"``, ``"SR"``, ...), ``None`` when it is
+    empty or not a known storage class; used where the ``Modality`` tag is missing."""
+    uid = (uid or "").strip()
+    for prefix, modality in _SOP_CLASS_MODALITIES:
+        if uid == prefix or uid.startswith(prefix + "."):
+            return modality
+    return None
 
 
 def _tag_bytes(tag: int, endian: str) -> bytes:
@@ -352,7 +449,7 @@ def _pixel_format(ds: Dataset) -> tuple[int, int, int, int, int, int]:
     rows, cols = int(ds.Rows), int(ds.Columns)
     bits, samples = int(ds.get("BitsAllocated", 0) or 0), int(ds.get("SamplesPerPixel", 1) or 1)
     stored = int(ds.get("BitsStored", bits) or bits)
-    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    frames = whole_number(ds.get("NumberOfFrames", 1) or 1, "NumberOfFrames")  # "2.5" refused, not truncated to 2
     return rows, cols, bits, samples, stored, frames
 
 
@@ -473,12 +570,11 @@ def _floats(ds: Dataset, keyword: str, n: int) -> tuple[float, ...] | None:
 
 
 def _modality(ds: Dataset) -> str | None:
+    """``Modality``, or when it is missing the modality of the SOP class (``None`` when unknown)."""
     modality = _text(ds, "Modality")
     if modality:
         return modality.upper()
-    if _text(ds, "SOPClassUID") in CT_SOP_CLASS_UIDS:
-        return "CT"
-    return None
+    return modality_from_sop_class(_text(ds, "SOPClassUID"))
 
 
 @dataclass
@@ -490,6 +586,12 @@ class _Series:
     columns: int
     description: str | None
     slices: list[tuple[Path, Dataset]] = field(default_factory=list)
+    image_type: tuple[str, ...] = ()  # the most common ImageType of its images
+
+    @property
+    def is_derived(self) -> bool:
+        """Whether the series is derived from other images (ImageType DERIVED: a reformat, MIP, average, ...)."""
+        return bool(self.image_type) and self.image_type[0] == "DERIVED"
 
     @property
     def normal(self) -> np.ndarray | None:
@@ -563,6 +665,7 @@ def _group_series(slices: Iterable[tuple[Path, Dataset]]) -> list[_Series]:
     for s in series:
         modalities = Counter(_modality(ds) for _, ds in s.slices)
         s.modality = modalities.most_common(1)[0][0]
+        s.image_type = Counter(_image_type(ds) for _, ds in s.slices).most_common(1)[0][0]
     return sorted(series, key=lambda s: (s.uid or "", s.rows, s.columns, s.orientation or ()))
 
 
@@ -643,7 +746,15 @@ def _dicom_case(
             error=error,
             dropped=tuple(_dropped_files(series, None, unreadable)),
         )
-    chosen = max(candidates, key=lambda s: (s.n_slices, s.modality == "CT", len(s.slices)))
+    # a reformat, MIP or slab average (ImageType DERIVED) may have more slices than the acquisition it was made from,
+    # but not its voxels: the original series is taken when the folder holds one
+    originals = [s for s in candidates if not s.is_derived]
+    ranked = originals or candidates
+
+    def rank(s: _Series) -> tuple:
+        return s.n_slices, s.modality == "CT", len(s.slices)
+
+    chosen = max(ranked, key=rank)
     notes = []
     for s in series:
         if s is chosen:
@@ -652,8 +763,21 @@ def _dicom_case(
             reason = "not CT"
         elif not s.is_axial:
             reason = "not axial"
-        else:
+        elif s not in ranked:
+            reason = f"derived (ImageType {_joined(s.image_type)}), and the folder holds an original series"
+        elif s.n_slices < chosen.n_slices:
             reason = "fewer slices"
+        elif rank(s) < rank(chosen):
+            why = "has a Modality tag" if s.modality != chosen.modality else "has more files"
+            reason = f"as many slices ({s.n_slices}) as the chosen series, which {why}"
+        else:
+            reason = (
+                f"as many slices ({s.n_slices}) as the chosen series: a tie (e.g. a native and a contrast phase), "
+                "broken by SeriesInstanceUID order; keep only the series to segment in the folder to choose it"
+            )
+            logger.warning(
+                "%s: %s and %s tie at %d slices; took the first.", folder, chosen.describe(), s.describe(), s.n_slices
+            )
         notes.append(f"ignored {s.describe()}: {reason}")
     if len(series) > 1:
         logger.info(
@@ -664,6 +788,10 @@ def _dicom_case(
             "; ".join(notes),
         )
     chosen_ds = chosen.slices[0][1]
+    body_part = _text(chosen_ds, "BodyPartExamined")
+    if body_part and not any(word in body_part.upper() for word in CHEST_BODY_PARTS):
+        notes.append(f"BodyPartExamined is {body_part!r}, not the chest: check that the scan covers the lungs")
+        logger.info("%s: %s", folder, notes[-1])
     dropped = _dropped_files(series, chosen, unreadable)
     if dropped:
         logger.warning("%s: %d file(s) left out of the series: %s", folder, len(dropped), "; ".join(dropped[:5]))
@@ -694,6 +822,25 @@ def _is_output_folder(folder: Path, filenames: Sequence[str]) -> bool:
     """Whether ``folder`` holds outputs of a run: an output folder (its lock file) or one case's outputs."""
     names = set(filenames)
     return OUTPUT_LOCK_NAME in names or {"stats.json", "infection.nii.gz"} <= names
+
+
+def _not_regular(path: Path) -> str:
+    """What ``path``, which is not a regular file, is: a broken link, a device, a FIFO, a socket, ..."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return "broken link" if path.is_symlink() else "gone (deleted while the folder was scanned)"
+    except OSError as e:
+        return f"cannot be read ({e.strerror or e})"
+    if stat.S_ISFIFO(mode):
+        kind = "a FIFO (named pipe)"
+    elif stat.S_ISSOCK(mode):
+        kind = "a socket"
+    elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        kind = "a device"
+    else:
+        kind = "a special file"
+    return f"{kind}{' (through a link)' if path.is_symlink() else ''}, not a regular file"
 
 
 def _is_excluded(path: Path, excluded: Sequence[Path]) -> bool:
@@ -739,7 +886,9 @@ def discover_cases(
             holding the lock file of an infnet-covid output folder, or a case folder with ``stats.json`` beside
             ``infection.nii.gz``, is never scanned either: earlier outputs are not inputs.
         skipped: when given, gets ``(path, reason)`` for every path passed over (hidden files and folders, broken
-            links, unreadable folders, earlier outputs); they are also logged.
+            links, devices and FIFOs, unreadable folders, earlier outputs, and DICOM files that are no part of a CT
+            volume: localizers, secondary captures and screenshots, dose reports and other objects without an image);
+            they are also logged.
 
     Returns:
         the cases sorted by their path relative to ``input_path``. A DICOM folder without a usable series is
@@ -747,19 +896,29 @@ def discover_cases(
         warning logged) when nothing was found.
 
     Raises:
-        FileNotFoundError: ``input_path`` does not exist.
-        ValueError: ``input_path`` is a file that is not NIfTI (e.g. one DICOM file instead of its folder).
+        FileNotFoundError: ``input_path`` does not exist (or is a broken link).
+        ValueError: ``input_path`` is a file that is not NIfTI (e.g. one DICOM file instead of its folder), or
+            neither a regular file nor a folder (a device, a FIFO).
     """
     root = Path(input_path).expanduser()
     if not root.exists():
+        if root.is_symlink():
+            raise FileNotFoundError(f"{root}: a broken link (it points to {os.readlink(root)}). Check the input path.")
         raise FileNotFoundError(f"{root}: no such file or folder. Check the input path.")
+    if not root.is_file() and not root.is_dir():
+        raise ValueError(
+            f"{root}: {_not_regular(root)} nor a folder. Pass a NIfTI file, a DICOM series folder or a cohort folder."
+        )
     if root.is_file():
         if is_nifti_path(root):
             return [CTCase(sanitize_case_id(_nifti_stem(root)), root, "nifti", (root,))]
-        if read_dicom_header(root) is not None:
+        ds, reason, _, _ = _read_dicom_header(root)
+        if ds is not None:
             raise ValueError(
                 f"{root}: is a single DICOM file. Pass the folder that holds the whole series (or a cohort folder)."
             )
+        if isinstance(reason, _PassOver):
+            raise ValueError(f"{root}: {reason}. Pass a NIfTI file, a DICOM series folder or a cohort folder.")
         raise ValueError(
             f"{root}: not a NIfTI file (.nii/.nii.gz) nor a folder. Pass a NIfTI file, a DICOM series folder or a "
             "cohort folder."
@@ -801,7 +960,7 @@ def discover_cases(
             if not _candidate_file(name):
                 continue
             if not path.is_file():
-                passed_over.append((path, "broken link" if path.is_symlink() else "not a regular file"))
+                passed_over.append((path, _not_regular(path)))
                 continue
             if is_nifti_path(name):
                 has_nifti = True
@@ -809,8 +968,14 @@ def discover_cases(
                 continue
             ds, reason, stamp, pixel_offset = _read_dicom_header(path)
             if ds is not None and stamp is not None:  # a stamp whenever the file could be opened
+                reason = _not_a_ct_volume(ds)
+                if reason:
+                    passed_over.append((path, reason))
+                    continue
                 dicom_slices.append((path, ds))
                 read_at[path] = (stamp, pixel_offset)
+            elif isinstance(reason, _PassOver):
+                passed_over.append((path, reason))
             elif _dicom_like(path) or path.stat().st_size == 0:
                 unreadable.append((path, reason))
             else:

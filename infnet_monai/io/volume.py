@@ -20,6 +20,9 @@ The volume is checked, its geometry from the headers before the voxels are read,
 input                                       behaviour
 ==========================================  ==================================================================
 missing / 0-byte / truncated / not an image refused
+size in the headers over the budget         refused before any voxel is read or inflated: more than 2048 voxels
+(:mod:`infnet_monai.io.budget`)             in-plane, than ``max_slices`` along the longest axis, or than half the
+                                            memory available; the message names each number over its limit
 2D image, 4D with more than one volume      refused (a 4D or 5D image with singleton extra dims is squeezed)
 fewer than ``MIN_SLICES`` (2) slices        refused (the 2-slice chest series is the smallest accepted input)
 NaN / Inf voxels                            refused, the count is given
@@ -56,7 +59,6 @@ from typing import Any
 
 import nibabel as nib
 import numpy as np
-import pydicom
 import SimpleITK as sitk
 import torch
 from monai.data import MetaTensor
@@ -67,12 +69,21 @@ from monai.utils import ImageMetaKey, MetaKeys, SpaceKeys, ensure_tuple
 from pydicom.dataset import Dataset
 from pydicom.filereader import read_dataset
 
+from infnet_monai.io.budget import (
+    InflateLimitError,
+    dicom_file_bound,
+    dicom_size_refusal,
+    is_memory_error,
+    memory_refusal,
+    nifti_size_refusal,
+    read_dicom,
+)
 from infnet_monai.io.cases import (
-    CT_SOP_CLASS_UIDS,
     CTCase,
     SliceHeader,
     field_value,
     has_dicm_marker,
+    modality_from_sop_class,
     pixel_data_fields,
     read_slice_header,
 )
@@ -342,7 +353,9 @@ class _SourceInfo:
     scaling: str = ""
 
 
-def load_ct(case: CTCase, min_slices: int = MIN_SLICES, max_spacing_mm: float = MAX_SPACING_MM) -> MetaTensor:
+def load_ct(
+    case: CTCase, min_slices: int = MIN_SLICES, max_spacing_mm: float = MAX_SPACING_MM, max_slices: int | None = None
+) -> MetaTensor:
     """Load and validate one CT case as a volume in Hounsfield units, stored compactly.
 
     Integer Hounsfield units (the usual integer rescale slope and intercept) are kept as int16, so a 512 x 512 x 1200
@@ -353,6 +366,9 @@ def load_ct(case: CTCase, min_slices: int = MIN_SLICES, max_spacing_mm: float = 
         case: a case from :func:`~infnet_monai.io.cases.discover_cases` (or built by hand).
         min_slices: fewest slices accepted (default :data:`MIN_SLICES` = 2).
         max_spacing_mm: largest voxel spacing accepted on any axis, in mm (default 20).
+        max_slices: most voxels along the longest axis (``--max-slices``), refused from the headers before anything
+            is read; ``None`` (default): no such limit. The in-plane size and the memory available are always
+            checked first (:mod:`infnet_monai.io.budget`).
 
     Returns:
         ``MetaTensor`` of shape ``(1, X, Y, Z)``, int16 or float32, HU clipped below at -1024. ``.affine`` (float64, 4x4)
@@ -368,9 +384,9 @@ def load_ct(case: CTCase, min_slices: int = MIN_SLICES, max_spacing_mm: float = 
     if case.error:
         raise CaseError(case.error)
     if case.kind == "nifti":
-        image, info = _load_nifti(case, min_slices, max_spacing_mm)
+        image, info = _load_nifti(case, min_slices, max_spacing_mm, max_slices)
     elif case.kind == "dicom":
-        image, info = _load_dicom(case, min_slices, max_spacing_mm)
+        image, info = _load_dicom(case, min_slices, max_spacing_mm, max_slices)
     else:
         raise CaseError(f"{case.source_path}: unknown case kind {case.kind!r}; expected 'nifti' or 'dicom'.")
     name = str(case.source_path)
@@ -415,6 +431,8 @@ def _load_with(reader: ImageReader, files: Sequence[Path] | Path, name: str) -> 
     try:
         image = loader(files if isinstance(files, Path) else list(files))
     except Exception as e:
+        if is_memory_error(e):
+            raise CaseError(memory_refusal(name, e)) from e
         raise CaseError(
             f"{name}: the voxel data could not be read ({type(e).__name__}: {e}). The file is probably truncated "
             "or corrupt, or uses an unsupported compression: export or copy it again."
@@ -479,10 +497,12 @@ class CompactNibabelReader(NibabelReader):
         return out
 
 
-def _load_nifti(case: CTCase, min_slices: int, max_spacing_mm: float) -> tuple[MetaTensor, _SourceInfo]:
+def _load_nifti(
+    case: CTCase, min_slices: int, max_spacing_mm: float, max_slices: int | None
+) -> tuple[MetaTensor, _SourceInfo]:
     path = Path(case.files[0]) if case.files else Path(case.source_path)
     _check_file(path)
-    stored = _check_nifti_stream(path)
+    stored = _check_nifti_stream(path, max_slices)
     try:
         header_image = nib.load(path)
         shape = tuple(int(s) for s in header_image.shape)
@@ -519,14 +539,15 @@ def _load_nifti(case: CTCase, min_slices: int, max_spacing_mm: float) -> tuple[M
     return image, _SourceInfo(rescale_missing=not np.isfinite(inter) or inter == 0.0, scaling=scaling)
 
 
-def _stream_size(path: Path) -> int:
-    """Bytes of the (decompressed) file, reading a gzip stream to its end so that its CRC and length are checked."""
+def _stream_size(path: Path, needed: int) -> int:
+    """Bytes of the (decompressed) file, reading a gzip stream to its end so that its CRC and length are checked; it
+    stops once more than ``needed`` bytes came (the file is refused then, without inflating the rest)."""
     if not path.name.lower().endswith(".gz"):
         return path.stat().st_size
     size = 0
     try:
         with gzip.open(path, "rb") as f:
-            while chunk := f.read(1 << 22):  # bounded memory
+            while size <= needed and (chunk := f.read(1 << 22)):  # bounded memory
                 size += len(chunk)
     except (OSError, EOFError, zlib.error) as e:  # BadGzipFile is an OSError
         raise CaseError(
@@ -536,7 +557,7 @@ def _stream_size(path: Path) -> int:
     return size
 
 
-def _check_nifti_stream(path: Path) -> nib.Nifti1Header:
+def _check_nifti_stream(path: Path, max_slices: int | None = None) -> nib.Nifti1Header:
     """Check the stored header's basic fields and the data size before anything is decoded: ``dim[0]``, the
     dimensions, the datatype and ``vox_offset`` must describe exactly the bytes the file (gzip checked to its end)
     holds; a changed header would otherwise read the voxels shifted, in pieces or as another type. Returns the
@@ -581,13 +602,17 @@ def _check_nifti_stream(path: Path) -> nib.Nifti1Header:
         itemsize = np.dtype(stored.get_data_dtype()).itemsize
     except Exception as e:  # noqa: BLE001 - an unknown datatype code
         raise CaseError(f"{path}: unknown NIfTI datatype code {int(stored['datatype'])} ({e}). The header is damaged.") from e
+    refusal = nifti_size_refusal(path, stored, max_slices)  # before a byte is inflated, in Python ints
+    if refusal:
+        raise CaseError(refusal)
     offset = int(stored["vox_offset"])
     needed = offset + int(np.prod(dim[1 : dim[0] + 1], dtype=np.int64)) * itemsize
-    size = _stream_size(path)
+    size = _stream_size(path, needed)
     if offset >= int(stored["sizeof_hdr"]) and size != needed:
         state = "is cut short" if size < needed else "holds more data than the header describes"
         raise CaseError(
-            f"{path}: the file {state}: {size} bytes{' uncompressed' if path.name.lower().endswith('.gz') else ''}, "
+            f"{path}: the file {state}: {'over ' if size > needed else ''}{size} bytes"
+            f"{' uncompressed' if path.name.lower().endswith('.gz') else ''}, "
             f"while the header (dim {dim[1 : dim[0] + 1]}, datatype {stored.get_data_dtype()}, vox_offset {offset}) "
             f"needs {needed}. The file is truncated or its header was changed: export it again."
         )
@@ -695,12 +720,14 @@ def _check_pixel_data(path: Path, header: SliceHeader) -> None:
     try:
         tail = _pixel_data_tail(path, header)
         if tail is None:
-            ds = pydicom.dcmread(path, force=True)
+            ds = read_dicom(path, force=True, max_inflated=dicom_file_bound(header))  # a deflated one within a bound
             fields = pixel_data_fields(ds)
             element = ds.get_item("PixelData")
         else:
             element = tail.get_item("PixelData")
         data = element.value if element is not None else None
+    except InflateLimitError as e:
+        raise CaseError(f"{path}: {e}. Export the series again without deflate compression.") from e
     except Exception as e:  # noqa: BLE001 - pydicom may raise anything on a damaged file
         raise CaseError(f"{path}: the DICOM file cannot be read to its end ({type(e).__name__}: {e}). Copy it again.") from e
     if data is None:
@@ -852,15 +879,19 @@ def _check_dicom_geometry(
     return files, ras, [headers[i] for i in order]
 
 
-def _load_dicom(case: CTCase, min_slices: int, max_spacing_mm: float) -> tuple[MetaTensor, _SourceInfo]:
+def _load_dicom(
+    case: CTCase, min_slices: int, max_spacing_mm: float, max_slices: int | None
+) -> tuple[MetaTensor, _SourceInfo]:
     headers = _dicom_headers(case)
+    refusal = dicom_size_refusal(case.source_path, headers, max_slices)  # before any pixel data is read or inflated
+    if refusal:
+        raise CaseError(refusal)
     files, expected, sorted_headers = _check_dicom_geometry(case, headers, min_slices, max_spacing_mm)
     first = headers[0]
     modality = first.field("modality")
     if modality is None:
-        if first.field("sop_class_uid") in CT_SOP_CLASS_UIDS:
-            modality = "CT"
-            logger.debug("%s: no Modality tag; CT inferred from the SOP class.", case.source_path)
+        modality = modality_from_sop_class(first.field("sop_class_uid"))
+        logger.debug("%s: no Modality tag; %s inferred from the SOP class.", case.source_path, modality or "nothing")
     if modality is not None and modality != "CT":
         raise CaseError(f"{case.source_path}: modality is {modality}, not CT. Only CT images can be segmented.")
     for path, header in zip(files, sorted_headers):  # after the geometry, which names the likelier problem of a series

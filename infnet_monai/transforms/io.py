@@ -40,12 +40,12 @@ class LoadCT(Transform):
         if isinstance(data, MetaTensor):
             image = data
         elif isinstance(data, CTCase):
-            image = load_ct(data)
+            image = load_ct(data, max_slices=self.max_slices)  # refused from its headers, before any voxel is read
         else:
             cases = discover_cases(data)
             if len(cases) != 1:
                 raise CaseError(f"{data}: {len(cases)} CT cases found here; give one NIfTI file or one DICOM series.")
-            image = load_ct(cases[0])
+            image = load_ct(cases[0], max_slices=self.max_slices)
         n_slices = int(max(image.shape[1:]))
         if n_slices > self.max_slices:
             source = image.meta.get("filename_or_obj", "")

@@ -254,3 +254,145 @@ def test_a_header_field_that_fails_to_read_fails_where_it_is_used(tmp_path: Path
         header.field("pixel_format")
     assert header.field("rows") == 512
     assert read_slice_header(tmp_path / "missing.dcm") is None
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# only CT: what is not a CT volume is passed over with its reason (issue 33)
+
+MR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.4"
+DOSE_SR_STORAGE = "1.2.840.10008.5.1.4.1.1.88.67"
+SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
+
+
+def _dose_report(path: Path) -> Path:
+    """A valid X-Ray Radiation Dose SR (no image), as scanners export beside the series."""
+    ds = pydicom.Dataset()
+    ds.SOPClassUID, ds.SOPInstanceUID = DOSE_SR_STORAGE, pydicom.uid.generate_uid()
+    ds.Modality, ds.SeriesInstanceUID, ds.PatientID = "SR", pydicom.uid.generate_uid(), "p"
+    ds.ValueType, ds.ContentSequence = "CONTAINER", []
+    ds.file_meta = pydicom.dataset.FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID, ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPClassUID, ds.SOPInstanceUID
+    ds.file_meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def test_chest_without_modality_is_found_as_ct_by_its_sop_class() -> None:
+    (case,) = discover_cases(CHEST_DICOM)
+    assert pydicom.dcmread(CHEST_DICOM / "0.dcm", stop_before_pixels=True).get("Modality") is None
+    assert case.error is None and len(case.files) == 2 and case.notes == ()
+
+
+def test_mr_sop_class_without_modality_is_not_ct(tmp_path: Path) -> None:
+    _header_copies(CHEST_DICOM, tmp_path / "mr", lambda ds, i: setattr(ds, "SOPClassUID", MR_IMAGE_STORAGE))
+    (case,) = discover_cases(tmp_path / "mr")
+    assert case.files == () and "no axial CT series" in case.error and "(MR, axial, 2 slices" in case.error
+    # beside a CT series it is an ignored series, not CT
+    _header_copies(CHEST_DICOM, tmp_path / "both", names=lambda i: f"ct{i}.dcm")
+
+    def mr(ds: pydicom.Dataset, i: int) -> None:
+        ds.SOPClassUID, ds.SeriesInstanceUID = MR_IMAGE_STORAGE, "1.2.3.9"
+        ds.ImagePositionPatient = [0.0, 0.0, 100.0 + i]
+
+    _header_copies(CHEST_DICOM, tmp_path / "both", mr, names=lambda i: f"mr{i}.dcm")
+    (case,) = discover_cases(tmp_path / "both")
+    assert [f.name for f in case.files] == ["ct0.dcm", "ct1.dcm"]
+    assert any("1.2.3.9 (MR" in n and n.endswith("not CT") for n in case.notes)
+
+
+def test_localizer_secondary_capture_and_dose_report_are_passed_over(tmp_path: Path) -> None:
+    folder = tmp_path / "study"
+    _header_copies(CHEST_DICOM, folder)
+
+    def localizer(ds: pydicom.Dataset, i: int) -> None:
+        ds.ImageType = ["ORIGINAL", "PRIMARY", "LOCALIZER"]
+        ds.SeriesInstanceUID = "1.2.3.1"
+
+    _header_copies(CHEST_DICOM, folder, localizer, names=lambda i: f"scout{i}.dcm", count=1)
+    _header_copies(CHEST_DICOM, folder, lambda ds, i: setattr(ds, "SOPClassUID", SECONDARY_CAPTURE),
+                   names=lambda i: "dose page.dcm", count=1)  # fmt: skip
+    _dose_report(folder / "rdsr.dcm")
+    skipped: list[tuple[Path, str]] = []
+    (case,) = discover_cases(folder, skipped=skipped)
+    assert case.error is None and [f.name for f in case.files] == ["0.dcm", "1.dcm"] and case.dropped == ()
+    reasons = {p.name: r for p, r in skipped}
+    assert reasons["scout0.dcm"] == "a localizer (ImageType ORIGINAL\\PRIMARY\\LOCALIZER), not a CT volume"
+    assert reasons["dose page.dcm"].startswith("a secondary capture (Secondary Capture Image Storage")
+    assert reasons["rdsr.dcm"] == "a radiation dose report (X-Ray Radiation Dose SR Storage), not an image"
+    # alone in a folder they make no case (and no error row unless --strict makes the passed-over paths rows)
+    skipped.clear()
+    only = tmp_path / "only"
+    _dose_report(only / "rdsr.dcm")
+    _header_copies(CHEST_DICOM, only, localizer, names=lambda i: f"scout{i}.dcm")
+    assert discover_cases(only, skipped=skipped) == [] and len(skipped) == 3
+    with pytest.raises(ValueError, match="a radiation dose report .* not an image"):  # given as the input itself
+        discover_cases(only / "rdsr.dcm")
+
+
+def test_derived_series_is_taken_only_without_an_original(tmp_path: Path) -> None:
+    folder = tmp_path / "mpr"
+    _header_copies(CHEST_DICOM, folder)
+
+    def mpr(ds: pydicom.Dataset, i: int) -> None:
+        ds.ImageType, ds.SeriesInstanceUID = ["DERIVED", "SECONDARY", "MPR"], "1.2.3.2"
+        ds.ImagePositionPatient = [ds.ImagePositionPatient[0], ds.ImagePositionPatient[1], 500.0 + i]
+
+    for k in range(3):  # 6 derived slices: more than the original's 2
+        _header_copies(CHEST_DICOM, folder, lambda ds, i, k=k: mpr(ds, 2 * k + i), names=lambda i, k=k: f"mpr{k}{i}")
+    (case,) = discover_cases(folder)
+    assert [f.name for f in case.files] == ["0.dcm", "1.dcm"]
+    (note,) = case.notes
+    assert "1.2.3.2" in note and "derived (ImageType DERIVED\\SECONDARY\\MPR), and the folder holds an original" in note
+    for f in ("0.dcm", "1.dcm"):
+        (folder / f).unlink()
+    (case,) = discover_cases(folder)
+    assert len(case.files) == 6 and case.notes == ()
+
+
+def test_a_tie_is_not_called_fewer_slices(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    folder = tmp_path / "phases"
+    _header_copies(CHEST_DICOM, folder, lambda ds, i: setattr(ds, "SeriesInstanceUID", "1.2.3.4"), names=str)
+    _header_copies(CHEST_DICOM, folder, lambda ds, i: setattr(ds, "SeriesInstanceUID", "1.2.3.5"),
+                   names=lambda i: f"c{i}")  # fmt: skip
+    with caplog.at_level(logging.WARNING, logger="infnet_monai.io.cases"):
+        (case,) = discover_cases(folder)
+    assert case.series_instance_uid == "1.2.3.4"
+    (note,) = case.notes
+    assert "1.2.3.5" in note and "fewer slices" not in note and "as many slices (2) as the chosen series: a tie" in note
+    assert any("tie at 2 slices" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize(
+    "body_part, noted",
+    [("HEAD", True), ("ABDOMEN", True), ("PELVIS", True), ("CHEST", False), ("CHEST_ABDOMEN", False),
+     ("THORAX", False), ("LUNG", False), ("WHOLEBODY", False), ("", False)],
+)  # fmt: skip
+def test_body_part_other_than_the_chest_is_a_note(tmp_path: Path, body_part: str, noted: bool) -> None:
+    _header_copies(CHEST_DICOM, tmp_path / "s", lambda ds, i: setattr(ds, "BodyPartExamined", body_part))
+    (case,) = discover_cases(tmp_path / "s")
+    assert case.error is None and len(case.files) == 2
+    assert case.notes == ((f"BodyPartExamined is {body_part!r}, not the chest: check that the scan covers the lungs",)
+                          if noted else ())  # fmt: skip
+
+
+def test_devices_and_fifos_are_named_as_such(tmp_path: Path) -> None:
+    cohort = tmp_path / "cohort"
+    _link(ABDOMEN_NII, cohort / "ct.nii.gz")
+    os.mkfifo(cohort / "pipe.nii.gz")
+    os.symlink("/dev/zero", cohort / "zero.nii.gz")
+    os.symlink(cohort / "missing.nii.gz", cohort / "broken.nii.gz")
+    skipped: list[tuple[Path, str]] = []
+    assert [c.case_id for c in discover_cases(cohort, skipped=skipped)] == ["ct"]
+    reasons = {p.name: r for p, r in skipped}
+    assert reasons == {
+        "pipe.nii.gz": "a FIFO (named pipe), not a regular file",
+        "zero.nii.gz": "a device (through a link), not a regular file",
+        "broken.nii.gz": "broken link",
+    }
+    with pytest.raises(ValueError, match="a FIFO .named pipe., not a regular file nor a folder"):
+        discover_cases(cohort / "pipe.nii.gz")
+    with pytest.raises(ValueError, match="/dev/zero: a device, not a regular file"):
+        discover_cases("/dev/zero")
+    with pytest.raises(FileNotFoundError, match="a broken link"):
+        discover_cases(cohort / "broken.nii.gz")
