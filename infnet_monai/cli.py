@@ -1,7 +1,7 @@
-"""``infnet-covid`` console command: ``predict-slices``, ``calibrate``, ``segment`` and ``demo``.
+"""``infnet-covid`` console command: ``predict-slices``, ``calibrate``, ``segment``, ``serve`` and ``demo``.
 
 Each subcommand parses its arguments and calls the Python API (:mod:`infnet_monai.apps`,
-:mod:`infnet_monai.pipeline`). torch and MONAI are imported only inside the subcommand that runs, so ``--help``,
+:mod:`infnet_monai.pipeline`, :mod:`infnet_monai.net`). torch, MONAI and pynetdicom are imported only inside the subcommand that runs, so ``--help``,
 ``--version`` and argument errors answer at once (``scripts/benchmark_cli.py``: 0.05 s against 4 s or more for
 ``import monai`` alone); option defaults come from the light :mod:`infnet_monai.defaults`.
 
@@ -14,12 +14,14 @@ import argparse
 import errno
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from infnet_monai import __version__
-from infnet_monai.utils.table import format_burden_table  # light: no torch
+from infnet_monai.utils.progress import SliceBar, bars_wanted, case_bar  # light: no torch
+from infnet_monai.utils.table import format_burden_table
 
 __all__ = ["main", "build_parser"]
 
@@ -30,38 +32,6 @@ EXIT_OK, EXIT_FAILURES, EXIT_USAGE, EXIT_ABORTED = 0, 1, 2, 3
 burden.csv); a usage error or an OUTPUT in use
 by another run (nothing was done); the run could not go on (e.g. the table could not be written; cases finished
 before that keep their outputs, and --resume continues)."""
-
-
-def _progress(desc: str, quiet: bool, unit: str = "batch"):
-    if quiet:
-        return None
-    from tqdm import tqdm
-
-    return lambda it: tqdm(it, desc=desc, unit=unit, file=sys.stderr)
-
-
-class _SliceBar:
-    """One progress bar for the slices of the case being segmented, under the bar of the cases. Its total, the
-    case's slices with lung, is known before the first batch (``slice_progress`` is called with 0 done first)."""
-
-    def __init__(self) -> None:
-        self.bar = None
-        self.case = None
-
-    def __call__(self, case_id: str, done: int, total: int) -> None:
-        from tqdm import tqdm
-
-        if case_id != self.case:
-            self.close()
-            self.case = case_id
-            self.bar = tqdm(total=total, desc=f"  {case_id}", unit="slice", file=sys.stderr, leave=False, position=1)
-        self.bar.update(done - self.bar.n)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-        self.bar = None
-        self.case = None
 
 
 def _cmd_predict_slices(args: argparse.Namespace) -> int:
@@ -77,7 +47,7 @@ def _cmd_predict_slices(args: argparse.Namespace) -> int:
         device=args.device,
         batch_size=args.batch_size,
         flip_tta=args.tta,
-        progress=_progress("predict-slices", args.quiet),
+        progress=case_bar("predict-slices", args.quiet, unit="batch"),
         temperature=args.temperature,
         classes=args.classes,
         class_model_path=args.class_model,
@@ -153,20 +123,39 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     lesions.csv (one row per lesion: volume, side, zone, position, diameter), probability.nii.gz (with --save-prob)
     and stats.json (burden, zones and zone score); and for the cohort OUTPUT/burden.csv (one row per case, errors
     included, rewritten after every case), OUTPUT/followup.csv (when a patient has several scans, or with --pairs)
-    and OUTPUT/report.html.
+    and OUTPUT/report.html. With --from-pacs and --studies, the listed studies are retrieved from a PACS (C-GET) and
+    segmented one by one, one row per study, and with --send-to the DICOM-SEG and SR are sent on (docs/dicom-node.md).
     Exit code 0: no case failed (a case without lung has status no_lung); 1: some failed (see burden.csv); 2: usage error, or OUTPUT is in use
     by another run; 3: the run could not go on (e.g. the disk is full; --resume continues)."""
-    from infnet_monai.pipeline.segment import segment_cohort
+    from infnet_monai.utils.preflight import OutputLock, check_input
 
     if args.batch_slices < 1:
         raise ValueError("--batch-slices must be >= 1")
+    if args.from_pacs is not None or args.input is None:
+        return _segment_from_pacs(args)
+    if args.studies is not None or args.send_to:
+        raise ValueError("--studies and --send-to go with --from-pacs (pull mode); see docs/dicom-node.md")
+    # usage errors and a busy OUTPUT are answered here, before torch is imported and before the input is scanned
+    input_path, output_dir = check_input(args.input), Path(args.output)
+    lock = None
+    if int(os.environ.get("WORLD_SIZE", "1") or 1) <= 1:  # under torchrun, rank 0 takes it once the ranks have met
+        lock = OutputLock(output_dir, input_path).acquire()
+    try:
+        return _segment(args, lock)
+    finally:
+        if lock is not None:
+            lock.release()  # OUTPUT goes again when this run made it and found nothing to write
+
+
+def _segment(args: argparse.Namespace, lock) -> int:
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
     from infnet_monai.pipeline.distributed import dist_env
+    from infnet_monai.pipeline.segment import segment_cohort
 
     env = dist_env()  # under torchrun: this rank's share of the cases; rank 0 reports
     quiet = args.quiet or (env is not None and env.rank != 0)
-    bar = None if quiet else _SliceBar()
-    from tqdm.contrib.logging import logging_redirect_tqdm
-
+    bar = SliceBar() if bars_wanted(quiet) else None
     with logging_redirect_tqdm():  # log lines go above the bars, not glued onto them
         report = segment_cohort(
             args.input,
@@ -175,8 +164,9 @@ def _cmd_segment(args: argparse.Namespace) -> int:
             resume=args.resume,
             strict=args.strict,
             pairs=args.pairs,
-            progress=_progress("segment", quiet, unit="case"),
+            progress=case_bar("segment", quiet),
             slice_progress=bar,
+            lock=lock,
             **_segment_kwargs(args),
         )
     if bar is not None:
@@ -187,6 +177,59 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     return report.exit_code
 
 
+def _segment_from_pacs(args: argparse.Namespace) -> int:
+    """Pull mode of ``segment`` (:func:`infnet_monai.net.pull.pull_studies`)."""
+    from infnet_monai.net.pull import read_study_keys
+    from infnet_monai.net.spool import default_spool
+
+    if (args.input is None) == (args.from_pacs is None):
+        raise ValueError("give INPUT, or --from-pacs AE@host:port with --studies FILE, not both")
+    if args.studies is None:
+        raise ValueError("--from-pacs needs --studies FILE (one StudyInstanceUID or AccessionNumber a line)")
+    if args.pairs is not None or args.strict:
+        raise ValueError("--pairs and --strict do not apply to --from-pacs (one case per study)")
+    keys = read_study_keys(args.studies)
+    _quiet_pynetdicom(args)
+    from infnet_monai.net.pull import pull_studies
+    from infnet_monai.utils.table import outcome_counts
+
+    options = {**_segment_kwargs(args), "save_probability": args.save_prob}
+    rows = pull_studies(
+        args.output, args.spool or default_spool(args.output), options, args.from_pacs, keys, args.ae_title,
+        args.send_to, args.resume,
+    )  # fmt: skip
+    print(format_burden_table(rows))
+    print(outcome_counts(rows))
+    print(f"table: {Path(args.output) / 'burden.csv'}")
+    return EXIT_FAILURES if any(r.get("status") == "error" for r in rows) else EXIT_OK
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    """Run a DICOM node: a Storage SCP (with C-ECHO) that spools the CT images sent by the allowed calling AEs, by study
+    and series, segments each series once no instance of it arrived for --idle-seconds (one at a time, the same
+    outputs as segment under OUTPUT/<SeriesInstanceUID>/, one row each in OUTPUT/burden.csv) and sends its
+    segmentation.dcm and measurements.dcm to --send-to (and back to a caller whose --allow entry has a port). Every
+    spooled series and unsent result is picked up at the next start; SIGTERM finishes the current case, then stops.
+    See docs/dicom-node.md."""
+    from infnet_monai.net.node import serve
+    from infnet_monai.net.spool import default_spool
+
+    if args.batch_slices < 1:
+        raise ValueError("--batch-slices must be >= 1")
+    _quiet_pynetdicom(args)
+    return serve(
+        args.output, args.spool or default_spool(args.output), _segment_kwargs(args), ae_title=args.ae_title,
+        host=args.host, port=args.port, allow=args.allow, send_to=args.send_to, idle_seconds=args.idle_seconds,
+        series_timeout_s=args.series_timeout, max_spool_gb=args.max_spool_gb, send_retries=args.send_retries,
+    )  # fmt: skip
+
+
+def _quiet_pynetdicom(args: argparse.Namespace) -> None:
+    """pynetdicom's own lines (each PDU and DIMSE message) only with -v; the node logs one line per association,
+    series and send."""
+    logging.getLogger("pynetdicom").setLevel(logging.DEBUG if args.verbose else logging.WARNING)
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     """Generate a synthetic chest CT in Hounsfield units with lesions of known volume, segment it and print the
     burden table next to the truth. Writes OUTPUT/input/ (the phantom), OUTPUT/truth/ (its true infection) and
@@ -195,10 +238,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
     from infnet_monai.pipeline.demo import run_demo
 
-    bar = None if args.quiet else _SliceBar()
+    bar = SliceBar() if bars_wanted(args.quiet) else None
     with logging_redirect_tqdm():  # the same bars as segment
         report, truth = run_demo(
-            args.output, seed=args.seed, progress=_progress("demo", args.quiet, unit="case"), slice_progress=bar,
+            args.output, seed=args.seed, progress=case_bar("demo", args.quiet), slice_progress=bar,
             **_segment_kwargs(args),
         )
     if bar is not None:
@@ -311,8 +354,43 @@ def _calibrate_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tolerance", type=float, default=0.005, help="mean-Dice slack for a larger T (default: 0.005)")
 
 
+def _peer(need_port: bool):
+    """An argparse type for ``AE@host[:port]`` whose error is the parser's message."""
+    from infnet_monai.net.peers import parse_peer
+
+    def parse(text: str):
+        try:
+            return parse_peer(text, need_port)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+
+    parse.__name__ = "AE@host:port" if need_port else "AE@host"
+    return parse
+
+
+def _ae_title(text: str) -> str:
+    from infnet_monai.net.peers import check_ae_title
+
+    try:
+        return check_ae_title(text, "--ae-title")
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _add_network_options(p: argparse.ArgumentParser) -> None:
+    """``--ae-title``, ``--send-to`` and ``--spool``, shared by ``serve`` and the pull mode of ``segment``."""
+    from infnet_monai.defaults import NODE_AE_TITLE
+
+    p.add_argument("--ae-title", type=_ae_title, default=NODE_AE_TITLE, help=f"this node's AE title (default: {NODE_AE_TITLE})")
+    p.add_argument(
+        "--send-to", metavar="AE@host:port", type=_peer(True), action="append", default=[],
+        help="send segmentation.dcm and measurements.dcm there by C-STORE (repeatable; default: nowhere)",
+    )  # fmt: skip
+    p.add_argument("--spool", default=None, help="spool folder, outside OUTPUT (default: OUTPUT.spool beside OUTPUT)")
+
+
 def _segment_command_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("input", help="NIfTI file, DICOM series folder, or cohort folder")
+    p.add_argument("input", nargs="?", default=None, help="NIfTI file, DICOM series folder, or cohort folder (or --from-pacs)")
     _add_segment_options(p)
     p.add_argument("--save-prob", action="store_true", help="also write probability.nii.gz")
     p.add_argument("--resume", action="store_true", help="skip cases whose outputs are already complete")
@@ -326,6 +404,36 @@ def _segment_command_options(p: argparse.ArgumentParser) -> None:
         help="paths passed over while looking for cases (hidden files, broken links, unreadable folders) become error "
         "rows (default: listed in the log)",
     )  # fmt: skip
+    p.add_argument(
+        "--from-pacs", metavar="AE@host:port", type=_peer(True), default=None,
+        help="pull mode: retrieve the studies of --studies from this PACS (C-FIND, C-GET) instead of reading INPUT",
+    )  # fmt: skip
+    p.add_argument("--studies", metavar="FILE", default=None, help="with --from-pacs: one StudyInstanceUID or AccessionNumber a line")
+    _add_network_options(p)
+
+
+def _serve_options(p: argparse.ArgumentParser) -> None:
+    from infnet_monai.defaults import (
+        NODE_HOST, NODE_IDLE_SECONDS, NODE_MAX_SPOOL_GB, NODE_PORT, NODE_SEND_RETRIES, NODE_SERIES_TIMEOUT_S,
+    )  # fmt: skip
+
+    _add_segment_options(p)
+    _add_network_options(p)
+    p.add_argument("--host", default=NODE_HOST, help=f"address to listen on (default: {NODE_HOST}, loopback only)")
+    p.add_argument("--port", type=int, default=NODE_PORT, help=f"TCP port (default: {NODE_PORT})")
+    p.add_argument(
+        "--allow", metavar="AE@host[:port]", type=_peer(False), action="append", required=True,
+        help="a calling AE allowed to connect from that host (repeatable; every other association is refused); with "
+        "a port, the results of what it sends also go back to it",
+    )  # fmt: skip
+    numeric = (  # flag, type, default, help
+        ("--idle-seconds", float, NODE_IDLE_SECONDS, "a series is complete when no instance of it arrived for this long"),
+        ("--series-timeout", float, NODE_SERIES_TIMEOUT_S, "seconds after its first instance when a series still receiving is set aside with an error row"),
+        ("--max-spool-gb", float, NODE_MAX_SPOOL_GB, "bound of the spool; past it, new associations are refused (out of resources)"),
+        ("--send-retries", int, NODE_SEND_RETRIES, "tries per result before it waits in the outbox for later and the next start"),
+    )
+    for flag, kind, default, text in numeric:
+        p.add_argument(flag, type=kind, default=default, help=f"{text} (default: {default:g})")
 
 
 def _demo_options(p: argparse.ArgumentParser) -> None:
@@ -341,6 +449,8 @@ COMMANDS = (
      "choose a model's probability temperature on labeled slices and write a calibrated copy"),
     ("segment", _cmd_segment, _segment_command_options,
      "infection and lung masks plus burden statistics for CT volumes (NIfTI / DICOM, file or cohort folder)"),
+    ("serve", _cmd_serve, _serve_options,
+     "DICOM node: receive CT series (C-STORE), segment each, send the DICOM-SEG and SR back"),
     ("demo", _cmd_demo, _demo_options, "run the whole pipeline on a generated chest CT phantom (no data needed)"),
 )
 
@@ -365,9 +475,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
-    )
+    # -q: nothing on stderr but errors (Python warnings go through logging, so -q silences them too)
+    level = logging.DEBUG if args.verbose else logging.ERROR if getattr(args, "quiet", False) else logging.INFO
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    logging.captureWarnings(True)
     logging.getLogger("highdicom").setLevel(logging.DEBUG if args.verbose else logging.WARNING)
     # MONAI says once per DICOM case that an optional GPU decoder is missing; pydicom decodes without it
     logging.getLogger("monai.data.nvimgcodec_pydicom_plugin").setLevel(logging.DEBUG if args.verbose else logging.ERROR)
@@ -376,11 +487,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     if getattr(args, "batch_size", 1) < 1:
         parser.error("--batch-size must be >= 1")
-    from infnet_monai.io.checkpoint import CheckpointError
+    from infnet_monai.utils.preflight import OutputLockedError
 
     try:
         return args.func(args)
-    except (FileNotFoundError, NotADirectoryError, ValueError, PermissionError, CheckpointError) as e:
+    except (FileNotFoundError, NotADirectoryError, ValueError, PermissionError) as e:
         # usage-level problems: bad paths, bad options, unusable model
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE
@@ -392,10 +503,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         hint = " Free space, then rerun with --resume." if e.errno == errno.ENOSPC else " Rerun with --resume."
         print(f"error: {e}.{hint}", file=sys.stderr)
         return EXIT_ABORTED
+    except OutputLockedError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USAGE
     except Exception as e:  # noqa: BLE001 - cases never get here (each ends as a row); the run itself could not go on
-        from infnet_monai.pipeline.runner import OutputLockedError, one_line
+        from infnet_monai.io.checkpoint import CheckpointError  # imported by then: no cost
+        from infnet_monai.pipeline.runner import one_line
 
-        if isinstance(e, OutputLockedError):
+        if isinstance(e, CheckpointError):  # an unusable model is a usage error
             print(f"error: {e}", file=sys.stderr)
             return EXIT_USAGE
         logging.getLogger("infnet_monai").debug("the run stopped", exc_info=True)

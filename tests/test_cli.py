@@ -125,3 +125,61 @@ def test_help_version_and_usage_errors_do_not_import_torch_or_monai(argv):
     assert line.startswith("HEAVY []"), line
     expected = "0" if argv[-1] in ("--version", "--help") else "2"
     assert line.endswith(f"EXIT {expected}"), line
+
+
+def _cli_in_subprocess(argv: list[str]) -> tuple[int, list[str], str]:
+    """``main(argv)`` in a fresh interpreter: its exit code, the heavy modules it imported, and its stderr."""
+    code = (
+        "import sys\n"
+        "from infnet_monai.cli import main\n"
+        f"code = main({argv!r})\n"
+        "heavy = sorted(m for m in ('torch', 'monai', 'pydicom', 'SimpleITK') if m in sys.modules)\n"
+        "print('RESULT', code, ','.join(heavy))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    _, exit_code, heavy = ([ln for ln in out.stdout.splitlines() if ln.startswith("RESULT")][-1].split(" ") + [""])[:3]
+    return int(exit_code), [m for m in heavy.split(",") if m], out.stderr
+
+
+def test_usage_errors_and_a_busy_output_are_answered_before_any_heavy_import_and_leave_no_output(tmp_path):
+    """A wrong path, an empty folder, a device or a busy OUTPUT: exit 2 with the reason, torch never imported (so
+    the answer comes in a fraction of a second, not after 30 s of imports), and no OUTPUT folder made."""
+    from filelock import FileLock
+
+    (tmp_path / "empty" / "sub").mkdir(parents=True)
+    cases = {
+        "missing": (str(tmp_path / "nowhere"), "does not exist"),
+        "empty": (str(tmp_path / "empty"), "holds no files"),
+        "device": ("/dev/null", "is a device, not a regular file or folder"),
+    }
+    for name, (inp, message) in cases.items():
+        out = tmp_path / f"out_{name}"
+        code, heavy, err = _cli_in_subprocess(["segment", inp, "-o", str(out)])
+        assert (code, heavy) == (2, []), (name, err)
+        assert message in err and not out.exists(), name
+
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "ct.nii.gz").write_bytes(b"not read: the lock is taken first")
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    held = FileLock(str(busy / ".infnet-covid.lock"))
+    held.acquire()
+    try:
+        code, heavy, err = _cli_in_subprocess(["segment", str(src), "-o", str(busy)])
+    finally:
+        held.release()
+    assert (code, heavy) == (2, []) and "is in use by" in err
+    assert sorted(p.name for p in busy.iterdir()) == [".infnet-covid.lock"]
+
+
+def test_quiet_writes_nothing_to_stderr_on_success(tmp_path, data_dir, tiny_model):
+    import shutil
+
+    src = tmp_path / "ct.nii.gz"
+    shutil.copy(data_dir / "ct" / "abdomen_3mm_small.nii.gz", src)
+    argv = ["segment", str(src), "-o", str(tmp_path / "out"), "--model", str(tiny_model), "--device", "cpu", "-q"]
+    code, _, err = _cli_in_subprocess(argv)
+    assert code == 0 and err == ""
+    code, _, err = _cli_in_subprocess(argv[:-1] + ["--resume"])  # without -q: log lines, but no bar off a terminal
+    assert code == 0 and "INFO" in err and "\r" not in err and "\x1b[" not in err

@@ -25,7 +25,9 @@ DCM 126030 "Sum of segmented voxel method for volume"; every measurement carries
 (TID 4019: name ``infnet-monai``, the software version, the model as a parameter).
 
 Values are the row's own (not recomputed, not rounded further); a value that is missing, ``None`` (JSON null) or NaN
-(the percentage of an empty lung side) is left out.
+(the percentage of an empty lung side) is left out. The row's other figures are not reported: the zone figures
+(``zone_score``, ``<zone>_infection_percent``, ``None`` with ``zones_withheld`` on a scan that cuts the lungs) and the
+nodule-like lesions have no measurement group here.
 """
 
 from __future__ import annotations

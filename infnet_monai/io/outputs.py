@@ -4,12 +4,12 @@ geometry of the outputs, stale temporary files, and the completeness check behin
 from __future__ import annotations
 
 import csv
+import datetime
 import gzip
 import json
 import logging
 import math
 import os
-import tempfile
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,12 +21,13 @@ import torch
 
 from infnet_monai.io.cases import CTCase
 from infnet_monai.stats.burden import BURDEN_FIELDS
+from infnet_monai.stats.zones import ZONE_COLUMNS
 from infnet_monai.utils.files import atomic_write
 
 __all__ = [
     "STATS_FILE", "CSV_FILE", "INFECTION_FILE", "CLASSES_FILE", "LUNG_FILE", "PROBABILITY_FILE",
     "write_nifti_atomic", "write_text_atomic", "write_csv_atomic", "json_value", "case_fields", "reference_header",
-    "like_reference", "write_case_volumes", "check_output_dir", "remove_stale_parts", "completed_row",
+    "like_reference", "write_case_volumes", "remove_stale_parts", "completed_row", "iso_date", "source_path_text",
 ]
 
 logger = logging.getLogger(__name__)
@@ -88,12 +89,29 @@ def json_value(v: Any) -> Any:
     return v
 
 
+def iso_date(value: str | None) -> str:
+    """A DICOM date (``YYYYMMDD``) as ISO 8601 (``YYYY-MM-DD``), the one date format of every table; a value that is
+    no valid date is kept as it is (``followup.csv`` notes it), an absent one is ``""``."""
+    text = str(value or "").strip()
+    if len(text) == 8 and text.isdigit():
+        try:
+            return datetime.date(int(text[:4]), int(text[4:6]), int(text[6:])).isoformat()
+        except ValueError:
+            pass
+    return text
+
+
+def source_path_text(case: CTCase) -> str:
+    """The case's input as an absolute path (not relative to wherever the run was started)."""
+    return os.path.abspath(case.source_path)
+
+
 def case_fields(case: CTCase) -> dict:
     return {
         "case_id": case.case_id,
-        "source_path": str(case.source_path),
+        "source_path": source_path_text(case),
         "patient_id": case.patient_id or "",
-        "study_date": case.study_date or "",
+        "study_date": iso_date(case.study_date),
         "series_instance_uid": case.series_instance_uid or "",
     }
 
@@ -157,20 +175,6 @@ def write_case_volumes(
     return paths
 
 
-def check_output_dir(input_path: Path, output_dir: Path) -> None:
-    if output_dir.exists() and not output_dir.is_dir():
-        raise NotADirectoryError(f"output '{output_dir}' exists and is not a folder.")
-    if input_path.is_dir() and input_path.resolve() == output_dir.resolve():
-        raise ValueError(f"output folder '{output_dir}' is the input folder; choose another so no input is overwritten.")
-    try:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=".write-test.", dir=output_dir)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as e:
-        raise PermissionError(f"cannot write to output folder '{output_dir}': {e.strerror or e}.") from e
-
-
 def remove_stale_parts(folder: Path, names: Sequence[str]) -> None:
     """Delete temporary files that :func:`atomic_write` left for ``names`` when a run was killed (SIGKILL, power)."""
     for name in names:
@@ -190,20 +194,33 @@ def _check_complete(path: Path, image: nib.Nifti1Image) -> None:
         raise ValueError(f"{path.name} holds {size} bytes of image data, {expected} expected")
 
 
-def completed_row(case: CTCase, output_dir: Path, classes: bool = False, probability: bool = False) -> dict | None:
-    """The stored row of a case whose outputs are complete and readable, else ``None`` (it will be redone); with
-    ``classes``, a case stored without its GGO / consolidation map is redone too, and with ``probability`` one stored
-    without ``probability.nii.gz``."""
+def completed_row(
+    case: CTCase, output_dir: Path, classes: bool = False, probability: bool = False, promised: Sequence[str] = ()
+) -> dict | None:
+    """The stored row of a finished case (status ``ok``, or ``no_lung``: read and segmented, without lung) whose
+    outputs are complete and readable, else ``None`` (it will be redone).
+
+    With ``classes``, a case stored without its GGO / consolidation map is redone too, with ``probability`` one
+    stored without ``probability.nii.gz``, and one that lacks a file of ``promised`` (the DICOM-SEG, the SR, the lesion
+    table, ...) unless its notes say why that file was not written (e.g. a source without the attributes a DICOM-SEG
+    needs)."""
     case_dir = output_dir / case.case_id
     stats = case_dir / STATS_FILE
     if not stats.is_file():
         return None
     try:
         row = json.loads(stats.read_text(encoding="utf-8"))
-        if row.get("status") != "ok" or row.get("source_path") != str(case.source_path):
+        if row.get("status") not in ("ok", "no_lung") or row.get("source_path") not in (
+            source_path_text(case), str(case.source_path)
+        ):
             return None
         if classes and not row.get("infection_classes_path"):
             return None
+        notes = " ".join(str(n) for n in row.get("notes") or ())
+        for name in promised:
+            if not (case_dir / name).is_file() and f"{name} not written" not in notes:
+                logger.info("%s: %s missing; redoing the case", case.case_id, name)
+                return None
         names = (INFECTION_FILE, LUNG_FILE) + ((CLASSES_FILE,) if row.get("infection_classes_path") else ())
         for name in names + ((PROBABILITY_FILE,) if probability else ()):
             img = nib.load(str(case_dir / name))
@@ -213,4 +230,6 @@ def completed_row(case: CTCase, output_dir: Path, classes: bool = False, probabi
     except (OSError, ValueError, json.JSONDecodeError, EOFError, zlib.error) as e:
         logger.warning("%s: stored outputs unreadable (%s); redoing the case", case.case_id, e)
         return None
-    return {k: (math.nan if v is None and k.endswith("_percent") else v) for k, v in row.items()}
+    # JSON's null stands for the NaN of a percent of an empty lung; zone columns withheld on a cut scan stay empty
+    kept = set(ZONE_COLUMNS) if row.get("zones_withheld") else set()
+    return {k: (math.nan if v is None and k.endswith("_percent") and k not in kept else v) for k, v in row.items()}

@@ -20,8 +20,9 @@ one implementation runs them (:class:`~infnet_monai.pipeline.CTSegmenter`):
     the nodule-like lesions apart), :class:`~infnet_monai.postprocessing.InfectionClassesd`, ``DeleteItemsd`` of
     the probabilities, :class:`~infnet_monai.stats.InfectionBurdend` (statistics on the RAS grid),
     :class:`~infnet_monai.stats.AnatomyChecksd` (the anatomical self-checks, with the lung mask's ``"airway"``: the
-    trachea is not tracked again), ``DeleteItemsd`` of the nodules and the airway, and ``Invertd`` through the RAS
-    orientation back onto the input's voxel grid. The runner then writes the files (:mod:`infnet_monai.io.outputs`).
+    trachea is not tracked again), ``DeleteItemsd`` of the airway, and ``Invertd`` of the masks (the infection, the
+    nodule-like lesions under ``"nodules"``, the lung, the classes) and the CT through the RAS orientation back onto
+    the input's voxel grid. The runner then writes the files (:mod:`infnet_monai.io.outputs`).
 
 The runner applies the chains one step at a time, so that what a step replaces or drops is freed at once.
 
@@ -108,11 +109,11 @@ def ct_postprocessing(
             DeleteItemsd(["pred", "share"]),
             InfectionBurdend("infection", lung_key="lung", classes_key="classes", nodules_key="nodules", output_key="burden"),
             *([AnatomyChecksd("infection", lung_key="lung", image_key="image", output_key="burden")] if anatomy_checks else []),
-            DeleteItemsd(["nodules", "airway"]),
+            DeleteItemsd(["airway"]),
             # one key per step (each step's copy is one volume); "image" last: the others are inverted with its history
             *(
                 Invertd(key, transform=volume_preprocessing, orig_keys="image", nearest_interp=True, allow_missing_keys=True)
-                for key in ("infection", "lung", "classes", "image")
+                for key in ("infection", "nodules", "lung", "classes", "image")
             ),
         ]
     )

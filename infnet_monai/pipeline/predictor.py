@@ -46,13 +46,16 @@ class CaseResult:
         row: burden statistics and the volume's facts (``shape``, ``spacing_mm``, ``lung_hu_volume_ml``,
             ``slices_inferred``, ...).
         infection: ``(X, Y, Z)`` uint8 0/1.
+        nodules: ``(X, Y, Z)`` uint8 0/1, the nodule-like lesions kept out of the infection (``None`` when the
+            post-processing has none).
         lung: ``(X, Y, Z)`` uint8, 0 background, 1 right, 2 left.
         classes: ``(X, Y, Z)`` uint8, 0 background, 1 GGO, 2 consolidation (with the class head), else ``None``.
         probability: ``(X, Y, Z)`` float32 infection probability when asked for, else ``None``.
         image: ``(X, Y, Z)`` the CT in Hounsfield units (for the overview picture).
         affine: ``(4, 4)`` voxel-to-world (RAS) matrix of the input's grid.
         boxes: ``(Z', 4)`` crop boxes of the last crop pass on the slices' grid, ``-1`` rows for slices not run.
-        lesions: one row per 3D lesion (:func:`~infnet_monai.stats.lesions.lesion_table`), largest first.
+        lesions: one row per 3D lesion (:func:`~infnet_monai.stats.lesions.lesion_table`), the infection's largest
+            first, then the nodule-like ones.
     """
 
     row: dict
@@ -64,6 +67,7 @@ class CaseResult:
     affine: np.ndarray | None = None
     boxes: np.ndarray | None = None
     lesions: list[dict] | None = None
+    nodules: np.ndarray | None = None
 
 
 def apply_steps(chain: Compose, data: dict, seconds: dict[str, float] | None = None) -> dict:
@@ -108,7 +112,7 @@ class VolumePredictor:
             (:func:`~infnet_monai.pipeline.components.ct_preprocessing`); its slice-wise tail streams in slabs.
         inferer: a :class:`~infnet_monai.inferers.LungCropSliceInferer` (or anything with its ``infer`` method).
         postprocessing: the chain from ``{"image", "lung", "pred", "share"}`` on the RAS grid to ``"infection"``,
-            ``"lung"``, ``"classes"``, ``"burden"`` and ``"image"`` on the input's grid
+            ``"nodules"`` (optional), ``"lung"``, ``"classes"``, ``"burden"`` and ``"image"`` on the input's grid
             (:func:`~infnet_monai.pipeline.components.ct_postprocessing`).
         device: where the network runs (for mixed precision).
         amp: mixed precision on CUDA.
@@ -249,17 +253,25 @@ class VolumePredictor:
         row["spacing_mm"] = [round(float(s), 6) for s in volume.pixdim[:3]]
         row["lung_hu_volume_ml"] = lung_hu_ml
         row["slices_inferred"] = int((boxes[:, 0] >= 0).sum()) if boxes is not None else 0
-        masks = {k: np.ascontiguousarray(data[k][0].numpy(), dtype=np.uint8) for k in ("infection", "lung", "classes") if k in data}
+        masks = {
+            k: np.ascontiguousarray(data[k][0].numpy(), dtype=np.uint8)
+            for k in ("infection", "nodules", "lung", "classes")
+            if k in data
+        }
         affine = np.asarray(volume.affine.cpu().numpy(), dtype=np.float64)
         image = volume[0].numpy()
         start = time.perf_counter()
-        zones, lesions = case_readout(masks["infection"], masks["lung"], image, affine, masks.get("classes"))
+        zones, lesions = case_readout(
+            masks["infection"], masks["lung"], image, affine, masks.get("classes"), masks.get("nodules"),
+            lungs_cut_by_scan=bool(row.get("lungs_cut_by_scan", False)),  # the anatomical self-check, in the chain
+        )
         seconds["read-out (zones, lesions)"] = time.perf_counter() - start
         row.update(zones)
         row["stage_seconds"] = {name: round(value, 3) for name, value in seconds.items()}
         return CaseResult(
             row=row, infection=masks["infection"], lung=masks["lung"], classes=masks.get("classes"),
             probability=probability, image=image, boxes=boxes, affine=affine, lesions=lesions,
+            nodules=masks.get("nodules"),
         )
 
     def __call__(self, image: Any, keep_probability: bool = False, progress: SliceProgress | None = None) -> CaseResult:

@@ -10,8 +10,8 @@ from __future__ import annotations
 import errno
 import json
 import logging
+import math
 import os
-import socket
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -19,13 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import torch.distributed as dist
-from filelock import FileLock, Timeout
+from filelock import FileLock
 
-from infnet_monai.io.cases import OUTPUT_LOCK_NAME, CTCase, discover_cases, sanitize_case_id
+from infnet_monai.io.cases import CTCase, discover_cases, sanitize_case_id
 from infnet_monai.io.outputs import (
     CSV_FILE,
     case_fields,
-    check_output_dir,
     completed_row,
     json_value,
     remove_stale_parts,
@@ -35,24 +34,20 @@ from infnet_monai.io.outputs import (
 from infnet_monai.io.volume import CaseError
 from infnet_monai.pipeline.distributed import case_bytes, dist_env, gather_rows, shard_by_size, start
 from infnet_monai.pipeline.predictor import VolumePredictor
-from infnet_monai.pipeline.writer import CaseWriter
+from infnet_monai.pipeline.writer import CaseWriter, disk_error
+from infnet_monai.stats.anatomy import largest_axial_section_cm2
 from infnet_monai.stats.followup import FOLLOWUP_FILE, followup_rows, read_pairs_csv, write_followup_csv
+from infnet_monai.utils.preflight import LOCK_FILE, OutputLock, OutputLockedError, check_input
 from infnet_monai.utils.validation import check_flag
-from infnet_monai.utils.table import format_burden_table
+from infnet_monai.utils.table import format_burden_table, outcome_counts
 from infnet_monai.visualize.report import REPORT_FILE, write_report
 
 __all__ = [
-    "LOCK_FILE", "MIN_LUNG_ML", "CohortReport", "CohortRunner", "OutputLockedError", "case_error_message", "one_line",
+    "LOCK_FILE", "MIN_LUNG_ML", "MIN_LUNG_SECTION_CM2", "CohortReport", "CohortRunner", "OutputLockedError", "case_error_message", "one_line",
 ]
 
 logger = logging.getLogger(__name__)
 
-LOCK_FILE = OUTPUT_LOCK_NAME
-"""Held in OUTPUT while a run writes there (by rank 0 of a torchrun job): a second run on the same OUTPUT is refused
-instead of redoing every case and racing the first over its files. The operating system releases it when the process
-ends, killed or not."""
-OWNER_FILE = ".infnet-covid.owner"
-"""Beside the lock while a run holds it: the holder's PID, host and start time, for the refusal of a second run."""
 ROWS_FILE = ".infnet-covid.rows.rank{rank}.json"
 """Under torchrun, each rank's finished rows (``{case index: row}``), rewritten after every case; any rank then
 merges all of them into ``burden.csv``, so a kill of any rank leaves a table of every finished case."""
@@ -62,10 +57,6 @@ MIN_LUNG_ML = 2.0
 """A case whose lung mask holds less than this (mL; the lung mask's smallest part is 2 mL, so: an empty lung mask)
 gets status ``no_lung``, not ``ok``: all air, no body, noise, an abdominal scan, or a field of view that misses the
 lungs. Its masks are still written; its figures are not a finding."""
-
-
-class OutputLockedError(RuntimeError):
-    """Another run is writing to the same output folder."""
 
 
 @dataclass
@@ -78,23 +69,45 @@ class CohortReport:
 
     @property
     def failed(self) -> list[dict]:
-        return [r for r in self.rows if r.get("status") != "ok"]
+        """The rows of cases that failed (status ``error``); a case without lung (``no_lung``) is not a failure."""
+        return [r for r in self.rows if r.get("status") == "error"]
 
     @property
     def exit_code(self) -> int:
         """1 when any case failed (status ``error``), else 0 (cases with status ``no_lung`` were read and segmented:
         they are listed under the table, not counted as failures)."""
-        return 1 if any(r.get("status") == "error" for r in self.rows) else 0
+        return 1 if self.failed else 0
+
+    def counts(self) -> str:
+        """``"N case(s): a ok, b no_lung, c failed"``: the one wording of outcomes in the log, the summary and the
+        report."""
+        return outcome_counts(self.rows)
 
     def summary(self) -> str:
-        """The burden table (errors below it) and where the table and the report are: what the command line and the
-        bundle's run print at the end."""
-        lines = [format_burden_table(self.rows)]
+        """The burden table (errors below it), the outcome counts and where the table and the report are: what the
+        command line and the bundle's run print at the end."""
+        lines = [format_burden_table(self.rows), self.counts()]
         if self.output_dir is not None:
             lines += [f"table: {self.output_dir / CSV_FILE}", f"report: {self.output_dir / REPORT_FILE}"]
             if self.followup:
                 lines.insert(-1, f"follow-up: {self.output_dir / FOLLOWUP_FILE} ({len(self.followup)} comparison(s))")
         return "\n".join(lines)
+
+
+MIN_LUNG_SECTION_CM2 = 20.0
+"""A case whose lung mask covers less than this on its largest axial slice (cm2, both lungs) gets status ``no_lung``:
+no chest has lungs that small in cross-section (a newborn's are about 30 cm2 at the carina), while air in the
+paranasal sinuses, the mastoids or a bowel loop is. On the real scans of ``../shared/data/ct`` the smallest chest
+value is 96 cm2 (the lung bases of ``abdomen_3mm``); a two-slice chest CT has 326 cm2."""
+
+
+class _DiskStop(Exception):
+    """A case stopped by the disk (:func:`~infnet_monai.pipeline.writer.disk_error`): its error ``row`` goes into the
+    table, then ``error`` stops the run."""
+
+    def __init__(self, row: dict, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.row, self.error = row, error
 
 
 def _root_cause(e: BaseException) -> BaseException:
@@ -122,8 +135,10 @@ def one_line(text: str, limit: int = MAX_ERROR_CHARS) -> str:
 
 def _case_error_text(case: CTCase, raised: BaseException, output_dir: Path) -> str:
     e = _root_cause(raised)
-    if isinstance(e, OSError) and getattr(e, "errno", None) == errno.ENOSPC:
+    if isinstance(e, OSError) and getattr(e, "errno", None) in (errno.ENOSPC, errno.EDQUOT):
         return f"no space left on the device while writing outputs under '{output_dir}'; free space and rerun with --resume."
+    if disk_error(e) is not None:
+        return f"the disk failed while writing outputs under '{output_dir}' ({e}); rerun with --resume once it works."
     if isinstance(e, CaseError):
         return str(e)  # CaseError messages already name the file
     if isinstance(e, OSError):
@@ -167,6 +182,7 @@ class CohortRunner:
         slice_progress: Callable[[str, int, int], None] | None = None,
         strict: bool = False,
         pairs: str | os.PathLike | None = None,
+        lock: OutputLock | None = None,
     ) -> CohortReport:
         """Segment every case under ``input_path`` (a NIfTI file, a DICOM series folder, or a cohort folder of both)
         into ``output_dir``.
@@ -182,6 +198,9 @@ class CohortRunner:
                 folders) becomes an error row; by default they are only logged.
             pairs: a CSV of ``baseline_case_id,followup_case_id`` comparisons for ``followup.csv``; by default the
                 scans of each ``patient_id`` are compared in date order.
+            lock: ``output_dir``'s :class:`~infnet_monai.utils.preflight.OutputLock`, already held by the caller (the
+                command line takes it before importing torch); by default the run takes it itself, before scanning
+                the input, and lets it go at the end.
 
         Returns:
             :class:`CohortReport`; ``report.exit_code`` is 0 when all cases succeeded, else 1.
@@ -193,55 +212,44 @@ class CohortRunner:
         input_path, output_dir, resume = Path(input_path), Path(output_dir), check_flag(resume, "resume")
         strict = check_flag(strict, "strict")
         comparisons = read_pairs_csv(pairs) if pairs is not None else None
-        if not input_path.exists():
-            raise FileNotFoundError(f"input '{input_path}' does not exist.")
-        if input_path.is_dir() and input_path.resolve() == output_dir.resolve():
-            check_output_dir(input_path, output_dir)  # refuses, before anything is scanned
-        skipped: list[tuple[Path, str]] = []
-        cases = discover_cases(input_path, exclude=[output_dir], skipped=skipped)
-        _check_not_in_series(cases, output_dir)  # before the output folder is made: nothing among the source images
-        check_output_dir(input_path, output_dir)
-        if strict:
-            cases += _skipped_cases(skipped, input_path, {c.case_id.casefold() for c in cases})
-        if not cases:
-            raise FileNotFoundError(f"no NIfTI (.nii, .nii.gz) or DICOM CT found under '{input_path}'.")
+        check_input(input_path)
         env = dist_env()
         joined = start(env, self.predictor.device) if env is not None else False
-        lock = None
+        taken = None
         try:
-            lock = self._lock(output_dir, env)
+            if lock is None or not lock.held:  # the lock first: a busy OUTPUT is refused before the input is scanned
+                taken = lock = self._lock(input_path, output_dir, env)
+            skipped: list[tuple[Path, str]] = []
+            cases = discover_cases(input_path, exclude=[output_dir], skipped=skipped)
+            _check_not_in_series(cases, output_dir)
+            if strict:
+                cases += _skipped_cases(skipped, input_path, {c.case_id.casefold() for c in cases})
+            if not cases:
+                raise FileNotFoundError(f"no NIfTI (.nii, .nii.gz) or DICOM CT found under '{input_path}'.")
             remove_stale_parts(output_dir, (CSV_FILE,))  # only now: another run's temporary files are its own
             return self._run_cases(cases, output_dir, resume, progress, slice_progress, env, comparisons)
         finally:
-            if lock is not None:
-                (output_dir / OWNER_FILE).unlink(missing_ok=True)  # while still held: no other run wrote it
-                lock.release()
+            if taken is not None:
+                taken.release()  # and OUTPUT itself when this run made it and wrote nothing there
             if joined:
                 dist.destroy_process_group()
 
     @staticmethod
-    def _lock(output_dir: Path, env) -> FileLock | None:
-        """The output folder's lock, taken by the only process or by rank 0 (its ranks share the folder); every rank
-        of a refused job raises :class:`OutputLockedError`."""
-        lock, refusal = None, ""
+    def _lock(input_path: Path, output_dir: Path, env) -> OutputLock | None:
+        """The output folder checked and locked by the only process or by rank 0 (its ranks share the folder); every
+        rank of a refused job raises the refusal."""
+        lock, refusal = None, None
         if env is None or env.rank == 0:
-            lock = FileLock(str(output_dir / LOCK_FILE))
             try:
-                lock.acquire(timeout=0)
-            except Timeout:
-                lock, refusal = None, (
-                    f"OUTPUT '{output_dir}' is in use by {_owner(output_dir)} (it holds {output_dir / LOCK_FILE}); "
-                    "wait for that run to finish, or choose another output folder."
-                )
-            else:
-                owner = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-                write_text_atomic(json.dumps(owner), output_dir / OWNER_FILE)
+                lock = OutputLock(output_dir, input_path).acquire()
+            except (OutputLockedError, OSError, ValueError) as e:
+                refusal = e
         if env is not None:
             shared = [refusal]
             dist.broadcast_object_list(shared, src=0)
             refusal = shared[0]
-        if refusal:
-            raise OutputLockedError(refusal)
+        if refusal is not None:
+            raise refusal
         return lock
 
     def _run_cases(self, cases, output_dir: Path, resume, progress, slice_progress, env, pairs=None) -> CohortReport:
@@ -256,7 +264,18 @@ class CohortRunner:
         todo = [cases[i] for i in mine]
         for case in progress(todo) if progress is not None else todo:  # the bar itself drives the loop: it ends at N/N
             i = index[id(case)]
-            rows[i] = self._one_case(case, output_dir, resume, slice_progress, rank)
+
+            def table_with(row: dict, i: int = i) -> None:  # before the case's stats.json is published
+                self._write_partial_table({**rows, i: row}, output_dir, env)
+
+            try:
+                rows[i] = self._one_case(case, output_dir, resume, slice_progress, rank, table_with)
+            except _DiskStop as stop:  # the disk is full or failing: the row is kept, the run stops (exit 3)
+                rows[i] = stop.row
+                try:
+                    self._write_partial_table(rows, output_dir, env)
+                finally:
+                    raise stop.error
             self._write_partial_table(rows, output_dir, env)
         report.rows = gather_rows(rows, len(cases)) if env else [rows[j] for j in range(len(cases))]
         if env is None or env.rank == 0:
@@ -268,8 +287,7 @@ class CohortRunner:
         if env is not None:
             dist.barrier()
             (output_dir / ROWS_FILE.format(rank=env.rank)).unlink(missing_ok=True)  # the final table holds them
-        n_bad = len(report.failed)
-        logger.info("%d case(s): %d ok, %d failed; table %s", len(cases), len(cases) - n_bad, n_bad, output_dir / CSV_FILE)
+        logger.info("%s; table %s", report.counts(), output_dir / CSV_FILE)
         return report
 
     @staticmethod
@@ -290,16 +308,21 @@ class CohortRunner:
                     logger.debug("%s not merged: %s", part, e)
             write_csv_atomic([merged[j] for j in sorted(merged)], output_dir / CSV_FILE)
 
-    def _one_case(self, case: CTCase, output_dir: Path, resume, slice_progress, rank: tuple[int, int]) -> dict:
+    def _one_case(
+        self, case: CTCase, output_dir: Path, resume, slice_progress, rank: tuple[int, int], before_stats=None
+    ) -> dict:
         if resume:
-            row = completed_row(case, output_dir, classes=self.with_classes, probability=self.writer.save_probability)
+            row = completed_row(
+                case, output_dir, classes=self.with_classes, probability=self.writer.save_probability,
+                promised=self.writer.promised(case),
+            )
             if row is not None:
                 logger.info("%s: already complete, skipped (--resume)", case.case_id)
                 self.writer.write_resumed(case, output_dir / case.case_id, row)
                 return row
         progress = (lambda d, t, c=case.case_id: slice_progress(c, d, t)) if slice_progress else None
         try:
-            row = self.segment_case(case, output_dir, progress, rank)
+            row = self.segment_case(case, output_dir, progress, rank, before_stats)
         except KeyboardInterrupt:
             raise
         except Exception as e:  # noqa: BLE001 - one bad case (e.g. nibabel's HeaderDataError) never stops the run
@@ -307,6 +330,8 @@ class CohortRunner:
             logger.error("%s (%s): %s", case.case_id, case.source_path, _case_error_text(case, e, output_dir))
             row = case_fields(case)
             row.update({"status": "error", "error": message})
+            if disk_error(e) is not None:
+                raise _DiskStop(row, disk_error(e)) from e
             return row
         if row["status"] == "ok":
             logger.info("%s: done in %.1f s (%d slices inferred)", case.case_id, row["seconds"], row.get("slices_inferred", 0))
@@ -320,6 +345,7 @@ class CohortRunner:
         output_dir: str | os.PathLike,
         progress: Callable[[int, int], None] | None = None,
         rank: tuple[int, int] = (0, 1),
+        before_stats: Callable[[dict], None] | None = None,
     ) -> dict:
         """Segment and write one case under ``output_dir/<case_id>/``; return its row (status ``ok``, or
         ``no_lung`` when the lung mask holds less than :data:`MIN_LUNG_ML`).
@@ -336,6 +362,8 @@ class CohortRunner:
         row.update(result.row)
         row["status"], row["error"] = "ok", ""
         lung_ml = float(row.get("lung_volume_ml", 0.0) or 0.0)
+        section = largest_axial_section_cm2(result.lung, result.affine) if result.affine is not None else math.nan
+        row["largest_lung_section_cm2"] = round(section, 1)
         if not lung_ml >= MIN_LUNG_ML:
             row["status"] = "no_lung"
             row["error"] = one_line(
@@ -343,11 +371,18 @@ class CohortRunner:
                 "shows no chest (all air, no body, noise, or a field of view that misses the lungs), so its figures "
                 "are not a finding. Check that this is the chest CT meant."
             )
+        elif section < MIN_LUNG_SECTION_CM2:
+            row["status"] = "no_lung"
+            row["error"] = one_line(
+                f"{case.source_path}: what was found as lung ({lung_ml:.1f} mL) covers at most {section:.1f} cm2 of an "
+                f"axial slice, under the {MIN_LUNG_SECTION_CM2:g} cm2 of any chest's lungs: air in sinuses, ears or "
+                "bowel, not lungs, so its figures are not a finding. Check that this is the chest CT meant."
+            )
         row.update(self.settings)
         row["notes"] = list(case.notes)
         row["dropped_files"] = list(case.dropped)
         row["rank"], row["world_size"] = rank
-        return self.writer.write(case, result, Path(output_dir) / case.case_id, row, started=started)
+        return self.writer.write(case, result, Path(output_dir) / case.case_id, row, started=started, before_stats=before_stats)
 
     def _check_case_folder(self, case_dir: Path) -> None:
         """Refuse a case folder that already holds files other than this writer's outputs (e.g. the DICOM series
@@ -368,15 +403,6 @@ class CohortRunner:
             write_report(report.rows, report.output_dir, self.provenance, report.followup if report.followup else None)
         except OSError as e:
             logger.warning("report.html not written: %s", e)
-
-
-def _owner(output_dir: Path) -> str:
-    """``"PID n on HOST (since ...)"`` from the owner file of a held output folder, or a plain phrase."""
-    try:
-        owner = json.loads((output_dir / OWNER_FILE).read_text(encoding="utf-8"))
-        return f"PID {owner['pid']} on {owner['host']} (since {owner['started']})"
-    except (OSError, ValueError, KeyError, TypeError):
-        return "another infnet-covid run"
 
 
 def _check_not_in_series(cases: list[CTCase], output_dir: Path) -> None:

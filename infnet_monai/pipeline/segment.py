@@ -60,6 +60,7 @@ from infnet_monai.pipeline.writer import CaseWriter
 from infnet_monai.postprocessing import EXTENSION_THRESHOLD
 from infnet_monai.transforms.ct import LUNG_WINDOW_HU
 from infnet_monai.utils.device import resolve_device
+from infnet_monai.utils.files import file_sha256
 from infnet_monai.utils.model_path import default_class_model_path, default_model_path
 from infnet_monai.utils.validation import check_flag
 
@@ -285,14 +286,17 @@ class CTSegmenter:
 
     def _row_settings(self) -> dict:
         row = {
+            "infnet_monai_version": __version__,
             "window_hu": list(self.config.window_hu),
             "threshold": self.config.threshold,
             "model": str(self.model_path) if self.model_path else "in-memory network",
+            "model_sha256": file_sha256(self.model_path) if self.model_path else "",
             "command_line": " ".join(sys.argv),  # stats.json keeps the command that made the case's masks
             "backend": self.backend,
         }
         if self.class_model is not None:
             row["class_model"] = str(self.class_model_path)
+            row["class_model_sha256"] = file_sha256(self.class_model_path) if self.class_model_path.is_file() else ""
         return row
 
     def _provenance(self) -> dict:
@@ -361,6 +365,8 @@ def segment_cohort(input_path: str | os.PathLike, output_dir: str | os.PathLike,
         :class:`CohortReport`; ``report.exit_code`` is 0 when all cases succeeded, else 1.
     """
     run_options = {
-        name: options.pop(name) for name in ("resume", "progress", "slice_progress", "strict", "pairs") if name in options
+        name: options.pop(name)
+        for name in ("resume", "progress", "slice_progress", "strict", "pairs", "lock")
+        if name in options
     }
     return CTSegmenter(**options).run(input_path, output_dir, **run_options)

@@ -12,10 +12,11 @@ Every file is written atomically (:mod:`infnet_monai.io.outputs`): a reader neve
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -40,15 +41,30 @@ from infnet_monai.io.outputs import (
 from infnet_monai.io.volume import CaseError, load_ct
 from infnet_monai.pipeline.predictor import CaseResult
 from infnet_monai.stats.lesions import LESIONS_FILE, write_lesion_csv
-from infnet_monai.visualize.overview import overview_image, write_overview
+from infnet_monai.visualize.overview import overview, write_overview
 from infnet_monai.visualize.report import OVERVIEW_FILE
 
 __all__ = [
     "CaseOutput", "CaseWriter", "MaskVolumes", "LesionTable", "DicomSegmentation", "DicomMeasurementReport",
-    "OverviewPicture",
+    "OverviewPicture", "DISK_ERRNOS", "disk_error",
 ]
 
 logger = logging.getLogger(__name__)
+
+DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EFBIG, errno.EROFS})
+"""Errors of the disk, not of the case (full, over quota, failing, file too large, read-only): they stop the run
+(exit 3, ``--resume`` continues) instead of becoming a note on an optional output."""
+
+
+def disk_error(e: BaseException) -> OSError | None:
+    """The :class:`OSError` of :data:`DISK_ERRNOS` that ``e`` is or was raised from, else ``None``."""
+    for _ in range(16):  # a chain of causes, never a cycle
+        if e is None:
+            break
+        if isinstance(e, OSError) and e.errno in DISK_ERRNOS:
+            return e
+        e = e.__cause__ or e.__context__
+    return None
 
 
 class CaseOutput(Protocol):
@@ -107,8 +123,10 @@ class DicomMeasurementReport:
         self.model_name = model_name
 
     def write(self, case: CTCase, result: CaseResult, case_dir: Path, row: dict) -> None:
-        if case.kind != "dicom" or not row.get("dicom_seg_path"):
-            return  # no SEG to reference (NIfTI input, --no-dicom-seg, or the SEG failed with its own note)
+        if case.kind != "dicom":
+            return
+        if not row.get("dicom_seg_path"):  # the SEG failed with its own note: this one gets a note too (--resume)
+            raise RuntimeError(f"the {DICOM_SEG_FILE} it references was not written")
         path = write_dicom_sr(
             case_dir / DICOM_SR_FILE, row["dicom_seg_path"], case.files, row, self.software_version, self.model_name
         )
@@ -130,7 +148,11 @@ class LesionTable:
 
 
 class OverviewPicture:
-    """``overview.png``: axial tiles and a coronal view with the masks, titled with the case and the figures."""
+    """``overview.png``: axial tiles from the lung apex to the base and coronal and sagittal views with the masks
+    (and the nodule-like lesions kept out of the infection, when the result has them), titled with the case and the
+    figures. Adds to the row where the axial tiles lie: ``overview_axial_z_mm`` (world z of each tile in mm, apex
+    first, as printed on the tiles), ``lung_apex_z_mm`` and ``lung_base_z_mm`` (world z in mm of the lungs' top and
+    bottom axial slices; ``None`` without lung)."""
 
     files = (OVERVIEW_FILE,)
     required = False
@@ -140,11 +162,12 @@ class OverviewPicture:
 
     def write(self, case: CTCase, result: CaseResult, case_dir: Path, row: dict) -> None:
         numbers = instance_numbers_by_z(case) if case.kind == "dicom" else None
-        picture = overview_image(
+        picture = overview(
             result.image, result.lung, result.infection, np.asarray(result.affine), result.classes, row, case.case_id,
-            self.software_version, numbers,
+            self.software_version, numbers, nodules=getattr(result, "nodules", None),
         )
-        write_overview(case_dir / OVERVIEW_FILE, picture)
+        write_overview(case_dir / OVERVIEW_FILE, picture.image)
+        row.update(picture.row_fields())  # only once the picture is written: the row never names tiles not there
 
     def write_resumed(self, case: CTCase, case_dir: Path, row: dict) -> None:
         """The picture of a case completed by an earlier run that has none, from its stored masks."""
@@ -206,10 +229,37 @@ class CaseWriter:
         """Every name the outputs may write, ``stats.json`` last."""
         return tuple(name for o in self.outputs for name in o.files) + (STATS_FILE,)
 
-    def write(self, case: CTCase, result: CaseResult, case_dir: Path, row: dict, started: float | None = None) -> dict:
+    def promised(self, case: CTCase) -> tuple[str, ...]:
+        """The files besides the masks that a finished ``case`` must hold (the DICOM objects for DICOM inputs only):
+        ``--resume`` redoes a case that lacks one, unless its ``stats.json`` notes why it was not written. The
+        overview picture is not among them: :meth:`write_resumed` makes it again from the stored masks."""
+        dicom_only = (DicomSegmentation, DicomMeasurementReport)
+        return tuple(
+            name
+            for o in self.outputs
+            if not isinstance(o, (MaskVolumes, OverviewPicture))
+            and (case.kind == "dicom" or not isinstance(o, dicom_only))
+            for name in o.files
+        )
+
+    def write(
+        self,
+        case: CTCase,
+        result: CaseResult,
+        case_dir: Path,
+        row: dict,
+        started: float | None = None,
+        before_stats: Callable[[dict], None] | None = None,
+    ) -> dict:
         """Write ``result`` under ``case_dir`` and ``row`` (completed with the path fields, the notes of the
         optional outputs that failed and, from ``started`` (``time.time()``), the case's seconds) as ``stats.json``;
-        return the row."""
+        return the row.
+
+        An optional output that fails gives a note, except when the disk is full or failing (:func:`disk_error`):
+        that stops the case like a failed mask, so a case is never finished without a file it promised.
+        ``before_stats(row)`` is called once every other file is in place and before ``stats.json`` (the marker of a
+        finished case) is published: the runner puts the row into ``burden.csv`` there, so that after a kill at any
+        point the table lists every case that has a ``stats.json``."""
         case_dir.mkdir(parents=True, exist_ok=True)
         remove_stale_parts(case_dir, self.files)
         notes = row.setdefault("notes", [])
@@ -220,7 +270,7 @@ class CaseWriter:
             try:
                 output.write(case, result, case_dir, row)
             except Exception as e:  # noqa: BLE001 - an optional file must never cost the masks
-                if output.required:
+                if output.required or disk_error(e):
                     raise
                 logger.warning("%s: %s not written: %s", case.case_id, name, e)
                 notes.append(f"{name} not written: {type(e).__name__}: {e}")
@@ -228,6 +278,8 @@ class CaseWriter:
                 seconds[f"write {name}"] = round(time.perf_counter() - start, 3)
         if started is not None:
             row["seconds"] = round(time.time() - started, 2)
+        if before_stats is not None:
+            before_stats(row)
         write_text_atomic(json.dumps({k: json_value(v) for k, v in row.items()}, indent=2), case_dir / STATS_FILE)
         return row
 

@@ -38,6 +38,7 @@ __all__ = [
     "trachea_in_lung_percent",
     "infection_outside_thorax_ml",
     "lungs_cut_by_scan",
+    "largest_axial_section_cm2",
     "anatomy_checks",
 ]
 
@@ -145,6 +146,18 @@ def lungs_cut_by_scan(lung: np.ndarray) -> bool:
     if area.size == 0 or area.max() == 0:
         return False
     return bool(max(area[0], area[-1]) >= CUT_AREA_FRACTION * area.max())
+
+
+def largest_axial_section_cm2(mask: np.ndarray, affine: np.ndarray) -> float:
+    """The largest area (cm2) that ``mask > 0`` covers on one axial slice, on any voxel grid: the slices are taken
+    along the voxel axis closest to the patient's head-foot direction of ``affine`` (voxel -> world mm)."""
+    affine = np.asarray(affine, dtype=np.float64)
+    mask = np.asarray(mask)
+    axis = int(np.argmax(np.abs(affine[2, :3]) / np.maximum(np.sqrt((affine[:3, :3] ** 2).sum(0)), 1e-12)))
+    spacing = np.sqrt((affine[:3, :3] ** 2).sum(0))
+    pixel_mm2 = abs(float(np.linalg.det(affine[:3, :3]))) / max(float(spacing[axis]), 1e-12)
+    counts = np.count_nonzero(np.moveaxis(mask, axis, -1) > 0, axis=(0, 1))
+    return float(counts.max(initial=0)) * pixel_mm2 / 100.0
 
 
 def anatomy_checks(

@@ -69,8 +69,9 @@ CLASS_BURDEN_KEYS: tuple[str, ...] = tuple(
 
 _ZONE_FIELDS: tuple[str, ...] = (
     "zone_score",
+    "zones_withheld",  # why the zone score and percentages are empty (a scan that cuts the lungs), else empty
     *(f"{side}_{third}_infection_percent" for side in ("right", "left") for third in ("upper", "middle", "lower")),
-)  # :data:`infnet_monai.stats.zones.ZONE_COLUMNS` (that module imports this one)
+)  # :data:`infnet_monai.stats.zones.ZONE_COLUMNS` with ``zones_withheld`` (that module imports this one)
 
 BURDEN_FIELDS: tuple[str, ...] = (
     "case_id",

@@ -14,8 +14,9 @@ a ``trend``: ``stable`` when the infection volume changed by less than :data:`ST
 than :data:`STABLE_RELATIVE_CHANGE_PERCENT` of the baseline, else ``progression`` (more infection) or
 ``regression`` (less).
 
-A figure that cannot be had (a case without the column, a failed or unknown case, a missing date) is ``""``; one that
-is not defined (a change relative to a baseline of 0) is ``nan``.
+A figure that cannot be had (a case without the column, a failed or unknown case, a missing date, a zone score
+withheld because the scan cuts the lungs) is ``""``; one that is not defined (a change relative to a baseline of 0) is
+``nan``. A withheld zone score is named in the ``note`` with the case's ``zones_withheld`` reason.
 """
 
 from __future__ import annotations
@@ -233,6 +234,10 @@ def _compare(baseline: dict, followup: dict) -> dict:
     row["baseline_zone_score"] = "" if b_score is None else b_score
     row["followup_zone_score"] = "" if f_score is None else f_score
     row["zone_score_change"] = "" if b_score is None or f_score is None else f_score - b_score
+    for case_id, r in ((b_id, baseline), (f_id, followup)):
+        withheld = str(r.get("zones_withheld") or "").strip()
+        if withheld:
+            notes.append(f"no zone score for {case_id}: {withheld}")
     volumes = (_value(r.get("infection_volume_ml")) for r in (baseline, followup))
     row["trend"] = infection_trend(*volumes)
     row["note"] = "; ".join(notes)
@@ -243,7 +248,8 @@ def followup_rows(rows: Sequence[dict], pairs: Sequence[tuple[str, str]] | None 
     """The follow-up comparisons of a cohort (see the module docstring for the figures and the trend rule).
 
     Args:
-        rows: the cohort's rows (``burden.csv`` keys; ``study_date`` ``YYYYMMDD`` and ``zone_score`` when present).
+        rows: the cohort's rows (``burden.csv`` keys; ``study_date`` ``YYYYMMDD`` and ``zone_score`` when present,
+            ``None`` or ``""`` when withheld, with the reason in ``zones_withheld``).
         pairs: ``(baseline_case_id, followup_case_id)`` to compare (:func:`read_pairs_csv`). ``None``: every
             patient's consecutive scans, patients in ``patient_id`` order; only rows with status ``ok`` and a
             ``patient_id`` count, and a patient needs two of them.

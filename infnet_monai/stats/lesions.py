@@ -1,13 +1,17 @@
 # Copyright (c) infnet-monai contributors
 # Licensed under the MIT License.
 """
-One row per 3D lesion: volume, GGO / consolidation volumes, lung side, zone, position in patient coordinates,
+One row per 3D lesion: kind, volume, GGO / consolidation volumes, lung side, zone, position in patient coordinates,
 mean density, largest axial diameter, slice span and peripheral share.
 
 A lesion is a 3D 26-connected component of the infection inside the lung (``infection > 0`` and ``lung > 0``), as
-:func:`~infnet_monai.stats.infection_burden` counts lesions, so the lesion volumes sum to the infection volume inside
-the lung. Arrays follow :mod:`infnet_monai.stats.zones`: RAS-oriented ``(X, Y, Z)`` (voxel axis 0 toward Right, 1
-toward Anterior, 2 toward Superior), ``lung`` 0 / 1 right / 2 left. Zones and the peripheral rule are those of
+:func:`~infnet_monai.stats.infection_burden` counts lesions, so the volumes of the ``"infection"`` lesions sum to the
+infection volume inside the lung. The nodule-like lesions that the post-processing keeps out of the infection
+(:func:`~infnet_monai.postprocessing.infection_and_nodules`) are listed after them with the kind ``"nodule_like"``
+(:func:`~infnet_monai.stats.readout.case_readout`).
+
+Arrays follow :mod:`infnet_monai.stats.zones`: RAS-oriented ``(X, Y, Z)`` (voxel axis 0 toward Right, 1 toward
+Anterior, 2 toward Superior), ``lung`` 0 / 1 right / 2 left. Zones and the peripheral rule are those of
 :mod:`infnet_monai.stats.zones`.
 
 Positions are in DICOM patient coordinates (LPS, mm): the voxel centre's world RAS coordinates from ``affine``
@@ -41,15 +45,20 @@ from infnet_monai.stats.zones import (
 )
 from infnet_monai.utils.files import atomic_write
 
-__all__ = ["LESIONS_FILE", "LESION_COLUMNS", "lesion_table", "write_lesion_csv"]
+__all__ = ["LESIONS_FILE", "LESION_COLUMNS", "LESION_KINDS", "lesion_table", "lesion_summary", "write_lesion_csv"]
 
 LESIONS_FILE = "lesions.csv"
 """File name of a case's lesion table."""
 
 _LPS_FROM_RAS = np.array([-1.0, -1.0, 1.0])
 
+LESION_KINDS: tuple[str, ...] = ("infection", "nodule_like")
+"""Values of the ``kind`` column: a lesion of the infection, or a nodule-like lesion kept out of it (solid, compact,
+in aerated lung: :func:`~infnet_monai.postprocessing.nodules.nodule_like`)."""
+
 LESION_COLUMNS: tuple[str, ...] = (
     "lesion_id",
+    "kind",
     "volume_ml",
     "ggo_volume_ml",
     "consolidation_volume_ml",
@@ -140,8 +149,11 @@ def lesion_table(
     affine: np.ndarray,
     classes: np.ndarray | None = None,
     peripheral: np.ndarray | None = None,
+    kind: str = "infection",
+    first_id: int = 1,
+    with_zone: bool = True,
 ) -> list[dict]:
-    """One row per 3D lesion of the infection inside the lung, largest first.
+    """One row per 3D lesion of the infection (or of the nodule-like lesions) inside the lung, largest first.
 
     Args:
         infection: ``(X, Y, Z)`` RAS infection mask; voxels ``> 0`` inside the lung (``lung > 0``) are infected.
@@ -153,16 +165,23 @@ def lesion_table(
             voxels.
         peripheral: :func:`~infnet_monai.stats.zones.peripheral_mask` of ``lung`` (the whole volume) when already at
             hand (:func:`~infnet_monai.stats.readout.case_readout`); else computed here on the lesions' box.
+        kind: the ``kind`` of every row, one of :data:`LESION_KINDS` (``"nodule_like"`` for the mask of the
+            nodule-like lesions given as ``infection``, with ``classes=None``: they are neither GGO nor
+            consolidation).
+        first_id: the ``lesion_id`` of the first row (the nodule-like rows continue the ids of the infection rows).
+        with_zone: ``False`` leaves ``zone`` empty (``None``): on a scan that cuts the lungs the zones by lung height
+            are withheld (:data:`~infnet_monai.stats.zones.ZONES_WITHHELD_LUNGS_CUT`).
 
     Returns:
         list of dicts with the keys of :data:`LESION_COLUMNS`, ordered by volume, largest first (equal volumes in the
         order of their first voxel in C order); values are not rounded:
 
-        - ``lesion_id``: 1..n in that order.
+        - ``lesion_id``: ``first_id``, ``first_id + 1``, ... in that order.
+        - ``kind``: ``kind``.
         - ``volume_ml``; ``ggo_volume_ml``, ``consolidation_volume_ml`` (``None`` without ``classes``), in mL.
         - ``lung_side``: ``"right"``, ``"left"`` or ``"both"``.
         - ``zone``: the :data:`~infnet_monai.stats.zones.ZONE_KEYS` zone holding most of its voxels (a tie goes to
-          the upper-most zone, then to the right lung).
+          the upper-most zone, then to the right lung); ``None`` without ``with_zone``.
         - ``centroid_lps_{x,y,z}_mm``: mean of its voxel centres, LPS mm.
         - ``bbox_lps_{min,max}_{x,y,z}_mm``: bounding box of its voxel centres, LPS mm.
         - ``mean_hu``: mean of ``image`` over its voxels.
@@ -173,9 +192,11 @@ def lesion_table(
           (:func:`~infnet_monai.stats.zones.peripheral_mask`).
 
     Raises:
-        ValueError: when the arrays are not 3D of the same shape, ``lung`` holds labels other than 0, 1, 2, or
-            ``affine`` is not a finite RAS 4 x 4 matrix.
+        ValueError: when the arrays are not 3D of the same shape, ``lung`` holds labels other than 0, 1, 2,
+            ``affine`` is not a finite RAS 4 x 4 matrix, or ``kind`` is not one of :data:`LESION_KINDS`.
     """
+    if kind not in LESION_KINDS:
+        raise ValueError(f"kind must be one of {', '.join(LESION_KINDS)}, got {kind!r}.")
     infection, lung, classes = _check_masks(infection, lung, classes)
     image = np.asarray(image)
     if image.shape != lung.shape:
@@ -197,7 +218,7 @@ def lesion_table(
     lung_values = lung[box][idx]
     hu = image[box][idx]
     class_values = None if classes is None else classes[box][idx]
-    zones = voxel_zones(lung_values, ijk[:, 2], slice_thirds(lung))
+    zones = voxel_zones(lung_values, ijk[:, 2], slice_thirds(lung)) if with_zone else None
     if peripheral is None:
         peripheral = peripheral_mask(lung, spacing, box)[idx]
     else:
@@ -207,7 +228,7 @@ def lesion_table(
 
     rows = []
     sizes = np.diff(starts)
-    for lesion_id, c in enumerate(np.argsort(-sizes, kind="stable"), start=1):
+    for lesion_id, c in enumerate(np.argsort(-sizes, kind="stable"), start=int(first_id)):
         part = slice(starts[c], starts[c + 1])
         voxels = ijk[part]
         lps = (voxels @ affine[:3, :3].T + affine[:3, 3]) * _LPS_FROM_RAS
@@ -217,14 +238,16 @@ def lesion_table(
         else:
             ggo_ml = int(np.count_nonzero(class_values[part] == GGO_LABEL)) * voxel_ml
             consolidation_ml = int(np.count_nonzero(class_values[part] == CONSOLIDATION_LABEL)) * voxel_ml
+        zone = None if zones is None else ZONE_KEYS[majority_zone(np.bincount(zones[part], minlength=len(ZONE_KEYS)))]
         rows.append(
             {
                 "lesion_id": lesion_id,
+                "kind": kind,
                 "volume_ml": int(sizes[c]) * voxel_ml,
                 "ggo_volume_ml": ggo_ml,
                 "consolidation_volume_ml": consolidation_ml,
                 "lung_side": _lung_side(lung_values[part]),
-                "zone": ZONE_KEYS[majority_zone(np.bincount(zones[part], minlength=len(ZONE_KEYS)))],
+                "zone": zone,
                 "centroid_lps_x_mm": float(centroid[0]),
                 "centroid_lps_y_mm": float(centroid[1]),
                 "centroid_lps_z_mm": float(centroid[2]),
@@ -241,6 +264,26 @@ def lesion_table(
             }
         )
     return rows
+
+
+def lesion_summary(rows: Sequence[dict]) -> list[dict]:
+    """A short form of lesion rows for ``stats.json`` (``nodule_like_lesions``): per row ``lesion_id``,
+    ``volume_ml``, ``centroid_lps_mm`` ``[x, y, z]``, ``largest_axial_diameter_mm`` and ``lung_side``, rounded as
+    in ``lesions.csv``."""
+
+    def rounded(key: str, value: float) -> float:
+        return round(float(value), _CSV_DECIMALS[key]) + 0.0  # + 0.0: no -0.0
+
+    return [
+        {
+            "lesion_id": int(row["lesion_id"]),
+            "volume_ml": rounded("volume_ml", row["volume_ml"]),
+            "centroid_lps_mm": [rounded(f"centroid_lps_{axis}_mm", row[f"centroid_lps_{axis}_mm"]) for axis in "xyz"],
+            "largest_axial_diameter_mm": rounded("largest_axial_diameter_mm", row["largest_axial_diameter_mm"]),
+            "lung_side": row["lung_side"],
+        }
+        for row in rows
+    ]
 
 
 def _csv_cell(key: str, value) -> str:

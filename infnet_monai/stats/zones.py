@@ -8,7 +8,8 @@ The zone score is a score on **thirds of each lung's own cranio-caudal height**:
 middle and lower third), each scored 0-5 from its infected percentage with :data:`ZONE_SCORE_BINS`, summed to 0-30.
 It is **not** the lobe-based CT severity score (CT-SS) of Pan et al. (Radiology 2020) or Chung et al. (Radiology
 2020), which score the five anatomical lobes: this pipeline segments no lobes, and thirds of a lung's height do not
-follow the fissures. Report it as "zone score", never as CT-SS.
+follow the fissures. Report it as "zone score", never as CT-SS. Thirds of a lung's height need the whole height: on a
+scan that cuts the lungs the zones are withheld (``by_height=False``, :data:`ZONES_WITHHELD_LUNGS_CUT`).
 
 Conventions (the pipeline's, see :mod:`infnet_monai.stats.burden`): arrays are RAS-oriented ``(X, Y, Z)``, i.e. voxel
 axis 0 increases toward the patient's Right, axis 1 toward Anterior and axis 2 toward Superior (MONAI
@@ -56,6 +57,7 @@ __all__ = [
     "ZONE_SCORE_BINS",
     "ZoneScoreBin",
     "PERIPHERAL_DEPTH_FRACTION",
+    "ZONES_WITHHELD_LUNGS_CUT",
     "zone_distribution",
     "zone_columns",
     "percent_to_zone_score",
@@ -84,6 +86,13 @@ ZONE_COLUMNS: tuple[str, ...] = ("zone_score", *(f"{zone}_infection_percent" for
 PERIPHERAL_DEPTH_FRACTION = 1.0 / 3.0
 """A lung voxel is peripheral when its in-plane distance to the outside of its lung is at most this fraction of the
 largest such distance in that lung on that slice."""
+
+ZONES_WITHHELD_LUNGS_CUT = (
+    "the scan does not cover the whole lung (lungs_cut_by_scan): zones by lung height are not defined"
+)
+"""Why the zones are withheld (``zones_withheld``) on a scan that cuts the lungs
+(:func:`~infnet_monai.stats.anatomy.lungs_cut_by_scan`): thirds of a lung's height need the whole height, and a
+two-slice scan would put every lesion in an "upper" or "lower" zone."""
 
 _DEPTH_RTOL = 1e-9  # a voxel at exactly a third of the depth is peripheral despite float rounding of the distances
 
@@ -348,6 +357,7 @@ def zone_distribution(
     classes: np.ndarray | None = None,
     bins: Sequence[Sequence] = ZONE_SCORE_BINS,
     peripheral: np.ndarray | None = None,
+    by_height: bool = True,
 ) -> dict:
     """Infection per zone (thirds of each lung's own height), the zone score, and the ventral / dorsal and peripheral /
     central distribution.
@@ -367,6 +377,9 @@ def zone_distribution(
         bins: zone score table (default :data:`ZONE_SCORE_BINS`).
         peripheral: :func:`peripheral_mask` of ``lung`` (the whole volume) when already at hand (the lesion table
             needs it too, :func:`~infnet_monai.stats.readout.case_readout`); else computed here.
+        by_height: ``False`` skips the zones by lung height (the thirds, their scores and lesion counts): on a scan
+            that cuts the lungs they are not defined (:data:`ZONES_WITHHELD_LUNGS_CUT`); ``"zones"`` and
+            ``"zone_score"`` are then ``None`` and only the distribution is computed.
 
     Returns:
         dict with
@@ -374,8 +387,10 @@ def zone_distribution(
         - ``"zones"``: ``{zone: {...}}`` for the six :data:`ZONE_KEYS` in order, each with ``lung_volume_ml``,
           ``infection_volume_ml`` (mL), ``infection_percent`` (% of the zone's lung volume), ``score`` (int) and
           ``lesion_count`` (int: the 3D 26-connected infection components whose largest voxel share lies in the zone,
-          a tie going to the upper-most zone, then to the right lung; they sum to the lesions inside the lung).
-        - ``"zone_score"``: int, the sum of the six scores (0-30 with the default table).
+          a tie going to the upper-most zone, then to the right lung; they sum to the lesions inside the lung);
+          ``None`` with ``by_height=False``.
+        - ``"zone_score"``: int, the sum of the six scores (0-30 with the default table); ``None`` with
+          ``by_height=False``.
         - ``"distribution"``: ``{part: {"lung_volume_ml", "infection_volume_ml", "infection_percent"}}`` for the
           :data:`DISTRIBUTION_KEYS` (``right_ventral``, ``right_dorsal``, ``right_peripheral``, ``right_central``,
           then ``left_...``).
@@ -402,26 +417,28 @@ def zone_distribution(
             in_lung = lu == label
             lung_yz[label] += np.count_nonzero(in_lung, axis=0)
             infected_yz[label] += np.count_nonzero(in_lung & infected, axis=0)
-            if classes is not None:
+            if classes is not None and by_height:  # the class volumes are per zone
                 for c in (GGO_LABEL, CONSOLIDATION_LABEL):
                     class_z[label, c] += np.count_nonzero(in_lung & (classes[rows] == c), axis=(0, 1))
 
-    thirds = {label: _parts(lung_yz[label].any(axis=0), 3) for label, _ in _SIDES}
-    lesions = _zone_lesion_counts(infection, lung, thirds)
-
-    zones: dict[str, dict] = {}
-    for label, side in _SIDES:
-        lung_z, infected_z = lung_yz[label].sum(axis=0), infected_yz[label].sum(axis=0)
-        for t, third in enumerate(_THIRDS):
-            name = f"{side}_{third}"
-            in_third = thirds[label] == t
-            zone = _region(int(lung_z[in_third].sum()), int(infected_z[in_third].sum()), voxel_ml)
-            zone["score"] = percent_to_zone_score(zone["infection_percent"], bins)
-            zone["lesion_count"] = int(lesions[ZONE_KEYS.index(name)])
-            if classes is not None:
-                zone["ggo_volume_ml"] = int(class_z[label, GGO_LABEL][in_third].sum()) * voxel_ml
-                zone["consolidation_volume_ml"] = int(class_z[label, CONSOLIDATION_LABEL][in_third].sum()) * voxel_ml
-            zones[name] = zone
+    zones: dict[str, dict] | None = None
+    if by_height:
+        thirds = {label: _parts(lung_yz[label].any(axis=0), 3) for label, _ in _SIDES}
+        lesions = _zone_lesion_counts(infection, lung, thirds)
+        zones = {}
+        for label, side in _SIDES:
+            lung_z, infected_z = lung_yz[label].sum(axis=0), infected_yz[label].sum(axis=0)
+            for t, third in enumerate(_THIRDS):
+                name = f"{side}_{third}"
+                in_third = thirds[label] == t
+                zone = _region(int(lung_z[in_third].sum()), int(infected_z[in_third].sum()), voxel_ml)
+                zone["score"] = percent_to_zone_score(zone["infection_percent"], bins)
+                zone["lesion_count"] = int(lesions[ZONE_KEYS.index(name)])
+                if classes is not None:
+                    ggo, consolidation = class_z[label, GGO_LABEL], class_z[label, CONSOLIDATION_LABEL]
+                    zone["ggo_volume_ml"] = int(ggo[in_third].sum()) * voxel_ml
+                    zone["consolidation_volume_ml"] = int(consolidation[in_third].sum()) * voxel_ml
+                zones[name] = zone
 
     n_peripheral = {label: [0, 0] for label, _ in _SIDES}  # lung, infected voxels
     if peripheral is not None:
@@ -454,15 +471,17 @@ def zone_distribution(
 
     return {
         "zones": zones,
-        "zone_score": int(sum(zone["score"] for zone in zones.values())),
+        "zone_score": None if zones is None else int(sum(zone["score"] for zone in zones.values())),
         "distribution": {key: distribution[key] for key in DISTRIBUTION_KEYS},
     }
 
 
-def zone_columns(result: dict) -> dict[str, float | int]:
+def zone_columns(result: dict) -> dict[str, float | int | None]:
     """Flat CSV columns of a :func:`zone_distribution` result, keys :data:`ZONE_COLUMNS`: ``zone_score`` and
-    ``<zone>_infection_percent`` for the six zones (NaN for a zone without lung)."""
-    columns: dict[str, float | int] = {"zone_score": result["zone_score"]}
+    ``<zone>_infection_percent`` for the six zones (NaN for a zone without lung); all ``None`` (empty cells) when the
+    zones were withheld (``by_height=False``)."""
+    zones = result["zones"]
+    columns: dict[str, float | int | None] = {"zone_score": result["zone_score"]}
     for zone in ZONE_KEYS:
-        columns[f"{zone}_infection_percent"] = result["zones"][zone]["infection_percent"]
+        columns[f"{zone}_infection_percent"] = None if zones is None else zones[zone]["infection_percent"]
     return columns

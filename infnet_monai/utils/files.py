@@ -1,13 +1,15 @@
-"""Atomic file writing: a reader never sees a half-written output, even after a crash or Ctrl-C."""
+"""Atomic file writing: a reader never sees a half-written output, even after a crash, Ctrl-C or a power loss (the
+content is synced to the disk before the rename that publishes it, and the rename after)."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["atomic_write"]
+__all__ = ["atomic_write", "file_sha256"]
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
@@ -34,8 +36,32 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)
+        _fsync(tmp)  # the content on the disk before the name: a power loss never leaves an empty file under it
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    _fsync(path.parent, folder=True)  # and the rename itself
     return path
+
+
+def _fsync(path: str | os.PathLike, folder: bool = False) -> None:
+    """Flush ``path`` (a file, or a folder's entries) to the disk; a file system that cannot sync a folder is let
+    be."""
+    fd = os.open(path, os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if folder else 0))
+    try:
+        os.fsync(fd)
+    except OSError:
+        if not folder:
+            raise
+    finally:
+        os.close(fd)
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 (hex) of a file's bytes, read in blocks: what ``sha256sum`` prints."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()

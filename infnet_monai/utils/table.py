@@ -5,9 +5,14 @@ Import-light (no torch, no MONAI): the command line imports it.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 
-__all__ = ["TABLE_COLUMNS", "format_burden_table"]
+__all__ = ["STATUSES", "TABLE_COLUMNS", "format_burden_table", "outcome_counts"]
+
+STATUSES: tuple[str, ...] = ("ok", "no_lung", "error")
+"""A case's outcomes: ``ok`` (measured), ``no_lung`` (read and segmented, but no lungs in it: not a finding, not a
+failure) and ``error`` (failed: the row says why; the only status that makes the exit code 1)."""
 
 TABLE_COLUMNS = (
     ("case_id", "case"),
@@ -39,3 +44,12 @@ def format_burden_table(rows: Sequence[dict]) -> str:
     lines = ["  ".join(cell.rjust(w) if i else cell.ljust(w) for i, (cell, w) in enumerate(zip(r, widths))) for r in table]
     lines += [f"{row.get('status') or 'error'} {row['case_id']}: {row.get('error')}" for row in rows if row.get("status") != "ok"]
     return "\n".join(lines)
+
+
+def outcome_counts(rows: Sequence[dict]) -> str:
+    """``"9 case(s): 7 ok, 1 no_lung, 1 failed"``: the cases by outcome (status ``error`` counted as failed), the one
+    wording of the log, the printed summary and ``report.html``; any other status the rows hold follows by name."""
+    counts = Counter(str(r.get("status", "") or "error") for r in rows)
+    parts = [f"{counts[name]} {'failed' if name == 'error' else name}" for name in STATUSES]
+    parts += [f"{counts[name]} {name}" for name in sorted(set(counts) - set(STATUSES))]
+    return f"{len(rows)} case(s): " + ", ".join(parts)

@@ -1,11 +1,14 @@
 """The cohort report: ``OUTPUT/report.html``, one self-contained page that opens offline.
 
-It holds the provenance of the run (model, version, window, threshold, command line), a table of every case
-(failed ones with their error, and the anatomical self-checks each case failed, with their meaning), the zone score
-of each case with its six zones when the rows have them, two charts drawn as inline SVG (infection % per case; right
-against left lung), the follow-up comparisons of patients scanned more than once with a timeline per patient (inline
-SVG) when given, and thumbnails that link to each case's ``overview.png``. Pictures are linked by relative paths
-inside OUTPUT; there is no external URL, no script or style from elsewhere.
+It holds the count of cases by outcome (one vocabulary, the ``status`` of ``burden.csv``: ``ok``; ``no_lung``, a
+scan read and segmented in which no lung was found, which is not a failure; ``error``, a failed case), the provenance
+of the run (model, version, window, threshold, command line), a table of every case (the message of a failed or
+no_lung case on a line of its own under its row, and the anatomical self-checks each case failed, with their
+meaning), the zone score of each case with its six zones when the rows have them, two charts drawn as inline SVG
+(infection % per case; right against left lung), the follow-up comparisons of patients scanned more than once with a
+timeline per patient (inline SVG) when given, and thumbnails that link to the ``overview.png`` of each ok or no_lung
+case. Long cells (case ids, messages, command lines) wrap, so that the tables fit the page's width. Pictures are
+linked by relative paths inside OUTPUT; there is no external URL, no script or style from elsewhere.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from infnet_monai.utils.files import atomic_write
+from infnet_monai.utils.table import outcome_counts
 
 __all__ = ["REPORT_FILE", "OVERVIEW_FILE", "write_report", "report_html"]
 
@@ -27,11 +31,15 @@ OVERVIEW_FILE = "overview.png"
 
 _STYLE = """
 body { font-family: sans-serif; margin: 1.5em; color: #222; }
-table { border-collapse: collapse; margin: 0.5em 0 1.5em; font-size: 0.9em; }
+table { border-collapse: collapse; margin: 0.5em 0 1.5em; font-size: 0.9em; max-width: 100%; }
 th, td { border: 1px solid #bbb; padding: 0.25em 0.5em; text-align: right; }
 th { background: #eee; }
-td.text { text-align: left; }
+th.text { text-align: left; }
+td.text { text-align: left; overflow-wrap: anywhere; word-break: break-word; }
+td.status { white-space: nowrap; }
+td.message { padding-left: 2em; }
 tr.error td { background: #fde8e8; }
+tr.no_lung td { background: #fff6dd; }
 .thumbs { display: flex; flex-wrap: wrap; gap: 1em; }
 .thumbs figure { margin: 0; width: 260px; }
 .thumbs img { width: 260px; border: 1px solid #999; }
@@ -43,12 +51,14 @@ td.regression { color: #060; }
 .timelines { display: flex; flex-wrap: wrap; gap: 1em; }
 """
 
-# the browser test reads these attributes after load: how many pictures there are and how many rendered
+# the browser test reads these attributes after load: how many pictures there are, how many rendered, and how
+# wide the page is (wider than the window: something does not fit)
 _SCRIPT = """
 window.addEventListener('load', function () {
   var imgs = Array.prototype.slice.call(document.images);
   document.body.setAttribute('data-images', imgs.length);
   document.body.setAttribute('data-images-rendered', imgs.filter(function (i) { return i.complete && i.naturalWidth > 0; }).length);
+  document.body.setAttribute('data-scroll-width', document.documentElement.scrollWidth);
 });
 """
 
@@ -116,6 +126,9 @@ _FOLLOWUP_TEXT = {"patient_id", "baseline_case_id", "followup_case_id", "baselin
 _FOLLOWUP_SIGNED = {"infection_volume_change_ml", "infection_volume_change_relative_percent",
                     "infection_percent_change_points", "zone_score_change"}
 
+_STATUS_NOTE = ("ok: segmented; no_lung: read and segmented, but no lung found (not a failure: check that the scan is "
+                "the chest CT meant); error: the case failed (its message is under its row).")
+
 _TIMELINE_COLOUR = "#9467bd"
 """The colour of the follow-up timelines (the browser test looks for it)."""
 
@@ -154,10 +167,11 @@ def _has(rows: Sequence[dict], key: str) -> bool:
 
 
 def _bars(rows: Sequence[dict], series: Sequence[tuple[str, str, str]], title: str) -> str:
-    """A horizontal bar chart in SVG: one group per case, one bar per ``(key, label, colour)`` of ``series``."""
+    """A horizontal bar chart in SVG: one group per ``ok`` case (a no_lung case's figures are not a finding), one bar
+    per ``(key, label, colour)`` of ``series``."""
     ok = [r for r in rows if r.get("status") == "ok"]
     if not ok:
-        return f"<p>{html.escape(title)}: no successful case.</p>"
+        return f"<p>{html.escape(title)}: no case with status ok.</p>"
     values = [[_number(r.get(key)) or 0.0 for key, _, _ in series] for r in ok]
     top = max(max(v) for v in values) or 1.0
     bar, gap, label_w, plot_w = 12, 8, 360, 520
@@ -189,12 +203,15 @@ def _bars(rows: Sequence[dict], series: Sequence[tuple[str, str, str]], title: s
 
 
 def _table(rows: Sequence[dict], output_dir: Path) -> str:
+    """The case table; a case's message (the error of a failed case, why a no_lung case has no lung) is a line of
+    its own under its row, spanning the table: a long message wraps there instead of widening the table."""
     columns = _COLUMNS
     if _has(rows, _ZONE_SCORE_COLUMN[0]):
         at = [key for key, _ in _COLUMNS].index("left_lung_infection_percent") + 1
         columns = _COLUMNS[:at] + (_ZONE_SCORE_COLUMN,) + _COLUMNS[at:]
     head = "".join(f"<th>{html.escape(label)}</th>" for _, label in columns)
-    lines = [f"<table><tr><th>case</th><th>status</th>{head}<th>checks failed</th><th>error</th></tr>"]
+    width = len(columns) + 3  # case, status, figures, checks failed
+    lines = [f'<table class="cases"><tr><th>case</th><th>status</th>{head}<th>checks failed</th></tr>']
     for r in rows:
         case_id = str(r.get("case_id", ""))
         name = html.escape(case_id)
@@ -204,8 +221,11 @@ def _table(rows: Sequence[dict], output_dir: Path) -> str:
         status = html.escape(str(r.get("status", "")))
         error = html.escape(str(r.get("error", "") or ""))
         flags = html.escape(", ".join(_flags(r)))
-        lines.append(f'<tr class="{status}"><td class="text">{name}</td><td class="text">{status}</td>{cells}'
-                     f'<td class="text flags">{flags}</td><td class="text">{error}</td></tr>')
+        lines.append(f'<tr class="{status}"><td class="text">{name}</td><td class="text status">{status}</td>{cells}'
+                     f'<td class="text flags">{flags}</td></tr>')
+        if error:
+            lines.append(f'<tr class="message {status}"><td class="text message" colspan="{width}">'
+                         f"{status or 'message'}: {error}</td></tr>")
     lines.append("</table>")
     return "\n".join(lines)
 
@@ -340,14 +360,18 @@ def _followup_section(followup: Sequence[dict]) -> str:
 
 
 def _thumbnails(rows: Sequence[dict], output_dir: Path) -> str:
+    """A linked thumbnail of the overview of each ok or no_lung case that has one (a no_lung case's picture shows
+    what the scan holds instead of lungs); the caption names a no_lung case's status."""
     figures = []
     for r in rows:
         case_id = str(r.get("case_id", ""))
-        if r.get("status") != "ok" or not (output_dir / case_id / OVERVIEW_FILE).is_file():
+        status = r.get("status")
+        if status not in ("ok", "no_lung") or not (output_dir / case_id / OVERVIEW_FILE).is_file():
             continue
         href = f"{html.escape(case_id)}/{OVERVIEW_FILE}"
+        caption = html.escape(case_id) + ("" if status == "ok" else f" ({status})")
         figures.append(f'<figure><a href="{href}"><img src="{href}" alt="overview of {html.escape(case_id)}"></a>'
-                       f"<figcaption>{html.escape(case_id)}</figcaption></figure>")
+                       f"<figcaption>{caption}</figcaption></figure>")
     return '<div class="thumbs">' + "\n".join(figures) + "</div>" if figures else "<p>No overview pictures.</p>"
 
 
@@ -372,7 +396,6 @@ def report_html(
     made_by = Counter(r["command_line"] for r in rows if r.get("status") == "ok" and r.get("command_line"))
     if made_by:  # a --resume run reports cases that an earlier command made: each case's own command is in stats.json
         provenance["masks made by"] = "; ".join(f"{cmd} ({n} case{'s' if n > 1 else ''})" for cmd, n in made_by.items())
-    n_ok = sum(1 for r in rows if r.get("status") == "ok")
     prov = "".join(
         f'<tr><th class="text">{html.escape(str(k))}</th><td class="text">{html.escape(str(v))}</td></tr>'
         for k, v in provenance.items()
@@ -388,7 +411,8 @@ def report_html(
         '<html lang="en"><head><meta charset="utf-8"><title>infnet-covid cohort report</title>',
         f"<style>{_STYLE}</style><script>{_SCRIPT}</script></head><body>",
         "<h1>infnet-covid cohort report</h1>",
-        f"<p>{len(rows)} case(s): {n_ok} ok, {len(rows) - n_ok} failed. Research use only; not a medical device.</p>",
+        f"<p>{html.escape(outcome_counts(rows))}. Research use only; not a medical device.</p>",
+        f'<p class="statuses">{html.escape(_STATUS_NOTE)}</p>',
         f"<h2>Provenance</h2><table>{prov}</table>",
         "<h2>Cases</h2>", _table(rows, output_dir), _flag_legend(rows), _zone_tables(rows),
         "<h2>Charts</h2>", per_case, sides,

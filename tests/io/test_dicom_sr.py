@@ -22,6 +22,7 @@ from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 from infnet_monai.io.dicom_seg import write_dicom_seg
 from infnet_monai.io.dicom_sr import DICOM_SR_FILE, SR_MEASUREMENTS, read_dicom_sr, write_dicom_sr
 from infnet_monai.stats.burden import class_burden, infection_burden
+from infnet_monai.stats.zones import ZONES_WITHHELD_LUNGS_CUT
 
 COMPREHENSIVE_3D_SR = "1.2.840.10008.5.1.4.1.1.88.34"
 ROWS, COLUMNS, SLICES = 12, 11, 5
@@ -283,6 +284,27 @@ def test_nan_and_missing_values_are_left_out(tmp_path):
     reference = left.referenced_segment
     assert not reference.has_source_images() and reference.referenced_segment_numbers == [2]
     assert reference.source_series_for_segmentation.value == pydicom.dcmread(files[0]).SeriesInstanceUID
+
+
+def test_withheld_zones_and_nodule_like_lesions_are_not_measurements(tmp_path, case):
+    """A scan that cuts the lungs has no zone figures (``None``, with the reason): the SR, which reports no zone
+    figure, is the same as with them; nor are the nodule-like lesions of the row measurements."""
+    files, seg_path, row, sr_path = case
+    with_zones = {**row, "zone_score": 12, "right_upper_infection_percent": 4.5, "zones": {"right_upper": {"score": 1}}}
+    withheld = {
+        **row, "zone_score": None, "zones": None, "right_upper_infection_percent": None,
+        "zones_withheld": ZONES_WITHHELD_LUNGS_CUT,
+        "nodule_like_lesions": [{"lesion_id": 4, "volume_ml": 0.5, "centroid_lps_mm": [1.0, 2.0, 3.0],
+                                 "largest_axial_diameter_mm": 9.0, "lung_side": "right"}],
+    }  # fmt: skip
+    reports = [
+        read_dicom_sr(write_dicom_sr(tmp_path / name / DICOM_SR_FILE, seg_path, files, r, VERSION, MODEL))
+        for name, r in (("zones", with_zones), ("withheld", withheld))
+    ]
+    assert reports[0]["measurements"] == reports[1]["measurements"] == read_dicom_sr(sr_path)["measurements"]
+    assert {label: set(m) for label, m in reports[1]["measurements"].items()} == {
+        label: set(names) for label, names in SR_MEASUREMENTS.items()
+    }
 
 
 @pytest.mark.parametrize("classes", [True, False], ids=["class-map", "no-class-map"])

@@ -121,10 +121,12 @@ def test_default_run_prints_no_python_warning_and_no_third_party_log_line(tmp_pa
     cohort = tmp_path / "cohort"
     for name in ("one", "two"):
         shutil.copytree(data_dir / "ct" / "chest_2slice_dicom", cohort / name)
-    cmd = [sys.executable, "-m", "infnet_monai.cli", "segment", str(cohort), "--model", str(tiny_model), "--device", "cpu", "-q"]
-    quiet = subprocess.run(cmd + ["-o", str(tmp_path / "a")], capture_output=True, text=True, timeout=600)
-    assert quiet.returncode == 0, quiet.stderr[-2000:]
-    lines = [line for line in quiet.stderr.splitlines() if line.strip()]
+    cmd = [sys.executable, "-m", "infnet_monai.cli", "segment", str(cohort), "--model", str(tiny_model), "--device", "cpu"]
+    default = subprocess.run(cmd + ["-o", str(tmp_path / "a")], capture_output=True, text=True, timeout=600)
+    assert default.returncode == 0, default.stderr[-2000:]
+    lines = [line for line in default.stderr.splitlines() if line.strip()]
     assert lines and all(re.match(r"(INFO|WARNING|ERROR) infnet_monai[.:]", line) for line in lines), lines
+    quiet = subprocess.run(cmd + ["-o", str(tmp_path / "q"), "-q"], capture_output=True, text=True, timeout=600)
+    assert quiet.returncode == 0 and quiet.stderr == ""  # -q: nothing at all on success
     verbose = subprocess.run(cmd + ["-o", str(tmp_path / "b"), "-v"], capture_output=True, text=True, timeout=600)
     assert "nvImageCodec" in verbose.stderr or "highdicom" in verbose.stderr  # shown when asked for

@@ -515,8 +515,8 @@ def test_full_disk_while_writing_masks(tmp_path, three, tiny_model, monkeypatch)
     cohort, _ = three
     out = tmp_path / "out"
     monkeypatch.setattr(outputs_module, "write_nifti_atomic", _enospc_writer)
-    assert _segment(cohort / "a first.nii.gz", out, tiny_model) == 1
-    (row,) = _rows(out)
+    assert _segment(cohort, out, tiny_model) == 3  # the disk stops the run: the other cases are not tried on it
+    (row,) = _rows(out)  # the case it stopped at has its row
     assert row["status"] == "error"
     assert "no space left on the device" in row["error"] and "--resume" in row["error"]
     assert not _parts(out)
@@ -536,6 +536,43 @@ def test_full_disk_everywhere_is_reported_not_a_traceback(tmp_path, three, tiny_
     err = capsys.readouterr().err
     assert "No space left on device" in err and "--resume" in err
     assert not _parts(out)
+
+
+@pytest.mark.parametrize("failing", ["segmentation.dcm", "measurements.dcm", "overview.png"])
+def test_full_disk_during_the_dicom_outputs_stops_the_run_and_resume_makes_every_promised_file(
+    tmp_path, tiny_model, monkeypatch, failing
+):
+    """A DICOM-SEG, SR or overview that the disk refuses is not a note on an ok case: the run stops (exit 3) without
+    a stats.json for the case, and --resume on free space writes every promised file."""
+    import infnet_monai.pipeline.writer as writer_module
+    from infnet_monai.data.phantom import make_chest_phantom
+    from infnet_monai.testing.fuzz import write_dicom_series
+
+    phantom = make_chest_phantom(shape=(48, 48, 16), spacing_mm=(7.0, 7.0, 10.0), seed=0)
+    series = write_dicom_series(np.round(phantom.volume_hu).astype(np.int16), phantom.affine, tmp_path / "in" / "p1")
+    out = tmp_path / "out"
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    target = {"segmentation.dcm": "write_dicom_seg", "measurements.dcm": "write_dicom_sr", "overview.png": "write_overview"}
+    with monkeypatch.context() as m:
+        m.setattr(writer_module, target[failing], full)
+        assert _segment(series, out, tiny_model) == 3
+    (row,) = _rows(out)
+    assert row["status"] == "error" and "no space left on the device" in row["error"]
+    case_dir = out / row["case_id"]
+    assert not (case_dir / "stats.json").exists() and not _parts(out)
+
+    assert _segment(series, out, tiny_model, "--resume") == 0
+    (row,) = _rows(out)
+    assert row["status"] == "ok"
+    for name in ("infection.nii.gz", "lung.nii.gz", "lesions.csv", "segmentation.dcm", "measurements.dcm", "overview.png", "stats.json"):
+        assert (case_dir / name).is_file(), name
+    stamp = (case_dir / "stats.json").stat().st_mtime_ns
+    (case_dir / "measurements.dcm").unlink()  # a promised file gone since: --resume redoes the case
+    assert _segment(series, out, tiny_model, "--resume") == 0
+    assert (case_dir / "measurements.dcm").is_file() and (case_dir / "stats.json").stat().st_mtime_ns != stamp
 
 
 # ---------------------------------------------------------------------------------------------------------------------

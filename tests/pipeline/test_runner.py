@@ -4,6 +4,7 @@ error row per bad case whatever it raises, error cells on one line, and the case
 from __future__ import annotations
 
 import csv
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -42,7 +43,7 @@ def _cohort(folder, names=("a", "b", "c")):
     folder.mkdir()
     for i, name in enumerate(names):
         hu = np.full((12, 10, 6), -800 + 10 * i, dtype=np.int16)
-        nib.save(nib.Nifti1Image(hu, np.diag([2.0, 2.0, 3.0, 1.0])), str(folder / f"{name}.nii.gz"))
+        nib.save(nib.Nifti1Image(hu, np.diag([20.0, 20.0, 3.0, 1.0])), str(folder / f"{name}.nii.gz"))  # lungs of a chest's size
     return folder
 
 
@@ -217,3 +218,84 @@ def test_followup_table_from_a_pairs_file(tmp_path):
     report = _runner().run(src, out, pairs=pairs)
     rows = list(csv.DictReader((out / "followup.csv").open()))
     assert [(r["baseline_case_id"], r["followup_case_id"]) for r in rows] == [("a", "c")] and report.followup
+
+
+def test_a_kill_at_any_rename_leaves_a_table_with_every_finished_case(tmp_path, monkeypatch):
+    """Every file is published by a rename (infnet_monai.utils.files.atomic_write); a kill (here an interrupt) at
+    each of them in turn leaves a burden.csv that lists every case whose stats.json exists."""
+    import os
+
+    import infnet_monai.utils.files as files
+
+    src = _cohort(tmp_path / "in")
+    real_replace = os.replace
+    calls = []
+
+    def counting(a, b):
+        calls.append(b)
+        return real_replace(a, b)
+
+    monkeypatch.setattr(files.os, "replace", counting)
+    _runner().run(src, tmp_path / "count")
+    monkeypatch.setattr(files.os, "replace", real_replace)
+    n_renames = len(calls)
+    assert sum(Path(c).name == "stats.json" for c in calls) == 3
+
+    for k in range(n_renames):
+        out = tmp_path / f"out{k}"
+        seen = []
+
+        def killing(a, b, k=k):
+            if len(seen) == k:
+                raise KeyboardInterrupt
+            seen.append(b)
+            return real_replace(a, b)
+
+        monkeypatch.setattr(files.os, "replace", killing)
+        with pytest.raises(KeyboardInterrupt):
+            _runner().run(src, out)
+        monkeypatch.setattr(files.os, "replace", real_replace)
+        finished = {p.parent.name for p in out.glob("*/stats.json")}
+        listed = {r["case_id"] for r in csv.DictReader((out / "burden.csv").open())} if (out / "burden.csv").exists() else set()
+        assert finished <= listed, (k, Path(calls[k]).name, finished, listed)
+        assert not list(out.glob("**/*.part*")), k
+
+
+def test_no_lung_counts_apart_resumes_as_finished_and_a_tiny_section_is_not_a_lung(tmp_path, caplog):
+    """A scan whose "lung" is a few cm2 of air (sinuses of a head CT) is no_lung, not ok; no_lung is not a failure
+    in the counts, the exit code or --resume."""
+    import logging
+
+    src = _cohort(tmp_path / "in", names=("chest",))
+    hu = np.full((12, 10, 6), -800, dtype=np.int16)
+    nib.save(nib.Nifti1Image(hu, np.diag([1.0, 1.0, 10.0, 1.0])), str(src / "head.nii.gz"))  # 3.6 mL, 0.6 cm2
+    out = tmp_path / "out"
+    with caplog.at_level(logging.INFO, logger="infnet_monai"):
+        report = _runner().run(src, out)
+    rows = {r["case_id"]: r for r in report.rows}
+    assert rows["chest"]["status"] == "ok" and rows["head"]["status"] == "no_lung"
+    assert "covers at most 0.6 cm2 of an axial slice, under the 20 cm2" in rows["head"]["error"]
+    assert rows["head"]["largest_lung_section_cm2"] == 0.6 and rows["chest"]["largest_lung_section_cm2"] == 240.0
+    assert report.exit_code == 0 and report.counts() == "2 case(s): 1 ok, 1 no_lung, 0 failed"
+    assert "2 case(s): 1 ok, 1 no_lung, 0 failed" in report.summary()
+    assert "2 case(s): 1 ok, 1 no_lung, 0 failed" in caplog.text
+    before = {p.parent.name: p.stat().st_mtime_ns for p in out.glob("*/stats.json")}
+    again = _runner().run(src, out, resume=True)
+    assert [r["status"] for r in again.rows] == ["ok", "no_lung"]
+    assert {p.parent.name: p.stat().st_mtime_ns for p in out.glob("*/stats.json")} == before  # both skipped
+
+
+def test_rows_carry_the_version_an_absolute_source_path_and_iso_dates(tmp_path, monkeypatch):
+    from infnet_monai import __version__
+    from infnet_monai.io.outputs import iso_date
+
+    src = _cohort(tmp_path / "in", names=("a",))
+    monkeypatch.chdir(tmp_path)
+    report = CohortRunner(HalfLung(), CaseWriter([MaskVolumes()]), settings={"infnet_monai_version": __version__}).run(
+        Path("in"), Path("out")
+    )
+    stored = __import__("json").loads((tmp_path / "out" / "a" / "stats.json").read_text())
+    assert stored["source_path"] == str(src / "a.nii.gz") and Path(stored["source_path"]).is_absolute()
+    assert stored["infnet_monai_version"] == __version__ and report.rows[0]["status"] == "ok"
+    assert iso_date("20200305") == "2020-03-05" and iso_date("2020-03-05") == "2020-03-05"
+    assert iso_date("") == "" and iso_date(None) == "" and iso_date("20201399") == "20201399"

@@ -272,7 +272,10 @@ def test_usage_errors(tmp_path, tiny_model, capsys):
     empty = tmp_path / "empty"
     empty.mkdir()
     assert main(["segment", str(empty), "-o", str(tmp_path / "o"), "--model", str(tiny_model), "-q"]) == 2
-    assert "no NIfTI" in capsys.readouterr().err
+    assert "holds no files" in capsys.readouterr().err
+    (empty / "notes.txt").write_text("no CT here")  # files, but none a CT: found out by the scan, OUTPUT not left
+    assert main(["segment", str(empty), "-o", str(tmp_path / "o"), "--model", str(tiny_model), "-q"]) == 2
+    assert "no NIfTI" in capsys.readouterr().err and not (tmp_path / "o").exists()
 
 
 def test_unknown_option_is_refused_by_name(tiny_model):

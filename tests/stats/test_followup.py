@@ -126,6 +126,22 @@ def test_old_rows_without_new_keys_give_empty_dates_and_zone_scores():
     assert out["trend"] == "regression"
 
 
+def test_a_withheld_zone_score_gives_no_zone_change_and_a_note():
+    reason = "the scan does not cover the whole lung (lungs_cut_by_scan): zones by lung height are not defined"
+    rows = [_row("a", study_date="20200101", volume=10.0, zone_score=7),
+            _row("b", study_date="20200108", volume=20.0, zone_score=None, zones_withheld=reason)]
+    rows[1]["zone_score"] = None  # stats.json: null
+    (out,) = followup_rows(rows)
+    assert out["baseline_zone_score"] == 7 and out["followup_zone_score"] == "" and out["zone_score_change"] == ""
+    assert out["note"] == f"no zone score for b: {reason}"
+    assert out["infection_volume_change_ml"] == 10.0 and out["trend"] == "progression"  # the rest as usual
+    # as read back from burden.csv: empty cells
+    as_csv = [{k: ("" if v is None else str(v)) for k, v in r.items()} for r in rows]
+    as_csv[0]["zones_withheld"] = ""
+    (out_csv,) = followup_rows(as_csv)
+    assert (out_csv["followup_zone_score"], out_csv["zone_score_change"], out_csv["note"]) == ("", "", out["note"])
+
+
 @pytest.mark.parametrize(
     "baseline, followup, trend",
     [

@@ -12,8 +12,10 @@ from scipy.spatial.distance import pdist
 from infnet_monai.stats.burden import infection_burden
 from infnet_monai.stats.lesions import (
     LESION_COLUMNS,
+    LESION_KINDS,
     LESIONS_FILE,
     _largest_axial_diameter,
+    lesion_summary,
     lesion_table,
     write_lesion_csv,
 )
@@ -90,6 +92,31 @@ def test_rows_exact():
     assert c["bbox_lps_min_x_mm"] == c["bbox_lps_max_x_mm"] == pytest.approx(94.4)
 
 
+def test_kind_first_id_and_a_withheld_zone():
+    infection, lung, image = _case()
+    rows = lesion_table(infection, lung, image, AFFINE)
+    assert LESION_KINDS == ("infection", "nodule_like") and LESION_COLUMNS[:2] == ("lesion_id", "kind")
+    assert [r["kind"] for r in rows] == ["infection"] * 3
+    nodules = lesion_table(infection, lung, image, AFFINE, kind="nodule_like", first_id=8, with_zone=False)
+    assert [r["lesion_id"] for r in nodules] == [8, 9, 10] and [r["kind"] for r in nodules] == ["nodule_like"] * 3
+    assert [r["zone"] for r in nodules] == [None] * 3
+    assert [{**r, "lesion_id": None, "kind": None, "zone": None} for r in nodules] == [
+        {**r, "lesion_id": None, "kind": None, "zone": None} for r in rows
+    ]  # the same figures otherwise
+    with pytest.raises(ValueError, match="kind must be one of infection, nodule_like"):
+        lesion_table(infection, lung, image, AFFINE, kind="nodule")
+
+
+def test_lesion_summary_is_short_and_rounded_as_the_csv():
+    rows = lesion_table(*_case(), AFFINE)
+    summary = lesion_summary(rows[:1])
+    assert summary == [
+        {"lesion_id": 1, "volume_ml": 0.042, "centroid_lps_mm": [93.7, -53.2, 46.25], "largest_axial_diameter_mm": 3.49,
+         "lung_side": "right"},
+    ]  # fmt: skip
+    assert lesion_summary([]) == []
+
+
 def test_diameters_use_anisotropic_pixels():
     rows = lesion_table(*_case(), AFFINE)
     # A: a 3 x 5 voxel rectangle per slice: corners 2 * 0.7 mm and 4 * 0.8 mm apart (swapped sizes: sqrt(10.4))
@@ -160,7 +187,7 @@ def test_csv_rounding_header_and_atomic_write(tmp_path):
         table = list(csv.reader(f))
     assert tuple(table[0]) == LESION_COLUMNS and len(table) == 4
     first = dict(zip(LESION_COLUMNS, table[1]))
-    assert first["lesion_id"] == "1" and first["volume_ml"] == "0.0420"
+    assert first["lesion_id"] == "1" and first["kind"] == "infection" and first["volume_ml"] == "0.0420"
     assert first["ggo_volume_ml"] == "" and first["consolidation_volume_ml"] == ""
     assert first["lung_side"] == "right" and first["zone"] == "right_upper"
     assert first["centroid_lps_x_mm"] == "93.70" and first["centroid_lps_z_mm"] == "46.25"
@@ -171,6 +198,11 @@ def test_csv_rounding_header_and_atomic_write(tmp_path):
     write_lesion_csv(with_classes, path)  # replaces the file
     with open(path, newline="", encoding="utf-8") as f:
         assert dict(zip(LESION_COLUMNS, list(csv.reader(f))[1]))["ggo_volume_ml"] == "0.0000"
+    unzoned = lesion_table(infection, lung, image, AFFINE, kind="nodule_like", first_id=4, with_zone=False)
+    write_lesion_csv(unzoned, path)
+    with open(path, newline="", encoding="utf-8") as f:
+        back = dict(zip(LESION_COLUMNS, list(csv.reader(f))[1]))
+    assert (back["lesion_id"], back["kind"], back["zone"], back["ggo_volume_ml"]) == ("4", "nodule_like", "", "")
     empty = write_lesion_csv([], tmp_path / "none" / LESIONS_FILE)
     assert empty.read_text(encoding="utf-8").splitlines() == [",".join(LESION_COLUMNS)]
     assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == ["lesions.csv", "lesions.csv"]

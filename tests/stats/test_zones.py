@@ -19,6 +19,7 @@ from infnet_monai.stats.zones import (
     peripheral_mask,
     percent_to_zone_score,
     slice_thirds,
+    ZONES_WITHHELD_LUNGS_CUT,
     zone_columns,
     zone_distribution,
 )
@@ -291,6 +292,21 @@ def test_classes_add_volumes_per_zone():
     assert zones["right_lower"]["consolidation_volume_ml"] == pytest.approx(24 * VOXEL_ML)
     assert zones["left_upper"]["consolidation_volume_ml"] == pytest.approx(VOXEL_ML)
     assert zones["left_upper"]["ggo_volume_ml"] == 0.0
+
+
+def test_zones_by_height_can_be_withheld_and_the_distribution_stays():
+    """A scan that cuts the lungs: no thirds, scores or per-zone figures (``None``, empty CSV cells); the ventral /
+    dorsal and peripheral / central distribution is that of the whole computation."""
+    infection, lung = _case()
+    classes = (infection > 0).astype(np.uint8)
+    whole = zone_distribution(infection, lung, SPACING, classes=classes)
+    withheld = zone_distribution(infection, lung, SPACING, classes=classes, by_height=False)
+    assert tuple(withheld) == ("zones", "zone_score", "distribution")
+    assert withheld["zones"] is None and withheld["zone_score"] is None
+    np.testing.assert_equal(withheld["distribution"], whole["distribution"])  # NaN (no peripheral voxel) equal too
+    columns = zone_columns(withheld)
+    assert tuple(columns) == ZONE_COLUMNS and all(v is None for v in columns.values())
+    assert ZONES_WITHHELD_LUNGS_CUT.startswith("the scan does not cover the whole lung (lungs_cut_by_scan)")
 
 
 def test_bad_inputs_raise():

@@ -111,3 +111,170 @@ def test_tiles_are_named_by_instance_number_or_from_the_top_with_z_in_mm():
     assert slice_namer(affine, (8, 8, 40), numbers)(4) == "image 36, z -90.0 mm"
     flipped = affine @ np.array([[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, -1, 39], [0, 0, 0, 1]])  # stored top first
     assert slice_namer(flipped, (8, 8, 40))(0) == "slice 40 of 40 from top, z -100.0 mm"  # the RAS slice 0
+
+
+def _tall_case(shape=(24, 20, 60), top=54, bottom=5, stalk=8):
+    """RAS voxel axes: box lungs from slice ``bottom`` to ``top`` whose top ``stalk`` slices are a thin apex (under
+    5% of the largest lung area, as a real apex), infection in two slices of the right lung."""
+    hu = np.full(shape, 40.0, dtype=np.float32)
+    lung = np.zeros(shape, dtype=np.uint8)
+    lung[13:22, 3:17, bottom : top + 1 - stalk] = 1
+    lung[2:11, 3:17, bottom : top + 1 - stalk] = 2
+    lung[16:18, 9:11, top + 1 - stalk : top + 1] = 1  # 2x2 voxels: the apex
+    hu[lung > 0] = -850.0
+    infection = np.zeros(shape, dtype=np.uint8)
+    infection[14:20, 5:12, 20] = 1
+    infection[14:17, 5:8, 40] = 1
+    return hu, lung, infection
+
+
+def _stored_lps_top_first(arrays, ras_affine):
+    """The same scan stored with x, y and z reversed (LPS axes, the top slice first, as DICOM series often are),
+    with the affine that says so: every voxel keeps its world position."""
+    shape = np.asarray(arrays[0].shape)
+    flip = np.diag([-1.0, -1.0, -1.0, 1.0])
+    flip[:3, 3] = shape - 1
+    return [a[::-1, ::-1, ::-1] for a in arrays], ras_affine @ flip
+
+
+RAS_AFFINE = np.array([[1.5, 0, 0, -20.0], [0, 1.5, 0, 10.0], [0, 0, 2.5, -300.0], [0, 0, 0, 1]])
+
+
+@pytest.mark.parametrize("stored", ["RAS", "LPS_top_first"])
+def test_axial_tiles_reach_the_apex_whatever_the_voxel_order(stored):
+    from infnet_monai.visualize.overview import N_AXIAL, overview
+
+    arrays, affine = list(_tall_case()), RAS_AFFINE
+    if stored != "RAS":
+        arrays, affine = _stored_lps_top_first(arrays, RAS_AFFINE)
+    result = overview(*arrays, affine)
+    z = result.axial_z_mm
+    assert result.lung_apex_z_mm == pytest.approx(-300.0 + 2.5 * 54) and result.lung_base_z_mm == pytest.approx(-300.0 + 2.5 * 5)
+    height = result.lung_apex_z_mm - result.lung_base_z_mm
+    assert len(z) == N_AXIAL and list(z) == sorted(z, reverse=True)  # apex first, each slice once
+    assert result.lung_apex_z_mm - z[0] <= 0.10 * height  # the apex tile: within the top tenth of the lungs
+    assert z[-1] - result.lung_base_z_mm <= 0.10 * height  # the base tile
+    assert {-300.0 + 2.5 * 20, -300.0 + 2.5 * 40} <= set(z)  # the infected slices
+    steps = -np.diff(z)
+    assert steps.max() <= 2 * height / (N_AXIAL - 1)  # spread over the whole height: no wide gap
+    fields = result.row_fields()
+    assert fields == {"overview_axial_z_mm": list(z), "lung_apex_z_mm": result.lung_apex_z_mm,
+                      "lung_base_z_mm": result.lung_base_z_mm}
+    assert all(isinstance(v, float) for v in fields["overview_axial_z_mm"])
+
+
+def test_the_tiles_positions_are_the_ones_printed_on_them():
+    from infnet_monai.visualize.overview import axial_z_mm, mosaic_slices, slice_namer
+
+    hu, lung, infection = _tall_case()
+    (hu_l, lung_l, inf_l), lps = _stored_lps_top_first([hu, lung, infection], RAS_AFFINE)
+    z_of = axial_z_mm(lps, hu_l.shape)
+    assert z_of == pytest.approx(-300.0 + 2.5 * np.arange(60))  # RAS slice k, whatever the storage order
+    name = slice_namer(lps, hu_l.shape)
+    for k in mosaic_slices(lung, infection):
+        assert name(int(k)).endswith(f"z {z_of[k]:.1f} mm")
+
+
+def test_the_apex_tile_is_not_left_deeper_than_a_tenth_of_the_lungs():
+    from infnet_monai.visualize.overview import mosaic_slices
+
+    _, lung, infection = _tall_case(stalk=20)  # a long thin apex: under 5% of the largest area for 40% of the height
+    zs = mosaic_slices(lung, infection)
+    assert zs.max() >= 54 - 0.1 * (54 - 5) and zs.min() == 5
+
+
+def test_the_runner_up_infected_slice_is_not_the_neighbour_of_the_first():
+    from infnet_monai.visualize.overview import mosaic_slices
+
+    lung = np.zeros((20, 20, 100), dtype=np.uint8)
+    lung[2:18, 2:18, 10:90] = 1
+    labels = np.zeros_like(lung)
+    labels[5:15, 5:15, 44] = 1  # the most infected
+    labels[5:14, 5:15, 43] = 1  # its neighbour: nearly as much, nothing new to see
+    labels[5:8, 5:8, 71] = 1
+    zs = set(mosaic_slices(lung, labels).tolist())
+    assert {10, 44, 71, 89} <= zs and 43 not in zs
+
+
+@pytest.mark.parametrize("n_slices, spacing_z", [(2, 5.0), (8, 3.0)], ids=["2_slices", "24_mm"])
+def test_short_scans_leave_the_reformats_out_with_a_note(n_slices, spacing_z):
+    from infnet_monai.visualize.overview import HEADER_PX, LEGEND_PX, overview_image, reformat_views
+
+    hu, lung, infection, _ = _case(shape=(40, 30, n_slices))
+    lung[:, :, :] = 0
+    lung[24:36, 6:24, :], lung[4:16, 6:24, :] = 1, 2
+    spacing = (0.8, 0.8, spacing_z)
+    part = reformat_views(hu, lung, infection, np.asarray(spacing), [slice(0, 40), slice(0, 30), slice(0, n_slices)])
+    arr = np.asarray(part)
+    assert part.height < 40 and (arr > 100).any()  # one line of text, not a sliver of CT
+    assert all(len(_pixels(part, COLOURS[name])) == 0 for name in ("right lung", "left lung"))
+    img = overview_image(hu, lung, infection, np.diag([*spacing, 1.0]))
+    below = np.asarray(img)[img.height - part.height :]
+    np.testing.assert_array_equal(below, arr)  # the picture ends with the note
+    assert len(_pixels(img.crop((0, HEADER_PX + LEGEND_PX, img.width, img.height)), COLOURS["right lung"]))
+
+
+def test_tile_labels_sit_on_a_dark_band_over_bright_tissue():
+    from infnet_monai.visualize.overview import HEADER_PX, LABEL_BAND_OPACITY, LEGEND_PX, TILE_PX, overview_image
+
+    hu, lung, infection, _ = _case()
+    hu[lung == 0] = 1000.0  # bone-bright around the lungs: white in the lung window
+    img = np.asarray(overview_image(hu, lung, infection, np.diag([0.8, 0.8, 5.0, 1.0])))
+    band = img[HEADER_PX + LEGEND_PX : HEADER_PX + LEGEND_PX + 16, :TILE_PX]  # the first tile's label row
+    dimmed = round(255 * (1 - LABEL_BAND_OPACITY))
+    assert ((np.abs(band.astype(int) - dimmed) <= 1).all(-1)).sum() > 300  # white tissue behind the band, darkened
+    assert (band == 255).all(-1).sum() > 50  # and the white text on it (and the tissue right of it)
+
+
+def test_nodule_like_lesions_are_outlined_in_their_colour_only_when_given():
+    from infnet_monai.visualize.overview import HEADER_PX, LEGEND_PX, NODULE_LEGEND, overview_image
+
+    hu, lung, infection, classes = _case()
+    affine = np.diag([0.8, 0.8, 5.0, 1.0])
+    nodules = np.zeros_like(lung)
+    nodules[6:12, 14:20, 3:9] = 1  # in the left lung, away from the infection
+    colour = COLOURS[NODULE_LEGEND]
+    assert colour not in {v for k, v in COLOURS.items() if k != NODULE_LEGEND}
+    with_nodules = overview_image(hu, lung, infection, affine, classes, nodules=nodules)
+    legend = with_nodules.crop((0, HEADER_PX, with_nodules.width, HEADER_PX + LEGEND_PX))
+    pictures = with_nodules.crop((0, HEADER_PX + LEGEND_PX, with_nodules.width, with_nodules.height))
+    assert len(_pixels(legend, colour)) and len(_pixels(pictures, colour)) > 20
+    for absent in (None, np.zeros_like(lung)):  # no nodule: no colour, no legend entry
+        img = overview_image(hu, lung, infection, affine, classes, nodules=absent)
+        assert len(_pixels(img, colour)) == 0
+        np.testing.assert_array_equal(np.asarray(img), np.asarray(overview_image(hu, lung, infection, affine, classes)))
+    with pytest.raises(ValueError, match="one shape"):
+        overview_image(hu, lung, infection, affine, nodules=nodules[:, :, :3])
+
+
+def test_overview_picture_puts_the_tiles_positions_in_stats_json(tmp_path):
+    import json
+
+    import nibabel as nib
+
+    from infnet_monai.io.cases import CTCase
+    from infnet_monai.pipeline.predictor import CaseResult
+    from infnet_monai.pipeline.writer import CaseWriter, MaskVolumes, OverviewPicture
+
+    hu, lung, infection = _tall_case()
+    (hu, lung, infection), affine = _stored_lps_top_first([hu, lung, infection], RAS_AFFINE)
+    source = tmp_path / "c.nii.gz"
+    nib.save(nib.Nifti1Image(hu, affine), str(source))
+    case = CTCase(case_id="c", source_path=source, kind="nifti", files=(source,))
+    result = CaseResult(row={}, infection=infection, lung=lung, image=hu, affine=affine)
+    nodules = np.zeros_like(lung)
+    nodules[5:8, 5:8, 30:33] = 1
+    result.nodules = nodules  # what the predictor adds; read with getattr, so older results work too
+    row = CaseWriter([MaskVolumes(), OverviewPicture("v")]).write(case, result, tmp_path / "c", {"case_id": "c"})
+    stats = json.loads((tmp_path / "c" / "stats.json").read_text())
+    assert (tmp_path / "c" / "overview.png").is_file() and not stats["notes"]
+    z = stats["overview_axial_z_mm"]
+    assert z == row["overview_axial_z_mm"] and len(z) == 12 and z == sorted(z, reverse=True)
+    apex, base = stats["lung_apex_z_mm"], stats["lung_base_z_mm"]
+    assert apex == pytest.approx(-300.0 + 2.5 * 54) and base == pytest.approx(-300.0 + 2.5 * 5)
+    assert any(apex - v <= 0.15 * (apex - base) for v in z)  # a tile within 15% of the lungs' height of the apex
+    from PIL import Image
+
+    from infnet_monai.visualize.overview import NODULE_LEGEND
+
+    assert len(_pixels(Image.open(tmp_path / "c" / "overview.png").convert("RGB"), COLOURS[NODULE_LEGEND]))

@@ -121,7 +121,7 @@ def test_report_names_the_command_that_made_each_case(tmp_path):
 def test_old_rows_without_zone_or_followup_keys_render_as_before(tmp_path):
     page = _cohort(tmp_path).read_text(encoding="utf-8")
     assert "zone score" not in page and "<details" not in page and "Follow-up" not in page
-    assert page.count("<svg") == 2 and page.count("<th>") == 2 + 10 + 2  # case, status, 10 figures, checks, error
+    assert page.count("<svg") == 2 and page.count("<th>") == 2 + 10 + 1  # case, status, 10 figures, checks
 
 
 def test_zone_table_per_case_and_zone_score_column(tmp_path):
@@ -132,7 +132,7 @@ def test_zone_table_per_case_and_zone_score_column(tmp_path):
         {"case_id": "bad", "status": "error", "error": "x", "zones": _zones([5] * 6)},  # failed: no zone table
     ]
     page = write_report(rows, tmp_path).read_text(encoding="utf-8")
-    head = re.search(r"<h2>Cases</h2>\s*<table><tr>(.*?)</tr>", page).group(1)
+    head = re.search(r"<h2>Cases</h2>\s*<table[^>]*><tr>(.*?)</tr>", page).group(1)
     assert "<th>left (%)</th><th>zone score (0-30)</th><th>GGO (mL)</th>" in head
     case_rows = re.findall(r'<tr class="(?:ok|error)">(.*?)</tr>', page)
     assert [re.findall(r"<td>([^<]*)</td>", r)[4] for r in case_rows] == ["9", "", ""]  # zone score cell
@@ -200,3 +200,72 @@ def test_followup_of_pairs_with_unknown_cases_and_no_comparison(tmp_path):
     assert page.count("<svg") == 2 and "No timeline: no compared scan has an infection %." in page
     page = write_report(rows, tmp_path, followup=[]).read_text(encoding="utf-8")
     assert "<h2>Follow-up</h2><p>No comparison" in page and page.count("<svg") == 2
+
+
+def _no_lung_cohort(tmp_path):
+    """An ok case, a no_lung case (an abdomen: its overview shows what the scan holds) and a failed one."""
+    shape = (40, 30, 12)
+    hu = np.full(shape, 40.0, dtype=np.float32)
+    nothing = np.zeros(shape, dtype=np.uint8)
+    long_error = "/data/" + "deep/" * 40 + "p03.dcm: the series has a gap of 12.5 mm between slices 45 and 46 " * 3
+    rows = [
+        {"case_id": "ok1", "status": "ok", "infection_percent": 1.0},
+        {"case_id": "abdomen", "status": "no_lung", "error": "/data/abdomen.nii.gz: no lung found (0.0 mL of lung)"},
+        {"case_id": "broken", "status": "error", "error": long_error},
+        {"case_id": "ok2", "status": "ok", "infection_percent": 2.0},
+    ]
+    for case_id in ("ok1", "abdomen"):
+        write_overview(tmp_path / case_id / "overview.png", overview_image(hu, nothing, nothing, np.diag([0.8, 0.8, 5, 1])))
+    return rows, long_error
+
+
+def test_report_counts_no_lung_apart_from_failures_and_shows_its_overview(tmp_path):
+    from infnet_monai.utils.table import outcome_counts
+
+    rows, _ = _no_lung_cohort(tmp_path)
+    page = write_report(rows, tmp_path).read_text(encoding="utf-8")
+    assert "<p>4 case(s): 2 ok, 1 no_lung, 1 failed." in page  # the same words as the log and the summary
+    assert "no_lung: read and segmented, but no lung found (not a failure" in page
+    assert outcome_counts(rows + [{"case_id": "x", "status": "skipped"}]) == "5 case(s): 2 ok, 1 no_lung, 1 failed, 1 skipped"
+    assert outcome_counts([]) == "0 case(s): 0 ok, 0 no_lung, 0 failed"
+    assert re.findall(r'src="([^"]+)"', page) == ["ok1/overview.png", "abdomen/overview.png"]
+    assert "<figcaption>abdomen (no_lung)</figcaption>" in page and "<figcaption>ok1</figcaption>" in page
+    charts = page[page.index("<h2>Charts</h2>") : page.index("<h2>Overviews</h2>")]
+    assert "abdomen" not in charts  # its figures are not a finding
+
+
+def test_case_table_wraps_long_cells_and_puts_the_message_under_the_row(tmp_path):
+    rows, long_error = _no_lung_cohort(tmp_path)
+    page = write_report(rows, tmp_path).read_text(encoding="utf-8")
+    style = re.search(r"<style>(.*?)</style>", page, re.S).group(1)
+    text_rule = re.search(r"td\.text \{([^}]*)\}", style).group(1)
+    assert "overflow-wrap: anywhere" in text_rule  # long ids, paths and messages break instead of widening
+    assert re.search(r"table \{[^}]*max-width: 100%", style)
+    table = page[page.index('<table class="cases">') : page.index("</table>", page.index('<table class="cases">'))]
+    n_columns = re.search(r"<tr>(.*?)</tr>", table).group(1).count("<th>")
+    assert "<th>error</th>" not in table
+    message = f'<tr class="message error"><td class="text message" colspan="{n_columns}">error: {long_error}</td></tr>'
+    assert message in table  # the whole width of the table, on its own line under the case's row
+    assert table.index('<td class="text">broken</td>') < table.index(message)
+    assert '<tr class="message no_lung"><td class="text message"' in table
+    assert '<td class="text status">no_lung</td>' in table and re.search(r"td\.status \{[^}]*nowrap", style)
+    assert table.count('class="text message"') == 2  # ok cases have no message line
+
+
+def test_report_fits_a_1400_pixel_window_in_headless_chromium(tmp_path):
+    browser = _browser()
+    if browser is None:
+        if os.environ.get(BROWSER_ENV) == "1":
+            pytest.fail(f"{BROWSER_ENV}=1 but no chromium found")
+        pytest.skip("no chromium on this machine (Debian: apt-get install chromium)")
+    rows, _ = _no_lung_cohort(tmp_path)
+    rows[0].update(case_id="ok1", zone_score=3, qc_flags=["lungs_cut_by_scan", "trachea_in_lung", "infection_outside_thorax"],
+                   infection_volume_ml=1234.5, lung_volume_ml=5432.1, seconds=123.4, nodule_like_lesion_count=3)
+    report = write_report(rows, tmp_path, {"command line": "infnet-covid segment " + "/a/long/path" * 60})
+    flags = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--window-size=1400,1000",
+             f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=5000", "--dump-dom", report.resolve().as_uri()]
+    dom = subprocess.run(flags, capture_output=True, text=True, timeout=120).stdout
+    body = re.search(r"<body[^>]*>", dom).group(0)
+    assert 'data-images-rendered="2"' in body, body  # the no_lung case's overview renders too
+    width = int(re.search(r'data-scroll-width="(\d+)"', body).group(1))
+    assert width <= 1400, f"the page is {width} px wide in a 1400 px window: the case table overflows"
