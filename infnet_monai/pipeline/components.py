@@ -20,9 +20,11 @@ one implementation runs them (:class:`~infnet_monai.pipeline.CTSegmenter`):
     the nodule-like lesions apart), :class:`~infnet_monai.postprocessing.InfectionClassesd`, ``DeleteItemsd`` of
     the probabilities, :class:`~infnet_monai.stats.InfectionBurdend` (statistics on the RAS grid),
     :class:`~infnet_monai.stats.AnatomyChecksd` (the anatomical self-checks, with the lung mask's ``"airway"``: the
-    trachea is not tracked again), ``DeleteItemsd`` of the airway, and ``Invertd`` of the masks (the infection, the
-    nodule-like lesions under ``"nodules"``, the lung, the classes) and the CT through the RAS orientation back onto
-    the input's voxel grid. The runner then writes the files (:mod:`infnet_monai.io.outputs`).
+    trachea is not tracked again), :class:`~infnet_monai.stats.CaseReadoutd` (zones and the lesion table on the RAS
+    grid, into ``"burden"`` and ``"lesions"``), ``DeleteItemsd`` of the airway, and ``Invertd`` of the masks (the
+    infection, the nodule-like lesions under ``"nodules"``, the lung, the classes) and the CT through the RAS
+    orientation back onto the input's voxel grid. :class:`~infnet_monai.pipeline.writer.CaseWriter` then writes the
+    files.
 
 The runner applies the chains one step at a time, so that what a step replaces or drops is freed at once.
 
@@ -54,7 +56,7 @@ from infnet_monai.postprocessing import (
     InfectionMaskd,
     LungMaskd,
 )
-from infnet_monai.stats.transforms import AnatomyChecksd, InfectionBurdend
+from infnet_monai.stats.transforms import AnatomyChecksd, CaseReadoutd, InfectionBurdend
 from infnet_monai.transforms.ct import LUNG_WINDOW_HU, WORLD_AXIS_LABELS, ct_slice_preprocessing
 from infnet_monai.transforms.io import LoadCTd
 from infnet_monai.transforms.slices import SLICE_MEAN, SLICE_STD
@@ -109,6 +111,10 @@ def ct_postprocessing(
             DeleteItemsd(["pred", "share"]),
             InfectionBurdend("infection", lung_key="lung", classes_key="classes", nodules_key="nodules", output_key="burden"),
             *([AnatomyChecksd("infection", lung_key="lung", image_key="image", output_key="burden")] if anatomy_checks else []),
+            CaseReadoutd(
+                "infection", lung_key="lung", image_key="image", classes_key="classes", nodules_key="nodules",
+                output_key="burden", lesions_key="lesions",
+            ),
             DeleteItemsd(["airway"]),
             # one key per step (each step's copy is one volume); "image" last: the others are inverted with its history
             *(

@@ -27,7 +27,6 @@ from monai.transforms import Compose, Invertd, Orientationd, apply_transform
 
 from infnet_monai.inferers.lung_crop import LUNG_CROP_MARGINS, slice_boxes
 from infnet_monai.pipeline.components import split_slicewise
-from infnet_monai.stats.readout import case_readout
 from infnet_monai.utils.device import autocast_context
 from infnet_monai.utils.memory import release_memory
 
@@ -260,13 +259,7 @@ class VolumePredictor:
         }
         affine = np.asarray(volume.affine.cpu().numpy(), dtype=np.float64)
         image = volume[0].numpy()
-        start = time.perf_counter()
-        zones, lesions = case_readout(
-            masks["infection"], masks["lung"], image, affine, masks.get("classes"), masks.get("nodules"),
-            lungs_cut_by_scan=bool(row.get("lungs_cut_by_scan", False)),  # the anatomical self-check, in the chain
-        )
-        seconds["read-out (zones, lesions)"] = time.perf_counter() - start
-        row.update(zones)
+        lesions = data.get("lesions")  # the chain's read-out (CaseReadoutd), on the RAS grid
         row["stage_seconds"] = {name: round(value, 3) for name, value in seconds.items()}
         return CaseResult(
             row=row, infection=masks["infection"], lung=masks["lung"], classes=masks.get("classes"),

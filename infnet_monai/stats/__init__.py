@@ -8,7 +8,7 @@ from .burden import BURDEN_FIELDS, BURDEN_KEYS, MM3_PER_ML, NODULE_KEYS, class_b
 from .followup import FOLLOWUP_COLUMNS, FOLLOWUP_FILE, followup_rows, read_pairs_csv, write_followup_csv
 from .lesions import LESION_COLUMNS, LESION_KINDS, LESIONS_FILE, lesion_summary, lesion_table, write_lesion_csv
 from .readout import case_readout, to_ras
-from .transforms import AnatomyChecks, AnatomyChecksd, InfectionBurden, InfectionBurdend
+from .transforms import AnatomyChecks, AnatomyChecksd, CaseReadout, CaseReadoutd, InfectionBurden, InfectionBurdend
 from .zones import ZONE_COLUMNS, ZONE_KEYS, ZONE_SCORE_BINS, ZONES_WITHHELD_LUNGS_CUT, zone_columns, zone_distribution
 
 __all__ = [
@@ -24,6 +24,8 @@ __all__ = [
     "nodule_burden",
     "AnatomyChecks",
     "AnatomyChecksd",
+    "CaseReadout",
+    "CaseReadoutd",
     "InfectionBurden",
     "InfectionBurdend",
     "FOLLOWUP_COLUMNS",

@@ -246,3 +246,23 @@ def test_the_predictor_keeps_the_nodules_on_the_input_grid(cut):
     else:
         assert result.row["zones_withheld"] is None and isinstance(result.row["zone_score"], int)
         assert nodule["zone"].startswith("right_")
+
+
+def test_the_read_out_is_a_step_of_the_chain_and_of_the_bundle_before_the_inversion():
+    """Zones and lesions are computed once, on the RAS grid inside the post-processing (issue 35): no RAS -> input ->
+    RAS round trip, and the bundle configures the same step."""
+    import json
+    from pathlib import Path
+
+    from monai.transforms import Compose, Invertd
+
+    from infnet_monai.pipeline.components import ct_postprocessing
+    from infnet_monai.stats import CaseReadoutd
+
+    steps = list(ct_postprocessing(Compose([])).transforms)
+    kinds = [type(t) for t in steps]
+    assert CaseReadoutd in kinds and kinds.index(CaseReadoutd) < kinds.index(Invertd)
+    config = json.loads((Path(__file__).parents[2] / "bundles/infnet_covid/configs/inference.json").read_text())
+    targets = [step["_target_"] for step in config["postprocessing"]["transforms"]]
+    assert "infnet_monai.stats.CaseReadoutd" in targets
+    assert targets.index("infnet_monai.stats.CaseReadoutd") < targets.index("Invertd")
