@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 import torch.distributed as dist
 from filelock import FileLock
 
@@ -154,6 +155,11 @@ class CohortRunner:
         writer: writes a case's files and ``stats.json``.
         settings: fields written in every finished case's row (the model, the threshold, the window, ...).
         provenance: what ``report.html`` lists under its provenance (version, model, device, command line, ...).
+        classes: whether the predictor makes the GGO / consolidation map (``--resume`` redoes a case stored without
+            it).
+        save_probability: ask the predictor for the probability, written as ``probability.nii.gz`` (``--resume``
+            redoes a case stored without it).
+        device: where the predictor's network runs (under torchrun, the process group's backend follows it).
     """
 
     def __init__(
@@ -162,16 +168,18 @@ class CohortRunner:
         writer: CaseWriter,
         settings: dict[str, Any] | None = None,
         provenance: dict[str, Any] | None = None,
+        *,
+        classes: bool = False,
+        save_probability: bool = False,
+        device: torch.device | str = "cpu",
     ) -> None:
         self.predictor = predictor
         self.writer = writer
         self.settings = dict(settings or {})
         self.provenance = dict(provenance or {})
-
-    @property
-    def with_classes(self) -> bool:
-        """Whether the cases get the GGO / consolidation map (``--resume`` redoes a case stored without it)."""
-        return getattr(self.predictor.network_fn, "classes", None) is not None
+        self.classes = check_flag(classes, "classes")
+        self.save_probability = check_flag(save_probability, "save_probability")
+        self.device = torch.device(device)
 
     def run(
         self,
@@ -214,7 +222,7 @@ class CohortRunner:
         comparisons = read_pairs_csv(pairs) if pairs is not None else None
         check_input(input_path)
         env = dist_env()
-        joined = start(env, self.predictor.device) if env is not None else False
+        joined = start(env, self.device) if env is not None else False
         taken = None
         try:
             if lock is None or not lock.held:  # the lock first: a busy OUTPUT is refused before the input is scanned
@@ -313,7 +321,7 @@ class CohortRunner:
     ) -> dict:
         if resume:
             row = completed_row(
-                case, output_dir, classes=self.with_classes, probability=self.writer.save_probability,
+                case, output_dir, classes=self.classes, probability=self.save_probability,
                 promised=self.writer.promised(case),
             )
             if row is not None:
@@ -357,7 +365,7 @@ class CohortRunner:
         if case.error:
             raise CaseError(case.error)
         self._check_case_folder(Path(output_dir) / case.case_id)
-        result = self.predictor(case, keep_probability=self.writer.save_probability, progress=progress)
+        result = self.predictor(case, keep_probability=self.save_probability, progress=progress)
         row = case_fields(case)
         row.update(result.row)
         row["status"], row["error"] = "ok", ""

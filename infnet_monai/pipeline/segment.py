@@ -27,6 +27,7 @@ Per case:
 
 from __future__ import annotations
 
+import copy
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -178,6 +179,28 @@ class SegmentConfig:
         return tuple(f.name for f in fields(cls))
 
 
+def _inferer_on(inferer: Any, device: torch.device, cfg: SegmentConfig) -> Any:
+    """``inferer`` as this segmenter runs it: a configured one whose slice inferer names no device runs the network
+    where it lives, on a copy (the object passed in is not changed); one whose crop threshold or batch size contradicts
+    the settings the rows report is refused."""
+    grow = getattr(inferer, "grow_threshold", None)
+    if grow is not None and abs(float(grow) - cfg.threshold) > 1e-9:
+        raise ValueError(
+            f"the inferer grows its crops at {grow:g} but the threshold is {cfg.threshold:g}; give the same value to "
+            "both (the rows report the threshold)."
+        )
+    slices = getattr(inferer, "slice_inferer", None)
+    batch = getattr(slices, "sw_batch_size", None)
+    if batch is not None and int(batch) != cfg.batch_slices:
+        raise ValueError(f"the inferer runs {batch} slices per batch but batch_slices is {cfg.batch_slices}; give the same value to both.")
+    if slices is None or slices.sw_device is not None:
+        return inferer
+    inferer, slices = copy.copy(inferer), copy.copy(slices)
+    slices.sw_device = device
+    inferer.slice_inferer = slices
+    return inferer
+
+
 class CTSegmenter:
     """Segment COVID-19 lung infection in CT volumes with a 2D Inf-Net applied slice by slice.
 
@@ -236,18 +259,19 @@ class CTSegmenter:
             roi_size=(self.spatial_size, self.spatial_size), sw_batch_size=cfg.batch_slices, sw_device=self.device,
             device=torch.device("cpu"), max_rounds=cfg.crop_rounds, grow_threshold=cfg.threshold,
         )
-        slices = getattr(inferer, "slice_inferer", None)
-        if slices is not None and slices.sw_device is None:
-            slices.sw_device = self.device  # a configured inferer runs the network where it lives
+        inferer = _inferer_on(inferer, self.device, cfg)
         self.predictor = VolumePredictor(
             self.network_fn, preprocessing, inferer, postprocessing or self._postprocessing(preprocessing),
             device=self.device, amp=cfg.amp, slab_slices=cfg.slab_slices,
         )
         self.writer = CaseWriter.default(
-            self.version, cfg.overview, cfg.dicom_seg, cfg.save_probability, dicom_sr=cfg.dicom_sr,
+            self.version, overview=cfg.overview, dicom_seg=cfg.dicom_seg, dicom_sr=cfg.dicom_sr,
             model_name=Path(self.model_path).name if self.model_path else None,
         )
-        self.runner = CohortRunner(self.predictor, self.writer, self._row_settings(), self._provenance())
+        self.runner = CohortRunner(
+            self.predictor, self.writer, self._row_settings(), self._provenance(),
+            classes=self.class_model is not None, save_probability=cfg.save_probability, device=self.device,
+        )
 
     def _load_network(self, model_path, network) -> tuple[torch.nn.Module, Path | None, dict]:
         """``(network on the device in eval mode, checkpoint path or None, checkpoint metadata)``."""

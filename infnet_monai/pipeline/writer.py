@@ -191,16 +191,14 @@ class CaseWriter:
 
     Args:
         outputs: the case's outputs in writing order (default: :class:`MaskVolumes`, :class:`DicomSegmentation` and
-            :class:`OverviewPicture`).
-        save_probability: whether the outputs include ``probability.nii.gz`` (the predictor is asked for it, and
-            ``--resume`` redoes a case stored without it).
+            :class:`OverviewPicture`). ``probability.nii.gz`` is written when the result holds the probability (the
+            runner asks the predictor for it with ``save_probability``).
     """
 
-    def __init__(self, outputs: Sequence[CaseOutput], save_probability: bool = False) -> None:
+    def __init__(self, outputs: Sequence[CaseOutput]) -> None:
         self.outputs = list(outputs)
         if not any(isinstance(o, MaskVolumes) for o in self.outputs):
             raise ValueError("a CaseWriter needs MaskVolumes among its outputs (the masks are the result).")
-        self.save_probability = bool(save_probability)
 
     @classmethod
     def default(
@@ -208,7 +206,6 @@ class CaseWriter:
         software_version: str,
         overview: bool = True,
         dicom_seg: bool = True,
-        save_probability: bool = False,
         dicom_sr: bool = True,
         model_name: str | None = None,
     ) -> "CaseWriter":
@@ -222,7 +219,7 @@ class CaseWriter:
                 outputs.append(DicomMeasurementReport(software_version, model_name))
         if overview:
             outputs.append(OverviewPicture(software_version))
-        return cls(outputs, save_probability=save_probability)
+        return cls(outputs)
 
     @property
     def files(self) -> tuple[str, ...]:

@@ -136,7 +136,7 @@ def test_cli_and_bundle_write_identical_files(tmp_path, ct_dir):
         [
             sys.executable, "-m", "monai.bundle", "run", "--config_file",
             str(REPO / "bundles" / "infnet_covid" / "configs" / "inference.json"),
-            "--dataset_dir", str(src), "--output_dir", str(bundle_out), "--device", "cpu", "--inferer#sw_batch_size", "3",
+            "--dataset_dir", str(src), "--output_dir", str(bundle_out), "--device", "cpu", "--batch_slices", "3",
             "--save_probability", "true",
         ],
         cwd=REPO, capture_output=True, text=True, timeout=600,
@@ -504,3 +504,17 @@ def test_resumed_case_keeps_its_nan_statistics_in_burden_csv(tmp_path):
     again = segmenter.run(cohort, out, resume=True)
     assert again.exit_code == 0 and stats.stat().st_mtime_ns == first  # skipped, restored from stats.json
     assert (out / "burden.csv").read_text(encoding="utf-8") == table
+
+
+def test_a_passed_in_inferer_is_not_changed_and_contradicting_settings_are_refused(tiny_model):
+    from infnet_monai.inferers import LungCropSliceInferer
+
+    inferer = LungCropSliceInferer(roi_size=(64, 64), sw_batch_size=16, device="cpu", grow_threshold=0.5)
+    assert inferer.slice_inferer.sw_device is None
+    seg = CTSegmenter(tiny_model, device="cpu", inferer=inferer)
+    assert inferer.slice_inferer.sw_device is None  # the caller's object is left as it was
+    assert seg.inferer is not inferer and seg.inferer.slice_inferer.sw_device == torch.device("cpu")
+    with pytest.raises(ValueError, match="grows its crops at 0.5 but the threshold is 0.4"):
+        CTSegmenter(tiny_model, device="cpu", inferer=inferer, threshold=0.4)
+    with pytest.raises(ValueError, match="runs 16 slices per batch but batch_slices is 8"):
+        CTSegmenter(tiny_model, device="cpu", inferer=inferer, batch_slices=8)
