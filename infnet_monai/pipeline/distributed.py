@@ -10,36 +10,15 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 
+from infnet_monai.utils.launch import DistEnv, dist_env  # light: the command line reads it before importing torch
+
 __all__ = ["DistEnv", "dist_env", "shard_by_size", "case_bytes", "rank_device", "start", "gather_rows"]
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class DistEnv:
-    """Where this process stands in a ``torchrun`` job."""
-
-    rank: int
-    world_size: int
-    local_rank: int
-
-
-def dist_env() -> DistEnv | None:
-    """The job read from ``torchrun``'s environment (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``); ``None`` when this is
-    a single process."""
-    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
-    if world <= 1:
-        return None
-    rank = int(os.environ.get("RANK", "0"))
-    local = int(os.environ.get("LOCAL_RANK", str(rank)))
-    if not 0 <= rank < world:
-        raise ValueError(f"RANK={rank} is outside WORLD_SIZE={world}; start the job with torchrun.")
-    return DistEnv(rank, world, local)
 
 
 def case_bytes(files: Sequence[os.PathLike | str]) -> int:

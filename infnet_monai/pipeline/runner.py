@@ -33,7 +33,7 @@ from infnet_monai.io.outputs import (
     write_text_atomic,
 )
 from infnet_monai.io.volume import CaseError
-from infnet_monai.pipeline.distributed import case_bytes, dist_env, gather_rows, shard_by_size, start
+from infnet_monai.pipeline.distributed import DistEnv, case_bytes, gather_rows, shard_by_size, start
 from infnet_monai.pipeline.predictor import VolumePredictor
 from infnet_monai.pipeline.writer import CaseWriter, disk_error
 from infnet_monai.stats.anatomy import largest_axial_section_cm2
@@ -67,6 +67,8 @@ class CohortReport:
     rows: list[dict] = field(default_factory=list)
     output_dir: Path | None = None
     followup: list[dict] = field(default_factory=list)
+    reporter: bool = True
+    """Whether this process reports the cohort (a single process, or rank 0 of a torchrun job)."""
 
     @property
     def failed(self) -> list[dict]:
@@ -160,6 +162,9 @@ class CohortRunner:
         save_probability: ask the predictor for the probability, written as ``probability.nii.gz`` (``--resume``
             redoes a case stored without it).
         device: where the predictor's network runs (under torchrun, the process group's backend follows it).
+        env: the ``torchrun`` job this process belongs to (:func:`~infnet_monai.utils.launch.dist_env`), or ``None``
+            for a single process: each rank takes its share of the cases, rank 0 locks OUTPUT and writes the table,
+            and only rank 0 draws progress bars.
     """
 
     def __init__(
@@ -172,6 +177,7 @@ class CohortRunner:
         classes: bool = False,
         save_probability: bool = False,
         device: torch.device | str = "cpu",
+        env: DistEnv | None = None,
     ) -> None:
         self.predictor = predictor
         self.writer = writer
@@ -180,6 +186,7 @@ class CohortRunner:
         self.classes = check_flag(classes, "classes")
         self.save_probability = check_flag(save_probability, "save_probability")
         self.device = torch.device(device)
+        self.env = env
 
     def run(
         self,
@@ -221,7 +228,9 @@ class CohortRunner:
         strict = check_flag(strict, "strict")
         comparisons = read_pairs_csv(pairs) if pairs is not None else None
         check_input(input_path)
-        env = dist_env()
+        env = self.env
+        if env is not None and env.rank != 0:  # one set of bars: rank 0's
+            progress = slice_progress = None
         joined = start(env, self.device) if env is not None else False
         taken = None
         try:
@@ -266,7 +275,7 @@ class CohortRunner:
         case finished so far."""
         mine = shard_by_size([case_bytes(c.files) for c in cases], env.world_size)[env.rank] if env else range(len(cases))
         rank = (env.rank, env.world_size) if env else (0, 1)
-        report = CohortReport(output_dir=output_dir)
+        report = CohortReport(output_dir=output_dir, reporter=env is None or env.rank == 0)
         rows: dict[int, dict] = {}
         index = {id(cases[i]): i for i in mine}
         todo = [cases[i] for i in mine]

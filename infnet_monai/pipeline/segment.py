@@ -237,7 +237,8 @@ class CTSegmenter:
         if model_path is not None:
             options["model_path"] = model_path
         self.config = cfg = replace(config or SegmentConfig(), **options)
-        self.device = resolve_device(rank_device(cfg.device, dist_env()))
+        self.env = dist_env()  # read once: the runner gets it from here
+        self.device = resolve_device(rank_device(cfg.device, self.env))
         self.network, self.model_path, info = self._load_network(cfg.model_path, network)
         self.spec = ModelSpec.from_checkpoint(info)
         self.spatial_size = int(cfg.spatial_size or self.spec.spatial_size)
@@ -271,6 +272,7 @@ class CTSegmenter:
         self.runner = CohortRunner(
             self.predictor, self.writer, self._row_settings(), self._provenance(),
             classes=self.class_model is not None, save_probability=cfg.save_probability, device=self.device,
+            env=self.env,
         )
 
     def _load_network(self, model_path, network) -> tuple[torch.nn.Module, Path | None, dict]:
