@@ -1,8 +1,8 @@
-"""The figures behind the plausible-HU checks of :mod:`infnet_monai.io.volume` on real scans. Prints JSON.
+"""The figures behind the plausible-HU checks of :mod:`infnet_monai.io.hounsfield` on real scans. Prints JSON.
 
 For every case under ``--data`` (default: the shared CT folder), as :func:`~infnet_monai.io.volume.load_ct` sees it
 before the checks: the padding share (voxels at the volume's minimum), the share of the other voxels outside
-:data:`~infnet_monai.io.volume.HU_PLAUSIBLE_RANGE` and above +1000 HU, and the median of the image's edge (padding
+:data:`~infnet_monai.io.hounsfield.HU_PLAUSIBLE_RANGE` and above +1000 HU, and the median of the image's edge (padding
 aside), next to the limits the loader applies.
 
     python scripts/hu_plausibility.py --data ../shared/data/ct
@@ -16,8 +16,9 @@ from pathlib import Path
 
 import torch
 
-import infnet_monai.io.volume as volume
+import infnet_monai.io.hounsfield as hounsfield
 from infnet_monai.io.cases import discover_cases
+from infnet_monai.io.volume import CaseError, load_ct
 
 
 def measure(image: torch.Tensor) -> dict:
@@ -25,7 +26,7 @@ def measure(image: torch.Tensor) -> dict:
     data = image[0].float()
     padding = data.min()
     rest = data[data != padding]
-    low, high = volume.HU_PLAUSIBLE_RANGE
+    low, high = hounsfield.HU_PLAUSIBLE_RANGE
     edges = torch.cat([data[[0, -1]].reshape(-1), data[:, [0, -1]].reshape(-1)])
     edges = edges[edges != padding]
     return {
@@ -41,28 +42,28 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ct")
     args = parser.parse_args(argv)
     seen: dict[str, dict] = {}
-    check = volume._check_hu_range
+    check = hounsfield._check_hu_range
 
     def spy(image, name, scaling=""):  # the figures of each volume at the point the loader checks it
         seen[name] = measure(image)
         return check(image, name, scaling)
 
-    volume._check_hu_range = spy
+    hounsfield._check_hu_range = spy
     cases = {}
     try:
         for case in discover_cases(args.data):
             try:
-                volume.load_ct(case)
+                load_ct(case)
                 cases[case.case_id] = {"status": "loaded", **seen.get(str(case.source_path), {})}
-            except volume.CaseError as e:
+            except CaseError as e:
                 cases[case.case_id] = {"status": "refused", "error": str(e)[:160], **seen.get(str(case.source_path), {})}
     finally:
-        volume._check_hu_range = check
+        hounsfield._check_hu_range = check
     report = {
         "limits": {
-            "outside_range_percent": 100 * volume.HU_MAX_IMPLAUSIBLE_FRACTION,
-            "above_1000_percent": 100 * volume.HU_MAX_DENSE_FRACTION,
-            "edge_median_hu": volume.HU_MAX_EDGE_MEDIAN,
+            "outside_range_percent": 100 * hounsfield.HU_MAX_IMPLAUSIBLE_FRACTION,
+            "above_1000_percent": 100 * hounsfield.HU_MAX_DENSE_FRACTION,
+            "edge_median_hu": hounsfield.HU_MAX_EDGE_MEDIAN,
         },
         "cases": cases,
     }

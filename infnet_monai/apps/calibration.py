@@ -20,7 +20,7 @@ from infnet_monai.defaults import CALIBRATION_TEMPERATURES
 from infnet_monai.inferers.slices import SlicePredictor
 from infnet_monai.io.checkpoint import CheckpointError, resolve_temperature, save_calibrated_model
 from infnet_monai.io.slices import read_slice
-from infnet_monai.metrics.paper import PaperMetricAccumulator
+from infnet_monai.metrics.accumulator import PaperMetricAccumulator
 
 __all__ = ["DEFAULT_TEMPERATURES", "SWEEP_KEYS", "calibrate_model", "choose_temperature", "temperature_sweep"]
 

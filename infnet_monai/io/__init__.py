@@ -1,4 +1,5 @@
-from .cases import CT_SOP_CLASS_UIDS, MAX_CASE_ID_LENGTH, CTCase, discover_cases, is_nifti_path, read_dicom_header, sanitize_case_id
+from .base_reader import MAX_SPACING_MM, MIN_SLICES, CaseError
+from .cases import MAX_CASE_ID_LENGTH, CTCase, discover_cases, is_nifti_path, sanitize_case_id
 from .checkpoint import (
     CHECKPOINT_FORMAT,
     ENCODER_FORMAT,
@@ -18,8 +19,11 @@ from .checkpoint import (
     save_encoder,
     save_model,
 )
+from .dicom_headers import CT_SOP_CLASS_UIDS, read_dicom_header
+from .dicom_series import SimpleITKSeriesReader
+from .hounsfield import AIR_HU, RAW_CT_OFFSET
 from .slices import read_slice, write_png_atomic
-from .volume import AIR_HU, MAX_SPACING_MM, MIN_SLICES, RAW_CT_OFFSET, CaseError, SimpleITKSeriesReader, load_ct
+from .volume import load_ct
 
 __all__ = [
     "AIR_HU",

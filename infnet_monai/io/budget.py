@@ -212,7 +212,7 @@ def dicom_size_refusal(folder: str | os.PathLike, headers: Sequence[Any], max_sl
 
     Args:
         folder: the series folder, named when the series as a whole is too large.
-        headers: the :class:`~infnet_monai.io.cases.SliceHeader` of each file.
+        headers: the :class:`~infnet_monai.io.dicom_headers.SliceHeader` of each file.
         max_slices: see :func:`size_refusal`.
     """
     total, slices, inplane = 0, 0, (0, 0)

@@ -23,7 +23,9 @@ from infnet_monai.utils.files import atomic_write
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["SEGMENT_LABELS", "DICOM_SEG_FILE", "write_dicom_seg", "read_dicom_seg", "frame_indices"]
+__all__ = [
+    "SEGMENT_LABELS", "DICOM_SEG_FILE", "write_dicom_seg", "read_dicom_seg", "frame_indices", "read_source_headers",
+]
 
 DICOM_SEG_FILE = "segmentation.dcm"
 
@@ -233,6 +235,25 @@ def _source_header(ds):
     return ds
 
 
+def read_source_headers(source_files: Sequence[str | os.PathLike]) -> list:
+    """The headers of a derived object's source images (the DICOM-SEG's and the SR's), without their pixel data.
+
+    Each header is read as ``pydicom.dcmread(..., stop_before_pixels=True)`` and made fit to have its patient and
+    study attributes copied into a derived object: missing type-2 attributes are added empty, and reference items
+    that lack a type-1 UID (a Referenced Study Sequence item without its SOP Class UID, in some archives' series) are
+    left out, the sequence with them when none is left.
+
+    Args:
+        source_files: the source series' files.
+
+    Returns:
+        one ``pydicom.Dataset`` per file, in the order of ``source_files``.
+    """
+    import pydicom
+
+    return [_source_header(pydicom.dcmread(str(f), stop_before_pixels=True)) for f in source_files]
+
+
 def _segments(lung, infection, classes) -> dict[str, tuple[np.ndarray, np.ufunc, int]]:
     """Per segment label, ``(volume, test, value)``: the segment is ``test(volume, value)``."""
     segments = {
@@ -259,9 +280,8 @@ def write_dicom_seg(
         ValueError: the source headers lack the geometry or identifiers a DICOM-SEG needs, or do not match the masks.
     """
     import highdicom as hd
-    import pydicom
 
-    sources = [_source_header(pydicom.dcmread(str(f), stop_before_pixels=True)) for f in source_files]
+    sources = read_source_headers(source_files)
     _check_headers(sources, source_files)
     lung = np.asarray(lung)
     segments = _segments(lung, np.asarray(infection), None if classes is None else np.asarray(classes))

@@ -40,7 +40,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from infnet_monai.io.dicom_seg import SEGMENT_LABELS, _source_header
+from infnet_monai.io.dicom_seg import SEGMENT_LABELS, read_source_headers
 from infnet_monai.utils.files import atomic_write
 
 logger = logging.getLogger(__name__)
@@ -219,7 +219,7 @@ def write_dicom_sr(
     if not source_files:
         raise ValueError("write_dicom_sr needs the source series' files (none given)")
     seg, name = _read_segmentation(segmentation)
-    sources = [_source_header(pydicom.dcmread(str(f), stop_before_pixels=True)) for f in source_files]
+    sources = read_source_headers(source_files)
     numbers = _check_segmentation(seg, name, sources, source_files)
     for label in SEGMENT_LABELS[3:]:
         needed = [k for k in SR_MEASUREMENTS[label].values() if _value(row, k) is not None]

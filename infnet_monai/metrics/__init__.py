@@ -1,7 +1,8 @@
 # Copyright (c) infnet-monai contributors
 # Licensed under the MIT License.
 """
-Evaluation metrics: the Inf-Net paper protocol (:mod:`.paper`, numpy) and its ignite wrappers (:mod:`.ignite`).
+Evaluation metrics: the Inf-Net paper protocol (:mod:`.paper`, numpy: one image; :mod:`.accumulator`: the mean over
+images; :mod:`.folders`: a folder pair and its command line) and its ignite wrappers (:mod:`.ignite`).
 
 The names are imported lazily so that ``python -m infnet_monai.metrics.paper`` runs cleanly and importing the
 numpy metrics does not pull in torch/ignite.
@@ -14,15 +15,15 @@ from typing import TYPE_CHECKING
 from infnet_monai.utils.lazy import lazy_names
 
 if TYPE_CHECKING:
+    from .accumulator import PaperMetricAccumulator
+    from .folders import evaluate_folders
     from .ignite import ClassPaperDice, PaperDice, PaperMetrics
     from .paper import (
         CURVE_KEYS,
         PAPER_THRESHOLDS,
         SCALAR_KEYS,
-        PaperMetricAccumulator,
         dice_iou_at_threshold,
         e_measure,
-        evaluate_folders,
         evaluate_image,
         mask_dice,
         mean_absolute_error,
@@ -38,10 +39,8 @@ __all__, __getattr__, __dir__ = lazy_names(
             "CURVE_KEYS",
             "PAPER_THRESHOLDS",
             "SCALAR_KEYS",
-            "PaperMetricAccumulator",
             "dice_iou_at_threshold",
             "e_measure",
-            "evaluate_folders",
             "evaluate_image",
             "mask_dice",
             "mean_absolute_error",
@@ -49,6 +48,8 @@ __all__, __getattr__, __dir__ = lazy_names(
             "s_measure",
             "threshold_curves",
         ),
+        "accumulator": ("PaperMetricAccumulator",),
+        "folders": ("evaluate_folders",),
         "ignite": ("PaperMetrics", "PaperDice", "ClassPaperDice"),
     },
 )

@@ -18,7 +18,7 @@ from ignite.metrics.metric import reinit__is_reduced
 from monai.handlers.utils import from_engine
 from monai.utils import evenly_divisible_all_gather
 
-from infnet_monai.metrics.paper import PaperMetricAccumulator
+from infnet_monai.metrics.accumulator import PaperMetricAccumulator
 
 __all__ = ["PaperMetrics", "PaperDice", "ClassPaperDice"]
 

@@ -25,22 +25,20 @@ Choices made where the protocol leaves room (documented in the functions as well
 - The object score uses the sample standard deviation (``ddof=1``); it is 0 for a single pixel (as MATLAB's
   ``std`` of a scalar).
 
-Run ``python -m infnet_monai.metrics.paper PRED_DIR GT_DIR`` to print the aggregate metrics of a folder pair
-as JSON.
+This module holds the per-image maths (:func:`evaluate_image`);
+:class:`~infnet_monai.metrics.accumulator.PaperMetricAccumulator` averages the results over images as the paper does,
+and :func:`~infnet_monai.metrics.folders.evaluate_folders` evaluates a folder pair. ``python -m infnet_monai.metrics.paper PRED_DIR GT_DIR`` (or ``... metrics.folders``) prints
+the aggregate metrics of a folder pair as JSON.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
-import sys
-from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image
+
+from infnet_monai.utils.deprecation import moved_names
 
 __all__ = [
     "PAPER_THRESHOLDS",
@@ -54,9 +52,16 @@ __all__ = [
     "dice_iou_at_threshold",
     "mask_dice",
     "evaluate_image",
-    "PaperMetricAccumulator",
-    "evaluate_folders",
 ]
+
+MOVED_NAMES = {
+    "PaperMetricAccumulator": "infnet_monai.metrics.accumulator.PaperMetricAccumulator",
+    "evaluate_folders": "infnet_monai.metrics.folders.evaluate_folders",
+    "main": "infnet_monai.metrics.folders.main",
+}
+"""Names that this module held in 0.10.0 -> where they are now."""
+
+__getattr__ = moved_names(__name__, MOVED_NAMES)
 
 PAPER_THRESHOLDS: np.ndarray = np.arange(255, -1, -1, dtype=np.float64) / 255.0
 """The 256 thresholds of the protocol, ``(255 - k) / 255`` for ``k = 0..255`` (1.0 first, 0.0 last)."""
@@ -70,8 +75,6 @@ SCALAR_KEYS: tuple[str, ...] = ("s_measure", "mae", "dice_at_0.5", "iou_at_0.5")
 
 _NORMALIZE_EPS = 1e-8
 _EPS = float(np.finfo(np.float64).eps)  # MATLAB ``eps``, used inside the E-measure and S-measure formulas
-_GT_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
-_PRED_EXTENSION = ".png"
 
 
 def _check_same_shape(pred: np.ndarray, gt: np.ndarray) -> None:
@@ -482,209 +485,7 @@ def evaluate_image(pred: np.ndarray, gt: np.ndarray) -> dict[str, Any]:
     return result
 
 
-class PaperMetricAccumulator:
-    """
-    Accumulate per-image results of :func:`evaluate_image` and aggregate them as the paper does.
+if __name__ == "__main__":  # the documented command: python -m infnet_monai.metrics.paper PRED_DIR GT_DIR
+    from infnet_monai.metrics.folders import main
 
-    Example::
-
-        acc = PaperMetricAccumulator()
-        for pred, gt in pairs:  # numpy arrays, one image each
-            acc.update(pred, gt)
-        metrics = acc.aggregate()  # {"dice": ..., "s_measure": ..., ...}
-
-    The per-image results are kept as rows of ``4 * 256 + 4`` float64 values (the four curves then
-    ``SCALAR_KEYS``), see :meth:`records`, so that results gathered from several processes can be merged with
-    :meth:`extend_records`.
-    """
-
-    record_size: int = len(CURVE_KEYS) * PAPER_THRESHOLDS.size + len(SCALAR_KEYS)
-
-    def __init__(self) -> None:
-        self._records: list[np.ndarray] = []
-
-    def reset(self) -> None:
-        """Forget all accumulated images."""
-        self._records = []
-
-    def __len__(self) -> int:
-        return len(self._records)
-
-    def update(self, pred: np.ndarray, gt: np.ndarray) -> dict[str, Any]:
-        """
-        Evaluate one image with :func:`evaluate_image` and accumulate the result.
-
-        Args:
-            pred: prediction map ``(H', W')``, uint8 ``0..255`` or float probabilities in ``[0, 1]``.
-            gt: ground-truth mask ``(H, W)`` (bool, uint8 ``> 128``, float ``> 0.5``).
-
-        Returns:
-            the per-image result of :func:`evaluate_image`.
-        """
-        result = evaluate_image(pred, gt)
-        self.add_result(result)
-        return result
-
-    def add_result(self, result: Mapping[str, Any]) -> None:
-        """
-        Accumulate an already computed per-image result (a mapping holding ``CURVE_KEYS`` and ``SCALAR_KEYS``).
-
-        Args:
-            result: per-image result as returned by :func:`evaluate_image`.
-        """
-        missing = [k for k in (*CURVE_KEYS, *SCALAR_KEYS) if k not in result]
-        if missing:
-            raise KeyError(f"result is missing the keys {missing}.")
-        parts = [np.asarray(result[k], dtype=np.float64).reshape(-1) for k in CURVE_KEYS]
-        for key, part in zip(CURVE_KEYS, parts):
-            if part.size != PAPER_THRESHOLDS.size:
-                raise ValueError(f"curve {key!r} must have {PAPER_THRESHOLDS.size} values, got {part.size}.")
-        parts.append(np.asarray([float(result[k]) for k in SCALAR_KEYS], dtype=np.float64))
-        self._records.append(np.concatenate(parts))
-
-    def records(self) -> np.ndarray:
-        """
-        Returns:
-            the per-image results as a float64 array of shape ``(num_images, record_size)``: the four curves
-            (``CURVE_KEYS`` order, 256 values each) followed by the ``SCALAR_KEYS`` values.
-        """
-        if not self._records:
-            return np.zeros((0, self.record_size), dtype=np.float64)
-        return np.stack(self._records)
-
-    def extend_records(self, records: np.ndarray) -> None:
-        """
-        Append rows produced by :meth:`records` (e.g. gathered from other processes).
-
-        Args:
-            records: array of shape ``(num_images, record_size)``.
-        """
-        records = np.asarray(records, dtype=np.float64)
-        if records.ndim != 2 or records.shape[1] != self.record_size:
-            raise ValueError(f"records must have shape (N, {self.record_size}), got {records.shape}.")
-        self._records.extend(np.array(row) for row in records)
-
-    def _check_not_empty(self) -> None:
-        if not self._records:
-            raise RuntimeError("PaperMetricAccumulator has no image; call update() before aggregating.")
-
-    def curves(self) -> dict[str, np.ndarray]:
-        """
-        Returns:
-            the mean over images of each per-threshold curve: keys ``CURVE_KEYS``, arrays of shape ``(256,)``
-            aligned with :data:`PAPER_THRESHOLDS`.
-        """
-        self._check_not_empty()
-        n = PAPER_THRESHOLDS.size
-        mean = self.records().mean(axis=0)
-        return {key: mean[i * n : (i + 1) * n] for i, key in enumerate(CURVE_KEYS)}
-
-    def aggregate(self) -> dict[str, float]:
-        """
-        Returns:
-            dict with the paper's figures: ``dice``, ``sensitivity``, ``specificity``, ``e_measure`` (means of the
-            mean curves), ``dice_max``, ``e_measure_max`` (maxima of the mean curves), ``s_measure``, ``mae``,
-            ``dice_at_0.5``, ``iou_at_0.5`` (means over images) and ``num_images`` (an int).
-        """
-        self._check_not_empty()
-        curves = self.curves()
-        scalars = self.records()[:, len(CURVE_KEYS) * PAPER_THRESHOLDS.size :].mean(axis=0)
-        scalar = dict(zip(SCALAR_KEYS, scalars))
-        return {
-            "dice": float(curves["dice"].mean()),
-            "dice_max": float(curves["dice"].max()),
-            "sensitivity": float(curves["sensitivity"].mean()),
-            "specificity": float(curves["specificity"].mean()),
-            "s_measure": float(scalar["s_measure"]),
-            "e_measure": float(curves["e_measure"].mean()),
-            "e_measure_max": float(curves["e_measure"].max()),
-            "mae": float(scalar["mae"]),
-            "dice_at_0.5": float(scalar["dice_at_0.5"]),
-            "iou_at_0.5": float(scalar["iou_at_0.5"]),
-            "num_images": len(self._records),
-        }
-
-
-def _read_gray(path: Path) -> np.ndarray:
-    with Image.open(path) as image:
-        return np.asarray(image.convert("L"))
-
-
-def _image_files(folder: Path, extensions: Sequence[str]) -> dict[str, Path]:
-    files: dict[str, Path] = {}
-    for path in sorted(folder.iterdir()):
-        if not path.is_file() or path.suffix.lower() not in extensions:
-            continue
-        if path.stem in files:
-            raise ValueError(
-                f"two images share the stem {path.stem!r} in {folder}: {files[path.stem].name}, {path.name}."
-            )
-        files[path.stem] = path
-    return files
-
-
-def evaluate_folders(pred_dir: str | os.PathLike, gt_dir: str | os.PathLike) -> dict[str, float]:
-    """
-    Evaluate a folder of 8-bit prediction PNGs against a folder of ground-truth masks.
-
-    Every ground-truth image ``<stem>.<ext>`` of ``gt_dir`` (``ext`` in png, jpg, jpeg, bmp, tif, tiff) is paired
-    with ``pred_dir/<stem>.png``; other files are ignored, and so are predictions without ground truth. Images
-    are read with PIL in mode ``"L"`` and evaluated with :func:`evaluate_image`.
-
-    Args:
-        pred_dir: folder of the prediction maps.
-        gt_dir: folder of the ground-truth masks.
-
-    Returns:
-        the aggregate of :meth:`PaperMetricAccumulator.aggregate`.
-
-    Raises:
-        NotADirectoryError: when a folder does not exist.
-        ValueError: when ``gt_dir`` holds no image or two images share a stem.
-        FileNotFoundError: when ground-truth images have no prediction (all missing files are named).
-    """
-    pred_path, gt_path = Path(pred_dir), Path(gt_dir)
-    for folder in (pred_path, gt_path):
-        if not folder.is_dir():
-            raise NotADirectoryError(f"not a directory: {folder}")
-    gt_files = _image_files(gt_path, _GT_EXTENSIONS)
-    if not gt_files:
-        raise ValueError(f"no ground-truth image ({', '.join(_GT_EXTENSIONS)}) found in {gt_path}.")
-    pairs = [(pred_path / f"{stem}{_PRED_EXTENSION}", gt_file) for stem, gt_file in gt_files.items()]
-    missing = [str(pred) for pred, _ in pairs if not pred.is_file()]
-    if missing:
-        raise FileNotFoundError(
-            f"{len(missing)} of {len(pairs)} ground-truth images have no prediction in {pred_path}: "
-            + ", ".join(missing)
-        )
-    accumulator = PaperMetricAccumulator()
-    for pred_file, gt_file in pairs:
-        accumulator.update(_read_gray(pred_file), _read_gray(gt_file))
-    return accumulator.aggregate()
-
-
-def main(argv: Sequence[str] | None = None) -> dict[str, float]:
-    """
-    Command line entry: ``python -m infnet_monai.metrics.paper PRED_DIR GT_DIR`` writes the aggregate as JSON.
-
-    Args:
-        argv: arguments (defaults to ``sys.argv[1:]``).
-
-    Returns:
-        the aggregate metrics that were written.
-    """
-    parser = argparse.ArgumentParser(
-        prog="python -m infnet_monai.metrics.paper",
-        description="Evaluate 8-bit prediction PNGs against ground-truth masks with the Inf-Net paper protocol.",
-    )
-    parser.add_argument("pred_dir", metavar="PRED_DIR", help="folder of prediction maps <stem>.png")
-    parser.add_argument("gt_dir", metavar="GT_DIR", help="folder of ground-truth masks <stem>.<ext>")
-    parser.add_argument("--indent", type=int, default=2, help="JSON indentation (default: 2)")
-    args = parser.parse_args(argv)
-    result = evaluate_folders(args.pred_dir, args.gt_dir)
-    sys.stdout.write(json.dumps(result, indent=args.indent) + "\n")
-    return result
-
-
-if __name__ == "__main__":
     main()

@@ -1,7 +1,10 @@
 # Copyright (c) infnet-monai contributors
 # Licensed under the MIT License.
 """
-Classic Hounsfield-unit lung segmentation and lesion-mask post-processing for 3D chest CT.
+Classic Hounsfield-unit lung segmentation of 3D chest CT: the right / left lung label map (:func:`lung_mask`), with
+the central airway found on the way (:func:`lung_mask_with_airway`), and the body mask (:func:`body_mask`). The
+infection mask's clean-up is :mod:`~infnet_monai.postprocessing.infection`, the lung's extension by the infection
+against it :mod:`~infnet_monai.postprocessing.extension`.
 
 Array convention (shared with the rest of the 3D pipeline):
 

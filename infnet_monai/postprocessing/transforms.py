@@ -4,9 +4,9 @@
   (:func:`~infnet_monai.postprocessing.lung.lung_mask`), and the dictionary version keeps the central airway it
   found for the anatomical self-checks (:class:`~infnet_monai.stats.AnatomyChecksd`);
 - :class:`ExtendLung` / :class:`ExtendLungd`: the pathology-inclusive lung, the infection found against the lung
-  joining it (:func:`~infnet_monai.postprocessing.lung.extend_lung`);
-- :class:`InfectionMask` / :class:`InfectionMaskd`: the binary infection mask from the probability and the lung
-  (:func:`~infnet_monai.postprocessing.infection.postprocess_infection`);
+  joining it (:func:`~infnet_monai.postprocessing.extension.extend_lung`);
+- :class:`InfectionMask` / :class:`InfectionMaskd`: the binary infection mask from the probability and the lung,
+  and the nodule-like lesions kept out of it (:func:`~infnet_monai.postprocessing.infection.infection_and_nodules`);
 - :class:`InfectionClasses` / :class:`InfectionClassesd`: GGO / consolidation labels of that mask from the
   consolidation share (:func:`~infnet_monai.postprocessing.infection.infection_classes`).
 
@@ -32,10 +32,31 @@ from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import MapTransform, Transform
 
-from infnet_monai.postprocessing.infection import CONSOLIDATION_SHARE_THRESHOLD, infection_and_nodules, infection_classes
-from infnet_monai.postprocessing.extension import extend_lung
 from infnet_monai.postprocessing.airway import Airway
-from infnet_monai.postprocessing.lung import LungMaskOptions, lung_mask_with_airway
+from infnet_monai.postprocessing.extension import (
+    EXTENSION_MAX_HU,
+    EXTENSION_MIN_AREA_FRACTION,
+    EXTENSION_THRESHOLD,
+    extend_lung,
+)
+from infnet_monai.postprocessing.infection import (
+    BASAL_RIM_MM,
+    CONSOLIDATION_SHARE_THRESHOLD,
+    infection_and_nodules,
+    infection_classes,
+)
+from infnet_monai.postprocessing.lung import (
+    CLOSING_RADIUS_MM,
+    DOME_MIN_AREA_MM2,
+    LUNG_THRESHOLD_HU,
+    MAX_PURE_AIR_FRACTION,
+    MIN_LUNG_COMPONENT_ML,
+    MIN_RELATIVE_COMPONENT_VOLUME,
+    PURE_AIR_HU,
+    WORKING_SPACING_MM,
+    LungMaskOptions,
+    lung_mask_with_airway,
+)
 from infnet_monai.utils.memory import release_memory
 
 __all__ = [
@@ -76,12 +97,30 @@ def _like(arr: np.ndarray, reference: Any) -> torch.Tensor:
 
 
 class LungMask(Transform):
-    """Right (1) / left (2) lung label map of a CT in Hounsfield units; ``kwargs`` are
-    :class:`~infnet_monai.postprocessing.lung.LungMaskOptions` fields, checked here."""
+    """Right (1) / left (2) lung label map of a CT in Hounsfield units
+    (:func:`~infnet_monai.postprocessing.lung.lung_mask_with_airway`).
 
-    def __init__(self, spacing_mm: Sequence[float] | None = None, **kwargs: Any) -> None:
+    Args:
+        spacing_mm: voxel size (mm) along the three axes; ``None`` (default): the MetaTensor's.
+        threshold_hu, pure_air_hu, max_pure_air_fraction, min_component_ml, min_relative_volume, closing_radius_mm,
+            remove_airway, working_spacing_mm, dome_min_area_mm2: the fields of
+            :class:`~infnet_monai.postprocessing.lung.LungMaskOptions` (see there), checked here.
+    """
+
+    def __init__(self, spacing_mm: Sequence[float] | None = None, *, threshold_hu: float = LUNG_THRESHOLD_HU,
+                 pure_air_hu: float = PURE_AIR_HU, max_pure_air_fraction: float = MAX_PURE_AIR_FRACTION,
+                 min_component_ml: float = MIN_LUNG_COMPONENT_ML,
+                 min_relative_volume: float = MIN_RELATIVE_COMPONENT_VOLUME,
+                 closing_radius_mm: float = CLOSING_RADIUS_MM, remove_airway: bool = True,
+                 working_spacing_mm: float | None = WORKING_SPACING_MM,
+                 dome_min_area_mm2: float = DOME_MIN_AREA_MM2) -> None:
         self.spacing_mm = spacing_mm
-        self.options = LungMaskOptions(**kwargs)
+        self.options = LungMaskOptions(
+            threshold_hu=threshold_hu, pure_air_hu=pure_air_hu, max_pure_air_fraction=max_pure_air_fraction,
+            min_component_ml=min_component_ml, min_relative_volume=min_relative_volume,
+            closing_radius_mm=closing_radius_mm, remove_airway=remove_airway, working_spacing_mm=working_spacing_mm,
+            dome_min_area_mm2=dome_min_area_mm2,
+        )
 
     def __call__(self, img: Any) -> torch.Tensor:
         return self.with_airway(img)[0]
@@ -99,14 +138,27 @@ class LungMaskd(MapTransform):
     """Dictionary version of :class:`LungMask`: reads ``keys`` (the CT), writes ``output_key``; the central airway
     it found (an :class:`~infnet_monai.postprocessing.airway.Airway` on the lung mask's working grid) goes to
     ``airway_key``, where :class:`~infnet_monai.stats.AnatomyChecksd` takes it instead of tracking the trachea
-    again (nothing is written when none was found, or with ``airway_key=None``)."""
+    again (nothing is written when none was found, or with ``airway_key=None``). The keyword-only arguments are
+    :class:`LungMask`'s."""
 
     def __init__(self, keys: KeysCollection, output_key: str = "lung", spacing_mm=None, allow_missing_keys=False,
-                 airway_key: str | None = "airway", **kwargs):
+                 airway_key: str | None = "airway", *, threshold_hu: float = LUNG_THRESHOLD_HU,
+                 pure_air_hu: float = PURE_AIR_HU, max_pure_air_fraction: float = MAX_PURE_AIR_FRACTION,
+                 min_component_ml: float = MIN_LUNG_COMPONENT_ML,
+                 min_relative_volume: float = MIN_RELATIVE_COMPONENT_VOLUME,
+                 closing_radius_mm: float = CLOSING_RADIUS_MM,
+                 remove_airway: bool = True, working_spacing_mm: float | None = WORKING_SPACING_MM,
+                 dome_min_area_mm2: float = DOME_MIN_AREA_MM2) -> None:
         super().__init__(keys, allow_missing_keys)
         self.output_key = output_key
         self.airway_key = airway_key
-        self.transform = LungMask(spacing_mm, **kwargs)
+        self.transform = LungMask(
+            spacing_mm, threshold_hu=threshold_hu, pure_air_hu=pure_air_hu,
+            max_pure_air_fraction=max_pure_air_fraction,
+            min_component_ml=min_component_ml, min_relative_volume=min_relative_volume,
+            closing_radius_mm=closing_radius_mm, remove_airway=remove_airway, working_spacing_mm=working_spacing_mm,
+            dome_min_area_mm2=dome_min_area_mm2,
+        )
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict:
         d = dict(data)
@@ -119,31 +171,33 @@ class LungMaskd(MapTransform):
         return d
 
 
-class _ProbabilityTransform(Transform):
-    """Base of the array transforms that read ``channel`` of a probability map: ``spacing_mm`` (default: the
-    MetaTensor's), the channel, and ``kwargs`` for the function they wrap."""
+class InfectionMask(Transform):
+    """Binary infection mask from a probability map (``channel`` of it) and the lung
+    (:func:`~infnet_monai.postprocessing.infection.infection_and_nodules`). Given the CT in HU, nodule-like lesions
+    are kept out of the mask: :meth:`with_nodules` returns them too.
 
-    def __init__(self, spacing_mm: Sequence[float] | None = None, channel: int = 0, **kwargs: Any) -> None:
+    Args:
+        spacing_mm: voxel size (mm) along the three axes; ``None`` (default): the probability MetaTensor's.
+        channel: the channel of the probability map that holds the infection probability.
+        threshold, min_lesion_volume_mm3, min_lesion_extent_mm, min_lesion_area_mm2, basal_rim_max_share,
+            basal_rim_mm: as :func:`~infnet_monai.postprocessing.infection.infection_and_nodules` takes them,
+            checked when the transform runs.
+
+    Attributes:
+        kwargs: those six keyword arguments, as passed to ``infection_and_nodules``.
+    """
+
+    def __init__(self, spacing_mm: Sequence[float] | None = None, channel: int = 0, *, threshold: float = 0.5,
+                 min_lesion_volume_mm3: float = 10.0, min_lesion_extent_mm: float = 0.0,
+                 min_lesion_area_mm2: float = 0.0, basal_rim_max_share: float = 1.0,
+                 basal_rim_mm: float = BASAL_RIM_MM) -> None:
         self.spacing_mm = spacing_mm
         self.channel = int(channel)
-        self.kwargs = kwargs
-
-
-class _ProbabilityMapTransform(MapTransform):
-    """Base of the dictionary versions of :class:`_ProbabilityTransform` subclasses (``array_transform``)."""
-
-    array_transform: type[_ProbabilityTransform]
-
-    def __init__(self, keys: KeysCollection, spacing_mm, channel: int, allow_missing_keys: bool, **kwargs: Any) -> None:
-        super().__init__(keys, allow_missing_keys)
-        self.transform = self.array_transform(spacing_mm, channel, **kwargs)
-
-
-class InfectionMask(_ProbabilityTransform):
-    """Binary infection mask from a probability map (``channel`` of it) and the lung; ``kwargs`` go to
-    ``postprocess_infection`` (``threshold``, ``min_lesion_volume_mm3``, ``min_lesion_extent_mm``,
-    ``min_lesion_area_mm2``, ``basal_rim_max_share``, ``basal_rim_mm``). Given the CT in HU, nodule-like lesions
-    are kept out of the mask: :meth:`with_nodules` returns them too."""
+        self.kwargs = {
+            "threshold": threshold, "min_lesion_volume_mm3": min_lesion_volume_mm3,
+            "min_lesion_extent_mm": min_lesion_extent_mm, "min_lesion_area_mm2": min_lesion_area_mm2,
+            "basal_rim_max_share": basal_rim_max_share, "basal_rim_mm": basal_rim_mm,
+        }
 
     def __call__(self, probability: Any, lung: Any, image: Any = None) -> torch.Tensor:
         return self.with_nodules(probability, lung, image)[0]
@@ -159,16 +213,22 @@ class InfectionMask(_ProbabilityTransform):
         return _like(mask, lung), _like(nodules, lung)
 
 
-class InfectionMaskd(_ProbabilityMapTransform):
+class InfectionMaskd(MapTransform):
     """Dictionary version of :class:`InfectionMask`: ``keys`` hold the probability, ``lung_key`` the lung, and the
-    mask goes to ``output_key``; with ``image_key`` (the CT in HU) the nodule-like lesions go to ``nodules_key``."""
-
-    array_transform = InfectionMask
+    mask goes to ``output_key``; with ``image_key`` (the CT in HU) the nodule-like lesions go to ``nodules_key``.
+    The keyword-only arguments are :class:`InfectionMask`'s."""
 
     def __init__(self, keys: KeysCollection, lung_key: str = "lung", output_key: str = "infection", spacing_mm=None,
                  channel: int = 0, allow_missing_keys=False, image_key: str | None = None, nodules_key: str = "nodules",
-                 **kwargs):
-        super().__init__(keys, spacing_mm, channel, allow_missing_keys, **kwargs)
+                 *, threshold: float = 0.5, min_lesion_volume_mm3: float = 10.0, min_lesion_extent_mm: float = 0.0,
+                 min_lesion_area_mm2: float = 0.0, basal_rim_max_share: float = 1.0,
+                 basal_rim_mm: float = BASAL_RIM_MM) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.transform = InfectionMask(
+            spacing_mm, channel, threshold=threshold, min_lesion_volume_mm3=min_lesion_volume_mm3,
+            min_lesion_extent_mm=min_lesion_extent_mm, min_lesion_area_mm2=min_lesion_area_mm2,
+            basal_rim_max_share=basal_rim_max_share, basal_rim_mm=basal_rim_mm,
+        )
         self.lung_key, self.output_key = lung_key, output_key
         self.image_key, self.nodules_key = image_key, nodules_key
 
@@ -218,10 +278,29 @@ class InfectionClassesd(MapTransform):
         return d
 
 
-class ExtendLung(_ProbabilityTransform):
-    """The pathology-inclusive lung: infection (``channel`` of the probability) found against the lung joins it;
-    ``kwargs`` go to ``extend_lung`` (``threshold``, ``max_hu``, ``min_area_fraction``, ``thorax``). The lung is extended in
-    place when it is a ``uint8`` array (no copy on long scans)."""
+class ExtendLung(Transform):
+    """The pathology-inclusive lung: infection (``channel`` of the probability) found against the lung joins it
+    (:func:`~infnet_monai.postprocessing.extension.extend_lung`). The lung is extended in place when it is a
+    ``uint8`` array (no copy on long scans).
+
+    Args:
+        spacing_mm: voxel size (mm) along the three axes; ``None`` (default): the CT MetaTensor's.
+        channel: the channel of the probability map that holds the infection probability.
+        threshold, max_hu, min_area_fraction, thorax: as :func:`~infnet_monai.postprocessing.extension.extend_lung`
+            takes them, checked when the transform runs.
+
+    Attributes:
+        kwargs: those four keyword arguments, as passed to ``extend_lung`` (which also gets ``in_place=True``).
+    """
+
+    def __init__(self, spacing_mm: Sequence[float] | None = None, channel: int = 0, *,
+                 threshold: float = EXTENSION_THRESHOLD, max_hu: float = EXTENSION_MAX_HU,
+                 min_area_fraction: float = EXTENSION_MIN_AREA_FRACTION, thorax: bool = True) -> None:
+        self.spacing_mm = spacing_mm
+        self.channel = int(channel)
+        self.kwargs = {
+            "threshold": threshold, "max_hu": max_hu, "min_area_fraction": min_area_fraction, "thorax": thorax,
+        }
 
     def __call__(self, lung: Any, probability: Any, image: Any) -> torch.Tensor:
         arr = channel_volume(lung, "lung")
@@ -233,15 +312,19 @@ class ExtendLung(_ProbabilityTransform):
         return lung if out is arr and isinstance(lung, torch.Tensor) else _like(out, lung)
 
 
-class ExtendLungd(_ProbabilityMapTransform):
+class ExtendLungd(MapTransform):
     """Dictionary version of :class:`ExtendLung`: ``keys`` hold the lung (replaced by the extended lung),
-    ``probability_key`` the probability and ``image_key`` the CT in Hounsfield units."""
-
-    array_transform = ExtendLung
+    ``probability_key`` the probability and ``image_key`` the CT in Hounsfield units. The keyword-only arguments are
+    :class:`ExtendLung`'s."""
 
     def __init__(self, keys: KeysCollection, probability_key: str = "pred", image_key: str = "image", spacing_mm=None,
-                 channel: int = 0, allow_missing_keys: bool = False, **kwargs: Any) -> None:
-        super().__init__(keys, spacing_mm, channel, allow_missing_keys, **kwargs)
+                 channel: int = 0, allow_missing_keys: bool = False, *, threshold: float = EXTENSION_THRESHOLD,
+                 max_hu: float = EXTENSION_MAX_HU, min_area_fraction: float = EXTENSION_MIN_AREA_FRACTION,
+                 thorax: bool = True) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.transform = ExtendLung(
+            spacing_mm, channel, threshold=threshold, max_hu=max_hu, min_area_fraction=min_area_fraction, thorax=thorax
+        )
         self.probability_key, self.image_key = probability_key, image_key
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict:

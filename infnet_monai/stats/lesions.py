@@ -36,7 +36,7 @@ from infnet_monai.postprocessing.lung import LEFT_LUNG_LABEL, RIGHT_LUNG_LABEL
 from infnet_monai.stats.burden import MM3_PER_ML
 from infnet_monai.stats.zones import (
     ZONE_KEYS,
-    _check_masks,
+    check_zone_masks,
     infection_components,
     majority_zone,
     peripheral_mask,
@@ -197,7 +197,7 @@ def lesion_table(
     """
     if kind not in LESION_KINDS:
         raise ValueError(f"kind must be one of {', '.join(LESION_KINDS)}, got {kind!r}.")
-    infection, lung, classes = _check_masks(infection, lung, classes)
+    infection, lung, classes = check_zone_masks(infection, lung, classes)
     image = np.asarray(image)
     if image.shape != lung.shape:
         raise ValueError(f"image must have the masks' shape {lung.shape}, got {image.shape}.")

@@ -36,6 +36,7 @@ def case_readout(
     lung: np.ndarray,
     image: np.ndarray,
     affine: np.ndarray,
+    *,
     classes: np.ndarray | None = None,
     nodules: np.ndarray | None = None,
     lungs_cut_by_scan: bool = False,

@@ -116,8 +116,8 @@ class CaseReadout(Transform):
         affine = np.asarray(image.affine.detach().cpu().numpy(), dtype=np.float64)
         return case_readout(
             channel_volume(infection, "infection"), channel_volume(lung, "lung"), channel_volume(image, "image"), affine,
-            None if classes is None else channel_volume(classes, "classes"),
-            None if nodules is None else channel_volume(nodules, "nodules"),
+            classes=None if classes is None else channel_volume(classes, "classes"),
+            nodules=None if nodules is None else channel_volume(nodules, "nodules"),
             lungs_cut_by_scan=lungs_cut_by_scan,
         )
 

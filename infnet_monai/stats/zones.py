@@ -66,6 +66,7 @@ __all__ = [
     "majority_zone",
     "peripheral_mask",
     "infection_components",
+    "check_zone_masks",
 ]
 
 _SIDES: tuple[tuple[int, str], ...] = ((RIGHT_LUNG_LABEL, "right"), (LEFT_LUNG_LABEL, "left"))
@@ -173,9 +174,23 @@ def percent_to_zone_score(percent: float, bins: Sequence[Sequence] = ZONE_SCORE_
     return score
 
 
-def _check_masks(
+def check_zone_masks(
     infection: np.ndarray, lung: np.ndarray, classes: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """The masks the zone and lesion statistics take, as numpy arrays, after checking that they fit together.
+
+    Args:
+        infection: ``(X, Y, Z)`` infection mask (``> 0`` infected).
+        lung: lung label map of the same shape: 0 background, :data:`~infnet_monai.postprocessing.lung.RIGHT_LUNG_LABEL`
+            right lung, :data:`~infnet_monai.postprocessing.lung.LEFT_LUNG_LABEL` left lung.
+        classes: optional class map of the same shape.
+
+    Returns:
+        ``(infection, lung, classes)`` as numpy arrays (``classes`` ``None`` when not given).
+
+    Raises:
+        ValueError: the arrays are not 3D of one shape, or ``lung`` holds labels other than 0, 1 and 2.
+    """
     infection, lung = np.asarray(infection), np.asarray(lung)
     classes = None if classes is None else np.asarray(classes)
     shapes = [a.shape for a in (infection, lung, classes) if a is not None]
@@ -399,7 +414,7 @@ def zone_distribution(
         ValueError: when the arrays are not 3D of the same shape, ``lung`` holds labels other than 0, 1, 2,
             ``spacing_mm`` is not 3 positive sizes or ``bins`` is not a score table.
     """
-    infection, lung, classes = _check_masks(infection, lung, classes)
+    infection, lung, classes = check_zone_masks(infection, lung, classes)
     spacing = check_spacing_mm(spacing_mm)
     bins = _check_bins(bins)
     voxel_ml = spacing[0] * spacing[1] * spacing[2] / MM3_PER_ML

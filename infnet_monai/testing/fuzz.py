@@ -26,9 +26,16 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pydicom
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import generate_uid
 
-__all__ = ["Mutation", "MUTATIONS", "fuzz_inputs", "write_dicom_series", "sha_tree"]
+from infnet_monai.utils.deprecation import moved_names
+
+__all__ = ["Mutation", "MUTATIONS", "fuzz_inputs", "sha_tree"]
+
+MOVED_NAMES = {"write_dicom_series": "infnet_monai.testing.dicom.write_dicom_series"}
+"""Names that this module held in 0.10.0 -> where they are now."""
+
+__getattr__ = moved_names(__name__, MOVED_NAMES)
 
 
 @dataclass(frozen=True)
@@ -298,40 +305,6 @@ def _corners(shape) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------------------------- DICOM
-def write_dicom_series(hu: np.ndarray, affine: np.ndarray, folder: Path, patient_id: str = "FUZZ") -> Path:
-    """Write ``hu`` (``(X, Y, Z)`` RAS, ``affine`` voxel -> RAS mm, axial) as an uncompressed CT series, one file
-    per slice, int16 with RescaleIntercept -1024 (stored values >= 0) as scanners store it."""
-    folder.mkdir(parents=True, exist_ok=True)
-    spacing = np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(0))
-    study, series, frame = generate_uid(), generate_uid(), generate_uid()
-    lps = np.diag([-1.0, -1.0, 1.0])
-    # rows run along -Y (anterior to posterior is +y in LPS), columns along -X (right to left is +x in LPS)
-    data = np.asarray(hu)[::-1, ::-1, :]  # (X, Y, Z) from patient right-anterior... to left-posterior
-    origin_ras = np.asarray(affine)[:3, :3] @ np.array([data.shape[0] - 1, data.shape[1] - 1, 0]) + np.asarray(affine)[:3, 3]
-    for k in range(data.shape[2]):
-        ds = pydicom.Dataset()
-        ds.file_meta = pydicom.dataset.FileMetaDataset()
-        ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
-        ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
-        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds.SOPClassUID, ds.SOPInstanceUID = "1.2.840.10008.5.1.4.1.1.2", ds.file_meta.MediaStorageSOPInstanceUID
-        ds.Modality, ds.PatientID, ds.PatientName = "CT", patient_id, "Fuzz^Test"
-        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study, series, frame
-        ds.StudyDate, ds.SeriesNumber, ds.InstanceNumber = "20200401", 1, k + 1
-        position = lps @ (origin_ras + np.array([0.0, 0.0, k * spacing[2]]))
-        ds.ImagePositionPatient = [f"{v:.4f}" for v in position]
-        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
-        ds.PixelSpacing = [f"{spacing[1]:.4f}", f"{spacing[0]:.4f}"]
-        ds.SliceThickness = f"{spacing[2]:.4f}"
-        ds.Rows, ds.Columns = data.shape[1], data.shape[0]
-        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
-        ds.RescaleIntercept, ds.RescaleSlope = -1024, 1
-        ds.PixelData = np.ascontiguousarray((data[:, :, k].T + 1024).astype(np.int16)).tobytes()
-        ds.save_as(folder / f"IM{k + 1:04d}.dcm", enforce_file_format=True)
-    return folder
-
-
 def _dicom_copy(modify=None, files: Callable[[list[Path]], list[Path]] | None = None):
     """The seed series with ``modify(ds, index, count, rng)`` applied to each slice (``None`` drops it)."""
 

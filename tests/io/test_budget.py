@@ -31,8 +31,10 @@ from infnet_monai.io.budget import (
     read_dicom,
     size_refusal,
 )
-from infnet_monai.io.cases import CTCase, discover_cases, read_slice_header
-from infnet_monai.io.volume import CaseError, CompactNibabelReader, load_ct
+from infnet_monai.io.cases import CTCase, discover_cases
+from infnet_monai.io.dicom_headers import read_slice_header
+from infnet_monai.io.nifti import CompactNibabelReader
+from infnet_monai.io.volume import CaseError, load_ct
 
 DATA = shared_data_dir() / "ct"
 ABDOMEN_NII = DATA / "abdomen_3mm_small.nii.gz"

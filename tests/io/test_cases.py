@@ -13,15 +13,8 @@ import pytest
 from pydicom.dataelem import RawDataElement
 from pydicom.errors import BytesLengthException
 
-from infnet_monai.io.cases import (
-    CTCase,
-    HeaderError,
-    discover_cases,
-    instance_numbers_by_z,
-    read_dicom_header,
-    read_slice_header,
-    sanitize_case_id,
-)
+from infnet_monai.io.cases import CTCase, discover_cases, instance_numbers_by_z, sanitize_case_id
+from infnet_monai.io.dicom_headers import HeaderError, read_dicom_header, read_slice_header
 
 from infnet_monai.data.paths import shared_data_dir
 

@@ -14,7 +14,7 @@ import infnet_monai.io.dicom_seg as dicom_seg
 from infnet_monai.io import discover_cases
 from infnet_monai.io.dicom_seg import frame_indices, read_dicom_seg, write_dicom_seg
 from infnet_monai.pipeline import CTSegmenter
-from infnet_monai.testing.fuzz import write_dicom_series
+from infnet_monai.testing.dicom import write_dicom_series
 
 
 @pytest.fixture(scope="module")

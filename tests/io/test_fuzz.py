@@ -14,7 +14,8 @@ import pytest
 from infnet_monai.cli import main
 from infnet_monai.data.phantom import make_chest_phantom
 from infnet_monai.pipeline.runner import MAX_ERROR_CHARS
-from infnet_monai.testing.fuzz import MUTATIONS, fuzz_inputs, sha_tree, write_dicom_series
+from infnet_monai.testing.dicom import write_dicom_series
+from infnet_monai.testing.fuzz import MUTATIONS, fuzz_inputs, sha_tree
 
 pytestmark = [pytest.mark.filterwarnings("ignore::UserWarning"), pytest.mark.filterwarnings("ignore::FutureWarning")]
 

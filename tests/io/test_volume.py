@@ -1,4 +1,4 @@
-"""Tests of CT loading and validation (infnet_monai.io.volume) on the real shared CT data and broken copies of it."""
+"""Tests of CT loading and validation (infnet_monai.io.volume and its readers) on the real shared CT data and broken copies of it."""
 
 from __future__ import annotations
 
@@ -20,7 +20,8 @@ from monai.data.utils import affine_to_spacing
 from monai.transforms import LoadImage
 
 from infnet_monai.io.cases import CTCase, discover_cases
-from infnet_monai.io.volume import CaseError, SimpleITKSeriesReader, load_ct
+from infnet_monai.io.dicom_series import SimpleITKSeriesReader
+from infnet_monai.io.volume import CaseError, load_ct
 
 from infnet_monai.data.paths import shared_data_dir
 
@@ -100,7 +101,7 @@ def test_nifti_4d_singleton_is_squeezed(tmp_path: Path, hu: np.ndarray) -> None:
 
 def test_nifti_raw_values_are_shifted(tmp_path: Path, hu: np.ndarray, caplog: pytest.LogCaptureFixture) -> None:
     raw = (np.maximum(hu, -1024) + 1024).astype(np.uint16)  # 0..2231, no scl_slope/scl_inter
-    with caplog.at_level(logging.WARNING, logger="infnet_monai.io.volume"):
+    with caplog.at_level(logging.WARNING, logger="infnet_monai.io.hounsfield"):
         image = load_ct(_save_nifti(raw, tmp_path / "raw.nii.gz"))
     np.testing.assert_array_equal(image[0].numpy(), np.maximum(hu, -1024))
     assert image.meta["hu_correction"] == "subtracted 1024"
@@ -236,7 +237,7 @@ def _shift_raw(ds: pydicom.Dataset, i: int, keep_rescale: bool) -> None:
 
 def test_dicom_raw_without_rescale(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     folder = _dicom_copies(CHEST_DICOM, tmp_path / "raw", lambda ds, i: _shift_raw(ds, i, keep_rescale=False))
-    with caplog.at_level(logging.WARNING, logger="infnet_monai.io.volume"):
+    with caplog.at_level(logging.WARNING, logger="infnet_monai.io.hounsfield"):
         image = load_ct(discover_cases(folder)[0])
     expected = load_ct(discover_cases(CHEST_DICOM)[0])
     np.testing.assert_array_equal(image.numpy(), expected.numpy())
@@ -472,15 +473,3 @@ def test_pixel_data_checked_after_the_carried_header(tmp_path: Path) -> None:
     with pytest.raises(CaseError, match=r"1\.dcm: the pixel data are cut short: 524288 bytes, while Rows 600 x"):
         load_ct(discover_cases(folder)[0])
 
-
-def test_voxel_counts_by_slab_equal_whole_volume_counts(monkeypatch: pytest.MonkeyPatch) -> None:
-    from infnet_monai.io import volume
-
-    monkeypatch.setattr(volume, "_COUNT_SLAB", 1000)  # many slabs and a partial last one
-    values = torch.from_numpy(np.random.default_rng(0).integers(-3000, 5000, size=(1, 17, 19, 23)).astype(np.int16))
-    counts = volume._count_voxels(values, lambda v: v < -1024, lambda v: v == -3000, lambda v: (v > 0) & (v < 100))
-    expected = [(values < -1024).sum(), (values == -3000).sum(), ((values > 0) & (values < 100)).sum()]
-    assert counts == [int(n) for n in expected] and min(counts) > 0
-    floats = values.float()
-    floats[0, 3, 4, 5] = float("nan")
-    assert volume._count_voxels(floats, lambda v: ~np.isfinite(v)) == [1]

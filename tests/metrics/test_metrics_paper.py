@@ -1,4 +1,4 @@
-"""Tests of the Inf-Net paper evaluation protocol (infnet_monai.metrics.paper).
+"""Tests of the Inf-Net paper evaluation protocol (infnet_monai.metrics.paper, .accumulator and .folders).
 
 Expected values are derived by hand in the tests (explicit arithmetic), not by calling the code under test.
 """
@@ -15,14 +15,13 @@ import pytest
 from PIL import Image
 from skimage.transform import resize
 
+from infnet_monai.metrics.accumulator import PaperMetricAccumulator
+from infnet_monai.metrics.folders import evaluate_folders, main
 from infnet_monai.metrics.paper import (
     PAPER_THRESHOLDS,
-    PaperMetricAccumulator,
     dice_iou_at_threshold,
     e_measure,
-    evaluate_folders,
     evaluate_image,
-    main,
     mean_absolute_error,
     normalize_prediction,
     s_measure,

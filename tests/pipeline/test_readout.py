@@ -26,7 +26,7 @@ from infnet_monai.stats.lesions import LESION_COLUMNS, write_lesion_csv
 from infnet_monai.stats.readout import case_readout, to_ras
 from infnet_monai.stats.zones import ZONE_COLUMNS, ZONE_KEYS, ZONES_WITHHELD_LUNGS_CUT
 from infnet_monai.stats.burden import BURDEN_FIELDS
-from infnet_monai.testing.fuzz import write_dicom_series
+from infnet_monai.testing.dicom import write_dicom_series
 
 pytestmark = [pytest.mark.filterwarnings("ignore::UserWarning"), pytest.mark.filterwarnings("ignore::FutureWarning")]
 

@@ -107,7 +107,7 @@ def test_load_ct_transform_reads_cases_paths_and_passes_volumes(data_dir, tmp_pa
         np.testing.assert_array_equal(image.numpy(), loaded.numpy())
         np.testing.assert_allclose(image.affine.numpy(), loaded.affine.numpy())
     assert LoadCT()(loaded) is loaded
-    with pytest.raises(CaseError, match=r"abdomen_3mm_small.nii.gz: volume has \d+ voxels .* limit of 10"):
+    with pytest.raises(CaseError, match=r"abdomen_3mm_small.nii.gz: .* voxels along its longest axis is over the limit of 10"):
         LoadCT(max_slices=10)(case)
     with pytest.raises(CaseError, match="0 CT cases"):
         LoadCT()(tmp_path)
@@ -125,3 +125,32 @@ def test_lung_mask_transform_checks_its_options_when_made():
         LungMask(max_pure_air_fraction=2.0)
     with pytest.raises(ValueError, match="max_pure_air_fraction"):
         LungMaskd("image", max_pure_air_fraction=2.0)
+
+
+def _defaults(fn) -> dict:
+    import inspect
+
+    return {k: p.default for k, p in inspect.signature(fn).parameters.items() if p.default is not inspect.Parameter.empty}
+
+
+@pytest.mark.parametrize("transform", ["LungMask", "LungMaskd", "InfectionMask", "InfectionMaskd", "ExtendLung", "ExtendLungd"])
+def test_transform_keywords_are_the_wrapped_functions_with_their_defaults(transform):
+    """The transforms restate the keyword arguments of what they wrap (explicit signatures, no ``**kwargs``): the
+    names and defaults must stay those of the function (or options) they pass them to."""
+    import dataclasses
+    import inspect
+
+    from infnet_monai.postprocessing import transforms
+    from infnet_monai.postprocessing.extension import extend_lung
+    from infnet_monai.postprocessing.infection import infection_and_nodules
+    from infnet_monai.postprocessing.lung import LungMaskOptions
+
+    wrapped = {
+        "LungMask": {f.name: f.default for f in dataclasses.fields(LungMaskOptions)},
+        "InfectionMask": {k: v for k, v in _defaults(infection_and_nodules).items() if k != "volume_hu"},
+        "ExtendLung": {k: v for k, v in _defaults(extend_lung).items() if k != "in_place"},
+    }[transform.rstrip("d")]
+    params = inspect.signature(getattr(transforms, transform)).parameters
+    assert not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    keyword_only = {k: p.default for k, p in params.items() if p.kind is inspect.Parameter.KEYWORD_ONLY}
+    assert keyword_only == wrapped

@@ -17,6 +17,18 @@ import pytest
         ("infnet_monai.inferers.calibration", "DEFAULT_TEMPERATURES", "infnet_monai.apps.calibration"),
         ("infnet_monai.data", "with_infection_priors", "infnet_monai.apps.priors"),
         ("infnet_monai.data.priors", "with_infection_priors", "infnet_monai.apps.priors"),
+        ("infnet_monai.io.volume", "SimpleITKSeriesReader", "infnet_monai.io.dicom_series"),
+        ("infnet_monai.io.volume", "CompactNibabelReader", "infnet_monai.io.nifti"),
+        ("infnet_monai.io.volume", "RAW_CT_OFFSET", "infnet_monai.io.hounsfield"),
+        ("infnet_monai.io.volume", "HU_PLAUSIBLE_RANGE", "infnet_monai.io.hounsfield"),
+        ("infnet_monai.io.volume", "MIN_SPACING_MM", "infnet_monai.io.base_reader"),
+        ("infnet_monai.testing.fuzz", "write_dicom_series", "infnet_monai.testing.dicom"),
+        ("infnet_monai.metrics.paper", "PaperMetricAccumulator", "infnet_monai.metrics.accumulator"),
+        ("infnet_monai.metrics.paper", "evaluate_folders", "infnet_monai.metrics.folders"),
+        ("infnet_monai.engines.propagation", "soft_edge_map", "infnet_monai.engines.pseudo_labels"),
+        ("infnet_monai.engines.propagation", "SEED_STREAMS", "infnet_monai.engines.propagation_config"),
+        ("infnet_monai.io.cases", "CT_SOP_CLASS_UIDS", "infnet_monai.io.dicom_headers"),
+        ("infnet_monai.io.cases", "read_dicom_header", "infnet_monai.io.dicom_headers"),
     ],
 )
 def test_moved_names_warn_and_resolve(old, name, new):
