@@ -14,7 +14,6 @@ import argparse
 import errno
 import json
 import logging
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -127,6 +126,7 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     segmented one by one, one row per study, and with --send-to the DICOM-SEG and SR are sent on (docs/dicom-node.md).
     Exit code 0: no case failed (a case without lung has status no_lung); 1: some failed (see burden.csv); 2: usage error, or OUTPUT is in use
     by another run; 3: the run could not go on (e.g. the disk is full; --resume continues)."""
+    from infnet_monai.utils.launch import dist_env
     from infnet_monai.utils.preflight import OutputLock, check_input
 
     if args.batch_slices < 1:
@@ -138,7 +138,7 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     # usage errors and a busy OUTPUT are answered here, before torch is imported and before the input is scanned
     input_path, output_dir = check_input(args.input), Path(args.output)
     lock = None
-    if int(os.environ.get("WORLD_SIZE", "1") or 1) <= 1:  # under torchrun, rank 0 takes it once the ranks have met
+    if dist_env() is None:  # under torchrun, rank 0 takes it once the ranks have met
         lock = OutputLock(output_dir, input_path).acquire()
     try:
         return _segment(args, lock)
@@ -150,30 +150,20 @@ def _cmd_segment(args: argparse.Namespace) -> int:
 def _segment(args: argparse.Namespace, lock) -> int:
     from tqdm.contrib.logging import logging_redirect_tqdm
 
-    from infnet_monai.pipeline.distributed import dist_env
     from infnet_monai.pipeline.segment import segment_cohort
 
-    env = dist_env()  # under torchrun: this rank's share of the cases; rank 0 reports
-    quiet = args.quiet or (env is not None and env.rank != 0)
+    quiet = args.quiet
     bar = SliceBar() if bars_wanted(quiet) else None
     with logging_redirect_tqdm():  # log lines go above the bars, not glued onto them
+        run = {"save_probability": args.save_prob, "resume": args.resume, "strict": args.strict, "pairs": args.pairs}
         report = segment_cohort(
-            args.input,
-            args.output,
-            save_probability=args.save_prob,
-            resume=args.resume,
-            strict=args.strict,
-            pairs=args.pairs,
-            progress=case_bar("segment", quiet),
-            slice_progress=bar,
-            lock=lock,
+            args.input, args.output, progress=case_bar("segment", quiet), slice_progress=bar, lock=lock, **run,
             **_segment_kwargs(args),
         )
     if bar is not None:
         bar.close()
-    if env is not None and env.rank != 0:
-        return report.exit_code
-    print(report.summary())
+    if report.reporter:  # under torchrun, rank 0 prints the cohort's table
+        print(report.summary())
     return report.exit_code
 
 
@@ -188,6 +178,10 @@ def _segment_from_pacs(args: argparse.Namespace) -> int:
         raise ValueError("--from-pacs needs --studies FILE (one StudyInstanceUID or AccessionNumber a line)")
     if args.pairs is not None or args.strict:
         raise ValueError("--pairs and --strict do not apply to --from-pacs (one case per study)")
+    from infnet_monai.utils.launch import dist_env
+
+    if dist_env() is not None:
+        raise ValueError("--from-pacs runs in one process (one study at a time), not under torchrun")
     keys = read_study_keys(args.studies)
     _quiet_pynetdicom(args)
     from infnet_monai.net.pull import pull_studies
@@ -257,21 +251,20 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _add_segment_options(p: argparse.ArgumentParser) -> None:
-    from infnet_monai.defaults import BACKENDS, DEFAULT_MAX_SLICES, DEFAULT_MIN_LESION_MM3, PRECISIONS
+    from infnet_monai.defaults import BACKENDS, DEFAULT_MAX_SLICES, DEFAULT_MIN_LESION_MM3, PRECISIONS, THRESHOLD
     from infnet_monai.defaults import MIN_LESION_AREA_MM2 as DEFAULT_MIN_LESION_AREA_MM2
     from infnet_monai.defaults import MIN_LESION_EXTENT_MM as DEFAULT_MIN_LESION_EXTENT_MM
 
     _add_io_options(p, "output folder (created if missing)")
     p.add_argument("--batch-slices", type=int, default=16, help="axial slices per forward pass (default: 16)")
-    p.add_argument("--threshold", type=float, default=0.5, help="infection probability threshold (default: 0.5)")
+    p.add_argument("--threshold", type=float, default=THRESHOLD, help=f"infection probability threshold (default: {THRESHOLD:g})")
     numeric = (  # flag, type, default, help
         ("--min-lesion-mm3", float, DEFAULT_MIN_LESION_MM3, "drop connected lesions smaller than this (mm3)"),
         ("--min-lesion-extent-mm", float, DEFAULT_MIN_LESION_EXTENT_MM, "drop lesions spanning fewer axial mm (slices x spacing)"),
         ("--min-lesion-area-mm2", float, DEFAULT_MIN_LESION_AREA_MM2, "drop in-plane pieces of infection smaller than this on a slice (mm2)"),
         ("--max-slices", int, DEFAULT_MAX_SLICES, "refuse volumes longer than this, a guard against a mistaken input"),
     )
-    for flag, kind, default, text in numeric:
-        p.add_argument(flag, type=kind, default=default, help=f"{text} (default: {default:g})")
+    _add_numeric_options(p, numeric)
     _add_model_options(p, "average with left-right flipped slices (2x time)")
     p.add_argument(
         "--backend", choices=BACKENDS, default="auto",
@@ -299,6 +292,12 @@ def _add_segment_options(p: argparse.ArgumentParser) -> None:
         "--no-overview", action="store_true", help="skip OUTPUT/<case>/overview.png (report.html is still written)"
     )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+
+def _add_numeric_options(p: argparse.ArgumentParser, numeric) -> None:
+    """Options given as ``(flag, type, default, help)`` rows, each help ending in its default."""
+    for flag, kind, default, text in numeric:
+        p.add_argument(flag, type=kind, default=default, help=f"{text} (default: {default:g})")
 
 
 def _add_io_options(p: argparse.ArgumentParser, output_help: str) -> None:
@@ -432,8 +431,7 @@ def _serve_options(p: argparse.ArgumentParser) -> None:
         ("--max-spool-gb", float, NODE_MAX_SPOOL_GB, "bound of the spool; past it, new associations are refused (out of resources)"),
         ("--send-retries", int, NODE_SEND_RETRIES, "tries per result before it waits in the outbox for later and the next start"),
     )
-    for flag, kind, default, text in numeric:
-        p.add_argument(flag, type=kind, default=default, help=f"{text} (default: {default:g})")
+    _add_numeric_options(p, numeric)
 
 
 def _demo_options(p: argparse.ArgumentParser) -> None:

@@ -6,6 +6,7 @@ values.
 """
 
 __all__ = [
+    "THRESHOLD",
     "DEFAULT_MAX_SLICES",
     "DEFAULT_MIN_LESION_MM3",
     "MIN_LESION_EXTENT_MM",
@@ -17,7 +18,19 @@ __all__ = [
     "SLICE_STD",
     "BACKENDS",
     "PRECISIONS",
+    "NODE_AE_TITLE",
+    "NODE_HOST",
+    "NODE_PORT",
+    "NODE_IDLE_SECONDS",
+    "NODE_SERIES_TIMEOUT_S",
+    "NODE_MAX_SPOOL_GB",
+    "NODE_SEND_RETRIES",
 ]
+
+THRESHOLD = 0.5
+"""Infection probability at or above which a voxel is infection (``--threshold``; the paper's 0.5): the one home of the
+default, read by the command line, :class:`~infnet_monai.pipeline.SegmentConfig`, the post-processing, the crop
+inferer and the bundle's ``inference.json``."""
 
 DEFAULT_MAX_SLICES = 3000
 """Longer volumes are refused, a guard against a mistaken input (e.g. a 4D series read as one volume). It is not a
@@ -57,3 +70,21 @@ OpenVINO on the CPU when it is installed and agrees with torch on a probe batch,
 PRECISIONS: tuple[str, ...] = ("fp32", "bf16")
 """Precision of the network (``--precision``): float32, or bfloat16 (opt-in: faster only on CPUs with bfloat16 matrix
 units; the figures of its agreement are in the bundle's docs)."""
+
+# the DICOM node (``infnet-covid serve``, ``segment --from-pacs``; :mod:`infnet_monai.net`)
+NODE_AE_TITLE = "INFNET"
+"""The node's AE title (``--ae-title``): the called AE title of its SCP and the calling one of its associations."""
+NODE_HOST = "127.0.0.1"
+"""Address the node listens on (``--host``): loopback, so another machine reaches it only when this says so."""
+NODE_PORT = 11112
+"""TCP port of the node (``--port``): the registered DICOM port for unprivileged services."""
+NODE_IDLE_SECONDS = 30.0
+"""A spooled series is complete when no instance of it arrived for this long (``--idle-seconds``); PACS and modalities
+send a series in one association or several back to back, seconds apart at most."""
+NODE_SERIES_TIMEOUT_S = 3600.0
+"""A series still receiving this long after its first instance never completes (``--series-timeout``): it is set
+aside with an error row."""
+NODE_MAX_SPOOL_GB = 20.0
+"""Bound of the spool (``--max-spool-gb``); past it, new associations are refused as out of resources."""
+NODE_SEND_RETRIES = 3
+"""Tries per result and pass (``--send-retries``); a result not sent stays in the outbox for later and the next start."""

@@ -27,7 +27,7 @@ def test_every_subcommand_has_its_description_and_shared_options(capsys, monkeyp
 
     monkeypatch.setenv("COLUMNS", "2000")  # no line folding: the description reads as one line
     parser = build_parser()
-    assert [name for name, *_ in COMMANDS] == ["predict-slices", "calibrate", "segment", "demo"]
+    assert [name for name, *_ in COMMANDS] == ["predict-slices", "calibrate", "segment", "serve", "demo"]
     for name, func, _, _ in COMMANDS:
         with pytest.raises(SystemExit):
             parser.parse_args([name, "--help"])
@@ -171,6 +171,27 @@ def test_usage_errors_and_a_busy_output_are_answered_before_any_heavy_import_and
         held.release()
     assert (code, heavy) == (2, []) and "is in use by" in err
     assert sorted(p.name for p in busy.iterdir()) == [".infnet-covid.lock"]
+
+
+def test_dicom_node_usage_errors_are_answered_before_any_heavy_import(tmp_path):
+    """The pull mode of segment and serve check their options, the studies file and the folders before torch,
+    MONAI or pydicom are imported, and leave nothing behind."""
+    studies = tmp_path / "studies.txt"
+    studies.write_text("# nothing listed\n\n")
+    out = str(tmp_path / "out")
+    cases = {
+        "no study file": (["segment", "--from-pacs", "PACS@127.0.0.1:104", "-o", out], "needs --studies"),
+        "input and pull": (["segment", str(tmp_path), "--from-pacs", "PACS@127.0.0.1:104", "--studies", str(studies), "-o", out], "not both"),
+        "empty studies": (["segment", "--from-pacs", "PACS@127.0.0.1:104", "--studies", str(studies), "-o", out], "lists no study"),
+        "send without pull": (["segment", str(tmp_path), "--send-to", "PACS@127.0.0.1:104", "-o", out], "go with --from-pacs"),
+        "spool in output": (["serve", "-o", out, "--spool", out + "/spool", "--allow", "PACS@127.0.0.1"], "must be separate folders"),
+        "idle after timeout": (["serve", "-o", out, "--allow", "PACS@127.0.0.1", "--idle-seconds", "60", "--series-timeout", "30"], "--series-timeout longer"),
+    }  # fmt: skip
+    for name, (argv, message) in cases.items():
+        code, heavy, err = _cli_in_subprocess(argv)
+        assert (code, heavy) == (2, []), (name, err)
+        assert message in err, (name, err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["studies.txt"]
 
 
 def test_quiet_writes_nothing_to_stderr_on_success(tmp_path, data_dir, tiny_model):

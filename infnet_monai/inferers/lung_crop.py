@@ -26,6 +26,8 @@ import torch.nn.functional as F
 from monai.inferers import Inferer, SliceInferer
 from scipy import ndimage as ndi
 
+from infnet_monai.defaults import THRESHOLD
+
 __all__ = ["LUNG_CROP_MARGINS", "CropReport", "LungCropSliceInferer", "slice_boxes", "grow_boxes"]
 
 LUNG_CROP_MARGINS: tuple[float, float, float, float] = (0.012, 0.010, 0.060, 0.018)
@@ -171,7 +173,7 @@ class LungCropSliceInferer(Inferer):
         device: torch.device | str | None = None,
         margins: Sequence[float] = LUNG_CROP_MARGINS,
         max_rounds: int = 3,
-        grow_threshold: float = 0.5,
+        grow_threshold: float = THRESHOLD,
     ) -> None:
         super().__init__()
         if max_rounds < 1:

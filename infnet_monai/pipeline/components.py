@@ -2,15 +2,17 @@
 
 The bundle's ``configs/inference.json`` lists the same parts with ``_target_`` (``network_def``, ``preprocessing``,
 ``inferer``, ``postprocessing``); the command line and the Python API build them with the factories below. Either way
-one implementation runs them (:class:`~infnet_monai.pipeline.CTSegmenter`):
+one implementation runs them (:class:`~infnet_monai.pipeline.CTSegmenter`, through its
+:class:`~infnet_monai.pipeline.predictor.VolumePredictor`):
 
 ``preprocessing`` (a :class:`~monai.transforms.Compose` over ``{"image": case}``):
     :class:`~infnet_monai.transforms.LoadCTd` (the project's reader), ``Orientationd`` to RAS,
     :class:`~infnet_monai.postprocessing.LungMaskd` (lung mask from Hounsfield units, into ``"lung"``, and the central
     airway it found, into ``"airway"``), then the slice preparation: ``Orientationd`` of image and lung to the training
     slices' orientation, the Hounsfield window (``ScaleIntensityRanged``) and the standardisation
-    (``NormalizeIntensityd``). The runner applies the steps up to the last one that needs the whole volume once, and
-    streams the slice-wise rest (:func:`split_slicewise`), with the network and its inversion, in slabs of slices.
+    (``NormalizeIntensityd``). The predictor applies the steps up to the last one that needs the whole volume once,
+    and streams the slice-wise rest (:func:`split_slicewise`), with the network and its inversion, in slabs of
+    slices.
 ``inferer``:
     :class:`~infnet_monai.inferers.LungCropSliceInferer` (MONAI's ``SliceInferer`` over each slice cropped to its
     lungs and resized to the network's input).
@@ -26,7 +28,8 @@ one implementation runs them (:class:`~infnet_monai.pipeline.CTSegmenter`):
     orientation back onto the input's voxel grid. :class:`~infnet_monai.pipeline.writer.CaseWriter` then writes the
     files.
 
-The runner applies the chains one step at a time, so that what a step replaces or drops is freed at once.
+The predictor applies the chains one step at a time (:func:`~infnet_monai.pipeline.predictor.apply_steps`), so that
+what a step replaces or drops is freed at once.
 
 The activation with the temperature is part of the network function (:class:`CTSegmenter`), not of
 ``postprocessing``: the crop rounds of the inferer and the GGO / consolidation head both need probabilities.
@@ -46,15 +49,15 @@ from monai.transforms import (
     ScaleIntensityRanged,
 )
 
-from infnet_monai.defaults import BASAL_RIM_MAX_SHARE, DEFAULT_MAX_SLICES, DEFAULT_MIN_LESION_MM3
+from infnet_monai.defaults import BASAL_RIM_MAX_SHARE, DEFAULT_MAX_SLICES, DEFAULT_MIN_LESION_MM3, THRESHOLD
 from infnet_monai.postprocessing import (
-    EXTENSION_THRESHOLD,
     MIN_LESION_AREA_MM2,
     MIN_LESION_EXTENT_MM,
     ExtendLungd,
     InfectionClassesd,
     InfectionMaskd,
     LungMaskd,
+    extension_threshold_for,
 )
 from infnet_monai.stats.transforms import AnatomyChecksd, CaseReadoutd, InfectionBurdend
 from infnet_monai.transforms.ct import LUNG_WINDOW_HU, WORLD_AXIS_LABELS, ct_slice_preprocessing
@@ -85,7 +88,7 @@ def ct_preprocessing(
 
 def ct_postprocessing(
     volume_preprocessing: Compose,
-    threshold: float = 0.5,
+    threshold: float = THRESHOLD,
     extension_threshold: float | None = None,
     min_lesion_volume_mm3: float = DEFAULT_MIN_LESION_MM3,
     min_lesion_extent_mm: float = MIN_LESION_EXTENT_MM,
@@ -97,7 +100,7 @@ def ct_postprocessing(
     the preprocessing (its orientation is inverted at the end); ``anatomy_checks=False`` leaves out the self-checks
     (a comparison of settings that does not need them)."""
     if extension_threshold is None:
-        extension_threshold = min(threshold, EXTENSION_THRESHOLD)  # the lung takes in every lesion it touches
+        extension_threshold = extension_threshold_for(threshold)
     return Compose(
         [
             ExtendLungd("lung", probability_key="pred", image_key="image", threshold=extension_threshold),

@@ -46,6 +46,7 @@ from infnet_monai.defaults import (
     DEFAULT_MIN_LESION_MM3,
     MIN_LESION_AREA_MM2,
     MIN_LESION_EXTENT_MM,
+    THRESHOLD,
 )
 from infnet_monai.inferers.backends import check_backend, network_backend
 from infnet_monai.inferers.lung_crop import LungCropSliceInferer
@@ -58,8 +59,8 @@ from infnet_monai.pipeline.distributed import dist_env, rank_device
 from infnet_monai.pipeline.predictor import CaseResult, VolumePredictor
 from infnet_monai.pipeline.runner import CohortReport, CohortRunner
 from infnet_monai.pipeline.writer import CaseWriter
-from infnet_monai.postprocessing import EXTENSION_THRESHOLD
-from infnet_monai.transforms.ct import LUNG_WINDOW_HU
+from infnet_monai.postprocessing import extension_threshold_for
+from infnet_monai.transforms.ct import LUNG_WINDOW_HU, check_window
 from infnet_monai.utils.device import resolve_device
 from infnet_monai.utils.files import file_sha256
 from infnet_monai.utils.model_path import default_class_model_path, default_model_path
@@ -132,7 +133,7 @@ class SegmentConfig:
     model_path: str | os.PathLike | None = None
     device: str = "auto"
     batch_slices: int = 16
-    threshold: float = 0.5
+    threshold: float = THRESHOLD
     min_lesion_volume_mm3: float = DEFAULT_MIN_LESION_MM3
     window_hu: Sequence[float] = LUNG_WINDOW_HU
     max_slices: int = DEFAULT_MAX_SLICES
@@ -163,16 +164,14 @@ class SegmentConfig:
             raise ValueError(f"threshold must be in (0, 1], got {self.threshold}.")
         if self.extension_threshold is not None and not 0.0 < self.extension_threshold <= 1.0:
             raise ValueError(f"extension_threshold must be in (0, 1], got {self.extension_threshold}.")
-        if len(self.window_hu) != 2 or not float(self.window_hu[0]) < float(self.window_hu[1]):
-            raise ValueError(f"window_hu must be (low, high) with low < high, got {self.window_hu!r}.")
         for name in ("amp", "flip_tta", "classes", "overview", "dicom_seg", "dicom_sr", "save_probability"):
             object.__setattr__(self, name, check_flag(getattr(self, name), name))
-        object.__setattr__(self, "window_hu", tuple(float(w) for w in self.window_hu))
+        object.__setattr__(self, "window_hu", check_window(self.window_hu))
         backend, precision = check_backend(self.backend, self.precision)
         object.__setattr__(self, "backend", backend)
         object.__setattr__(self, "precision", precision)
         if self.extension_threshold is None:  # the lung takes in every lesion it touches
-            object.__setattr__(self, "extension_threshold", float(min(self.threshold, EXTENSION_THRESHOLD)))
+            object.__setattr__(self, "extension_threshold", extension_threshold_for(self.threshold))
 
     @classmethod
     def names(cls) -> tuple[str, ...]:

@@ -204,6 +204,7 @@ class CaseWriter:
     def default(
         cls,
         software_version: str,
+        *,
         overview: bool = True,
         dicom_seg: bool = True,
         dicom_sr: bool = True,

@@ -24,6 +24,7 @@ from .transforms import (
 from .extension import (
     EXTENSION_MAX_HU,
     EXTENSION_THRESHOLD,
+    extension_threshold_for,
     EXTENSION_MIN_AREA_FRACTION,
     EXTENSION_EDGE_RISE,
     EXTENSION_EDGE_RISE_MM,
@@ -76,6 +77,7 @@ __all__ = [
     "CLOSING_RADIUS_MM",
     "EXTENSION_MAX_HU",
     "EXTENSION_THRESHOLD",
+    "extension_threshold_for",
     "EXTENSION_MIN_AREA_FRACTION",
     "EXTENSION_EDGE_RISE",
     "EXTENSION_EDGE_RISE_MM",

@@ -27,6 +27,7 @@ __all__ = [
     "EXTENSION_EDGE_RISE_MM",
     "extension_slices",
     "extend_lung",
+    "extension_threshold_for",
 ]
 
 logger = logging.getLogger(__name__)
@@ -40,6 +41,13 @@ EXTENSION_THRESHOLD = 0.3
 infection threshold (0.5), so the lung also takes in the uncertain rim of a consolidation: on the 50 labeled slices
 rebuilt as CT, 96.6% of the true infection lies inside the lung at 0.5 and 96.9% at 0.3, while the infection found on
 the real scans in ``shared/`` does not change (``scripts/evaluate_3d.py``)."""
+
+
+def extension_threshold_for(threshold: float) -> float:
+    """The lung extension's probability threshold for an infection ``threshold``: :data:`EXTENSION_THRESHOLD`, or the
+    infection threshold when that is lower, so that the lung takes in every lesion it touches. The one place this
+    rule lives (the settings, the post-processing and the bundle call it)."""
+    return float(min(float(threshold), EXTENSION_THRESHOLD))
 EXTENSION_MIN_AREA_FRACTION = 0.5
 """The lung is extended only on axial slices where that lung's area is at least this fraction of its largest slice
 area: near the apex and the bases the network meets anatomy that the (mid-lung) training slices never show, and

@@ -19,7 +19,7 @@ from monai.transforms import Compose, Orientationd, ScaleIntensityRanged
 
 from infnet_monai.transforms.slices import SLICE_MEAN, SLICE_STD, intensity_normalization
 
-__all__ = ["WORLD_AXIS_LABELS", "LUNG_WINDOW_HU", "SLICE_AXCODES", "ct_slice_preprocessing"]
+__all__ = ["WORLD_AXIS_LABELS", "LUNG_WINDOW_HU", "SLICE_AXCODES", "check_window", "ct_slice_preprocessing"]
 
 # Hounsfield window mapped onto [0, 1] (grey 0..255 of the training slices); see the module docstring
 LUNG_WINDOW_HU: tuple[float, float] = (-1060.0, 195.0)
@@ -29,6 +29,18 @@ LUNG_WINDOW_HU: tuple[float, float] = (-1060.0, 195.0)
 SLICE_AXCODES = "LPS"
 # axis-code letters of the world frame of MONAI's affines (RAS+), given explicitly to Orientation transforms
 WORLD_AXIS_LABELS = (("L", "R"), ("P", "A"), ("I", "S"))
+
+
+def check_window(window_hu: Sequence[float]) -> tuple[float, float]:
+    """``window_hu`` as ``(lower, upper)`` floats, or ``ValueError`` unless it is two numbers with upper > lower: the
+    one check of the Hounsfield window (the settings and the slice preparation call it)."""
+    values = tuple(window_hu)
+    if len(values) != 2:
+        raise ValueError(f"window_hu must be (lower, upper) with upper > lower, got {values!r}.")
+    lower, upper = (float(v) for v in values)
+    if not upper > lower:
+        raise ValueError(f"window_hu must be (lower, upper) with upper > lower, got {values!r}.")
+    return lower, upper
 
 
 def ct_slice_preprocessing(
@@ -59,9 +71,7 @@ def ct_slice_preprocessing(
         a :class:`monai.transforms.Compose` mapping ``{"image": MetaTensor (1, X, Y, Z) in HU}`` to
         ``(in_channels, X', Y', Z')`` in ``axcodes`` orientation.
     """
-    lower, upper = (float(v) for v in window_hu)
-    if not upper > lower:
-        raise ValueError(f"window_hu must be (lower, upper) with upper > lower, got {tuple(window_hu)}.")
+    lower, upper = check_window(window_hu)
     keys = [key] if lung_key is None else [key, lung_key]
     xforms: list = [
         Orientationd(keys, axcodes=axcodes, labels=WORLD_AXIS_LABELS, allow_missing_keys=True),

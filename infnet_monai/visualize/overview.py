@@ -19,10 +19,12 @@ slices lie, so that ``stats.json`` can show that the mosaic reaches the apex.
 
 from __future__ import annotations
 
+import inspect
 import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -458,24 +460,17 @@ def overview(
     return Overview(out, tuple(round(float(z_of[z]), 1) for z in zs), *ends)
 
 
-def overview_image(
-    hu: np.ndarray,
-    lung: np.ndarray,
-    infection: np.ndarray,
-    affine: np.ndarray,
-    classes: np.ndarray | None = None,
-    row: dict | None = None,
-    title: str = "",
-    version: str = "",
-    instance_numbers: dict[float, int] | None = None,
-    nodules: np.ndarray | None = None,
-) -> Image.Image:
-    """The overview picture of one case: :func:`overview`'s picture alone (same arguments).
+def overview_image(*args: Any, **kwargs: Any) -> Image.Image:
+    """The overview picture of one case: :func:`overview`'s picture alone (same arguments, same errors).
 
     Returns:
         An RGB image, 1024 pixels wide.
     """
-    return overview(hu, lung, infection, affine, classes, row, title, version, instance_numbers, nodules).image
+    return overview(*args, **kwargs).image
+
+
+# one parameter list, kept by overview: help() and the docs show it here too
+overview_image.__signature__ = inspect.signature(overview).replace(return_annotation="Image.Image")
 
 
 def write_overview(path: str | os.PathLike, image: Image.Image) -> Path:

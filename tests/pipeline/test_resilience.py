@@ -546,7 +546,7 @@ def test_full_disk_during_the_dicom_outputs_stops_the_run_and_resume_makes_every
     a stats.json for the case, and --resume on free space writes every promised file."""
     import infnet_monai.pipeline.writer as writer_module
     from infnet_monai.data.phantom import make_chest_phantom
-    from infnet_monai.testing.fuzz import write_dicom_series
+    from infnet_monai.testing.dicom import write_dicom_series
 
     phantom = make_chest_phantom(shape=(48, 48, 16), spacing_mm=(7.0, 7.0, 10.0), seed=0)
     series = write_dicom_series(np.round(phantom.volume_hu).astype(np.int16), phantom.affine, tmp_path / "in" / "p1")

@@ -176,7 +176,7 @@ def test_rank_rows_files_are_merged_into_one_table(tmp_path):
 
 def test_output_inside_a_series_folder_and_foreign_case_folders_are_refused(tmp_path, tiny_model):
     from infnet_monai.data.phantom import make_chest_phantom
-    from infnet_monai.testing.fuzz import write_dicom_series
+    from infnet_monai.testing.dicom import write_dicom_series
 
     phantom = make_chest_phantom(shape=(32, 32, 16), spacing_mm=(10.0, 10.0, 16.0), seed=0)
     data = tmp_path / "data"
@@ -193,7 +193,7 @@ def test_output_inside_a_series_folder_and_foreign_case_folders_are_refused(tmp_
 
 def test_strict_makes_passed_over_paths_error_rows_and_dropped_slices_are_named(tmp_path):
     from infnet_monai.data.phantom import make_chest_phantom
-    from infnet_monai.testing.fuzz import write_dicom_series
+    from infnet_monai.testing.dicom import write_dicom_series
 
     src = _cohort(tmp_path / "in", names=("a",))
     (src / ".hidden.nii.gz").write_bytes(b"x")
