@@ -8,11 +8,15 @@ from .covid_semiseg import (
     split_datalist,
     unlabeled_datalist,
 )
+from .hard_negatives import hard_negative_datalist
 from .paths import DATA_ENV_VAR, shared_data_dir
+from .samplers import MixedEpochSampler
 
 __all__ = [
     "DATA_ENV_VAR",
     "IMAGE_SUFFIXES",
+    "MixedEpochSampler",
+    "hard_negative_datalist",
     "labeled_datalist",
     "labeled_splits",
     "pretraining_datalist",

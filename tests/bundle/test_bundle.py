@@ -155,3 +155,38 @@ def test_semi_supervised_config_runs_and_resumes(tmp_path, data_dir, tiny_model)
     assert json.loads(proc.stdout[proc.stdout.rindex('{\n  "stage"'):])["stage"] == "done"
     assert (out / "model.pt").stat().st_mtime_ns == before
     assert len(list(csv.DictReader((out / "train_log.csv").open()))) == 1
+
+
+def test_train_negatives_fine_tunes_with_real_ct_negatives(tmp_path, data_dir, tiny_model):
+    import numpy as np
+    from PIL import Image
+
+    from infnet_monai.io import load_checkpoint
+
+    negatives = tmp_path / "negatives"
+    rows = ["scan,slice_index,z_mm,image,label,edge,firing_pixels,max_probability,reason"]
+    for scan in ("kept", "held_out"):
+        for k in range(3):
+            for kind, value in (("images", 120), ("masks", 0), ("edges", 0)):
+                (negatives / scan / kind).mkdir(parents=True, exist_ok=True)
+                Image.fromarray(np.full((40, 40), value, np.uint8)).save(negatives / scan / kind / f"{k}.png")
+            rows.append(f"{scan},{k},{k * 2.0},{scan}/images/{k}.png,{scan}/masks/{k}.png,{scan}/edges/{k}.png,5,0.9,firing")
+    (negatives / "manifest.csv").write_text("\n".join(rows) + "\n")
+    tiny = load_checkpoint(tiny_model)["network"]
+    out = tmp_path / "fine_tuned"
+    run_bundle(
+        "run", "--config_file", json.dumps([str(CONFIGS / "train.json"), str(CONFIGS / "train_negatives.json")]),
+        "--dataset_dir", str(data_dir), "--output_dir", str(out), "--init_model", str(tiny_model),
+        "--network_kwargs", json.dumps(tiny), "--spatial_size", "64", "--train_rates", "[1.0]",
+        "--negatives_dir", str(negatives), "--negatives_exclude", "['held_out']", "--negatives_per_epoch", "2",
+        "--epochs", "2", "--batch_size", "6", "--device", "cpu",
+    )
+    info = load_checkpoint(out / "model.pt")
+    meta = info["metadata"]
+    assert meta["negatives_count"] == 3 and meta["negatives_exclude"] == ["held_out"] and meta["negatives_per_epoch"] == 2
+    assert meta["init_model"] == str(tiny_model) and len(meta["init_model_sha256"]) == 64
+    assert meta["selected_by"] == "last epoch" and meta["epoch"] == 2
+    assert meta["iteration"] == 2 * 7  # 40 labeled training slices and 2 negatives per epoch, batches of 6
+    start = {k: v.float() for k, v in load_checkpoint(tiny_model)["state_dict"].items()}
+    tuned = info["state_dict"]
+    assert any(not torch.allclose(start[k], tuned[k].float(), atol=1e-3) for k in start if start[k].is_floating_point())

@@ -1,0 +1,213 @@
+"""Mining hard negatives: real CT slices without infection, as the pipeline renders them, where a model fires.
+
+The labeled COVID-SemiSeg slices are cropped, windowed JPEGs of COVID-19 lungs; the network never saw a CT slice as
+the 3D pipeline renders it, nor a lung without COVID-19. :func:`render_lung_slices` renders a scan's axial slices
+exactly as :class:`~infnet_monai.pipeline.CTSegmenter` feeds them to the network: its own preprocessing (reader, RAS,
+lung mask from Hounsfield units, orientation, Hounsfield window) and its own
+:class:`~infnet_monai.inferers.LungCropSliceInferer` (the first pass's lung crop, resized to the network's input);
+the crops are recorded on their way into the network, so they are what it sees, not a re-implementation.
+:func:`mine_hard_negatives` keeps the slices that hold no infection (a scan without COVID-19, or the slices a
+radiologist labelled negative) where the model calls infection, and a few random others, and writes them for
+:func:`~infnet_monai.data.hard_negatives.hard_negative_datalist`.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from monai.data import MetaTensor
+from PIL import Image
+from scipy import ndimage as ndi
+
+from infnet_monai.data.hard_negatives import MANIFEST, MANIFEST_FIELDS
+from infnet_monai.defaults import THRESHOLD
+from infnet_monai.inferers.lung_crop import LUNG_CROP_MARGINS, LungCropSliceInferer, slice_boxes
+from infnet_monai.pipeline.predictor import apply_steps
+from infnet_monai.utils.files import atomic_write
+
+__all__ = ["RenderedSlices", "render_lung_slices", "firing_pixels", "select_hard_negatives", "mine_hard_negatives"]
+
+
+@dataclass
+class RenderedSlices:
+    """A scan's slices with lung, as the network sees them, and what a model makes of them.
+
+    Attributes:
+        images: ``(N, H, W)`` float32 in [0, 1] (before the standardisation), the network's input grey values.
+        lung: ``(N, H, W)`` bool, the lung mask cropped and resized alike.
+        probability: ``(N, H, W)`` float32, the infection probability of the rendering model.
+        slice_index: ``(N,)`` index of each slice on the network's slice grid.
+        z_mm: ``(N,)`` world z (RAS, mm) of each slice's centre.
+    """
+
+    images: np.ndarray
+    lung: np.ndarray
+    probability: np.ndarray
+    slice_index: np.ndarray
+    z_mm: np.ndarray
+
+
+class _Recorder:
+    """A network function that records its inputs (and returns ``fn``'s outputs, or zeros)."""
+
+    def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
+        self.fn, self.inputs, self.outputs = fn, [], []
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        self.inputs.append(x[:, 0].detach().float().cpu())
+        y = self.fn(x) if self.fn is not None else torch.zeros((x.shape[0], 1, *x.shape[2:]), dtype=x.dtype)
+        self.outputs.append(y[:, 0].detach().float().cpu())
+        return y
+
+
+def render_lung_slices(segmenter, case) -> RenderedSlices:
+    """The slices with lung of ``case`` (a :class:`~infnet_monai.io.cases.CTCase` or a path), rendered by
+    ``segmenter`` (a :class:`~infnet_monai.pipeline.CTSegmenter`) and run through its network function.
+
+    The first crop pass only: a slice whose infection reaches its crop's edge is run again with a larger crop by the
+    pipeline; a negative slice should not have any.
+    """
+    predictor = segmenter.predictor
+    data = apply_steps(predictor.volume_preprocessing, {"image": case})
+    lung = MetaTensor(torch.from_numpy(np.ascontiguousarray(np.asarray(data["lung"]) > 0)).float(), meta=dict(data["image"].meta))
+    prepared = predictor.slice_preprocessing({"image": data["image"], "lung": lung})
+    image, lung_t = prepared["image"], prepared["lung"][0].as_tensor() > 0.5
+    boxes = slice_boxes(lung_t.numpy(), getattr(predictor.inferer, "margins", LUNG_CROP_MARGINS))
+    index = np.flatnonzero(boxes[:, 0] >= 0)
+    size = tuple(getattr(predictor.inferer, "roi_size", (segmenter.spatial_size,) * 2))
+    inferer = LungCropSliceInferer(size, sw_batch_size=segmenter.config.batch_slices, max_rounds=1)
+    seen = _Recorder(predictor.network_fn)
+    with torch.no_grad():
+        inferer.infer(image.as_tensor()[None], seen, lung_t.numpy(), boxes=boxes)
+        lung_crops = _Recorder()
+        inferer.infer(lung_t.float()[None, None], lung_crops, lung_t.numpy(), boxes=boxes)
+    spec = segmenter.spec
+    images = (torch.cat(seen.inputs).numpy() * spec.std + spec.mean) if index.size else np.zeros((0, *size), np.float32)
+    if images.shape[0] != index.size:
+        raise RuntimeError(f"rendered {images.shape[0]} crops for {index.size} slices with lung")
+    affine = np.asarray(image.affine, dtype=np.float64)
+    centre = np.array([image.shape[1] / 2.0, image.shape[2] / 2.0])
+    z_mm = affine[2, 3] + affine[2, 0] * centre[0] + affine[2, 1] * centre[1] + affine[2, 2] * index
+    return RenderedSlices(
+        images=np.clip(images, 0.0, 1.0).astype(np.float32),
+        lung=(torch.cat(lung_crops.inputs).numpy() >= 0.5) if index.size else np.zeros((0, *size), bool),
+        probability=torch.cat(seen.outputs).numpy() if index.size else np.zeros((0, *size), np.float32),
+        slice_index=index,
+        z_mm=z_mm,
+    )
+
+
+def select_hard_negatives(
+    rendered: RenderedSlices,
+    negative: np.ndarray | None = None,
+    max_firing: int = 30,
+    num_random: int = 10,
+    min_firing_pixels: int = 1,
+    threshold: float = THRESHOLD,
+    near_lung_pixels: int = 8,
+    seed: int = 0,
+) -> list[tuple[int, str]]:
+    """``[(position in rendered, reason), ...]``: the negative slices where the model fires most in and next to the
+    lung, then random others.
+
+    Firing is counted inside the lung mask grown by ``near_lung_pixels`` (on the network's input grid): the pipeline
+    keeps infection inside the lung and what touches it, so firing over the liver below a basal lung crescent costs
+    nothing, while a band along the pleura or the diaphragm becomes false burden.
+
+    Args:
+        rendered: from :func:`render_lung_slices`.
+        negative: ``(N,)`` bool, the slices known to hold no infection (default all: a scan without COVID-19).
+        max_firing: at most this many slices where the model calls infection, the most pixels first.
+        num_random: further negative slices drawn at random among the others (the network must also keep quiet
+            where it is already right).
+        min_firing_pixels: pixels at or above ``threshold`` in or next to the lung that make a slice a firing one.
+        threshold: the segmentation threshold.
+        near_lung_pixels: how far from the lung firing counts.
+        seed: seed of the random draw.
+    """
+    n = len(rendered.slice_index)
+    negative = np.ones(n, dtype=bool) if negative is None else np.asarray(negative, dtype=bool)
+    if negative.shape != (n,):
+        raise ValueError(f"negative must have {n} entries, got {negative.shape}.")
+    firing = firing_pixels(rendered, threshold, near_lung_pixels)
+    candidates = np.flatnonzero(negative & (firing >= min_firing_pixels))
+    chosen = candidates[np.argsort(-firing[candidates], kind="stable")][:max_firing]
+    rest = np.setdiff1d(np.flatnonzero(negative), chosen)
+    drawn = np.random.default_rng(seed).permutation(rest)[:num_random]
+    return [(int(i), "firing") for i in chosen] + [(int(i), "random") for i in sorted(drawn)]
+
+
+def firing_pixels(rendered: RenderedSlices, threshold: float = THRESHOLD, near_lung_pixels: int = 8) -> np.ndarray:
+    """``(N,)`` pixels of each slice at or above ``threshold`` inside its lung grown by ``near_lung_pixels``."""
+    near = rendered.lung
+    if near_lung_pixels > 0 and near.size:
+        near = ndi.binary_dilation(near, structure=np.ones((1, 3, 3), bool), iterations=int(near_lung_pixels))
+    return ((rendered.probability >= threshold) & near).reshape(len(near), -1).sum(axis=1)
+
+
+def _write_png(array: np.ndarray, path: Path) -> None:
+    atomic_write(path, lambda tmp: Image.fromarray(array).save(tmp, format="PNG"))
+
+
+def mine_hard_negatives(
+    segmenter,
+    scans: Sequence[tuple[str, object, np.ndarray | Callable[[RenderedSlices], np.ndarray] | None]],
+    folder: str | os.PathLike,
+    max_firing: int = 30,
+    num_random: int = 10,
+    seed: int = 0,
+    log: Callable[[str], None] | None = None,
+) -> list[dict]:
+    """Render, select and write the hard negatives of ``scans`` into ``folder``; returns the manifest's rows.
+
+    Args:
+        segmenter: the :class:`~infnet_monai.pipeline.CTSegmenter` whose rendering and model are used.
+        scans: ``(name, case or path, negative)`` triples; ``negative`` is ``None`` for a scan without COVID-19, or a
+            function of the :class:`RenderedSlices` giving the ``(N,)`` bool mask of its slices known to be negative
+            (the radiologists' slice labels of a COVID-19 scan).
+        folder: output folder (``manifest.csv`` is replaced; the images of the scans named are rewritten).
+        max_firing, num_random, seed: see :func:`select_hard_negatives`.
+        log: called with one line per scan.
+    """
+    root = Path(folder)
+    root.mkdir(parents=True, exist_ok=True)
+    rows: list[dict] = []
+    for name, case, negative in scans:
+        rendered = render_lung_slices(segmenter, case)
+        mask = negative(rendered) if callable(negative) else negative
+        chosen = select_hard_negatives(rendered, mask, max_firing, num_random, seed=seed)
+        near = firing_pixels(rendered)
+        empty = np.zeros(rendered.images.shape[1:], dtype=np.uint8)
+        for pos, reason in chosen:
+            k = int(rendered.slice_index[pos])
+            stem = f"{name}_z{k:04d}.png"
+            files = {key: f"{name}/{key}s/{stem}" for key in ("image", "mask", "edge")}
+            _write_png(np.round(rendered.images[pos] * 255.0).astype(np.uint8), root / files["image"])
+            _write_png(empty, root / files["mask"])
+            _write_png(empty, root / files["edge"])
+            prob = rendered.probability[pos]
+            rows.append(
+                {
+                    "scan": name, "slice_index": k, "z_mm": round(float(rendered.z_mm[pos]), 3),
+                    "image": files["image"], "label": files["mask"], "edge": files["edge"],
+                    "firing_pixels": int(near[pos]), "max_probability": round(float(prob.max()), 4),
+                    "reason": reason,
+                }
+            )
+        if log is not None:
+            firing = sum(1 for _, r in chosen if r == "firing")
+            log(f"{name}: {len(rendered.slice_index)} slices with lung, {firing} firing and {len(chosen) - firing} random kept")
+    def write(tmp: str) -> None:
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=MANIFEST_FIELDS)
+            writer.writeheader()
+            writer.writerows(rows)
+
+    atomic_write(root / MANIFEST, write)
+    return rows

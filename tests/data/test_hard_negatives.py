@@ -1,0 +1,169 @@
+"""Hard negatives: the sampler that mixes them in, their rendering, selection, files and datalist."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+from collections import Counter
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from infnet_monai.apps.hard_negatives import RenderedSlices, firing_pixels, mine_hard_negatives, render_lung_slices, select_hard_negatives
+from infnet_monai.data import MixedEpochSampler, hard_negative_datalist
+from infnet_monai.data.hard_negatives import MANIFEST
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+# ---------------------------------------------------------------- the sampler
+def test_sampler_visits_every_primary_once_and_draws_fresh_extras():
+    sampler = MixedEpochSampler(num_primary=5, num_extra=12, extra_per_epoch=4, seed=3)
+    epochs = [list(sampler) for _ in range(3)]
+    for order in epochs:
+        assert len(order) == len(sampler) == 9
+        counts = Counter(order)
+        assert all(counts[i] == 1 for i in range(5))
+        extras = [i for i in order if i >= 5]
+        assert len(extras) == len(set(extras)) == 4 and all(5 <= i < 17 for i in extras)
+    assert len({tuple(sorted(i for i in o if i >= 5)) for o in epochs}) > 1  # a fresh draw each epoch
+    assert epochs[0][:5] != sorted(epochs[0][:5]) or epochs[1][:5] != sorted(epochs[1][:5])  # shuffled
+    again = MixedEpochSampler(num_primary=5, num_extra=12, extra_per_epoch=4, seed=3)
+    assert [list(again) for _ in range(3)] == epochs  # reproducible
+    again.set_epoch(1)
+    assert list(again) == epochs[1]
+
+
+def test_sampler_without_extras_is_plain_shuffling():
+    assert sorted(MixedEpochSampler(7, 0, 0)) == list(range(7))
+
+
+@pytest.mark.parametrize(
+    "args, match",
+    [((0, 3, 1), "num_primary"), ((3, -1, 0), "num_extra"), ((3, 2, 3), "extra_per_epoch"), ((3, 2, -1), "extra_per_epoch")],
+)
+def test_sampler_rejects_impossible_settings(args, match):
+    with pytest.raises(ValueError, match=match):
+        MixedEpochSampler(*args)
+
+
+# ---------------------------------------------------------------- selection
+def _rendered(firing_per_slice, lung_pixels=100) -> RenderedSlices:
+    n = len(firing_per_slice)
+    prob = np.zeros((n, 20, 20), np.float32)
+    lung = np.zeros((n, 20, 20), bool)
+    lung[:, :10, :10] = True
+    for k, f in enumerate(firing_per_slice):
+        prob[k].flat[:f] = 0.9  # the first rows: inside the lung for f <= 10
+    prob[:, 19, 19] = 1.0  # far from the lung: never counts
+    return RenderedSlices(np.zeros_like(prob), lung, prob, np.arange(n) + 40, np.arange(n) * 2.0)
+
+
+def test_firing_counts_only_in_and_next_to_the_lung():
+    rendered = _rendered([0, 3, 8])
+    assert firing_pixels(rendered, near_lung_pixels=0).tolist() == [0, 3, 8]
+    rendered.probability[0, 11, 0] = 0.9  # one pixel beyond the lung's edge
+    assert firing_pixels(rendered, near_lung_pixels=0)[0] == 0
+    assert firing_pixels(rendered, near_lung_pixels=2)[0] == 1
+
+
+def test_selection_takes_the_most_firing_negatives_then_random_others():
+    rendered = _rendered([5, 0, 9, 2, 7, 0, 0, 0])
+    negative = np.array([1, 1, 0, 1, 1, 1, 1, 1], bool)  # slice 2 fires most but holds infection
+    chosen = select_hard_negatives(rendered, negative, max_firing=2, num_random=2, near_lung_pixels=0, seed=1)
+    assert chosen[:2] == [(4, "firing"), (0, "firing")]
+    randoms = [i for i, r in chosen if r == "random"]
+    assert len(randoms) == 2 and set(randoms) <= {1, 3, 5, 6, 7}
+    assert select_hard_negatives(rendered, negative, 2, 2, near_lung_pixels=0, seed=1) == chosen
+    with pytest.raises(ValueError, match="8 entries"):
+        select_hard_negatives(rendered, negative[:3])
+
+
+# ---------------------------------------------------------------- rendering, files, datalist
+@pytest.fixture(scope="module")
+def phantom_scan(tmp_path_factory) -> Path:
+    from infnet_monai.data.phantom import make_chest_phantom
+
+    phantom = make_chest_phantom(shape=(64, 64, 16), spacing_mm=(5.0, 5.0, 16.0), seed=0)
+    path = tmp_path_factory.mktemp("scan") / "phantom.nii.gz"
+    nib.save(nib.Nifti1Image(np.asarray(phantom.volume_hu).astype(np.int16), np.asarray(phantom.affine)), str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def segmenter(tiny_model):
+    from infnet_monai.pipeline import CTSegmenter
+
+    return CTSegmenter(tiny_model, device="cpu", classes=False, backend="torch", overview=False, dicom_seg=False)
+
+
+def test_rendering_is_what_the_pipeline_feeds_the_network(segmenter, phantom_scan):
+    seen = []
+    network_fn = segmenter.predictor.network_fn
+
+    def spy(x):
+        seen.append(x[:, 0].clone())
+        return network_fn(x)
+
+    rendered = render_lung_slices(segmenter, phantom_scan)
+    n = len(rendered.slice_index)
+    assert n > 0 and rendered.images.shape == rendered.lung.shape == rendered.probability.shape == (n, 64, 64)
+    assert 0.0 <= rendered.images.min() and rendered.images.max() <= 1.0 and rendered.lung.any()
+    assert np.all(np.diff(rendered.z_mm) > 0)  # slices run foot to head on the network's grid
+
+    # the pipeline's own first pass, spied on: the same crops (standardised) and the same probabilities
+    segmenter.predictor.network_fn = spy
+    try:
+        data = segmenter.prepare(phantom_scan)
+    finally:
+        segmenter.predictor.network_fn = network_fn
+    first = torch.cat(seen)[:n].numpy()
+    spec = segmenter.spec
+    np.testing.assert_allclose(np.clip(first * spec.std + spec.mean, 0, 1), rendered.images, atol=1e-5)
+    assert int((data["boxes"][:, 0] >= 0).sum()) == n
+
+
+def test_mined_negatives_round_trip_through_the_datalist(segmenter, phantom_scan, tmp_path):
+    from PIL import Image
+
+    scans = [("a", phantom_scan, None), ("b", phantom_scan, lambda r: r.slice_index % 2 == 0)]
+    rows = mine_hard_negatives(segmenter, scans, tmp_path, max_firing=3, num_random=1)
+    assert {r["scan"] for r in rows} == {"a", "b"} and all(r["reason"] in ("firing", "random") for r in rows)
+    assert all(r["slice_index"] % 2 == 0 for r in rows if r["scan"] == "b")  # only the slices known negative
+    with open(tmp_path / MANIFEST, newline="") as f:
+        assert len(list(csv.DictReader(f))) == len(rows)
+    items = hard_negative_datalist(tmp_path)
+    assert len(items) == len(rows) and set(items[0]) == {"image", "label", "edge", "classes", "id"}
+    image = np.asarray(Image.open(items[0]["image"]))
+    assert image.dtype == np.uint8 and image.shape == (64, 64)
+    assert not np.asarray(Image.open(items[0]["label"])).any() and not np.asarray(Image.open(items[0]["edge"])).any()
+    assert all(i["id"].startswith("negative/b/") for i in hard_negative_datalist(tmp_path, exclude_scans=["a"]))
+    assert len(hard_negative_datalist(tmp_path, scans=["a"])) == sum(r["scan"] == "a" for r in rows)
+    with pytest.raises(ValueError, match="'c'"):
+        hard_negative_datalist(tmp_path, exclude_scans=["c"])  # a typo must not train on the scan held out
+    Path(items[-1]["image"]).unlink()
+    with pytest.raises(FileNotFoundError, match="is missing"):
+        hard_negative_datalist(tmp_path)
+
+
+def test_datalist_without_manifest_names_the_folder(tmp_path):
+    with pytest.raises(FileNotFoundError, match="mine_hard_negatives"):
+        hard_negative_datalist(tmp_path)
+
+
+def test_p001_negatives_keep_a_slice_away_from_the_disease(tmp_path):
+    spec = importlib.util.spec_from_file_location("mine_hard_negatives", REPO / "scripts" / "mine_hard_negatives.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    labels = tmp_path / "labels.csv"
+    infected = [0, 0, 0, 1, 1, 0, 0, 0]
+    with open(labels, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["image_position_z_mm", "infected"])
+        w.writerows([[z * 2.0, i] for z, i in enumerate(infected)])
+    negative = script.labelled_negatives(labels)
+    rendered = RenderedSlices(*(np.zeros((9, 2, 2)),) * 3, np.arange(9), np.r_[np.arange(8) * 2.0, 40.0])
+    assert negative(rendered).tolist() == [True, True, False, False, False, False, True, True, False]
