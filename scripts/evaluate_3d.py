@@ -9,7 +9,8 @@ setting of the lesion gates finishes a copy, :meth:`~CTSegmenter.finish`):
   (:func:`infnet_monai.data.rebuild.slice_to_volume`). Infection Dice against the radiologist's mask (mean over
   slices), the share of the true infection inside the lung mask (mean and worst slice), the median burden error.
 - **p001**: the real COVID-19 CT ``covid_ct_md_P001``: slice agreement, sensitivity and specificity against the
-  radiologists' slice labels (a slice is infected when it holds any infection voxel).
+  radiologists' slice labels (a slice is infected when it holds any infection voxel), and per lobe the share of the
+  slices labelled for it whose lung (left or right) holds infection.
 - **normal** (``covid_ct_md_normal001``), **lidc** (``lidc_idri_0001``, nodules, no COVID-19), **cancer**
   (``lung_pet_ct_dx_A0001_chest_5mm``) and **abdomen** (``abdomen_3mm``, lung bases): the infection found on scans
   without COVID-19 (% of lung, mL, lesions), the nodule-like lesions reported apart, and for the abdomen the lung
@@ -55,6 +56,8 @@ SCANS = {
 }
 PARTS = ("rebuilt", *SCANS)
 COVID = ("rebuilt", "p001")
+LOBES = ("LLL", "LUL", "RLL", "RML", "RUL")
+"""The lobe columns of P001's slice labels; the first letter is the lung (left, right)."""
 GRID = {"basal_rim_max_share": (0.3, 0.5, 0.7, 1.1), "min_lesion_extent_mm": (10.0, 15.0, 20.0, 25.0, 30.0)}
 """The lesion gates compared leave-one-scan-out (``basal_rim_max_share`` 1.1 switches the basal-rim rule off)."""
 
@@ -93,11 +96,14 @@ def _p001_agreement(result, labels_csv: Path) -> dict:
 
     with open(labels_csv, newline="") as f:
         labels = list(csv.DictReader(f))
-    affine, inf = result.affine, result.infection
+    affine, inf = result.affine, np.asarray(result.infection) > 0
     axial = int(np.argmax(np.abs(affine[2, :3])))
-    per_index = np.asarray(inf).any(axis=tuple(a for a in range(3) if a != axial))
+    others = tuple(a for a in range(3) if a != axial)
+    per_index = inf.any(axis=others)
+    lung = np.asarray(result.lung)
+    per_side = {side: (inf & (lung == value)).any(axis=others) for side, value in (("R", 1), ("L", 2))}
     z_of_index = affine[2, 3] + affine[2, axial] * np.arange(inf.shape[axial])
-    pred, truth = [], []
+    pred, truth, lobes = [], [], {}
     for lab in labels:
         z = float(lab["image_position_z_mm"])
         k = int(np.argmin(np.abs(z_of_index - z)))
@@ -105,11 +111,15 @@ def _p001_agreement(result, labels_csv: Path) -> dict:
             raise RuntimeError(f"{labels_csv}: no slice of the mask at z = {z} mm")
         pred.append(bool(per_index[k]))
         truth.append(lab["infected"] == "1")
+        for lobe in LOBES:
+            if lab.get(lobe) == "1":  # a slice labelled for this lobe: found when its lung holds infection there
+                lobes.setdefault(lobe, []).append(bool(per_side[lobe[0]][k]))
     p, t = np.array(pred), np.array(truth)
     return {
         "agreement": float((p == t).mean()),
         "sensitivity": float((p & t).sum() / max(t.sum(), 1)),
         "specificity": float((~p & ~t).sum() / max((~t).sum(), 1)),
+        "lobe_slice_sensitivity": {lobe: round(float(np.mean(found)), 3) for lobe, found in sorted(lobes.items())},
     }
 
 
@@ -297,7 +307,11 @@ def markdown(result: dict, default_key: str) -> str:
                   f"median burden error {100 * r['burden_error_median']:+.0f}%"]
     if "p001" in result:
         p = result["p001"]["per_setting"][default_key]
-        lines.append(f"P001: agreement {f(p['agreement'])} (sensitivity {f(p['sensitivity'], 2)}, specificity {f(p['specificity'], 2)})")
+        lobes = ", ".join(f"{k} {f(v, 2)}" for k, v in p.get("lobe_slice_sensitivity", {}).items())
+        lines.append(
+            f"P001: agreement {f(p['agreement'])} (sensitivity {f(p['sensitivity'], 2)}, specificity "
+            f"{f(p['specificity'], 2)}); labelled slices of each lobe found in its lung: {lobes}"
+        )
     if "abdomen" in result:
         lines.append(f"abdomen_3mm lung Dice {f(result['abdomen']['per_setting'][default_key].get('lung_dice'))}")
     return "\n".join(lines)

@@ -66,9 +66,10 @@ class _Recorder:
         return y
 
 
-def render_lung_slices(segmenter, case) -> RenderedSlices:
+def render_lung_slices(segmenter, case, run_network: bool = True) -> RenderedSlices:
     """The slices with lung of ``case`` (a :class:`~infnet_monai.io.cases.CTCase` or a path), rendered by
-    ``segmenter`` (a :class:`~infnet_monai.pipeline.CTSegmenter`) and run through its network function.
+    ``segmenter`` (a :class:`~infnet_monai.pipeline.CTSegmenter`) and run through its network function (with
+    ``run_network=False`` the probabilities are zeros, for looking at the rendering alone).
 
     The first crop pass only: a slice whose infection reaches its crop's edge is run again with a larger crop by the
     pipeline; a negative slice should not have any.
@@ -82,7 +83,7 @@ def render_lung_slices(segmenter, case) -> RenderedSlices:
     index = np.flatnonzero(boxes[:, 0] >= 0)
     size = tuple(getattr(predictor.inferer, "roi_size", (segmenter.spatial_size,) * 2))
     inferer = LungCropSliceInferer(size, sw_batch_size=segmenter.config.batch_slices, max_rounds=1)
-    seen = _Recorder(predictor.network_fn)
+    seen = _Recorder(predictor.network_fn if run_network else None)
     with torch.no_grad():
         inferer.infer(image.as_tensor()[None], seen, lung_t.numpy(), boxes=boxes)
         lung_crops = _Recorder()
