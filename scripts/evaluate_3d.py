@@ -30,6 +30,13 @@ with their in-plane areas, and the dome threshold chosen in the gap of the other
     python scripts/evaluate_3d.py --markdown
     python scripts/evaluate_3d.py --loso --holes --markdown
     python scripts/evaluate_3d.py --only rebuilt --split all
+
+**Merging folds** (``--merge``): when the model itself was trained leave-one-scan-out (the hard negatives of
+``configs/train_negatives.json``), each scan is run with ``--loso`` by the model of the fold that held it out, and
+``--merge`` chooses the gates leave-one-scan-out on those figures:
+
+    python scripts/evaluate_3d.py --model runs/loso/foldA/model.pt --only p001 lidc --loso > a.json
+    python scripts/evaluate_3d.py --merge a.json b.json rebuilt.json --markdown
 """
 
 from __future__ import annotations
@@ -233,6 +240,29 @@ def leave_one_out(results: dict, settings: list[dict], default: dict) -> dict:
     return out
 
 
+def merge(paths: list[Path]) -> dict:
+    """The items of several ``--loso`` outputs in one result, with the gates chosen leave-one-scan-out on them.
+
+    Each item must come from one file only, and every file must hold the same settings and shipped setting."""
+    result: dict = {"models": {}}
+    for path in paths:
+        part = json.loads(Path(path).read_text())
+        if "shipped_setting" in result and part["shipped_setting"] != result["shipped_setting"]:
+            raise SystemExit(f"{path}: shipped setting {part['shipped_setting']} differs from {result['shipped_setting']}")
+        result["shipped_setting"] = part["shipped_setting"]
+        for item in PARTS:
+            if item in part:
+                if item in result:
+                    raise SystemExit(f"{path}: item '{item}' is already given by {result['models'][item]}")
+                if len(part[item]["per_setting"]) < len(_settings()):
+                    raise SystemExit(f"{path}: item '{item}' was not run with --loso")
+                result[item] = part[item]
+                result["models"][item] = f"{part['model']} ({path})"
+    default = result["shipped_setting"]
+    result["loso"] = leave_one_out({k: result[k] for k in PARTS if k in result}, _settings(), default)
+    return result
+
+
 def hole_table(data_dir: Path) -> dict:
     """Open holes of each scan's lung (domes and hilar vessels), and the dome threshold chosen in the gap of the
     other scans (the midpoint between their largest open vessel and their smallest dome)."""
@@ -328,7 +358,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--markdown", action="store_true")
+    ap.add_argument(
+        "--merge", nargs="+", type=Path, default=None,
+        help="no run: merge the items of earlier --loso outputs (each item from one file, e.g. each scan from the "
+        "model of the fold that held its negatives out) and choose the gates leave-one-scan-out on them",
+    )
     args = ap.parse_args(argv)
+    if args.merge:
+        result = merge(args.merge)
+        print(json.dumps(result, indent=1, default=str))
+        if args.markdown:
+            print(markdown(result, _key(result["shipped_setting"])))
+        return 0
 
     import torch
 

@@ -1,0 +1,52 @@
+"""scripts/evaluate_3d.py --merge: each item from the fold that held it out, the gates chosen leave-one-scan-out."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+spec = importlib.util.spec_from_file_location("evaluate_3d", REPO / "scripts" / "evaluate_3d.py")
+evaluate_3d = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(evaluate_3d)
+
+SHIPPED = {"basal_rim_max_share": 0.5, "min_lesion_extent_mm": 25.0}
+
+
+def _figures(item: str, setting: dict) -> dict:
+    extent = setting["min_lesion_extent_mm"]
+    if item == "rebuilt":
+        return {"dice": 0.75}
+    if item == "p001":  # small extents find more of the COVID-19 scan
+        return {"agreement": 0.95 if extent <= 15 else 0.85}
+    return {"infection_percent": 0.0 if extent >= 15 else 0.5}  # and fire on the scans without it below 15 mm
+
+
+def _write(path: Path, model: str, items: list[str], loso: bool = True) -> Path:
+    settings = evaluate_3d._settings() if loso else [SHIPPED]
+    out = {"model": model, "shipped_setting": SHIPPED}
+    for item in items:
+        out[item] = {"per_setting": {evaluate_3d._key(s): _figures(item, s) for s in settings}}
+    path.write_text(json.dumps(out))
+    return path
+
+
+def test_merge_takes_each_item_from_its_fold_and_chooses_leave_one_out(tmp_path):
+    a = _write(tmp_path / "a.json", "foldA.pt", ["rebuilt", "p001"])
+    b = _write(tmp_path / "b.json", "foldB.pt", ["normal", "lidc"])
+    result = evaluate_3d.merge([a, b])
+    assert result["models"]["p001"].startswith("foldA.pt") and result["models"]["lidc"].startswith("foldB.pt")
+    held = result["loso"]["held_out"]
+    # without p001 nothing rewards a small extent: the nearest setting to the shipped one among the ties
+    assert held["p001"]["chosen"]["min_lesion_extent_mm"] == 25.0 and held["p001"]["held_out_figures"]["agreement"] == 0.85
+    # with p001 the 15 mm extent wins (P001 gains, the scans without COVID-19 stay at 0)
+    assert held["lidc"]["chosen"]["min_lesion_extent_mm"] == 15.0
+
+
+def test_merge_refuses_an_item_given_twice_or_not_run_with_loso(tmp_path):
+    a = _write(tmp_path / "a.json", "foldA.pt", ["p001"])
+    with pytest.raises(SystemExit, match="already given"):
+        evaluate_3d.merge([a, _write(tmp_path / "b.json", "foldB.pt", ["p001"])])
+    with pytest.raises(SystemExit, match="not run with --loso"):
+        evaluate_3d.merge([a, _write(tmp_path / "c.json", "foldB.pt", ["lidc"], loso=False)])
