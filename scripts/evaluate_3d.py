@@ -49,18 +49,12 @@ import sys
 import time
 from pathlib import Path
 
-from infnet_monai.data.paths import shared_data_dir
+from infnet_monai.data.paths import DEVELOPMENT_SCANS, shared_data_dir
 from infnet_monai.metrics.paper import mask_dice
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = shared_data_dir()
-SCANS = {
-    "p001": "covid_ct_md_P001",
-    "normal": "covid_ct_md_normal001",
-    "lidc": "lidc_idri_0001/ct.nii.gz",
-    "cancer": "lung_pet_ct_dx_A0001_chest_5mm",
-    "abdomen": "abdomen_3mm.nii.gz",
-}
+SCANS = {name: DEVELOPMENT_SCANS[name] for name in ("p001", "normal", "lidc", "cancer", "abdomen")}
 PARTS = ("rebuilt", *SCANS)
 COVID = ("rebuilt", "p001")
 LOBES = ("LLL", "LUL", "RLL", "RML", "RUL")

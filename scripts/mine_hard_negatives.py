@@ -26,15 +26,10 @@ from pathlib import Path
 
 import numpy as np
 
-from infnet_monai.data.paths import shared_data_dir
+from infnet_monai.data.paths import DEVELOPMENT_SCANS, shared_data_dir
 
-SCANS = {
-    "p001": "covid_ct_md_P001",
-    "normal": "covid_ct_md_normal001",
-    "lidc": "lidc_idri_0001/ct.nii.gz",
-    "cancer": "lung_pet_ct_dx_A0001_chest_5mm",
-    "abdomen": "abdomen_3mm.nii.gz",
-}
+SCANS = {name: DEVELOPMENT_SCANS[name] for name in ("p001", "normal", "lidc", "cancer", "abdomen")}
+"""The scans mined: every development scan but the thin-slice COVID-19 CT, which has no labels."""
 P001_LABELS = "covid_ct_md_P001_slice_labels.csv"
 
 

@@ -31,15 +31,10 @@ from scipy import ndimage as ndi
 from skimage.filters import threshold_otsu
 
 from infnet_monai.data import labeled_datalist, shared_data_dir
+from infnet_monai.data.paths import DEVELOPMENT_SCANS
 from infnet_monai.defaults import DEFAULT_SPATIAL_SIZE
 
-SCANS = {
-    "p001": "covid_ct_md_P001",
-    "ricord": "ricord_1a_001012",
-    "normal": "covid_ct_md_normal001",
-    "lidc": "lidc_idri_0001/ct.nii.gz",
-    "cancer": "lung_pet_ct_dx_A0001_chest_5mm",
-}
+SCANS = {name: DEVELOPMENT_SCANS[name] for name in ("p001", "ricord", "normal", "lidc", "cancer")}
 
 
 def slice_figures(grey: np.ndarray) -> dict:
