@@ -14,7 +14,7 @@ volume are passed over with their reason (``skipped``): localizers (ImageType LO
 captures and screenshots, radiation dose reports and other objects without an image. Only CT is taken: without a
 ``Modality`` tag the SOP class tells the modality (an MR image is not CT). A derived series (ImageType DERIVED: a
 reformat, MIP, slab average) is chosen only when the folder holds no original one; a ``BodyPartExamined`` other than
-the chest (:data:`CHEST_BODY_PARTS`) becomes a note. Folders passed in ``exclude`` (for
+the chest (:data:`~infnet_monai.io.dicom_grouping.CHEST_BODY_PARTS`) becomes a note. Folders passed in ``exclude`` (for
 example the pipeline's output folder when it lies inside the input folder) are never scanned.
 
 Case ids are made from the path relative to the scanned folder (parts joined with ``_``) and are safe to use as
@@ -24,8 +24,9 @@ Nothing here reads pixel data: only DICOM headers (``stop_before_pixels``), so d
 is inflated within a bound (:func:`infnet_monai.io.budget.read_dicom`), never whole. Pixel data and
 geometry are checked when a case is loaded (:func:`infnet_monai.io.volume.load_ct`), from the header fields that
 discovery read: each file's header is parsed once per run (:class:`~infnet_monai.io.dicom_headers.SliceHeader`,
-carried in ``CTCase.headers``). Reading one file's header is :mod:`infnet_monai.io.dicom_headers`; this module groups
-the images of a folder into series, chooses one and builds the cases.
+carried in ``CTCase.headers``). Reading one file's header is :mod:`infnet_monai.io.dicom_headers`, grouping a
+folder's images into series and choosing one :mod:`infnet_monai.io.dicom_grouping`; this module walks the input and
+builds the cases.
 """
 
 from __future__ import annotations
@@ -35,28 +36,22 @@ import os
 import re
 import stat
 import unicodedata
-from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 from pydicom.dataset import Dataset
 
 from infnet_monai.io.dicom_headers import (
     PassOver,
     SliceHeader,
-    has_dicm_marker,
-    header_floats,
     header_text,
-    image_type,
-    joined_values,
-    modality_from_sop_class,
     not_a_ct_volume,
     probe_dicom_file,
     read_slice_header,
     slice_header,
 )
+from infnet_monai.io.dicom_grouping import choose_series, dicom_like
 from infnet_monai.utils.deprecation import moved_names
 
 __all__ = [
@@ -72,21 +67,23 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 MOVED_NAMES = {
-    name: f"infnet_monai.io.dicom_headers.{name}"
-    for name in ("CT_SOP_CLASS_UIDS", "HeaderError", "field_value", "pixel_data_fields", "read_dicom_header")
-}
-"""Names that this module held in 0.10.0 -> where they are now (:class:`SliceHeader`, :func:`read_slice_header`,
-:func:`has_dicm_marker` and :func:`modality_from_sop_class`, which discovery uses, are still found here; their home is
-:mod:`~infnet_monai.io.dicom_headers`)."""
+    **{
+        name: f"infnet_monai.io.dicom_headers.{name}"
+        for name in (
+            "CT_SOP_CLASS_UIDS", "HeaderError", "field_value", "pixel_data_fields", "read_dicom_header",
+            "has_dicm_marker", "modality_from_sop_class",
+        )
+    },
+    "CHEST_BODY_PARTS": "infnet_monai.io.dicom_grouping.CHEST_BODY_PARTS",
+}  # fmt: skip
+"""Names that this module held in 0.10.0 and 0.11.0 -> where they are now (:class:`SliceHeader` and
+:func:`read_slice_header`, which discovery uses, are still found here; their home is
+:mod:`~infnet_monai.io.dicom_headers`). Series grouping lives in :mod:`~infnet_monai.io.dicom_grouping`."""
 
 __getattr__ = moved_names(__name__, MOVED_NAMES)
 
 MAX_CASE_ID_LENGTH = 100
 """Longest case id returned by :func:`sanitize_case_id` (characters)."""
-
-CHEST_BODY_PARTS = ("CHEST", "THORAX", "LUNG", "TORSO", "TRUNK", "BODY")
-"""Words of a ``BodyPartExamined`` value that cover the lungs (``CHEST_ABDOMEN``, ``WHOLEBODY``, ``PARTIALBODY`` ...);
-a value with none of them (``HEAD``, ``ABDOMEN``, ``PELVIS``, ``KNEE``, ...) becomes a note on the case."""
 
 _NIFTI_SUFFIXES = (".nii", ".nii.gz")
 _IGNORED_SUFFIXES = frozenset(
@@ -105,8 +102,6 @@ _IGNORED_NAMES = frozenset(
 _WINDOWS_RESERVED = frozenset(
     {"con", "prn", "aux", "nul"} | {f"com{i}" for i in range(10)} | {f"lpt{i}" for i in range(10)}
 )
-_AXIAL_MIN_NZ = 0.9  # |z component| of the slice normal above which a series counts as axial
-_POSITION_DECIMALS = 3  # slice positions are compared at 1 um
 
 @dataclass
 class CTCase:
@@ -208,135 +203,6 @@ def current_headers(case: CTCase) -> list[SliceHeader | None]:
         out.append(header if header is not None and header.is_current() else read_slice_header(path))
     return out
 
-def _modality(ds: Dataset) -> str | None:
-    """``Modality``, or when it is missing the modality of the SOP class (``None`` when unknown)."""
-    modality = header_text(ds, "Modality")
-    if modality:
-        return modality.upper()
-    return modality_from_sop_class(header_text(ds, "SOPClassUID"))
-
-
-@dataclass
-class _Series:
-    uid: str | None
-    modality: str | None
-    orientation: tuple[float, ...] | None
-    rows: int
-    columns: int
-    description: str | None
-    slices: list[tuple[Path, Dataset]] = field(default_factory=list)
-    image_type: tuple[str, ...] = ()  # the most common ImageType of its images
-
-    @property
-    def is_derived(self) -> bool:
-        """Whether the series is derived from other images (ImageType DERIVED: a reformat, MIP, average, ...)."""
-        return bool(self.image_type) and self.image_type[0] == "DERIVED"
-
-    @property
-    def normal(self) -> np.ndarray | None:
-        if self.orientation is None:
-            return None
-        n = np.cross(np.asarray(self.orientation[:3]), np.asarray(self.orientation[3:]))
-        norm = float(np.linalg.norm(n))
-        return n / norm if norm > 1e-6 else None
-
-    @property
-    def is_axial(self) -> bool:
-        n = self.normal
-        return n is not None and abs(float(n[2])) > _AXIAL_MIN_NZ
-
-    def _position(self, ds: Dataset) -> float | None:
-        n = self.normal
-        ipp = header_floats(ds, "ImagePositionPatient", 3)
-        if n is None or ipp is None:
-            return None
-        return round(float(np.dot(np.asarray(ipp), n)), _POSITION_DECIMALS)
-
-    @property
-    def n_slices(self) -> int:
-        """Number of unique slice positions (number of files when positions are unknown)."""
-        positions = [self._position(ds) for _, ds in self.slices]
-        if any(p is None for p in positions):
-            return len(self.slices)
-        return len(set(positions))
-
-    def sorted_files(self) -> tuple[Path, ...]:
-        def key(item: tuple[Path, Dataset]) -> tuple:
-            path, ds = item
-            position = self._position(ds)
-            try:
-                instance = int(ds.get("InstanceNumber", 0) or 0)
-            except (TypeError, ValueError):
-                instance = 0
-            return (position if position is not None else 0.0, instance, str(path))
-
-        return tuple(path for path, _ in sorted(self.slices, key=key))
-
-    def describe(self) -> str:
-        if self.orientation is None:
-            plane = "orientation unknown"
-        elif self.normal is None:
-            plane = "degenerate ImageOrientationPatient " + "/".join(f"{v:g}" for v in self.orientation)
-        elif self.is_axial:
-            plane = "axial"
-        else:
-            plane = "not axial"
-        desc = f", '{self.description}'" if self.description else ""
-        return (
-            f"series {self.uid or '<no SeriesInstanceUID>'} ({self.modality or 'modality unknown'}, {plane}, "
-            f"{self.n_slices} slices, {self.columns}x{self.rows}{desc})"
-        )
-
-
-def _group_series(slices: Iterable[tuple[Path, Dataset]]) -> list[_Series]:
-    """Split the DICOM images of one folder into series (UID, image size and orientation must agree)."""
-    groups: dict[tuple, _Series] = {}
-    for path, ds in slices:
-        uid = header_text(ds, "SeriesInstanceUID")
-        orientation = header_floats(ds, "ImageOrientationPatient", 6)
-        rounded = None if orientation is None else tuple(round(v, 3) for v in orientation)
-        rows, columns = int(ds.Rows), int(ds.Columns)
-        key = (uid or "", rows, columns, rounded)
-        if key not in groups:
-            groups[key] = _Series(uid, None, orientation, rows, columns, header_text(ds, "SeriesDescription"))
-        groups[key].slices.append((path, ds))
-    series = list(groups.values())
-    for s in series:
-        modalities = Counter(_modality(ds) for _, ds in s.slices)
-        s.modality = modalities.most_common(1)[0][0]
-        s.image_type = Counter(image_type(ds) for _, ds in s.slices).most_common(1)[0][0]
-    return sorted(series, key=lambda s: (s.uid or "", s.rows, s.columns, s.orientation or ()))
-
-
-_DICOM_SUFFIXES = frozenset({"", ".dcm", ".dicom", ".ima", ".img"})
-_DROPPED_NAMED = 10  # files of an ignored series named one by one up to this count (a stray slice, not a series)
-
-
-def _dicom_like(path: Path) -> bool:
-    """Whether a file that did not read as a DICOM image was probably meant to be one (its name or its marker)."""
-    suffix = path.suffix.lower()
-    return suffix in _DICOM_SUFFIXES or suffix[1:].isdigit() or has_dicm_marker(path)
-
-
-def _dropped_files(series: list[_Series], chosen: _Series | None, unreadable: Sequence[tuple[Path, str]]) -> list[str]:
-    """``"name: reason"`` for every file of the folder left out of ``chosen``: the unreadable ones and the files of
-    small ignored series (a stray slice of another size, orientation or series)."""
-    out = [f"{path.name}: {reason}" for path, reason in unreadable]
-    if chosen is None:
-        return out  # the case's error describes every series found
-    for s in series:
-        if s is chosen or len(s.slices) > _DROPPED_NAMED:
-            continue
-        if s.uid != chosen.uid:
-            why = f"another series ({s.uid or 'no SeriesInstanceUID'})"
-        elif (s.rows, s.columns) != (chosen.rows, chosen.columns):
-            why = f"another image size ({s.columns}x{s.rows}, the series has {chosen.columns}x{chosen.rows})"
-        else:
-            why = "another orientation (ImageOrientationPatient)"
-        out += [f"{path.name}: {why}" for path, _ in s.slices]
-    return out
-
-
 def _dicom_case(
     folder: Path,
     slices: list[tuple[Path, Dataset]],
@@ -344,8 +210,9 @@ def _dicom_case(
     unreadable: Sequence[tuple[Path, str]] = (),
     read_at: dict[Path, tuple[tuple[int, int], int | None]] | None = None,
 ) -> CTCase:
-    """Choose the series of a DICOM folder and build its :class:`CTCase`; ``read_at`` gives each file's stamp and
-    pixel data offset (see :class:`SliceHeader`) for the headers the case carries (none without it)."""
+    """Choose the series of a DICOM folder (:func:`~infnet_monai.io.dicom_grouping.choose_series`) and build its
+    :class:`CTCase`; ``read_at`` gives each file's stamp and pixel data offset (see :class:`SliceHeader`) for the
+    headers the case carries (none without it)."""
     if not slices:
         named = "; ".join(f"{p.name}: {r}" for p, r in unreadable[:5]) + ("; ..." if len(unreadable) > 5 else "")
         return CTCase(
@@ -354,77 +221,15 @@ def _dicom_case(
             "damaged or not DICOM: export the series again.",
             dropped=tuple(f"{p.name}: {r}" for p, r in unreadable),
         )  # fmt: skip
-    series = _group_series(slices)
-    candidates = [s for s in series if s.modality in (None, "CT") and s.is_axial]
-    first_ds = slices[0][1]
-    if not candidates:
-        found = "; ".join(s.describe() for s in series)
-        error = (
-            f"{folder}: no axial CT series among the DICOM files of this folder (found: {found}). "
-            "Only axial CT series can be segmented: put the axial CT series in this folder or remove the folder "
-            "from the input."
-        )
-        logger.warning("%s", error)
+    choice = choose_series(folder, slices, unreadable)
+    chosen = choice.chosen
+    if chosen is None:
         return CTCase(
-            case_id=case_id,
-            source_path=folder,
-            kind="dicom",
-            files=(),
-            patient_id=header_text(first_ds, "PatientID"),
-            series_instance_uid=None,
-            notes=tuple(f"ignored {s.describe()}" for s in series),
-            error=error,
-            dropped=tuple(_dropped_files(series, None, unreadable)),
-        )
-    # a reformat, MIP or slab average (ImageType DERIVED) may have more slices than the acquisition it was made from,
-    # but not its voxels: the original series is taken when the folder holds one
-    originals = [s for s in candidates if not s.is_derived]
-    ranked = originals or candidates
-
-    def rank(s: _Series) -> tuple:
-        return s.n_slices, s.modality == "CT", len(s.slices)
-
-    chosen = max(ranked, key=rank)
-    notes = []
-    for s in series:
-        if s is chosen:
-            continue
-        if s.modality not in (None, "CT"):
-            reason = "not CT"
-        elif not s.is_axial:
-            reason = "not axial"
-        elif s not in ranked:
-            reason = f"derived (ImageType {joined_values(s.image_type)}), and the folder holds an original series"
-        elif s.n_slices < chosen.n_slices:
-            reason = "fewer slices"
-        elif rank(s) < rank(chosen):
-            why = "has a Modality tag" if s.modality != chosen.modality else "has more files"
-            reason = f"as many slices ({s.n_slices}) as the chosen series, which {why}"
-        else:
-            reason = (
-                f"as many slices ({s.n_slices}) as the chosen series: a tie (e.g. a native and a contrast phase), "
-                "broken by SeriesInstanceUID order; keep only the series to segment in the folder to choose it"
-            )
-            logger.warning(
-                "%s: %s and %s tie at %d slices; took the first.", folder, chosen.describe(), s.describe(), s.n_slices
-            )
-        notes.append(f"ignored {s.describe()}: {reason}")
-    if len(series) > 1:
-        logger.info(
-            "%s: %d series in this folder; chose %s. Ignored: %s",
-            folder,
-            len(series),
-            chosen.describe(),
-            "; ".join(notes),
-        )
+            case_id=case_id, source_path=folder, kind="dicom", files=(),
+            patient_id=header_text(slices[0][1], "PatientID"), series_instance_uid=None, notes=tuple(choice.notes),
+            error=choice.error, dropped=tuple(choice.dropped),
+        )  # fmt: skip
     chosen_ds = chosen.slices[0][1]
-    body_part = header_text(chosen_ds, "BodyPartExamined")
-    if body_part and not any(word in body_part.upper() for word in CHEST_BODY_PARTS):
-        notes.append(f"BodyPartExamined is {body_part!r}, not the chest: check that the scan covers the lungs")
-        logger.info("%s: %s", folder, notes[-1])
-    dropped = _dropped_files(series, chosen, unreadable)
-    if dropped:
-        logger.warning("%s: %d file(s) left out of the series: %s", folder, len(dropped), "; ".join(dropped[:5]))
     files = chosen.sorted_files()
     headers: tuple[SliceHeader, ...] = ()
     if read_at is not None and all(path in read_at for path in files):
@@ -438,11 +243,10 @@ def _dicom_case(
         headers=headers,
         patient_id=header_text(chosen_ds, "PatientID"),
         series_instance_uid=chosen.uid,
-        notes=tuple(notes),
-        dropped=tuple(dropped),
+        notes=tuple(choice.notes),
+        dropped=tuple(choice.dropped),
         study_date=header_text(chosen_ds, "StudyDate"),
     )
-
 
 OUTPUT_LOCK_NAME = ".infnet-covid.lock"
 """The lock file every infnet-covid output folder holds (:data:`infnet_monai.pipeline.runner.LOCK_FILE`)."""
@@ -606,7 +410,7 @@ def discover_cases(
                 read_at[path] = (stamp, pixel_offset)
             elif isinstance(reason, PassOver):
                 passed_over.append((path, reason))
-            elif _dicom_like(path) or path.stat().st_size == 0:
+            elif dicom_like(path) or path.stat().st_size == 0:
                 unreadable.append((path, reason))
             else:
                 passed_over.append((path, reason))

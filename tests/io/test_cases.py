@@ -162,7 +162,7 @@ def test_bad_inputs(tmp_path: Path) -> None:
 
 
 def test_cohort(cohort: Path, caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.INFO, logger="infnet_monai.io.cases"):
+    with caplog.at_level(logging.INFO, logger="infnet_monai.io"):
         cases = discover_cases(cohort, exclude=[cohort / "output"])
     by_id = {c.case_id: c for c in cases}
     assert list(by_id) == [
@@ -348,7 +348,7 @@ def test_a_tie_is_not_called_fewer_slices(tmp_path: Path, caplog: pytest.LogCapt
     _header_copies(CHEST_DICOM, folder, lambda ds, i: setattr(ds, "SeriesInstanceUID", "1.2.3.4"), names=str)
     _header_copies(CHEST_DICOM, folder, lambda ds, i: setattr(ds, "SeriesInstanceUID", "1.2.3.5"),
                    names=lambda i: f"c{i}")  # fmt: skip
-    with caplog.at_level(logging.WARNING, logger="infnet_monai.io.cases"):
+    with caplog.at_level(logging.WARNING, logger="infnet_monai.io"):
         (case,) = discover_cases(folder)
     assert case.series_instance_uid == "1.2.3.4"
     (note,) = case.notes

@@ -29,6 +29,7 @@ import pytest
         ("infnet_monai.engines.propagation", "SEED_STREAMS", "infnet_monai.engines.propagation_config"),
         ("infnet_monai.io.cases", "CT_SOP_CLASS_UIDS", "infnet_monai.io.dicom_headers"),
         ("infnet_monai.io.cases", "read_dicom_header", "infnet_monai.io.dicom_headers"),
+        ("infnet_monai.io.cases", "CHEST_BODY_PARTS", "infnet_monai.io.dicom_grouping"),
     ],
 )
 def test_moved_names_warn_and_resolve(old, name, new):
