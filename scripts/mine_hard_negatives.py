@@ -59,6 +59,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-firing", type=int, default=30)
     ap.add_argument("--random", type=int, default=10)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--min-lung-share", type=float, default=0.0,
+        help="only slices whose lung covers this share of the crop (0.2 leaves out the basal and apical crescents)",
+    )
     args = ap.parse_args(argv)
 
     from infnet_monai.apps.hard_negatives import mine_hard_negatives
@@ -73,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     rows = mine_hard_negatives(
         seg, scans, args.out, max_firing=args.max_firing, num_random=args.random, seed=args.seed,
+        min_lung_share=args.min_lung_share,
         log=lambda line: print(line, file=sys.stderr),
     )
     for name in args.scans:

@@ -112,6 +112,7 @@ def select_hard_negatives(
     min_firing_pixels: int = 1,
     threshold: float = THRESHOLD,
     near_lung_pixels: int = 8,
+    min_lung_share: float = 0.0,
     seed: int = 0,
 ) -> list[tuple[int, str]]:
     """``[(position in rendered, reason), ...]``: the negative slices where the model fires most in and next to the
@@ -130,12 +131,16 @@ def select_hard_negatives(
         min_firing_pixels: pixels at or above ``threshold`` in or next to the lung that make a slice a firing one.
         threshold: the segmentation threshold.
         near_lung_pixels: how far from the lung firing counts.
+        min_lung_share: only slices whose lung covers at least this share of the crop (0.2 leaves out the thin
+            crescents of the apices and the bases over the diaphragm).
         seed: seed of the random draw.
     """
     n = len(rendered.slice_index)
     negative = np.ones(n, dtype=bool) if negative is None else np.asarray(negative, dtype=bool)
     if negative.shape != (n,):
         raise ValueError(f"negative must have {n} entries, got {negative.shape}.")
+    if min_lung_share > 0 and n:
+        negative = negative & (rendered.lung.reshape(n, -1).mean(axis=1) >= min_lung_share)
     firing = firing_pixels(rendered, threshold, near_lung_pixels)
     candidates = np.flatnonzero(negative & (firing >= min_firing_pixels))
     chosen = candidates[np.argsort(-firing[candidates], kind="stable")][:max_firing]
@@ -164,6 +169,7 @@ def mine_hard_negatives(
     num_random: int = 10,
     seed: int = 0,
     log: Callable[[str], None] | None = None,
+    min_lung_share: float = 0.0,
 ) -> list[dict]:
     """Render, select and write the hard negatives of ``scans`` into ``folder``; returns the manifest's rows.
 
@@ -173,7 +179,7 @@ def mine_hard_negatives(
             function of the :class:`RenderedSlices` giving the ``(N,)`` bool mask of its slices known to be negative
             (the radiologists' slice labels of a COVID-19 scan).
         folder: output folder (``manifest.csv`` is replaced; the images of the scans named are rewritten).
-        max_firing, num_random, seed: see :func:`select_hard_negatives`.
+        max_firing, num_random, seed, min_lung_share: see :func:`select_hard_negatives`.
         log: called with one line per scan.
     """
     root = Path(folder)
@@ -182,7 +188,7 @@ def mine_hard_negatives(
     for name, case, negative in scans:
         rendered = render_lung_slices(segmenter, case)
         mask = negative(rendered) if callable(negative) else negative
-        chosen = select_hard_negatives(rendered, mask, max_firing, num_random, seed=seed)
+        chosen = select_hard_negatives(rendered, mask, max_firing, num_random, min_lung_share=min_lung_share, seed=seed)
         near = firing_pixels(rendered)
         empty = np.zeros(rendered.images.shape[1:], dtype=np.uint8)
         for pos, reason in chosen:

@@ -78,6 +78,10 @@ def test_selection_takes_the_most_firing_negatives_then_random_others():
     randoms = [i for i, r in chosen if r == "random"]
     assert len(randoms) == 2 and set(randoms) <= {1, 3, 5, 6, 7}
     assert select_hard_negatives(rendered, negative, 2, 2, near_lung_pixels=0, seed=1) == chosen
+    rendered.lung[4, :, :] = False
+    rendered.lung[4, :2, :2] = True  # a basal crescent: 4 of 400 pixels
+    kept = select_hard_negatives(rendered, negative, 2, 0, near_lung_pixels=3, min_lung_share=0.2)
+    assert [i for i, _ in kept] == [0, 3]
     with pytest.raises(ValueError, match="8 entries"):
         select_hard_negatives(rendered, negative[:3])
 
