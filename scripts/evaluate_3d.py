@@ -16,7 +16,9 @@ setting of the lesion gates finishes a copy, :meth:`~CTSegmenter.finish`):
   without COVID-19 (% of lung, mL, lesions), the nodule-like lesions reported apart, and for the abdomen the lung
   Dice against its reference mask.
 - the anatomical self-checks of every real scan: the share of the tracheal air column inside the lung mask and the
-  infection outside the bony thorax (:mod:`infnet_monai.stats.anatomy`).
+  infection outside the bony thorax (:mod:`infnet_monai.stats.anatomy`); and the organ domes in the final lung mask
+  (``domes_in_lung_ml``): the open holes that the Hounsfield-unit lung leaves out (the liver or spleen dome seen as
+  an island in the lung base) but a later step put back.
 
 **Leave-one-scan-out** (``--loso``): the lesion gates (``basal_rim_max_share`` and ``min_lesion_extent_mm``, the
 grid :data:`GRID`) are chosen on all items but one, and the held-out item's figure is reported from that choice,
@@ -144,11 +146,41 @@ def evaluate_scan(seg, name: str, data_dir: Path, settings: list[dict], default:
     t0 = time.perf_counter()
     case = discover_cases(data_dir / "ct" / SCANS[name])[0]
     data = seg.prepare(case)
-    per = {}
+    per, domes_ml = {}, None
     for setting in settings:
         result = _finish(seg, data, setting, anatomy=setting == default)
         per[_key(setting)] = _scan_figures(name, result, data_dir)
-    return {"per_setting": per, "seconds": round(time.perf_counter() - t0, 1)}
+        if setting == default:
+            domes_ml = _domes_in_lung_ml(data, result)
+    return {"per_setting": per, "domes_in_lung_ml": domes_ml, "seconds": round(time.perf_counter() - t0, 1)}
+
+
+def _domes_in_lung_ml(data: dict, result) -> float:
+    """mL of the organ domes that the Hounsfield-unit lung leaves out (the open holes of at least the dome area,
+    :func:`~infnet_monai.postprocessing.morphology.fill_enclosed_holes`) found inside the case's final lung mask: what
+    the steps after the lung mask (the extension) put back."""
+    import numpy as np
+    import torch
+    from monai.data import MetaTensor
+    from monai.transforms import Orientation
+
+    from infnet_monai.postprocessing import DOME_MIN_AREA_MM2
+    from infnet_monai.postprocessing.morphology import fill_enclosed_holes
+    from infnet_monai.utils.arrays import bounding_box
+
+    hu_lung = np.asarray(data["lung"])[0]
+    spacing = [float(s) for s in data["image"].pixdim[:3]]
+    domes = np.zeros(hu_lung.shape, dtype=bool)
+    for label in (1, 2):
+        one = hu_lung == label
+        if one.any():
+            box = bounding_box(one, (0, 0, 1))
+            domes[box] |= fill_enclosed_holes(one[box], spacing, DOME_MIN_AREA_MM2)[1]
+    final = Orientation(axcodes="RAS")(MetaTensor(torch.as_tensor(np.asarray(result.lung)[None]), affine=torch.as_tensor(result.affine)))
+    final = np.asarray(final)[0]
+    if final.shape != domes.shape:
+        raise RuntimeError(f"final lung {final.shape} and prepared lung {domes.shape} differ in shape")
+    return round(float((domes & (final > 0)).sum() * np.prod(spacing) / 1000.0), 2)
 
 
 def evaluate_rebuilt(seg, data_dir: Path, split: str, settings: list[dict]) -> dict:
@@ -315,14 +347,15 @@ def markdown(result: dict, default_key: str) -> str:
             name, fig = "false infection %", "infection_percent"
         held_cell = f"{f(held['held_out_figures'].get(fig))} ({_key(held['chosen'])})" if held else "-"
         lines.append(f"| {item} | {name} | {f(shipped.get(fig))} | {held_cell} |")
-    lines += ["", "| scan | infection mL (lesions) | nodule-like (mL) | trachea in lung % | infection outside the bony thorax mL | flags |", "| --- | --- | --- | --- | --- | --- |"]
+    lines += ["", "| scan | infection mL (lesions) | nodule-like (mL) | trachea in lung % | infection outside the bony thorax mL | organ domes in the lung mL | flags |", "| --- | --- | --- | --- | --- | --- | --- |"]
     for item in SCANS:
         if item in result:
             s = result[item]["per_setting"][default_key]
             lines.append(
                 f"| {item} | {f(s.get('infection_volume_ml'), 1)} ({s.get('lesion_count')}) | {s.get('nodule_like_lesion_count')} "
                 f"({f(s.get('nodule_like_volume_ml'), 1)}) | {f(s.get('trachea_in_lung_percent'), 1)} | "
-                f"{f(s.get('infection_outside_thorax_ml'), 2)} | {';'.join(s.get('qc_flags') or []) or '-'} |"
+                f"{f(s.get('infection_outside_thorax_ml'), 2)} | {f(result[item].get('domes_in_lung_ml'), 1)} | "
+                f"{';'.join(s.get('qc_flags') or []) or '-'} |"
             )
     if "rebuilt" in result:
         r = result["rebuilt"]["per_setting"][default_key]

@@ -286,20 +286,22 @@ class ExtendLung(Transform):
     Args:
         spacing_mm: voxel size (mm) along the three axes; ``None`` (default): the CT MetaTensor's.
         channel: the channel of the probability map that holds the infection probability.
-        threshold, max_hu, min_area_fraction, thorax: as :func:`~infnet_monai.postprocessing.extension.extend_lung`
-            takes them, checked when the transform runs.
+        threshold, max_hu, min_area_fraction, thorax, dome_min_area_mm2: as
+            :func:`~infnet_monai.postprocessing.extension.extend_lung` takes them, checked when the transform runs.
 
     Attributes:
-        kwargs: those four keyword arguments, as passed to ``extend_lung`` (which also gets ``in_place=True``).
+        kwargs: those five keyword arguments, as passed to ``extend_lung`` (which also gets ``in_place=True``).
     """
 
     def __init__(self, spacing_mm: Sequence[float] | None = None, channel: int = 0, *,
                  threshold: float = EXTENSION_THRESHOLD, max_hu: float = EXTENSION_MAX_HU,
-                 min_area_fraction: float = EXTENSION_MIN_AREA_FRACTION, thorax: bool = True) -> None:
+                 min_area_fraction: float = EXTENSION_MIN_AREA_FRACTION, thorax: bool = True,
+                 dome_min_area_mm2: float = DOME_MIN_AREA_MM2) -> None:
         self.spacing_mm = spacing_mm
         self.channel = int(channel)
         self.kwargs = {
             "threshold": threshold, "max_hu": max_hu, "min_area_fraction": min_area_fraction, "thorax": thorax,
+            "dome_min_area_mm2": dome_min_area_mm2,
         }
 
     def __call__(self, lung: Any, probability: Any, image: Any) -> torch.Tensor:
@@ -320,10 +322,11 @@ class ExtendLungd(MapTransform):
     def __init__(self, keys: KeysCollection, probability_key: str = "pred", image_key: str = "image", spacing_mm=None,
                  channel: int = 0, allow_missing_keys: bool = False, *, threshold: float = EXTENSION_THRESHOLD,
                  max_hu: float = EXTENSION_MAX_HU, min_area_fraction: float = EXTENSION_MIN_AREA_FRACTION,
-                 thorax: bool = True) -> None:
+                 thorax: bool = True, dome_min_area_mm2: float = DOME_MIN_AREA_MM2) -> None:
         super().__init__(keys, allow_missing_keys)
         self.transform = ExtendLung(
-            spacing_mm, channel, threshold=threshold, max_hu=max_hu, min_area_fraction=min_area_fraction, thorax=thorax
+            spacing_mm, channel, threshold=threshold, max_hu=max_hu, min_area_fraction=min_area_fraction, thorax=thorax,
+            dome_min_area_mm2=dome_min_area_mm2,
         )
         self.probability_key, self.image_key = probability_key, image_key
 

@@ -133,6 +133,36 @@ def test_extend_lung_rejects_shape_mismatch(chest):
         extend_lung(lung, np.zeros(SHAPE), vol[:, :, :3], SPACING)
 
 
+def test_extend_lung_leaves_an_open_organ_dome_out_of_the_lung():
+    """An organ's dome that rises into the left lung base shows as a soft-tissue island on the slices above the
+    lung's floor and opens into the abdomen below. The Hounsfield-unit lung leaves it out; extending the lung with
+    infection elsewhere must not fill it back in (every in-plane hole was filled before: 22 mL on P001)."""
+    i, j, k = np.meshgrid(*(np.arange(n, dtype=np.float32) for n in SHAPE), indexing="ij")
+    vol = np.full(SHAPE, AIR, dtype=np.float32)
+    vol[((i - 31.5) / 30) ** 2 + ((j - 31.5) / 24) ** 2 <= 1] = TISSUE
+    right = (((i - 44) / 10) ** 2 + ((j - 31.5) / 14) ** 2 <= 1) & (k >= 6) & (k <= 21)
+    left = (((i - 19) / 10) ** 2 + ((j - 31.5) / 14) ** 2 <= 1) & (k >= 6) & (k <= 21)
+    vol[right | left] = LUNG
+    dome = ((i - 19) / 8) ** 2 + ((j - 31.5) / 8) ** 2 + ((k - 4) / 6) ** 2 <= 1  # 707 mm2 on the lung's floor
+    vol[dome] = TISSUE
+    consolidation = right & (i >= 48) & (k >= 10) & (k <= 16)
+    vol[consolidation] = TISSUE
+    island = dome & left
+    lung = lung_mask(vol, SPACING)
+    in_lung = lung[island] > 0  # the closing takes in the dome's narrow top; the Hounsfield-unit lung leaves the rest
+    assert island.sum() > 300 and in_lung.mean() < 0.3, in_lung.mean()
+    prob = np.zeros(SHAPE, dtype=np.float32)
+    prob[consolidation] = 1.0
+    out = extend_lung(lung, prob, vol, SPACING)
+    assert (out[consolidation] == RIGHT_LUNG_LABEL).mean() > 0.9  # the extension did add the consolidation
+    assert ((out[island] > 0) == in_lung).all()
+    assert (out[left & ~dome] == LEFT_LUNG_LABEL).all()
+    # filling every in-plane hole, as before, puts the dome into the left lung
+    assert (extend_lung(lung, prob, vol, SPACING, dome_min_area_mm2=np.inf)[island] == LEFT_LUNG_LABEL).all()
+    with pytest.raises(ValueError, match="dome_min_area_mm2"):
+        extend_lung(lung, prob, vol, SPACING, dome_min_area_mm2=-1.0)
+
+
 # ---------------------------------------------------------------------------------------------------- extent filter
 def test_postprocess_infection_min_lesion_extent():
     shape = (32, 32, 12)
