@@ -473,6 +473,11 @@ def overview_image(*args: Any, **kwargs: Any) -> Image.Image:
 overview_image.__signature__ = inspect.signature(overview).replace(return_annotation="Image.Image")
 
 
+PNG_COMPRESS_LEVEL = 3
+"""zlib level of the overview PNG. On P001's 1024 x 1153 overview: level 3 takes 0.07 s for 777 KiB, Pillow's
+``optimize=True`` (level 9 and a search over filters) 1.1 s for 742 KiB; a picture per case, so 1 s per case."""
+
+
 def write_overview(path: str | os.PathLike, image: Image.Image) -> Path:
     """Write ``image`` as PNG atomically (a killed run never leaves half a picture)."""
-    return atomic_write(path, lambda tmp: image.save(tmp, format="PNG", optimize=True))
+    return atomic_write(path, lambda tmp: image.save(tmp, format="PNG", compress_level=PNG_COMPRESS_LEVEL))

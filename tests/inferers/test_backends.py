@@ -218,9 +218,10 @@ def test_openvino_is_refused_on_cuda():
 
 @needs_openvino
 @pytest.mark.slow
-def test_shipped_models_agree_on_a_real_scan(data_dir, tmp_path, cache):
+def test_shipped_models_agree_on_a_real_scan(data_dir, tmp_path):
     """The default backend (OpenVINO) and torch give the same masks on real slices and probabilities within
-    :data:`EXACT_TOLERANCE` (19 slices of the lung-cancer CT, the golden test's cut)."""
+    :data:`EXACT_TOLERANCE` (19 slices of the lung-cancer CT, the golden test's cut). In the test run's cache: the
+    shipped model is converted once for all the tests that run it."""
     from infnet_monai.io import discover_cases
     from infnet_monai.pipeline import CTSegmenter
 

@@ -14,6 +14,7 @@ import infnet_monai.io.dicom_seg as dicom_seg
 from infnet_monai.io import discover_cases
 from infnet_monai.io.dicom_seg import frame_indices, read_dicom_seg, write_dicom_seg
 from infnet_monai.pipeline import CTSegmenter
+from infnet_monai.testing.asserts import assert_masks_equal
 from infnet_monai.testing.dicom import write_dicom_series
 
 
@@ -48,11 +49,11 @@ def test_round_trip_on_the_real_jpeg_lossless_series(tmp_path, data_dir, segment
     classes = np.asarray(nib.load(case_dir / "infection_classes.nii.gz").dataobj)
     inf = np.asarray(infection.dataobj)
     back = read_dicom_seg(seg_path, case.files, infection.affine, inf.shape)
-    np.testing.assert_array_equal(back["infection"], inf > 0)
-    np.testing.assert_array_equal(back["right lung"], lung == 1)
-    np.testing.assert_array_equal(back["left lung"], lung == 2)
-    np.testing.assert_array_equal(back["ground-glass opacity"], classes == 1)
-    np.testing.assert_array_equal(back["consolidation"], classes == 2)
+    assert_masks_equal(back["infection"], inf > 0)
+    assert_masks_equal(back["right lung"], lung == 1)
+    assert_masks_equal(back["left lung"], lung == 2)
+    assert_masks_equal(back["ground-glass opacity"], classes == 1)
+    assert_masks_equal(back["consolidation"], classes == 2)
     assert int(back["infection"].sum()) == int((inf > 0).sum()) > 0
 
 
