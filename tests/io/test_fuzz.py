@@ -35,13 +35,14 @@ def test_the_generator_has_at_least_60_kinds_of_damage():
     assert sum(m.expect == "ok" for m in MUTATIONS) >= 15  # valid encodings that must still be read
 
 
-def test_fuzz_cohort_no_crash_one_row_each_no_broken_input_ok(tmp_path, seeds, tiny_model):
+def test_fuzz_cohort_no_crash_one_row_each_no_broken_input_ok(tmp_path, seeds, tiny_model, tiny_class_model):
     cohort = tmp_path / "cohort"
     made = fuzz_inputs(cohort, *seeds, seed=0)
     assert len(made) == len(MUTATIONS)
     before = sha_tree(cohort)
     out = tmp_path / "out"
-    code = main(["segment", str(cohort), "-o", str(out), "--model", str(tiny_model), "--device", "cpu", "-q"])
+    models = ["--model", str(tiny_model), "--class-model", str(tiny_class_model)]
+    code = main(["segment", str(cohort), "-o", str(out), *models, "--device", "cpu", "-q"])
     assert code == 1  # some cases failed: the run itself finished
     with open(out / "burden.csv", encoding="utf-8", newline="") as f:
         text = f.read()

@@ -114,7 +114,7 @@ def test_shipped_model_on_the_abdomen_scan_gives_the_readme_figure(tmp_path, dat
     assert f"{stats['infection_volume_ml']:.1f}" == stated.group(1)
 
 
-def test_default_run_prints_no_python_warning_and_no_third_party_log_line(tmp_path, data_dir, tiny_model):
+def test_default_run_prints_no_python_warning_and_no_third_party_log_line(tmp_path, data_dir, tiny_model, tiny_class_model):
     """A DICOM cohort of two cases at the default verbosity: stderr holds our own log lines only (no per-case
     nvImageCodec warning from MONAI, no highdicom line, no Python warning); ``-v`` shows the third-party lines."""
     import shutil
@@ -125,6 +125,7 @@ def test_default_run_prints_no_python_warning_and_no_third_party_log_line(tmp_pa
     for name in ("one", "two"):
         shutil.copytree(data_dir / "ct" / "chest_2slice_dicom", cohort / name)
     cmd = [sys.executable, "-m", "infnet_monai.cli", "segment", str(cohort), "--model", str(tiny_model), "--device", "cpu"]
+    cmd += ["--class-model", str(tiny_class_model)]
     default = subprocess.run(cmd + ["-o", str(tmp_path / "a")], capture_output=True, text=True, timeout=600)
     assert default.returncode == 0, default.stderr[-2000:]
     lines = [line for line in default.stderr.splitlines() if line.strip()]

@@ -32,14 +32,15 @@ pytestmark = [pytest.mark.filterwarnings("ignore::UserWarning"), pytest.mark.fil
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory, tiny_model) -> Path:
+def run(tmp_path_factory, tiny_model, tiny_class_model) -> Path:
     phantom = make_chest_phantom(shape=(64, 64, 32), spacing_mm=(5.0, 5.0, 8.0), seed=1)
     hu = np.round(phantom.volume_hu).astype(np.int16)
     root = tmp_path_factory.mktemp("readout")
     write_dicom_series(hu, phantom.affine, root / "cohort" / "scan 1", patient_id="P7")
     write_dicom_series(hu, phantom.affine, root / "cohort" / "scan 2", patient_id="P7")
     out = root / "out"
-    code = main(["segment", str(root / "cohort"), "-o", str(out), "--model", str(tiny_model), "--device", "cpu", "-q"])
+    models = ["--model", str(tiny_model), "--class-model", str(tiny_class_model)]
+    code = main(["segment", str(root / "cohort"), "-o", str(out), *models, "--device", "cpu", "-q"])
     assert code == 0
     return out
 

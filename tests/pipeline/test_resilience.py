@@ -60,8 +60,19 @@ def hu(ct_dir: Path) -> np.ndarray:
     return np.asarray(nib.load(ct_dir / "abdomen_3mm_small.nii.gz").dataobj)
 
 
+_TINY_HEAD: list[Path] = []
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _tiny_head(tiny_class_model):
+    """The tiny GGO / consolidation head for every run of this module: the shipped one costs 20 times the tiny
+    Inf-Net's time on every slice, and these tests are about the run, not the classes."""
+    _TINY_HEAD[:] = [tiny_class_model]
+
+
 def _segment(inp: Path, out: Path, model: Path, *extra: str) -> int:
-    return main(["segment", str(inp), "-o", str(out), "--model", str(model), "--device", "cpu", "-q", *extra])
+    head = ["--class-model", str(_TINY_HEAD[0])]
+    return main(["segment", str(inp), "-o", str(out), "--model", str(model), *head, "--device", "cpu", "-q", *extra])
 
 
 def _rows(out: Path) -> list[dict]:
@@ -402,7 +413,7 @@ def test_killed_process_resumes_to_identical_outputs(tmp_path, three, tiny_model
     marker = tmp_path / "marker"
     env = dict(os.environ, OMP_NUM_THREADS="1")
     cmd = [sys.executable, "-c", KILLER, str(marker), "segment", str(cohort), "-o", str(out_b)]
-    cmd += ["--model", str(tiny_model), "--device", "cpu", "-q"]
+    cmd += ["--model", str(tiny_model), "--class-model", str(_TINY_HEAD[0]), "--device", "cpu", "-q"]
     log = tmp_path / "stderr.txt"
     with open(log, "wb") as stderr:  # a file, not a pipe: a full pipe would block the child
         proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=stderr)

@@ -106,7 +106,7 @@ def test_the_case_bar_ends_at_n_of_n(tmp_path):
     assert len(report.rows) == 3 and bars[0].n == bars[0].total == 3
 
 
-def test_the_lock_refusal_names_pid_and_host_and_the_cli_exits_2(tmp_path, tiny_model, capsys):
+def test_the_lock_refusal_names_pid_and_host_and_the_cli_exits_2(tmp_path, tiny_model, tiny_class_model, capsys):
     import os
     import socket
 
@@ -118,7 +118,8 @@ def test_the_lock_refusal_names_pid_and_host_and_the_cli_exits_2(tmp_path, tiny_
     held.acquire()
     try:
         (out / ".infnet-covid.owner").write_text(f'{{"pid": 4242, "host": "{socket.gethostname()}", "started": "x"}}')
-        code = main(["segment", str(src), "-o", str(out), "--model", str(tiny_model), "--device", "cpu", "-q"])
+        models = ["--model", str(tiny_model), "--class-model", str(tiny_class_model)]
+        code = main(["segment", str(src), "-o", str(out), *models, "--device", "cpu", "-q"])
         assert code == 2
         err = capsys.readouterr().err
         assert "is in use by PID 4242 on " + socket.gethostname() in err

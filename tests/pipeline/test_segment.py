@@ -205,13 +205,14 @@ def test_bundle_network_def_must_fit_the_checkpoint(tmp_path, tiny_model):
         load_weights(InfNet(in_channels=1), tiny_model)
 
 
-def test_cohort_with_a_bad_case_continues_and_resume_skips(tmp_path, ct_dir, tiny_model, capsys):
+def test_cohort_with_a_bad_case_continues_and_resume_skips(tmp_path, ct_dir, tiny_model, tiny_class_model, capsys):
     cohort = tmp_path / "cohort with space"
     (cohort / "nested" / "déjà").mkdir(parents=True)
     shutil.copy(ct_dir / "abdomen_3mm_small.nii.gz", cohort / "nested" / "déjà" / "good.nii.gz")
     (cohort / "broken.nii.gz").write_bytes(b"\x1f\x8b\x08 truncated")
     out = cohort / "results"  # output inside the input: must not be scanned as input
-    code = main(["segment", str(cohort), "-o", str(out), "--model", str(tiny_model), "--device", "cpu", "-q"])
+    models = ["--model", str(tiny_model), "--class-model", str(tiny_class_model)]
+    code = main(["segment", str(cohort), "-o", str(out), *models, "--device", "cpu", "-q"])
     assert code == 1
     rows = list(csv.DictReader((out / "burden.csv").open()))
     by_status = {r["case_id"]: r["status"] for r in rows}
@@ -224,7 +225,7 @@ def test_cohort_with_a_bad_case_continues_and_resume_skips(tmp_path, ct_dir, tin
     assert "broken.nii.gz" in page and 'src="nested_deja_good/overview.png"' in page and "http" not in page
     overview.unlink()  # a case skipped by --resume gets its missing picture back
     (out / "report.html").unlink()
-    code = main(["segment", str(cohort), "-o", str(out), "--model", str(tiny_model), "--device", "cpu", "-q", "--resume"])
+    code = main(["segment", str(cohort), "-o", str(out), *models, "--device", "cpu", "-q", "--resume"])
     assert code == 1
     assert (out / "nested_deja_good" / "stats.json").stat().st_mtime_ns == first
     assert Image.open(overview).width >= 800
@@ -233,24 +234,28 @@ def test_cohort_with_a_bad_case_continues_and_resume_skips(tmp_path, ct_dir, tin
     assert not list(out.rglob("*.part*"))  # no temporary files left
 
 
-def test_too_long_volume_is_refused_with_the_option_named(tmp_path, ct_dir, tiny_model):
-    report = segment_cohort(ct_dir / "abdomen_3mm_small.nii.gz", tmp_path, model_path=tiny_model, device="cpu", max_slices=100)
+def test_too_long_volume_is_refused_with_the_option_named(tmp_path, ct_dir, tiny_model, tiny_class_model):
+    report = segment_cohort(
+        ct_dir / "abdomen_3mm_small.nii.gz", tmp_path, model_path=tiny_model, class_model_path=tiny_class_model,
+        device="cpu", max_slices=100,
+    )
     assert report.exit_code == 1
     assert "--max-slices" in report.rows[0]["error"]
 
 
-def test_segment_cohort_passes_segmenter_and_run_options(tmp_path, ct_dir, tiny_model):
+def test_segment_cohort_passes_segmenter_and_run_options(tmp_path, ct_dir, tiny_model, tiny_class_model):
     src = ct_dir / "abdomen_3mm_small.nii.gz"
     seen = []
+    models = {"model_path": tiny_model, "class_model_path": tiny_class_model}
     report = segment_cohort(
-        src, tmp_path, model_path=tiny_model, device="cpu", save_probability=True, overview=False,
+        src, tmp_path, **models, device="cpu", save_probability=True, overview=False,
         progress=lambda cases: seen.extend(cases) or cases,
     )
     assert report.exit_code == 0 and [c.case_id for c in seen] == ["abdomen_3mm_small"]
     case = tmp_path / "abdomen_3mm_small"
     assert (case / "probability.nii.gz").is_file() and not (case / "overview.png").exists()
     first = (case / "stats.json").stat().st_mtime_ns
-    again = segment_cohort(src, tmp_path, model_path=tiny_model, device="cpu", save_probability=True, resume=True)
+    again = segment_cohort(src, tmp_path, **models, device="cpu", save_probability=True, resume=True)
     assert again.exit_code == 0 and (case / "stats.json").stat().st_mtime_ns == first  # complete: skipped
     with pytest.raises(TypeError, match="no_such_option"):
         segment_cohort(src, tmp_path, model_path=tiny_model, no_such_option=1)
