@@ -192,16 +192,3 @@ def test_dicom_node_usage_errors_are_answered_before_any_heavy_import(tmp_path):
         assert (code, heavy) == (2, []), (name, err)
         assert message in err, (name, err)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["studies.txt"]
-
-
-def test_quiet_writes_nothing_to_stderr_on_success(tmp_path, data_dir, tiny_model, tiny_class_model):
-    import shutil
-
-    src = tmp_path / "ct.nii.gz"
-    shutil.copy(data_dir / "ct" / "abdomen_3mm_small.nii.gz", src)
-    argv = ["segment", str(src), "-o", str(tmp_path / "out"), "--model", str(tiny_model), "--class-model", str(tiny_class_model)]
-    argv += ["--device", "cpu", "-q"]
-    code, _, err = _cli_in_subprocess(argv)
-    assert code == 0 and err == ""
-    code, _, err = _cli_in_subprocess(argv[:-1] + ["--resume"])  # without -q: log lines, but no bar off a terminal
-    assert code == 0 and "INFO" in err and "\r" not in err and "\x1b[" not in err

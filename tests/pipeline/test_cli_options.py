@@ -116,7 +116,8 @@ def test_shipped_model_on_the_abdomen_scan_gives_the_readme_figure(tmp_path, dat
 
 def test_default_run_prints_no_python_warning_and_no_third_party_log_line(tmp_path, data_dir, tiny_model, tiny_class_model):
     """A DICOM cohort of two cases at the default verbosity: stderr holds our own log lines only (no per-case
-    nvImageCodec warning from MONAI, no highdicom line, no Python warning); ``-v`` shows the third-party lines."""
+    nvImageCodec warning from MONAI, no highdicom line, no Python warning, no progress bar off a terminal); ``-q``
+    writes nothing at all; ``-v`` shows the third-party lines."""
     import shutil
     import subprocess
     import sys
@@ -130,6 +131,7 @@ def test_default_run_prints_no_python_warning_and_no_third_party_log_line(tmp_pa
     assert default.returncode == 0, default.stderr[-2000:]
     lines = [line for line in default.stderr.splitlines() if line.strip()]
     assert lines and all(re.match(r"(INFO|WARNING|ERROR) infnet_monai[.:]", line) for line in lines), lines
+    assert "\r" not in default.stderr and "\x1b[" not in default.stderr  # no progress bar off a terminal
     quiet = subprocess.run(cmd + ["-o", str(tmp_path / "q"), "-q"], capture_output=True, text=True, timeout=600)
     assert quiet.returncode == 0 and quiet.stderr == ""  # -q: nothing at all on success
     verbose = subprocess.run(cmd + ["-o", str(tmp_path / "b"), "-v"], capture_output=True, text=True, timeout=600)
