@@ -164,18 +164,13 @@ def _domes_in_lung_ml(data: dict, result) -> float:
     from monai.data import MetaTensor
     from monai.transforms import Orientation
 
-    from infnet_monai.postprocessing import DOME_MIN_AREA_MM2
-    from infnet_monai.postprocessing.morphology import fill_enclosed_holes
-    from infnet_monai.utils.arrays import bounding_box
+    from infnet_monai.postprocessing.lung import lung_holes
 
     hu_lung = np.asarray(data["lung"])[0]
     spacing = [float(s) for s in data["image"].pixdim[:3]]
     domes = np.zeros(hu_lung.shape, dtype=bool)
-    for label in (1, 2):
-        one = hu_lung == label
-        if one.any():
-            box = bounding_box(one, (0, 0, 1))
-            domes[box] |= fill_enclosed_holes(one[box], spacing, DOME_MIN_AREA_MM2)[1]
+    for _, box, _, open_holes in lung_holes(hu_lung, spacing):
+        domes[box] |= open_holes
     final = Orientation(axcodes="RAS")(MetaTensor(torch.as_tensor(np.asarray(result.lung)[None]), affine=torch.as_tensor(result.affine)))
     final = np.asarray(final)[0]
     if final.shape != domes.shape:

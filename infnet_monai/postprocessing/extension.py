@@ -13,8 +13,8 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import ndimage as ndi
 
-from infnet_monai.postprocessing.lung import DOME_MIN_AREA_MM2, LEFT_LUNG_LABEL, RIGHT_LUNG_LABEL
-from infnet_monai.postprocessing.morphology import check_volume, connected_components, fill_enclosed_holes, row_slabs
+from infnet_monai.postprocessing.lung import DOME_MIN_AREA_MM2, LEFT_LUNG_LABEL, RIGHT_LUNG_LABEL, lung_holes
+from infnet_monai.postprocessing.morphology import check_volume, connected_components, row_slabs
 from infnet_monai.postprocessing.thorax import below_lung, lung_floor, thoracic_envelope
 from infnet_monai.utils.arrays import SLAB_SLICES, bounding_box
 from infnet_monai.utils.validation import check_spacing_mm
@@ -226,11 +226,7 @@ def extend_lung(
     if not added.any():
         return out
     _join_nearest_lung(out, added, box, spacing, per_label)
-    for lab in (RIGHT_LUNG_LABEL, LEFT_LUNG_LABEL):
-        one = out == lab
-        if one.any():
-            b = bounding_box(one, (0, 0, 1))  # the slices above and below: where a dome opens
-            filled = fill_enclosed_holes(one[b], spacing, dome_min_area_mm2)[0]
-            region = out[b]
-            region[filled & (region == 0)] = lab
+    for lab, b, filled, _ in lung_holes(out, spacing, dome_min_area_mm2):
+        region = out[b]
+        region[filled & (region == 0)] = lab
     return out

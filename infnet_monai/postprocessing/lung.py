@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -71,6 +71,7 @@ __all__ = [
     "working_factors",
     "lung_mask",
     "lung_mask_with_airway",
+    "lung_holes",
 ]
 
 logger = logging.getLogger(__name__)
@@ -386,6 +387,20 @@ def _close_and_fill(sides: np.ndarray, out: np.ndarray, spacing, closing_radius_
             logger.debug("lung_mask: %.1f mL of organ dome left out of the lung.", domes.sum() * float(np.prod(spacing)) / 1000.0)
         region = out[box]
         region[filled & (region == 0)] = lab
+
+
+def lung_holes(
+    lung: np.ndarray, spacing: Sequence[float], dome_min_area_mm2: float = DOME_MIN_AREA_MM2
+) -> Iterator[tuple[int, tuple[slice, ...], np.ndarray, np.ndarray]]:
+    """Per lung of a label map, :func:`~infnet_monai.postprocessing.morphology.fill_enclosed_holes` on its bounding
+    box one slice taller (so that a dome opening just below the lung's lowest slice is seen as open): yields
+    ``(label, box, filled, domes)``, ``filled`` that lung filled and ``domes`` its open holes left unfilled, both on
+    ``box``. Lazy: a caller that writes one lung's filling into ``lung`` before the next is yielded sees it."""
+    for label in (RIGHT_LUNG_LABEL, LEFT_LUNG_LABEL):
+        one = lung == label
+        if one.any():
+            box = bounding_box(one, (0, 0, 1))
+            yield (label, box, *fill_enclosed_holes(one[box], spacing, dome_min_area_mm2))
 
 
 def lung_mask(volume_hu: np.ndarray, spacing_mm: Sequence[float], **options: Any) -> np.ndarray:

@@ -27,7 +27,8 @@ def segmenter(tiny_model, tiny_class_model):
 def _mid_chest_run(series: Path, folder: Path, n: int = 40) -> Path:
     """``n`` consecutive slices from the middle of a real series (the files themselves, copied): still the real
     encoding and headers, a quarter of the work of the whole scan."""
-    files = sorted(series.iterdir(), key=lambda f: float(pydicom.dcmread(f, stop_before_pixels=True).ImagePositionPatient[2]))
+    (case,) = discover_cases(series)
+    files = case.files  # in slice order
     folder.mkdir()
     start = (len(files) - n) // 2
     for f in files[start : start + n]:
