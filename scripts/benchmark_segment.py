@@ -22,6 +22,9 @@ added to the command:
         --cases ../shared/data/ct/ricord_1a_001012
     python scripts/benchmark_segment.py --threads 2 --compare 0.9.0=/tmp/v090 head=. torch=.,--backend,torch \
         --slices 300 --source ../shared/data/ct/covid_ct_md_P001
+
+With ``--fresh-cache`` every run gets an empty cache of converted networks (``INFNET_CACHE_DIR``): the first run on a
+new machine, the OpenVINO conversion included.
 """
 
 from __future__ import annotations
@@ -179,6 +182,8 @@ def compare(args: argparse.Namespace, cases: list[Path], tmp: str) -> dict:
                 cmd = [sys.executable, "-m", "infnet_monai.cli", "segment", str(case), "-o", str(out), "-q",
                        "--device", args.device, *extra]
                 env = dict(os.environ, PYTHONPATH=str(tree), OMP_NUM_THREADS=str(args.threads))
+                if args.fresh_cache:
+                    env["INFNET_CACHE_DIR"] = tempfile.mkdtemp(prefix="cache-", dir=tmp)
                 seconds, peak, code, err = _timed_command(cmd, env, tmp)
                 runs.append({"variant": name, "repeat": repeat, "seconds": round(seconds, 2), "peak_rss_mb": round(peak, 1), "exit_code": code})
                 if code != 0:
@@ -233,6 +238,9 @@ def main() -> None:
     )
     parser.add_argument("--cases", nargs="*", default=[], help="with --compare: the cases (files or folders)")
     parser.add_argument("--repeats", type=int, default=2, help="with --compare: runs of each variant per case")
+    parser.add_argument(
+        "--fresh-cache", action="store_true", help="with --compare: an empty cache of converted networks for every run"
+    )
     parser.add_argument("--one", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -213,10 +213,10 @@ def _torch_reference(maps: nn.Module, probe: torch.Tensor) -> np.ndarray:
 
 def _traced(maps: nn.Module, example: torch.Tensor):
     """What ``openvino.convert_model`` reads: OpenVINO's own TorchScript decoder of ``maps`` traced on ``example``,
-    without ``torch.jit.trace``'s check (a second run of the module and of its trace, compared), which is a third of
-    the conversion time (shipped models: 8.0 s -> 5.2 s, the same OpenVINO model). The probe comparison of every load
-    (:data:`EXACT_TOLERANCE`) checks the result instead. Where the decoder is not importable, ``maps`` itself
-    (OpenVINO traces it with the check)."""
+    without ``torch.jit.trace``'s check (a second run of the module and of its trace, compared): the same OpenVINO
+    model, about 3 s less for the shipped models (docs/performance.md, "0.12.0 against 0.11.0"). The probe comparison
+    of every load (:data:`EXACT_TOLERANCE`) checks the result instead. Where the decoder is not importable, ``maps``
+    itself (OpenVINO traces it with the check)."""
     try:
         from openvino.frontend.pytorch.ts_decoder import TorchScriptPythonDecoder
     except ImportError:  # pragma: no cover - an OpenVINO without its PyTorch frontend cannot convert at all
