@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 import torch
@@ -26,18 +27,51 @@ def run_bundle(*args, timeout=600):
     return proc
 
 
-def test_metadata_verifies_against_schema(meta_schema):
-    # the schema is the shared copy (tests/conftest.py: beside $INFNET_SHARED_DATA); its URL is not reachable offline
-    proc = run_bundle("verify_metadata", "--meta_file", str(CONFIGS / "metadata.json"), "--filepath", str(meta_schema))
-    assert "metadata is verified with no error" in proc.stdout + proc.stderr
+# Several ``python -m monai.bundle ...`` commands in one subprocess: each runs the package's own ``__main__`` (the
+# users' entry point) afresh with its own ``sys.argv``, so only the imports (about 5 s a process here) are shared.
+_STEPS = """
+import json, runpy, sys, time
+for i, argv in enumerate(json.loads(sys.argv[1])):
+    print(MARK.format(i, time.time_ns()), flush=True)
+    sys.argv = ["monai.bundle", *argv]
+    try:
+        runpy.run_module("monai.bundle", run_name="__main__", alter_sys=True)
+    except SystemExit as e:
+        if e.code not in (None, 0):
+            sys.exit(f"step {i} ({argv[0]}) exited with {e.code}")
+""".replace("MARK", repr("=== monai.bundle step {} started {} ==="))
 
 
-def test_network_data_format_verifies():
-    proc = run_bundle(
-        "verify_net_in_out", "network_def",
-        "--meta_file", str(CONFIGS / "metadata.json"), "--config_file", str(CONFIGS / "train.json"),
+class BundleStep(NamedTuple):
+    output: str  # stdout and stderr together, in order
+    started_ns: int  # time.time_ns() when the step began
+
+
+def run_bundle_steps(*steps, timeout=600) -> list[BundleStep]:
+    """Run each argument list of ``steps`` as ``python -m monai.bundle <args>`` in one subprocess, in order."""
+    proc = subprocess.run(
+        [sys.executable, "-c", _STEPS, json.dumps([list(s) for s in steps])],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout, env=dict(os.environ),
     )
-    assert "data shape of network is verified with no error" in proc.stdout + proc.stderr
+    assert proc.returncode == 0, proc.stdout[-6000:]
+    parts = proc.stdout.split("=== monai.bundle step ")[1:]
+    assert len(parts) == len(steps), proc.stdout[-3000:]
+    out = []
+    for part in parts:
+        head, output = part.split(" ===\n", 1)
+        out.append(BundleStep(output, int(head.split(" started ")[1])))
+    return out
+
+
+def test_metadata_and_network_data_format_verify(meta_schema):
+    # the schema is the shared copy (tests/conftest.py: beside $INFNET_SHARED_DATA); its URL is not reachable offline
+    metadata, network = run_bundle_steps(
+        ["verify_metadata", "--meta_file", str(CONFIGS / "metadata.json"), "--filepath", str(meta_schema)],
+        ["verify_net_in_out", "network_def", "--meta_file", str(CONFIGS / "metadata.json"),
+         "--config_file", str(CONFIGS / "train.json")],
+    )
+    assert "metadata is verified with no error" in metadata.output
+    assert "data shape of network is verified with no error" in network.output
 
 
 def test_train_two_iterations_then_resume_then_evaluate(tmp_path, data_dir):
@@ -54,32 +88,39 @@ def test_train_two_iterations_then_resume_then_evaluate(tmp_path, data_dir):
     assert 0.0 <= info["metadata"]["validation"]["dice"] <= 1.0
     with torch.no_grad():
         assert net(torch.rand(1, 1, 64, 64)).shape == (1, 1, 64, 64)
+    first = tmp_path / "epoch1.pt"
+    first.write_bytes(model.read_bytes())
+    # the same weights with a calibrated temperature: the evaluator applies it, as predict-slices does
+    calibrated = save_calibrated_model(first, tmp_path / "calibrated.pt", {"temperature": 0.05})
 
-    # resume for a second epoch: the trainer continues at epoch 2, the log gains a row
-    run_bundle(
-        "run", "--config_file", str(CONFIGS / "train.json"), "--epochs", "2",
-        "--resume_from", str(out / "resume_final.pt"), *common,
+    def evaluate(model_path):
+        return [
+            "run", "--config_file", json.dumps([str(CONFIGS / "train.json"), str(CONFIGS / "evaluate.json")]),
+            "--model_path", str(model_path), "--dataset_dir", str(data_dir), "--output_dir", str(tmp_path / "eval"),
+            "--device", "cpu",
+        ]
+
+    # resume for a second epoch (the trainer continues at epoch 2, the log gains a row), then evaluate
+    _, plain, scaled = run_bundle_steps(
+        ["run", "--config_file", str(CONFIGS / "train.json"), "--epochs", "2",
+         "--resume_from", str(out / "resume_final.pt"), *common],
+        evaluate(first),
+        evaluate(calibrated),
     )
     rows = list(csv.DictReader((out / "train_log.csv").open()))
     assert [int(r["epoch"]) for r in rows] == [1, 2]
     assert all(float(r["train_loss"]) > 0 for r in rows)
+    assert load_model(model)[1]["metadata"]["epoch"] == 2
 
-    def evaluate(model_path):
-        proc = run_bundle(
-            "run", "--config_file", json.dumps([str(CONFIGS / "train.json"), str(CONFIGS / "evaluate.json")]),
-            "--model_path", str(model_path), "--dataset_dir", str(data_dir), "--output_dir", str(tmp_path / "eval"),
-            "--device", "cpu",
-        )
-        start = proc.stdout.index("{")
-        return json.loads(proc.stdout[start : proc.stdout.index("}", start) + 1])
+    def metrics_of(output):
+        start = output.index("{")
+        return json.loads(output[start : output.index("}", start) + 1])
 
-    metrics = evaluate(model)
+    metrics = metrics_of(plain.output)
     for key in ("dice", "sensitivity", "specificity", "s_measure", "e_measure", "mae"):
         assert 0.0 <= metrics[key] <= 1.0
     assert metrics["num_images"] == 10
-    # the evaluator applies a checkpoint's calibrated temperature, as predict-slices does
-    calibrated = save_calibrated_model(model, tmp_path / "calibrated.pt", {"temperature": 0.05})
-    assert evaluate(calibrated)["mae"] != pytest.approx(metrics["mae"], abs=1e-6)
+    assert metrics_of(scaled.output)["mae"] != pytest.approx(metrics["mae"], abs=1e-6)
 
 
 def test_train_classes_overrides_train_and_exports_a_head(tmp_path, data_dir, tiny_model):
@@ -107,24 +148,21 @@ def test_train_classes_overrides_train_and_exports_a_head(tmp_path, data_dir, ti
 def test_pretrain_writes_an_encoder_that_train_starts_from(tmp_path, data_dir):
     pre = tmp_path / "pretrain"
     train_and_pretrain = json.dumps([str(CONFIGS / "train.json"), str(CONFIGS / "pretrain.json")])
-    run_bundle(
-        "run", "--config_file", train_and_pretrain, "--dataset_dir", str(data_dir), "--output_dir", str(pre),
-        "--epochs", "1", "--epoch_length", "2", "--batch_size", "2", "--pretrain_size", "64", "--device", "cpu",
-    )
     encoder = pre / "encoder.pt"
+    out = tmp_path / "train"
+    run_bundle_steps(
+        ["run", "--config_file", train_and_pretrain, "--dataset_dir", str(data_dir), "--output_dir", str(pre),
+         "--epochs", "1", "--epoch_length", "2", "--batch_size", "2", "--pretrain_size", "64", "--device", "cpu"],
+        ["run", "--config_file", str(CONFIGS / "train.json"), "--dataset_dir", str(data_dir), "--output_dir", str(out),
+         "--epochs", "1", "--epoch_length", "1", "--batch_size", "2", "--spatial_size", "64", "--train_rates", "[1.0]",
+         "--val_interval", "1", "--device", "cpu", "--pretrained_encoder", str(encoder)],
+    )
     saved = torch.load(encoder, weights_only=True)
     assert saved["format"] == "infnet-monai-encoder/1"
     # 1650 slices less the 10 validation slices, which pretraining never sees
     assert saved["metadata"]["num_images"] == 1640 and saved["metadata"]["epoch"] == 1
     rows = list(csv.DictReader((pre / "pretrain_log.csv").open()))
     assert len(rows) == 1 and float(rows[0]["train_loss"]) > 0
-
-    out = tmp_path / "train"
-    run_bundle(
-        "run", "--config_file", str(CONFIGS / "train.json"), "--dataset_dir", str(data_dir), "--output_dir", str(out),
-        "--epochs", "1", "--epoch_length", "1", "--batch_size", "2", "--spatial_size", "64", "--train_rates", "[1.0]",
-        "--val_interval", "1", "--device", "cpu", "--pretrained_encoder", str(encoder),
-    )
     _, info = load_model(out / "model.pt")
     assert info["metadata"]["pretrained_encoder"] == str(encoder)
 
@@ -140,8 +178,9 @@ def test_semi_supervised_config_runs_and_resumes(tmp_path, data_dir, tiny_model)
         "--spatial_size", "64", "--train_rates", "[1.0]", "--batch_size", "2", "--epoch_length", "1", "--epochs", "1",
         "--val_interval", "1", "--device", "cpu", "--min_confidence", "0",
     ]
-    proc = run_bundle(*args)
-    summary = json.loads(proc.stdout[proc.stdout.rindex('{\n  "stage"'):])
+    # the command, then the same command again: it finds the finished state and trains nothing
+    first, again = run_bundle_steps(args, args)
+    summary = json.loads(first.output[first.output.rindex('{\n  "stage"'):])
     # all 4 pseudo-labels kept; stage-2 batches of 2 hold 1 pseudo-labeled + 1 labeled slice (the config's 0.5)
     assert summary["stage"] == "done" and summary["groups_done"] == 2 and summary["pseudo_steps_done"] == 4
     assert len(list((out / "propagation" / "pseudo_labels").glob("*.png"))) == 8
@@ -149,11 +188,8 @@ def test_semi_supervised_config_runs_and_resumes(tmp_path, data_dir, tiny_model)
     assert info["metadata"]["group_size"] == 2 and info["metadata"]["initial_model"] == str(tiny_model)
     assert info["metadata"]["min_confidence"] == 0 and info["metadata"]["pseudo_labeled_fraction"] == 0.5
     assert (out / "propagated.pt").is_file()
-    # running again finds the finished state and trains nothing
-    before = (out / "model.pt").stat().st_mtime_ns
-    proc = run_bundle(*args)
-    assert json.loads(proc.stdout[proc.stdout.rindex('{\n  "stage"'):])["stage"] == "done"
-    assert (out / "model.pt").stat().st_mtime_ns == before
+    assert json.loads(again.output[again.output.rindex('{\n  "stage"'):])["stage"] == "done"
+    assert (out / "model.pt").stat().st_mtime_ns < again.started_ns  # not written again
     assert len(list(csv.DictReader((out / "train_log.csv").open()))) == 1
 
 
