@@ -205,17 +205,17 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     segmentation.dcm and measurements.dcm to --send-to (and back to a caller whose --allow entry has a port). Every
     spooled series and unsent result is picked up at the next start; SIGTERM finishes the current case, then stops.
     See docs/dicom-node.md."""
-    from infnet_monai.net.node import serve
+    from infnet_monai.net.node import NodeSettings, serve
     from infnet_monai.net.spool import default_spool
 
     if args.batch_slices < 1:
         raise ValueError("--batch-slices must be >= 1")
     _quiet_pynetdicom(args)
-    return serve(
-        args.output, args.spool or default_spool(args.output), _segment_kwargs(args), ae_title=args.ae_title,
-        host=args.host, port=args.port, allow=args.allow, send_to=args.send_to, idle_seconds=args.idle_seconds,
-        series_timeout_s=args.series_timeout, max_spool_gb=args.max_spool_gb, send_retries=args.send_retries,
-    )  # fmt: skip
+    settings = NodeSettings(
+        args.ae_title, args.host, args.port, args.send_to, args.idle_seconds, args.series_timeout, args.send_retries
+    )
+    spool = args.spool or default_spool(args.output)
+    return serve(args.output, spool, _segment_kwargs(args), settings, args.allow, args.max_spool_gb)
 
 
 def _quiet_pynetdicom(args: argparse.Namespace) -> None:
@@ -256,9 +256,9 @@ def _add_segment_options(p: argparse.ArgumentParser) -> None:
     from infnet_monai.defaults import MIN_LESION_EXTENT_MM as DEFAULT_MIN_LESION_EXTENT_MM
 
     _add_io_options(p, "output folder (created if missing)")
-    p.add_argument("--batch-slices", type=int, default=16, help="axial slices per forward pass (default: 16)")
-    p.add_argument("--threshold", type=float, default=THRESHOLD, help=f"infection probability threshold (default: {THRESHOLD:g})")
     numeric = (  # flag, type, default, help
+        ("--batch-slices", int, 16, "axial slices per forward pass"),
+        ("--threshold", float, THRESHOLD, "infection probability threshold"),
         ("--min-lesion-mm3", float, DEFAULT_MIN_LESION_MM3, "drop connected lesions smaller than this (mm3)"),
         ("--min-lesion-extent-mm", float, DEFAULT_MIN_LESION_EXTENT_MM, "drop lesions spanning fewer axial mm (slices x spacing)"),
         ("--min-lesion-area-mm2", float, DEFAULT_MIN_LESION_AREA_MM2, "drop in-plane pieces of infection smaller than this on a slice (mm2)"),

@@ -102,11 +102,3 @@ def tiny_class_model(tmp_path_factory) -> Path:
         path, head, kwargs, preprocessing={"spatial_size": 32, "output": "consolidation_share"}, architecture="UNet"
     )
     return path
-
-
-def pytest_collection_modifyitems(session, config, items):
-    """The DICOM node's tests (tests/net) run first. pynetdicom waits on its sockets with ``select.select``, which
-    cannot watch a file descriptor numbered 1024 or above; OpenVINO's model conversion keeps about 30 descriptors
-    open per converted network for the life of the process, so after the backend tests a test process holds more
-    than 1,000 and every association would be aborted. A node in service converts its one network once."""
-    items.sort(key=lambda item: 0 if Path(str(item.fspath)).parent.name == "net" else 1)

@@ -17,6 +17,11 @@ consolidation head) is the same mathematics on every backend; only the engine th
 ``precision="bf16"`` (opt-in) runs the network in bfloat16: OpenVINO's ``INFERENCE_PRECISION_HINT``, or torch's CPU
 autocast. It is faster only on CPUs with bfloat16 matrix units (AMX); probabilities move by up to a few tenths at
 single voxels. A CPU without bfloat16 support falls back to float32 with a log line.
+
+Nothing leaves the machine: OpenVINO's model conversion reports each conversion to Google Analytics (its
+``openvino_telemetry`` package, on by default unless the user opted out, from a process spawned per event that also
+keeps two pipes open for the life of the process) and keeps a client ID under ``~/intel``. OpenVINO is imported here
+with that package hidden, so its converter falls back to its own no-op stub (:func:`_openvino`).
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import hashlib
 import logging
 import os
 import shutil
+import sys
 import tempfile
 import warnings
 from collections.abc import Sequence
@@ -198,7 +204,19 @@ class OpenVINOMaps:
         return torch.from_numpy(np.array(out[0], dtype=np.float32, copy=True))
 
 
+TELEMETRY_MODULE = "openvino_telemetry"
+"""OpenVINO's usage telemetry, hidden from the import system before OpenVINO is imported (see the module docstring)."""
+
+
 def _openvino():
+    """The ``openvino`` package, or None where it is not installed. On its first import here its telemetry package is
+    made unimportable (a ``None`` entry in ``sys.modules``, which Python answers with ``ImportError``), so that
+    ``openvino.convert_model`` uses its no-op stub; where the process imported OpenVINO before, its telemetry is left
+    as the process has it and a debug line says so."""
+    if "openvino" not in sys.modules:
+        sys.modules.setdefault(TELEMETRY_MODULE, None)
+    elif sys.modules.get(TELEMETRY_MODULE) is not None:
+        logger.debug("OpenVINO was imported before infnet_monai: its usage telemetry is as that import left it")
     try:
         import openvino
     except ImportError:

@@ -19,7 +19,7 @@ __all__, __getattr__, __dir__ = lazy_names(
         "scp": ("StorageSCP",),
         "scu": ("ResultSender",),
         "worker": ("CaseWorker",),
-        "node": ("DicomNode", "serve"),
+        "node": ("DicomNode", "NodeSettings", "serve"),
         "pull": ("PullError", "pull_studies", "read_study_keys"),
     },
 )

@@ -21,6 +21,7 @@ import signal
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +38,7 @@ from infnet_monai.net.peers import AllowedCaller, Peer
 from infnet_monai.net.spool import SeriesEntry, Spool
 from infnet_monai.utils.preflight import OutputLock
 
-__all__ = ["DISK_PAUSE_S", "RESEND_INTERVAL_S", "DicomNode", "check_folders", "check_times", "serve"]
+__all__ = ["DISK_PAUSE_S", "RESEND_INTERVAL_S", "DicomNode", "NodeSettings", "check_folders", "check_times", "serve"]
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +76,39 @@ def check_times(idle_seconds: float, series_timeout_s: float) -> None:
         )
 
 
+@dataclass(frozen=True)
+class NodeSettings:
+    """How the node is reached, when a series is complete and where its results go: ``infnet-covid serve``'s options,
+    checked when made.
+
+    Attributes:
+        ae_title: the node's AE title (also the calling AE of its sends).
+        host: address to listen on.
+        port: TCP port (0: any free port, for tests).
+        send_to: destinations of every result.
+        idle_seconds: a series is complete when no instance of it arrived for this long.
+        series_timeout_s: a series still receiving this long after its first instance is set aside (error row).
+        send_retries: tries per result and pass.
+
+    Raises:
+        ValueError: the times cannot work together (:func:`check_times`), or ``send_retries`` < 1.
+    """
+
+    ae_title: str = NODE_AE_TITLE
+    host: str = NODE_HOST
+    port: int = NODE_PORT
+    send_to: tuple[Peer, ...] = ()
+    idle_seconds: float = NODE_IDLE_SECONDS
+    series_timeout_s: float = NODE_SERIES_TIMEOUT_S
+    send_retries: int = NODE_SEND_RETRIES
+
+    def __post_init__(self) -> None:
+        check_times(self.idle_seconds, self.series_timeout_s)
+        if int(self.send_retries) < 1:
+            raise ValueError(f"--send-retries must be >= 1, got {self.send_retries}.")
+        object.__setattr__(self, "send_to", tuple(self.send_to))
+
+
 class DicomNode:
     """A Storage SCP and the worker that segments what it spools.
 
@@ -83,14 +117,9 @@ class DicomNode:
         output_dir: OUTPUT (``OUTPUT/<SeriesInstanceUID>/``, ``burden.csv``, ``report.html``).
         spool: the open spool.
         lock: OUTPUT's lock, held.
-        ae_title: the node's AE title.
-        host: address to listen on.
-        port: TCP port (0: a free one, see :attr:`port`).
+        settings: the AE title, address, port, destinations, completion times and tries (port 0: a free one, see
+            :attr:`port`).
         allowed: calling AEs allowed (with a port: also a destination for what they send).
-        send_to: destinations of every result.
-        idle_seconds: a series is complete when no instance of it arrived for this long.
-        series_timeout_s: a series still receiving this long after its first instance is set aside (error row).
-        send_retries: tries per result and pass.
         timeout_s: timeouts of the node's associations.
     """
 
@@ -100,27 +129,22 @@ class DicomNode:
         output_dir: str | os.PathLike,
         spool: Spool,
         lock: OutputLock,
-        ae_title: str = NODE_AE_TITLE,
-        host: str = NODE_HOST,
-        port: int = NODE_PORT,
+        settings: NodeSettings = NodeSettings(),
         allowed: Sequence[AllowedCaller] = (),
-        send_to: Sequence[Peer] = (),
-        idle_seconds: float = NODE_IDLE_SECONDS,
-        series_timeout_s: float = NODE_SERIES_TIMEOUT_S,
-        send_retries: int = NODE_SEND_RETRIES,
         timeout_s: float = 30.0,
     ) -> None:
         from infnet_monai.net.scp import StorageSCP
         from infnet_monai.net.worker import CaseWorker
 
-        check_times(idle_seconds, series_timeout_s)
+        self.settings = settings
         self.spool = spool
         self.allowed = tuple(allowed)
-        self.send_to = tuple(send_to)
-        self.idle_seconds = float(idle_seconds)
-        self.series_timeout_s = float(series_timeout_s)
-        self.worker = CaseWorker(segmenter, output_dir, spool, lock, ae_title, send_retries, timeout_s)
-        self.scp = StorageSCP(spool, ae_title, host, port, self.allowed, timeout_s=max(timeout_s, 60.0))
+        self.send_to = settings.send_to
+        self.idle_seconds = float(settings.idle_seconds)
+        self.series_timeout_s = float(settings.series_timeout_s)
+        self.worker = CaseWorker(segmenter, output_dir, spool, lock, settings.ae_title, settings.send_retries, timeout_s)
+        self.scp = StorageSCP(spool, settings.ae_title, settings.host, settings.port, self.allowed,
+                              timeout_s=max(timeout_s, 60.0))
         self._paused_until = 0.0
         self._next_send = 0.0  # at start: the results a former run could not send
 
@@ -228,15 +252,9 @@ def serve(
     output_dir: str | os.PathLike,
     spool_dir: str | os.PathLike,
     segment_options: dict,
-    ae_title: str = NODE_AE_TITLE,
-    host: str = NODE_HOST,
-    port: int = NODE_PORT,
+    settings: NodeSettings = NodeSettings(),
     allow: Sequence[Peer] = (),
-    send_to: Sequence[Peer] = (),
-    idle_seconds: float = NODE_IDLE_SECONDS,
-    series_timeout_s: float = NODE_SERIES_TIMEOUT_S,
     max_spool_gb: float = NODE_MAX_SPOOL_GB,
-    send_retries: int = NODE_SEND_RETRIES,
     stop: threading.Event | None = None,
 ) -> int:
     """Run the node until SIGTERM, SIGINT (``KeyboardInterrupt``) or ``stop``.
@@ -248,7 +266,10 @@ def serve(
         output_dir: OUTPUT.
         spool_dir: the spool folder.
         segment_options: :class:`~infnet_monai.pipeline.segment.SegmentConfig` fields (the model, the device, ...).
-        others: as :class:`DicomNode`; ``max_spool_gb`` bounds the spool.
+        settings: as :class:`DicomNode`.
+        allow: the calling AEs allowed, resolved here (a wrong host is refused before the model is loaded).
+        max_spool_gb: bound of the spool.
+        stop: set to stop the node (as SIGTERM does).
 
     Returns:
         0 once stopped.
@@ -256,9 +277,6 @@ def serve(
     output_dir, spool_dir = Path(output_dir), Path(spool_dir)
     if not max_spool_gb > 0:
         raise ValueError(f"--max-spool-gb must be > 0, got {max_spool_gb:g}.")
-    if int(send_retries) < 1:
-        raise ValueError(f"--send-retries must be >= 1, got {send_retries}.")
-    check_times(idle_seconds, series_timeout_s)
     check_folders(output_dir, spool_dir)
     allowed = [AllowedCaller.resolve(p) for p in allow]
     stop = stop if stop is not None else threading.Event()
@@ -266,10 +284,7 @@ def serve(
         from infnet_monai.pipeline.segment import CTSegmenter
 
         segmenter = CTSegmenter(**segment_options)
-        node = DicomNode(
-            segmenter, output_dir, spool, lock, ae_title, host, port, allowed, send_to, idle_seconds,
-            series_timeout_s, send_retries,
-        )  # fmt: skip
+        node = DicomNode(segmenter, output_dir, spool, lock, settings, allowed)
         previous = None
         if threading.current_thread() is threading.main_thread():
             def on_term(signum, frame) -> None:

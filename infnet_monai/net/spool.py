@@ -208,16 +208,17 @@ class Spool:
         self._used = _tree_bytes(self.root)
         return self
 
-    def close(self) -> None:
-        if self._file_lock is not None:
-            self._file_lock.release()
-            self._file_lock = None
-
     def __enter__(self) -> "Spool":
         return self.open()
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+    def close(self) -> None:
+        """Let the spool's lock go; what the spool holds stays for the next :meth:`open`."""
+        if self._file_lock is not None:
+            self._file_lock.release()
+            self._file_lock = None
 
     @property
     def used_bytes(self) -> int:

@@ -122,8 +122,10 @@ def _root_cause(e: BaseException) -> BaseException:
 
 def case_error_message(case: CTCase, raised: BaseException, output_dir: Path) -> str:
     """One line (at most :data:`MAX_ERROR_CHARS`) for the row of a case that failed with ``raised``, naming the
-    file, and the files left out of its series (the likely cause of a gap)."""
-    text = _case_error_text(case, raised, output_dir)
+    file, and the files left out of its series (the likely cause of a gap). Paths inside the folder that holds the
+    case are written from there (``case 7/IM0031.dcm``): the row's ``source_path`` has the whole path, so a deep
+    folder does not push the problem itself past the cell's limit; the log line keeps the whole paths."""
+    text = _case_error_text(case, raised, output_dir).replace(str(Path(case.source_path).parent) + os.sep, "")
     if not case.dropped:
         return one_line(text)
     dropped = one_line(f" Left out of the series: {'; '.join(case.dropped)}.", MAX_ERROR_CHARS // 2)

@@ -201,15 +201,8 @@ class CaseWriter:
             raise ValueError("a CaseWriter needs MaskVolumes among its outputs (the masks are the result).")
 
     @classmethod
-    def default(
-        cls,
-        software_version: str,
-        *,
-        overview: bool = True,
-        dicom_seg: bool = True,
-        dicom_sr: bool = True,
-        model_name: str | None = None,
-    ) -> "CaseWriter":
+    def default(cls, software_version: str, *, overview: bool = True, dicom_seg: bool = True, dicom_sr: bool = True,
+                model_name: str | None = None) -> "CaseWriter":
         """The standard outputs: masks, the lesion table, DICOM-SEG and DICOM SR (for DICOM inputs, unless
         ``dicom_seg`` / ``dicom_sr`` is off; the SR needs the SEG), the overview picture (unless ``overview`` is
         off)."""

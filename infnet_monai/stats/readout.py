@@ -31,16 +31,9 @@ def to_ras(arrays: list[np.ndarray | None], affine: np.ndarray) -> tuple[list[np
     return out, affine @ nib.orientations.inv_ornt_aff(transform, shape)
 
 
-def case_readout(
-    infection: np.ndarray,
-    lung: np.ndarray,
-    image: np.ndarray,
-    affine: np.ndarray,
-    *,
-    classes: np.ndarray | None = None,
-    nodules: np.ndarray | None = None,
-    lungs_cut_by_scan: bool = False,
-) -> tuple[dict, list[dict]]:
+def case_readout(infection: np.ndarray, lung: np.ndarray, image: np.ndarray, affine: np.ndarray, *,
+                 classes: np.ndarray | None = None, nodules: np.ndarray | None = None,
+                 lungs_cut_by_scan: bool = False) -> tuple[dict, list[dict]]:
     """The zone figures of a case's row and its lesion rows.
 
     Args:

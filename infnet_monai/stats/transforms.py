@@ -53,8 +53,7 @@ class InfectionBurdend(MapTransform):
                  output_key: str = "burden", spacing_mm=None, allow_missing_keys: bool = False,
                  nodules_key: str = "nodules") -> None:
         super().__init__(keys, allow_missing_keys)
-        self.lung_key, self.classes_key, self.output_key = lung_key, classes_key, output_key
-        self.nodules_key = nodules_key
+        self.lung_key, self.classes_key, self.nodules_key, self.output_key = lung_key, classes_key, nodules_key, output_key
         self.transform = InfectionBurden(spacing_mm)
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict:

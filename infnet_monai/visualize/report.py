@@ -422,12 +422,8 @@ def report_html(
     ])
 
 
-def write_report(
-    rows: Sequence[dict],
-    output_dir: str | os.PathLike,
-    provenance: dict | None = None,
-    followup: Sequence[dict] | None = None,
-) -> Path:
+def write_report(rows: Sequence[dict], output_dir: str | os.PathLike, provenance: dict | None = None,
+                 followup: Sequence[dict] | None = None) -> Path:
     """Write ``output_dir/report.html`` atomically (see :func:`report_html`)."""
     page = report_html(rows, output_dir, provenance, followup)
     return atomic_write(Path(output_dir) / REPORT_FILE, lambda tmp: Path(tmp).write_text(page, encoding="utf-8"))

@@ -123,7 +123,7 @@ def start_node(node_segmenter):
     """``with start_node(root, allowed=[Peer...], send_to=[...], idle_seconds=..., max_bytes=...) as node``: a node
     on a free port, its loop in a thread (``run=False``: the test calls ``node.step()``); the spool is
     ``root/spool``, OUTPUT ``root/out``."""
-    from infnet_monai.net.node import DicomNode
+    from infnet_monai.net.node import DicomNode, NodeSettings
     from infnet_monai.net.peers import AllowedCaller
     from infnet_monai.net.spool import DEFAULT_MAX_SPOOL_BYTES, Spool
     from infnet_monai.utils.preflight import OutputLock
@@ -133,10 +133,11 @@ def start_node(node_segmenter):
               min_free_bytes=0, run=True):  # fmt: skip
         spool = Spool(root / "spool", max_bytes, min_free_bytes).open()
         lock = OutputLock(root / "out", root / "spool").acquire()
-        node = DicomNode(
-            node_segmenter, root / "out", spool, lock, port=0, allowed=[AllowedCaller.resolve(p) for p in allowed],
-            send_to=send_to, idle_seconds=idle_seconds, series_timeout_s=series_timeout_s, send_retries=2, timeout_s=5.0,
+        settings = NodeSettings(
+            port=0, send_to=send_to, idle_seconds=idle_seconds, series_timeout_s=series_timeout_s, send_retries=2
         )
+        allowed = [AllowedCaller.resolve(p) for p in allowed]
+        node = DicomNode(node_segmenter, root / "out", spool, lock, settings, allowed, timeout_s=5.0)
         node.worker.sender.retry_wait_s = 0.1
         stop = threading.Event()
         node.start()

@@ -117,7 +117,9 @@ def test_shipped_model_on_the_abdomen_scan_gives_the_readme_figure(tmp_path, dat
 def test_default_run_prints_no_python_warning_and_no_third_party_log_line(tmp_path, data_dir, tiny_model, tiny_class_model):
     """A DICOM cohort of two cases at the default verbosity: stderr holds our own log lines only (no per-case
     nvImageCodec warning from MONAI, no highdicom line, no Python warning, no progress bar off a terminal); ``-q``
-    writes nothing at all; ``-v`` shows the third-party lines."""
+    writes nothing at all; ``-v`` shows the third-party lines. The first run converts the network (an empty cache) in
+    a home folder of its own: OpenVINO's converter writes no telemetry client ID there (nothing is reported)."""
+    import os
     import shutil
     import subprocess
     import sys
@@ -127,12 +129,16 @@ def test_default_run_prints_no_python_warning_and_no_third_party_log_line(tmp_pa
         shutil.copytree(data_dir / "ct" / "chest_2slice_dicom", cohort / name)
     cmd = [sys.executable, "-m", "infnet_monai.cli", "segment", str(cohort), "--model", str(tiny_model), "--device", "cpu"]
     cmd += ["--class-model", str(tiny_class_model)]
-    default = subprocess.run(cmd + ["-o", str(tmp_path / "a")], capture_output=True, text=True, timeout=600)
+    home = tmp_path / "home"
+    env = dict(os.environ, HOME=str(home), INFNET_CACHE_DIR=str(home / "converted"))
+    env.pop("CI", None)  # OpenVINO's telemetry skips CI jobs by this variable; a user's machine has none
+    default = subprocess.run(cmd + ["-o", str(tmp_path / "a")], capture_output=True, text=True, timeout=600, env=env)
     assert default.returncode == 0, default.stderr[-2000:]
+    assert (home / "converted" / "openvino").is_dir() and not (home / "intel").exists()
     lines = [line for line in default.stderr.splitlines() if line.strip()]
     assert lines and all(re.match(r"(INFO|WARNING|ERROR) infnet_monai[.:]", line) for line in lines), lines
     assert "\r" not in default.stderr and "\x1b[" not in default.stderr  # no progress bar off a terminal
-    quiet = subprocess.run(cmd + ["-o", str(tmp_path / "q"), "-q"], capture_output=True, text=True, timeout=600)
+    quiet = subprocess.run(cmd + ["-o", str(tmp_path / "q"), "-q"], capture_output=True, text=True, timeout=600, env=env)
     assert quiet.returncode == 0 and quiet.stderr == ""  # -q: nothing at all on success
-    verbose = subprocess.run(cmd + ["-o", str(tmp_path / "b"), "-v"], capture_output=True, text=True, timeout=600)
+    verbose = subprocess.run(cmd + ["-o", str(tmp_path / "b"), "-v"], capture_output=True, text=True, timeout=600, env=env)
     assert "nvImageCodec" in verbose.stderr or "highdicom" in verbose.stderr  # shown when asked for

@@ -85,6 +85,19 @@ def test_any_exception_of_a_case_is_its_error_row_and_the_others_finish(tmp_path
     assert [r["status"] for r in csv.DictReader(lines)] == ["error", "error", "ok"]
 
 
+def test_a_deep_folder_leaves_the_problem_whole_in_the_error_cell(tmp_path):
+    from infnet_monai.io import CaseError
+
+    deep = tmp_path.joinpath(*["a hospital share with a long name"] * 8)
+    deep.parent.mkdir(parents=True)
+    src = _cohort(deep)
+    problem = "gap of 4 mm between slices 7 and 9 (2x the median spacing of 2 mm): slice(s) are missing. Export it again."
+    report = _runner(a=CaseError(f"{src / 'a.nii.gz'}: {problem}")).run(src, tmp_path / "out")
+    row = report.rows[0]
+    assert len(str(src)) > 250 and row["source_path"] == str(src / "a.nii.gz")  # the whole path has its own column
+    assert row["error"] == f"a.nii.gz: {problem}"  # named from its folder, the problem not cut
+
+
 def test_keyboard_interrupt_is_not_an_error_row(tmp_path):
     src = _cohort(tmp_path / "in")
     with pytest.raises(KeyboardInterrupt):
