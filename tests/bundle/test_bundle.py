@@ -27,19 +27,7 @@ def run_bundle(*args, timeout=600):
     return proc
 
 
-# Several ``python -m monai.bundle ...`` commands in one subprocess: each runs the package's own ``__main__`` (the
-# users' entry point) afresh with its own ``sys.argv``, so only the imports (about 5 s a process here) are shared.
-_STEPS = """
-import json, runpy, sys, time
-for i, argv in enumerate(json.loads(sys.argv[1])):
-    print(MARK.format(i, time.time_ns()), flush=True)
-    sys.argv = ["monai.bundle", *argv]
-    try:
-        runpy.run_module("monai.bundle", run_name="__main__", alter_sys=True)
-    except SystemExit as e:
-        if e.code not in (None, 0):
-            sys.exit(f"step {i} ({argv[0]}) exited with {e.code}")
-""".replace("MARK", repr("=== monai.bundle step {} started {} ==="))
+STEPS = Path(__file__).with_name("bundle_steps.py")  # several bundle commands in one process
 
 
 class BundleStep(NamedTuple):
@@ -48,9 +36,10 @@ class BundleStep(NamedTuple):
 
 
 def run_bundle_steps(*steps, timeout=600) -> list[BundleStep]:
-    """Run each argument list of ``steps`` as ``python -m monai.bundle <args>`` in one subprocess, in order."""
+    """Run each argument list of ``steps`` as ``python -m monai.bundle <args>`` in one subprocess, in order
+    (``bundle_steps.py``)."""
     proc = subprocess.run(
-        [sys.executable, "-c", _STEPS, json.dumps([list(s) for s in steps])],
+        [sys.executable, str(STEPS), json.dumps([list(s) for s in steps])],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout, env=dict(os.environ),
     )
     assert proc.returncode == 0, proc.stdout[-6000:]
