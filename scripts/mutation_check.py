@@ -216,7 +216,7 @@ def _pytest(copy: Path, probe_dir: Path, targets: list[str], timeout_s: int, lab
     if data:
         env["INFNET_SHARED_DATA"] = data
     cmd = [
-        sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "_mutation_check_probe",
+        sys.executable, "-m", "pytest", "-q", "-n", "0", "-p", "no:cacheprovider", "-p", "_mutation_check_probe",
         "--continue-on-collection-errors", f"--junitxml={junit}", "-o", "junit_family=xunit2", *targets,
     ]
     start = time.time()

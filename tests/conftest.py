@@ -1,4 +1,5 @@
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -28,11 +29,18 @@ def _required() -> bool:
 
 
 def pytest_configure(config):
-    # converted networks (infnet_monai.inferers.backends) go to a folder of this test run, not the user's cache
+    # converted networks (infnet_monai.inferers.backends) go to a folder of this test run, not the user's cache; made
+    # before pytest-xdist starts its workers, which inherit it: a network is converted once per run
     if not os.environ.get("INFNET_CACHE_DIR"):
         import tempfile
 
         os.environ["INFNET_CACHE_DIR"] = tempfile.mkdtemp(prefix="infnet-test-cache-")
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        # the workers share the cores: one thread each (unless OMP_NUM_THREADS says otherwise), inherited by the
+        # processes the tests start; OpenMP threads spinning for cores another worker holds cost a third of the CPU time
+        threads = int(os.environ.setdefault("OMP_NUM_THREADS", "1"))
+        if "torch" in sys.modules:
+            sys.modules["torch"].set_num_threads(threads)
 
 
 def pytest_sessionstart(session):

@@ -16,7 +16,7 @@ def _pytest(tmp_path, require: bool, data=None) -> subprocess.CompletedProcess:
         env["INFNET_REQUIRE_SHARED_DATA"] = "1"
     target = "tests/stats/test_class_burden.py"  # needs no data: only the guard can fail it
     return subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", target],
+        [sys.executable, "-m", "pytest", "-q", "-n", "0", "-p", "no:cacheprovider", target],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
     )
 
