@@ -179,9 +179,10 @@ class VolumePredictor:
             if out is None:
                 out = np.zeros((1, *hu_ras.shape[1:]), dtype=np.float16)
                 share = np.zeros((1, *hu_ras.shape[1:]), dtype=np.uint8) if pred.shape[0] > 1 else None
-            out[..., z0:z1] = pred[:1]
+            # the casts in torch's vectorised kernels: numpy's float32 -> float16 and rounding took 3 s on 300 slices
+            torch.from_numpy(out)[..., z0:z1].copy_(torch.from_numpy(pred[:1]))
             if share is not None:  # the share in 1/255 steps (exact at the 0.5 class threshold), a byte a voxel
-                share[..., z0:z1] = np.round(pred[1:2] * 255.0)
+                torch.from_numpy(share)[..., z0:z1].copy_(torch.from_numpy(pred[1:2]).mul(255.0).round_())
             del pred
             release_memory()  # the slab's blocks go back to the system, not into a growing heap
         if out is None:  # no slice holds lung: the network is never run
