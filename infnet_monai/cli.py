@@ -111,6 +111,7 @@ def _segment_kwargs(args: argparse.Namespace) -> dict:
         "dicom_sr": not args.no_dicom_sr,
         "backend": args.backend,
         "precision": args.precision,
+        "max_slice_gap_mm": args.max_slice_gap_mm,
     }
 
 
@@ -265,6 +266,11 @@ def _add_segment_options(p: argparse.ArgumentParser) -> None:
         ("--max-slices", int, DEFAULT_MAX_SLICES, "refuse volumes longer than this, a guard against a mistaken input"),
     )
     _add_numeric_options(p, numeric)
+    p.add_argument(
+        "--max-slice-gap-mm", type=float, default=None, metavar="MM",
+        help="opt-in for thin-slice scans: run the network on slices at most MM apart and interpolate the slices "
+        "between (faster; masks differ from the full run, see docs/performance.md; default: every slice)",
+    )
     _add_model_options(p, "average with left-right flipped slices (2x time)")
     p.add_argument(
         "--backend", choices=BACKENDS, default="auto",

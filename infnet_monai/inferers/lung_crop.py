@@ -28,7 +28,10 @@ from scipy import ndimage as ndi
 
 from infnet_monai.defaults import THRESHOLD
 
-__all__ = ["LUNG_CROP_MARGINS", "CropReport", "LungCropSliceInferer", "slice_boxes", "grow_boxes"]
+__all__ = [
+    "LUNG_CROP_MARGINS", "CropReport", "LungCropSliceInferer", "slice_boxes", "grow_boxes", "strided_slices",
+    "interpolate_slices",
+]
 
 LUNG_CROP_MARGINS: tuple[float, float, float, float] = (0.012, 0.010, 0.060, 0.018)
 """Margins around the lungs' bounding box, as fractions of the box's extent, in the order (start, end) of the first
@@ -140,6 +143,7 @@ class CropReport:
         first_pass: slices run in the first pass (the slices with lung).
         slices_run: slices run in all passes (reruns with grown boxes included).
         rounds: passes made.
+        interpolated: slices with lung not run but interpolated between their neighbours (``z_stride`` > 1).
     """
 
     probability: torch.Tensor | None
@@ -147,6 +151,31 @@ class CropReport:
     first_pass: int = 0
     slices_run: int = 0
     rounds: int = 0
+    interpolated: int = 0
+
+
+def strided_slices(todo: np.ndarray, stride: int, offset: int = 0) -> np.ndarray:
+    """The slices of ``todo`` (sorted indices of the slices with lung) that are run with ``stride``: every slice whose
+    index plus ``offset`` is a multiple of ``stride``, and both ends of every run of consecutive slices, so that each
+    slice left out lies between two that are run."""
+    todo = np.asarray(todo, dtype=np.int64)
+    if stride <= 1 or todo.size == 0:
+        return todo
+    breaks = np.flatnonzero(np.diff(todo) != 1)
+    ends = np.concatenate([todo[:1], todo[breaks], todo[breaks + 1], todo[-1:]])
+    return np.union1d(todo[(todo + offset) % stride == 0], ends)
+
+
+def interpolate_slices(out: torch.Tensor, run: np.ndarray, todo: np.ndarray) -> int:
+    """Fill the slices of ``todo`` that are not in ``run`` (both sorted; see :func:`strided_slices`) of ``out``
+    ``(1, K, X, Y, Z)`` in place, linearly along Z between the nearest run slices on either side; the count filled."""
+    skipped = np.setdiff1d(todo, run)
+    for z in skipped:
+        j = int(np.searchsorted(run, z))
+        a, b = int(run[j - 1]), int(run[j])
+        t = (int(z) - a) / (b - a)
+        torch.add(out[..., a] * (1.0 - t), out[..., b], alpha=t, out=out[..., int(z)])
+    return int(skipped.size)
 
 
 class LungCropSliceInferer(Inferer):
@@ -208,6 +237,8 @@ class LungCropSliceInferer(Inferer):
         lung: np.ndarray | torch.Tensor,
         boxes: np.ndarray | None = None,
         progress: Callable[[int, int], None] | None = None,
+        z_stride: int = 1,
+        z_offset: int = 0,
     ) -> CropReport:
         """Probabilities on the grid of ``inputs`` and the crop boxes used.
 
@@ -220,6 +251,11 @@ class LungCropSliceInferer(Inferer):
                 passes its rows of the whole volume's boxes, so that slabs give what the whole volume gives.
             progress: called as ``progress(slices done, slices to do)`` after every batch of the first pass (the
                 total is known before the first batch; reruns do not move it).
+            z_stride: with ``k`` > 1, the network runs only every ``k``-th slice with lung (and the ends of each run
+                of consecutive slices with lung, :func:`strided_slices`); the others are interpolated linearly along
+                Z between the nearest slices run, after the reruns (which run only slices that were run).
+            z_offset: the index of ``inputs``' first slice in the whole volume, so that the slabs of a volume keep
+                one rhythm (each slab's own first and last slices with lung are run as well).
 
         Returns:
             :class:`CropReport`; its ``probability`` is ``(1, K, X, Y, Z)`` float32 on ``self.device``.
@@ -233,8 +269,12 @@ class LungCropSliceInferer(Inferer):
         boxes = slice_boxes(lung_np, self.margins) if boxes is None else np.asarray(boxes, dtype=np.int64).copy()
         if boxes.shape != (lung_np.shape[2], 4):
             raise ValueError(f"boxes must be ({lung_np.shape[2]}, 4), got {boxes.shape}.")
-        todo = np.flatnonzero(boxes[:, 0] >= 0)
-        report = CropReport(probability=None, boxes=boxes, first_pass=int(todo.size))
+        with_lung = np.flatnonzero(boxes[:, 0] >= 0)
+        if int(z_stride) < 1:
+            raise ValueError(f"z_stride must be >= 1, got {z_stride}.")
+        run = strided_slices(with_lung, int(z_stride), int(z_offset))
+        todo = run
+        report = CropReport(probability=None, boxes=boxes, first_pass=int(run.size))
         for round_ in range(self.max_rounds):
             if todo.size == 0:
                 break
@@ -243,10 +283,15 @@ class LungCropSliceInferer(Inferer):
             if round_ + 1 == self.max_rounds:
                 break
             grown = grow_boxes(report.boxes, lung_np, out[0, 0].cpu().numpy(), self.grow_threshold, self.margins)
+            if run.size < with_lung.size:  # only slices that are run grow (the others are interpolated)
+                not_run = np.setdiff1d(np.arange(len(grown)), run)
+                grown[not_run] = report.boxes[not_run]
             todo = np.flatnonzero((grown != report.boxes).any(axis=1))
             report.boxes = grown
         if out is None:  # no slice holds lung: the network is never run, one channel of zeros
             out = torch.zeros((1, 1, *inputs.shape[2:]), dtype=torch.float32, device=self.device)
+        elif run.size < with_lung.size:
+            report.interpolated = interpolate_slices(out, run, with_lung)
         report.probability = out
         return report
 

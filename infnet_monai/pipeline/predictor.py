@@ -25,7 +25,7 @@ import torch
 from monai.data import MetaTensor
 from monai.transforms import Compose, Invertd, Orientationd, apply_transform
 
-from infnet_monai.inferers.lung_crop import LUNG_CROP_MARGINS, slice_boxes
+from infnet_monai.inferers.lung_crop import LUNG_CROP_MARGINS, slice_boxes, strided_slices
 from infnet_monai.pipeline.components import split_slicewise
 from infnet_monai.utils.device import autocast_context
 from infnet_monai.utils.memory import release_memory
@@ -116,7 +116,12 @@ class VolumePredictor:
         device: where the network runs (for mixed precision).
         amp: mixed precision on CUDA.
         slab_slices: axial slices that stream together through the slice-wise preprocessing, the network and the
-            inversion (bounds the memory of those steps; the results do not depend on it).
+            inversion (bounds the memory of those steps; the results do not depend on it, except with
+            ``max_slice_gap_mm``, where each slab's first and last slices with lung are run).
+        max_slice_gap_mm: opt-in z-subsampling for thin slices: the network runs on slices at most this far apart
+            (every ``floor(max_slice_gap_mm / slice spacing)``-th slice with lung, and the ends of each run of them)
+            and the slices between are interpolated linearly; ``None`` (the default) runs every slice. The
+            agreement with the full run on real scans is in docs/performance.md.
     """
 
     def __init__(
@@ -128,9 +133,13 @@ class VolumePredictor:
         device: torch.device | str = "cpu",
         amp: bool = True,
         slab_slices: int = 32,
+        max_slice_gap_mm: float | None = None,
     ) -> None:
         if int(slab_slices) < 1:
             raise ValueError(f"slab_slices must be >= 1, got {slab_slices}.")
+        if max_slice_gap_mm is not None and not float(max_slice_gap_mm) > 0:
+            raise ValueError(f"max_slice_gap_mm must be > 0 (or None), got {max_slice_gap_mm}.")
+        self.max_slice_gap_mm = None if max_slice_gap_mm is None else float(max_slice_gap_mm)
         self.network_fn = network_fn
         self.preprocessing = preprocessing
         self.inferer = inferer
@@ -149,9 +158,10 @@ class VolumePredictor:
     def _maps_ras(
         self, hu_ras: MetaTensor, lung_ras: np.ndarray, progress: SliceProgress | None, network_seconds: list[float] | None = None
     ):
-        """``(probability, share, boxes)`` on the RAS grid of ``hu_ras``: the infection probability ``(1, X, Y, Z)``
-        (float16), with the class head the consolidation share ``(1, X, Y, Z)`` as uint8 in 1/255 steps (else
-        ``None``), and the crop boxes of the last pass on the slices' grid. The network's wall time is added to
+        """``(probability, share, boxes, run)`` on the RAS grid of ``hu_ras``: the infection probability
+        ``(1, X, Y, Z)`` (float16), with the class head the consolidation share ``(1, X, Y, Z)`` as uint8 in 1/255
+        steps (else ``None``), the crop boxes of the last pass on the slices' grid, and the slices with lung the
+        network ran in its first pass (all of them unless ``max_slice_gap_mm``). The network's wall time is added to
         ``network_seconds[0]``."""
         n_slices = int(hu_ras.shape[3])
         lung_t = MetaTensor(torch.from_numpy(np.ascontiguousarray(lung_ras[None] > 0)), meta=dict(hu_ras.meta))
@@ -160,7 +170,11 @@ class VolumePredictor:
                 lung_t = step.ornt_transform(lung_t)
         boxes = slice_boxes(lung_t[0].numpy(), getattr(self.inferer, "margins", LUNG_CROP_MARGINS))
         del lung_t
-        total = int((boxes[:, 0] >= 0).sum())
+        stride = self.z_stride(hu_ras)
+        total = sum(
+            strided_slices(np.flatnonzero(boxes[z0 : z0 + self.slab_slices, 0] >= 0), stride, z0).size
+            for z0 in range(0, n_slices, self.slab_slices)
+        )
         done = 0
         if progress is not None:
             progress(0, total)  # the total is known before the first batch
@@ -173,7 +187,7 @@ class VolumePredictor:
             if not (boxes[z0:z1, 0] >= 0).any():
                 continue  # no lung in this slab: nothing to run, probability 0
             slab_progress = (lambda d, _t, o=done: progress(o + d, total)) if progress is not None else None
-            pred, report = self._slab(hu_ras, lung_ras, z0, z1, boxes[z0:z1], slab_progress, network)
+            pred, report = self._slab(hu_ras, lung_ras, z0, z1, boxes[z0:z1], slab_progress, network, stride)
             done += report.first_pass
             last_boxes[z0:z1] = report.boxes
             if out is None:
@@ -187,9 +201,17 @@ class VolumePredictor:
             release_memory()  # the slab's blocks go back to the system, not into a growing heap
         if out is None:  # no slice holds lung: the network is never run
             out, share = np.zeros((1, *hu_ras.shape[1:]), dtype=np.float16), None
-        return out, share, last_boxes
+        return out, share, last_boxes, total
 
-    def _slab(self, hu_ras: MetaTensor, lung_ras: np.ndarray, z0: int, z1: int, boxes, progress, network=None):
+    def z_stride(self, hu_ras: MetaTensor) -> int:
+        """Every how many slices the network runs on ``hu_ras`` (RAS, slices along its last axis): 1, or with
+        ``max_slice_gap_mm`` the most slices that span at most that gap."""
+        if self.max_slice_gap_mm is None:
+            return 1
+        spacing = float(np.linalg.norm(np.asarray(hu_ras.affine.cpu().numpy(), dtype=np.float64)[:3, 2]))
+        return max(1, int(np.floor(self.max_slice_gap_mm / spacing + 1e-6)))
+
+    def _slab(self, hu_ras: MetaTensor, lung_ras: np.ndarray, z0: int, z1: int, boxes, progress, network=None, stride=1):
         """Slices ``z0:z1`` through the slice-wise preprocessing, the inferer and the preprocessing's inversion:
         ``(probabilities (K, X, Y, n) on the RAS grid, the inferer's crop report)``."""
         meta = dict(hu_ras.meta)
@@ -201,8 +223,9 @@ class VolumePredictor:
         data = self.slice_preprocessing({"image": image, "lung": lung})
         x = data["image"].as_tensor().unsqueeze(0)  # (1, C, X', Y', n)
         with autocast_context(self.device, self.amp):
+            options = {"z_stride": stride, "z_offset": z0} if stride > 1 else {}  # any inferer without the option
             report = self.inferer.infer(
-                x, network or self.network_fn, data["lung"][0].as_tensor(), boxes=boxes, progress=progress
+                x, network or self.network_fn, data["lung"][0].as_tensor(), boxes=boxes, progress=progress, **options
             )
         prob = report.probability
         pred = MetaTensor(prob[0].float().cpu(), meta=data["image"].meta, applied_operations=data["image"].applied_operations)
@@ -221,7 +244,7 @@ class VolumePredictor:
         seconds: dict[str, float] = {}
         data = apply_steps(self.volume_preprocessing, {"image": image}, seconds)
         start, network_seconds = time.perf_counter(), [0.0]
-        prob, share, boxes = self._maps_ras(data["image"], np.asarray(data["lung"][0]), progress, network_seconds)
+        prob, share, boxes, run = self._maps_ras(data["image"], np.asarray(data["lung"][0]), progress, network_seconds)
         seconds["network"] = network_seconds[0]
         seconds["slices (preparation, crops, inversion)"] = time.perf_counter() - start - seconds["network"]
         if self._with_share() and share is None:  # nothing inferred: an all-background class map
@@ -230,6 +253,7 @@ class VolumePredictor:
         if share is not None:
             data["share"] = MetaTensor(torch.from_numpy(share), meta=dict(data["image"].meta))
         data["boxes"] = boxes
+        data["slices_inferred"] = run
         data["stage_seconds"] = seconds
         return data
 
@@ -244,6 +268,8 @@ class VolumePredictor:
         lung_hu_ml = round(float(np.count_nonzero(data["lung"].numpy())) * float(np.prod(spacing)) / 1000.0, 3)
         probability = self._input_grid_probability(data) if keep_probability else None
         boxes = data.pop("boxes", None)
+        with_lung = int((boxes[:, 0] >= 0).sum()) if boxes is not None else 0
+        run = int(data.pop("slices_inferred", with_lung))
         seconds = data.pop("stage_seconds", {})
         data = apply_steps(postprocessing or self.postprocessing, data, seconds)
         release_memory()
@@ -252,7 +278,8 @@ class VolumePredictor:
         row["shape"] = [int(s) for s in volume.shape[1:]]
         row["spacing_mm"] = [round(float(s), 6) for s in volume.pixdim[:3]]
         row["lung_hu_volume_ml"] = lung_hu_ml
-        row["slices_inferred"] = int((boxes[:, 0] >= 0).sum()) if boxes is not None else 0
+        row["slices_inferred"] = run
+        row["slices_interpolated"] = with_lung - run  # 0 unless max_slice_gap_mm
         masks = {
             k: np.ascontiguousarray(data[k][0].numpy(), dtype=np.uint8)
             for k in ("infection", "nodules", "lung", "classes")

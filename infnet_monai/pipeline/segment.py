@@ -105,6 +105,9 @@ class SegmentConfig:
             calibration (1 when it has none). Without ``flip_tta``, masks at threshold 0.5 do not depend on it.
         crop_rounds: passes of the lung-cropped inference at most; a slice whose infection reaches the edge of its
             crop is run again with a larger crop (:class:`~infnet_monai.inferers.LungCropSliceInferer`).
+        max_slice_gap_mm: opt-in z-subsampling of thin-slice scans: the network runs on slices at most this far
+            apart and the slices between are interpolated (:class:`~infnet_monai.pipeline.predictor.VolumePredictor`);
+            ``None`` (the default) runs every slice with lung.
         min_lesion_extent_mm: lesions spanning fewer axial millimetres are removed (3D consistency).
         min_lesion_area_mm2: in-plane pieces of infection smaller than this on a slice are removed (before the 3D
             filters, so every lesion of the output passes them).
@@ -142,6 +145,7 @@ class SegmentConfig:
     spatial_size: int | None = None
     temperature: float | None = None
     crop_rounds: int = 3
+    max_slice_gap_mm: float | None = None
     min_lesion_extent_mm: float = MIN_LESION_EXTENT_MM
     min_lesion_area_mm2: float = MIN_LESION_AREA_MM2
     basal_rim_max_share: float = BASAL_RIM_MAX_SHARE
@@ -162,6 +166,8 @@ class SegmentConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}.")
         if not 0.0 < self.threshold <= 1.0:
             raise ValueError(f"threshold must be in (0, 1], got {self.threshold}.")
+        if self.max_slice_gap_mm is not None and not float(self.max_slice_gap_mm) > 0:
+            raise ValueError(f"max_slice_gap_mm must be > 0 (or None), got {self.max_slice_gap_mm}.")
         if self.extension_threshold is not None and not 0.0 < self.extension_threshold <= 1.0:
             raise ValueError(f"extension_threshold must be in (0, 1], got {self.extension_threshold}.")
         for name in ("amp", "flip_tta", "classes", "overview", "dicom_seg", "dicom_sr", "save_probability"):
@@ -262,7 +268,7 @@ class CTSegmenter:
         inferer = _inferer_on(inferer, self.device, cfg)
         self.predictor = VolumePredictor(
             self.network_fn, preprocessing, inferer, postprocessing or self._postprocessing(preprocessing),
-            device=self.device, amp=cfg.amp, slab_slices=cfg.slab_slices,
+            device=self.device, amp=cfg.amp, slab_slices=cfg.slab_slices, max_slice_gap_mm=cfg.max_slice_gap_mm,
         )
         self.writer = CaseWriter.default(
             self.version, overview=cfg.overview, dicom_seg=cfg.dicom_seg, dicom_sr=cfg.dicom_sr,

@@ -7,7 +7,13 @@ import numpy as np
 import pytest
 import torch
 
-from infnet_monai.inferers.lung_crop import LUNG_CROP_MARGINS, LungCropSliceInferer, grow_boxes, slice_boxes
+from infnet_monai.inferers.lung_crop import (
+    LUNG_CROP_MARGINS,
+    LungCropSliceInferer,
+    grow_boxes,
+    slice_boxes,
+    strided_slices,
+)
 
 NO_MARGINS = (0.0, 0.0, 0.0, 0.0)
 
@@ -141,6 +147,33 @@ def test_volume_without_lung_runs_nothing():
     report = inferer.infer(torch.ones(1, 1, 16, 16, 3), lambda t: calls.append(t.shape[0]) or t[:, :1], np.zeros((16, 16, 3)))
     assert calls == [] and (report.probability == 0).all() and (report.boxes == -1).all()
     assert (report.first_pass, report.slices_run, report.rounds) == (0, 0, 0)
+
+
+def test_strided_slices_keep_every_kth_and_the_ends_of_each_run():
+    todo = np.array([2, 3, 4, 5, 6, 7, 8, 12, 13, 20])
+    assert strided_slices(todo, 1).tolist() == todo.tolist()
+    # multiples of 3, and the ends 2, 8 | 12, 13 | 20 of the three runs: every slice left out lies between two run
+    assert strided_slices(todo, 3).tolist() == [2, 3, 6, 8, 12, 13, 20]
+    assert strided_slices(todo, 3, offset=1).tolist() == [2, 5, 8, 12, 13, 20]
+    assert strided_slices(np.array([], dtype=np.int64), 2).size == 0
+
+
+def test_z_stride_runs_fewer_slices_and_interpolates_the_others_linearly():
+    shape = (32, 32, 11)
+    lung = np.zeros(shape, dtype=bool)
+    lung[8:24, 8:24, 1:10] = True  # lung on slices 1..9
+    z = torch.arange(shape[2], dtype=torch.float32)
+    x = (0.05 + 0.08 * z).expand(1, 1, *shape).contiguous()  # each slice one value, linear in z
+    inferer = LungCropSliceInferer(roi_size=(16, 16), sw_batch_size=4, margins=NO_MARGINS, max_rounds=1)
+    full = inferer.infer(x, _first_channel, lung)
+    strided = inferer.infer(x, _first_channel, lung, z_stride=3)
+    assert (full.first_pass, full.slices_run, full.interpolated) == (9, 9, 0)
+    assert (strided.first_pass, strided.slices_run, strided.interpolated) == (4, 4, 5)  # slices 1 (an end), 3, 6, 9
+    # a map linear in z is rebuilt exactly; slices without lung stay 0
+    torch.testing.assert_close(strided.probability, full.probability, rtol=0, atol=1e-6)
+    assert strided.probability[..., 0].abs().sum() == 0 and strided.probability[..., 10].abs().sum() == 0
+    with pytest.raises(ValueError, match="z_stride"):
+        inferer.infer(x, _first_channel, lung, z_stride=0)
 
 
 # ---------------------------------------------------------------------------------------------------- grow_boxes

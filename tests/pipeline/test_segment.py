@@ -316,6 +316,25 @@ def test_slice_progress_reports_every_batch_of_a_case(tmp_path, ct_dir, segmente
     assert calls[-1][1] == calls[-1][2] > 0
 
 
+def test_max_slice_gap_runs_fewer_slices_and_reports_the_interpolated_ones(ct_dir, tiny_model, tiny_class_model):
+    """``--max-slice-gap-mm``: on 3 mm slices a 6 mm gap runs about every second slice with lung; the others are
+    interpolated, the row says how many, and the progress total is the slices run."""
+    (case,) = discover_cases(ct_dir / "abdomen_3mm_small.nii.gz")
+    image = load_ct(case)
+    full = CTSegmenter(tiny_model, device="cpu", class_model_path=tiny_class_model).segment_image(image)
+    calls = []
+    seg = CTSegmenter(tiny_model, device="cpu", class_model_path=tiny_class_model, max_slice_gap_mm=6.0)
+    gap = seg.segment_image(image, progress=lambda d, t: calls.append((d, t)))
+    with_lung = full.row["slices_inferred"]
+    assert full.row["slices_interpolated"] == 0 and with_lung > 4
+    assert gap.row["slices_inferred"] + gap.row["slices_interpolated"] == with_lung
+    assert with_lung / 2 <= gap.row["slices_inferred"] < with_lung
+    assert calls[-1] == (gap.row["slices_inferred"],) * 2
+    assert gap.lung.shape == full.lung.shape
+    with pytest.raises(ValueError, match="max_slice_gap_mm"):
+        CTSegmenter(tiny_model, device="cpu", max_slice_gap_mm=0)
+
+
 def test_slabs_stream_to_the_same_result_as_the_whole_volume(ct_dir, tiny_model, tiny_class_model):
     """Preprocessing, network and inversion stream in slabs of slices (bounded memory); the crop boxes come from the
     whole lung, so the result does not depend on the slab size."""
