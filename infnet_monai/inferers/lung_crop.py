@@ -273,6 +273,7 @@ class LungCropSliceInferer(Inferer):
         if int(z_stride) < 1:
             raise ValueError(f"z_stride must be >= 1, got {z_stride}.")
         run = strided_slices(with_lung, int(z_stride), int(z_offset))
+        skipped = np.setdiff1d(np.arange(len(boxes)), run) if run.size < with_lung.size else None
         todo = run
         report = CropReport(probability=None, boxes=boxes, first_pass=int(run.size))
         for round_ in range(self.max_rounds):
@@ -283,14 +284,13 @@ class LungCropSliceInferer(Inferer):
             if round_ + 1 == self.max_rounds:
                 break
             grown = grow_boxes(report.boxes, lung_np, out[0, 0].cpu().numpy(), self.grow_threshold, self.margins)
-            if run.size < with_lung.size:  # only slices that are run grow (the others are interpolated)
-                not_run = np.setdiff1d(np.arange(len(grown)), run)
-                grown[not_run] = report.boxes[not_run]
+            if skipped is not None:  # only slices that are run grow (the others are interpolated)
+                grown[skipped] = report.boxes[skipped]
             todo = np.flatnonzero((grown != report.boxes).any(axis=1))
             report.boxes = grown
         if out is None:  # no slice holds lung: the network is never run, one channel of zeros
             out = torch.zeros((1, 1, *inputs.shape[2:]), dtype=torch.float32, device=self.device)
-        elif run.size < with_lung.size:
+        elif skipped is not None:
             report.interpolated = interpolate_slices(out, run, with_lung)
         report.probability = out
         return report
