@@ -13,6 +13,12 @@ The scan names are those of ``scripts/evaluate_3d.py``, so a leave-one-scan-out 
 (``--negatives_exclude "['p001','lidc']"`` in the bundle).
 
     python scripts/mine_hard_negatives.py --out runs/hard_negatives
+
+``--positives-out`` also writes real-CT positives of the COVID-19 CT without labels (``ricord``): its slices with
+the pipeline's final infection as the pseudo-label (:func:`infnet_monai.apps.hard_negatives.mine_real_positives`),
+which ``configs/train_negatives.json`` mixes in with ``--positives_dir``:
+
+    python scripts/mine_hard_negatives.py --out runs/hard_negatives --positives-out runs/real_positives
 """
 
 from __future__ import annotations
@@ -30,6 +36,9 @@ from infnet_monai.data.paths import DEVELOPMENT_SCANS, shared_data_dir
 
 SCANS = {name: DEVELOPMENT_SCANS[name] for name in ("p001", "normal", "lidc", "cancer", "abdomen")}
 """The scans mined: every development scan but the thin-slice COVID-19 CT, which has no labels."""
+POSITIVE_SCANS = {"ricord": DEVELOPMENT_SCANS["ricord"]}
+"""The COVID-19 CT without labels, whose final infection is the pseudo-label of the real-CT positives: it is scored by
+no figure of ``scripts/evaluate_3d.py``, so training on it holds no evaluated scan in."""
 P001_LABELS = "covid_ct_md_P001_slice_labels.csv"
 
 
@@ -63,9 +72,12 @@ def main(argv: list[str] | None = None) -> int:
         "--min-lung-share", type=float, default=0.0,
         help="only slices whose lung covers this share of the crop (0.2 leaves out the basal and apical crescents)",
     )
+    ap.add_argument("--positives-out", type=Path, default=None, help="also write the real-CT positives here")
+    ap.add_argument("--positive-scans", nargs="+", choices=sorted(POSITIVE_SCANS), default=list(POSITIVE_SCANS))
+    ap.add_argument("--max-positives", type=int, default=30, help="positive slices per scan, evenly spaced")
     args = ap.parse_args(argv)
 
-    from infnet_monai.apps.hard_negatives import mine_hard_negatives
+    from infnet_monai.apps.hard_negatives import mine_hard_negatives, mine_real_positives
     from infnet_monai.io.cases import discover_cases
     from infnet_monai.pipeline import CTSegmenter
 
@@ -89,6 +101,14 @@ def main(argv: list[str] | None = None) -> int:
             "firing_pixels_total": sum(r["firing_pixels"] for r in mine),
         }))
     print(json.dumps({"out": str(args.out), "slices": len(rows), "seconds": round(time.perf_counter() - t0, 1)}))
+    if args.positives_out is not None:
+        t0 = time.perf_counter()
+        positives = [(name, discover_cases(args.data / "ct" / POSITIVE_SCANS[name])[0]) for name in args.positive_scans]
+        rows = mine_real_positives(
+            seg, positives, args.positives_out, max_slices=args.max_positives,
+            log=lambda line: print(line, file=sys.stderr),
+        )
+        print(json.dumps({"out": str(args.positives_out), "slices": len(rows), "seconds": round(time.perf_counter() - t0, 1)}))
     return 0
 
 

@@ -22,16 +22,21 @@ from pathlib import Path
 import numpy as np
 import torch
 from monai.data import MetaTensor
+from monai.transforms import Compose, Invertd
 from PIL import Image
 from scipy import ndimage as ndi
 
 from infnet_monai.data.hard_negatives import MANIFEST, MANIFEST_FIELDS
 from infnet_monai.defaults import THRESHOLD
+from infnet_monai.engines.pseudo_labels import soft_edge_map
 from infnet_monai.inferers.lung_crop import LUNG_CROP_MARGINS, LungCropSliceInferer, slice_boxes
 from infnet_monai.pipeline.predictor import apply_steps
 from infnet_monai.utils.files import atomic_write
 
-__all__ = ["RenderedSlices", "render_lung_slices", "firing_pixels", "select_hard_negatives", "mine_hard_negatives"]
+__all__ = [
+    "RenderedSlices", "render_lung_slices", "firing_pixels", "select_hard_negatives", "mine_hard_negatives",
+    "select_positives", "mine_real_positives",
+]
 
 
 @dataclass
@@ -44,6 +49,8 @@ class RenderedSlices:
         probability: ``(N, H, W)`` float32, the infection probability of the rendering model.
         slice_index: ``(N,)`` index of each slice on the network's slice grid.
         z_mm: ``(N,)`` world z (RAS, mm) of each slice's centre.
+        infection: ``(N, H, W)`` bool, the pipeline's final infection mask (every lesion gate applied) cropped and
+            resized alike, when asked for (:func:`render_lung_slices` ``with_infection``), else ``None``.
     """
 
     images: np.ndarray
@@ -51,6 +58,7 @@ class RenderedSlices:
     probability: np.ndarray
     slice_index: np.ndarray
     z_mm: np.ndarray
+    infection: np.ndarray | None = None
 
 
 class _Recorder:
@@ -66,16 +74,33 @@ class _Recorder:
         return y
 
 
-def render_lung_slices(segmenter, case, run_network: bool = True) -> RenderedSlices:
+def _final_infection_ras(predictor, data: dict) -> np.ndarray:
+    """The pipeline's final infection mask of the prepared ``data`` (:meth:`VolumePredictor.prepare`, consumed) on
+    its RAS grid: the predictor's own post-processing without the inversion to the input's grid."""
+    steps = [t for t in predictor.postprocessing.transforms if not isinstance(t, Invertd)]
+    return predictor.finish(data, postprocessing=Compose(steps)).infection > 0
+
+
+def render_lung_slices(segmenter, case, run_network: bool = True, with_infection: bool = False) -> RenderedSlices:
     """The slices with lung of ``case`` (a :class:`~infnet_monai.io.cases.CTCase` or a path), rendered by
     ``segmenter`` (a :class:`~infnet_monai.pipeline.CTSegmenter`) and run through its network function (with
     ``run_network=False`` the probabilities are zeros, for looking at the rendering alone).
 
     The first crop pass only: a slice whose infection reaches its crop's edge is run again with a larger crop by the
-    pipeline; a negative slice should not have any.
+    pipeline; a negative slice should not have any. With ``with_infection`` the whole pipeline runs first and its
+    final infection mask (crop reruns, lung extension and every lesion gate included) is rendered like the lung
+    (:attr:`RenderedSlices.infection`): the pseudo-label of a real-CT positive.
     """
     predictor = segmenter.predictor
-    data = apply_steps(predictor.volume_preprocessing, {"image": case})
+    if with_infection:
+        data = predictor.prepare(case)
+        kept = {k: data[k].clone() for k in ("image", "lung")}
+        infection = _final_infection_ras(predictor, data)
+        data = kept
+        if infection.shape != tuple(data["image"].shape[1:]):
+            raise RuntimeError(f"final infection {infection.shape} is not on the RAS grid {tuple(data['image'].shape[1:])}")
+    else:
+        data = apply_steps(predictor.volume_preprocessing, {"image": case})
     lung = MetaTensor(torch.from_numpy(np.ascontiguousarray(np.asarray(data["lung"]) > 0)).float(), meta=dict(data["image"].meta))
     prepared = predictor.slice_preprocessing({"image": data["image"], "lung": lung})
     image, lung_t = prepared["image"], prepared["lung"][0].as_tensor() > 0.5
@@ -83,11 +108,23 @@ def render_lung_slices(segmenter, case, run_network: bool = True) -> RenderedSli
     index = np.flatnonzero(boxes[:, 0] >= 0)
     size = tuple(getattr(predictor.inferer, "roi_size", (segmenter.spatial_size,) * 2))
     inferer = LungCropSliceInferer(size, sw_batch_size=segmenter.config.batch_slices, max_rounds=1)
-    seen = _Recorder(predictor.network_fn if run_network else None)
+
+    def crops(volume: torch.Tensor, fn=None) -> _Recorder:  # (1, 1, X, Y, Z) through the first crop pass
+        recorder = _Recorder(fn)
+        inferer.infer(volume, recorder, lung_t.numpy(), boxes=boxes)
+        return recorder
+
+    def mask_crops(mask: np.ndarray) -> np.ndarray:  # (X, Y, Z) on the RAS grid
+        if not index.size:
+            return np.zeros((0, *size), bool)
+        t = MetaTensor(torch.from_numpy(np.ascontiguousarray(mask[None] > 0)).float(), meta=dict(data["image"].meta))
+        on_slices = predictor.slice_preprocessing({"image": data["image"], "lung": t})["lung"][0].as_tensor()
+        return torch.cat(crops(on_slices.float()[None, None]).inputs).numpy() >= 0.5
+
     with torch.no_grad():
-        inferer.infer(image.as_tensor()[None], seen, lung_t.numpy(), boxes=boxes)
-        lung_crops = _Recorder()
-        inferer.infer(lung_t.float()[None, None], lung_crops, lung_t.numpy(), boxes=boxes)
+        seen = crops(image.as_tensor()[None], predictor.network_fn if run_network else None)
+        lung_crops = torch.cat(crops(lung_t.float()[None, None]).inputs).numpy() >= 0.5 if index.size else np.zeros((0, *size), bool)
+        infection_crops = mask_crops(infection) if with_infection else None
     spec = segmenter.spec
     images = (torch.cat(seen.inputs).numpy() * spec.std + spec.mean) if index.size else np.zeros((0, *size), np.float32)
     if images.shape[0] != index.size:
@@ -97,10 +134,11 @@ def render_lung_slices(segmenter, case, run_network: bool = True) -> RenderedSli
     z_mm = affine[2, 3] + affine[2, 0] * centre[0] + affine[2, 1] * centre[1] + affine[2, 2] * index
     return RenderedSlices(
         images=np.clip(images, 0.0, 1.0).astype(np.float32),
-        lung=(torch.cat(lung_crops.inputs).numpy() >= 0.5) if index.size else np.zeros((0, *size), bool),
+        lung=lung_crops,
         probability=torch.cat(seen.outputs).numpy() if index.size else np.zeros((0, *size), np.float32),
         slice_index=index,
         z_mm=z_mm,
+        infection=infection_crops,
     )
 
 
@@ -157,8 +195,63 @@ def firing_pixels(rendered: RenderedSlices, threshold: float = THRESHOLD, near_l
     return ((rendered.probability >= threshold) & near).reshape(len(near), -1).sum(axis=1)
 
 
+def select_positives(rendered: RenderedSlices, max_slices: int = 30, min_infection_share: float = 0.02) -> list[tuple[int, str]]:
+    """``[(position in rendered, "positive"), ...]``: up to ``max_slices`` slices whose final infection
+    (:attr:`RenderedSlices.infection`) covers at least ``min_infection_share`` of the crop, evenly spaced along the
+    scan (neighbouring thin slices are near copies of each other)."""
+    if rendered.infection is None:
+        raise ValueError("the slices were rendered without the final infection (render_lung_slices(with_infection=True)).")
+    n = len(rendered.slice_index)
+    share = rendered.infection.reshape(n, -1).mean(axis=1) if n else np.zeros(0)
+    candidates = np.flatnonzero(share >= min_infection_share)
+    if candidates.size > max_slices:
+        candidates = candidates[np.round(np.linspace(0, candidates.size - 1, max_slices)).astype(int)]
+    return [(int(i), "positive") for i in candidates]
+
+
 def _write_png(array: np.ndarray, path: Path) -> None:
     atomic_write(path, lambda tmp: Image.fromarray(array).save(tmp, format="PNG"))
+
+
+def _write_slices(
+    root: Path, name: str, rendered: RenderedSlices, chosen: list[tuple[int, str]], threshold: float = THRESHOLD
+) -> list[dict]:
+    """Write the chosen slices of one scan (image, mask, edge) and return their manifest rows. A negative's mask is
+    empty; a positive's is where the rendered final infection and the model's own first-pass call
+    (``probability >= threshold``) agree: the dense lung that only the lung extension claims is left unlabelled,
+    so the network is not taught to call soft tissue infection."""
+    near = firing_pixels(rendered)
+    rows = []
+    for pos, reason in chosen:
+        k = int(rendered.slice_index[pos])
+        stem = f"{name}_z{k:04d}.png"
+        files = {key: f"{name}/{key}s/{stem}" for key in ("image", "mask", "edge")}
+        if reason == "positive":  # what the network calls on this crop and the pipeline keeps as infection
+            mask = rendered.infection[pos] & (rendered.probability[pos] >= threshold)
+        else:
+            mask = np.zeros(rendered.images.shape[1:], dtype=bool)
+        _write_png(np.round(rendered.images[pos] * 255.0).astype(np.uint8), root / files["image"])
+        _write_png(mask.astype(np.uint8) * 255, root / files["mask"])
+        _write_png(np.round(soft_edge_map(mask) * 255.0).astype(np.uint8), root / files["edge"])
+        rows.append(
+            {
+                "scan": name, "slice_index": k, "z_mm": round(float(rendered.z_mm[pos]), 3),
+                "image": files["image"], "label": files["mask"], "edge": files["edge"],
+                "firing_pixels": int(near[pos]), "max_probability": round(float(rendered.probability[pos].max()), 4),
+                "reason": reason,
+            }
+        )
+    return rows
+
+
+def _write_manifest(root: Path, rows: list[dict]) -> None:
+    def write(tmp: str) -> None:
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=MANIFEST_FIELDS)
+            writer.writeheader()
+            writer.writerows(rows)
+
+    atomic_write(root / MANIFEST, write)
 
 
 def mine_hard_negatives(
@@ -189,32 +282,39 @@ def mine_hard_negatives(
         rendered = render_lung_slices(segmenter, case)
         mask = negative(rendered) if callable(negative) else negative
         chosen = select_hard_negatives(rendered, mask, max_firing, num_random, min_lung_share=min_lung_share, seed=seed)
-        near = firing_pixels(rendered)
-        empty = np.zeros(rendered.images.shape[1:], dtype=np.uint8)
-        for pos, reason in chosen:
-            k = int(rendered.slice_index[pos])
-            stem = f"{name}_z{k:04d}.png"
-            files = {key: f"{name}/{key}s/{stem}" for key in ("image", "mask", "edge")}
-            _write_png(np.round(rendered.images[pos] * 255.0).astype(np.uint8), root / files["image"])
-            _write_png(empty, root / files["mask"])
-            _write_png(empty, root / files["edge"])
-            prob = rendered.probability[pos]
-            rows.append(
-                {
-                    "scan": name, "slice_index": k, "z_mm": round(float(rendered.z_mm[pos]), 3),
-                    "image": files["image"], "label": files["mask"], "edge": files["edge"],
-                    "firing_pixels": int(near[pos]), "max_probability": round(float(prob.max()), 4),
-                    "reason": reason,
-                }
-            )
+        rows += _write_slices(root, name, rendered, chosen)
         if log is not None:
             firing = sum(1 for _, r in chosen if r == "firing")
             log(f"{name}: {len(rendered.slice_index)} slices with lung, {firing} firing and {len(chosen) - firing} random kept")
-    def write(tmp: str) -> None:
-        with open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=MANIFEST_FIELDS)
-            writer.writeheader()
-            writer.writerows(rows)
+    _write_manifest(root, rows)
+    return rows
 
-    atomic_write(root / MANIFEST, write)
+
+def mine_real_positives(
+    segmenter,
+    scans: Sequence[tuple[str, object]],
+    folder: str | os.PathLike,
+    max_slices: int = 30,
+    min_infection_share: float = 0.02,
+    log: Callable[[str], None] | None = None,
+) -> list[dict]:
+    """Render, select and write real-CT positives of ``scans`` (COVID-19 CT without pixel labels) into ``folder``;
+    returns the manifest's rows (``reason`` ``positive``).
+
+    Each slice's mask is the pipeline's final infection (:func:`render_lung_slices` ``with_infection``) where the
+    model itself calls infection on the crop: a pseudo-label that only the lesions which pass every gate of
+    ``segmenter`` make. Fine-tuning with the hard negatives
+    alone teaches the network that real CT is not infection; these slices keep the real-CT look of disease in the
+    training (:func:`select_positives` for ``max_slices`` and ``min_infection_share``).
+    """
+    root = Path(folder)
+    root.mkdir(parents=True, exist_ok=True)
+    rows: list[dict] = []
+    for name, case in scans:
+        rendered = render_lung_slices(segmenter, case, with_infection=True)
+        chosen = select_positives(rendered, max_slices, min_infection_share)
+        rows += _write_slices(root, name, rendered, chosen)
+        if log is not None:
+            log(f"{name}: {len(rendered.slice_index)} slices with lung, {len(chosen)} positives kept")
+    _write_manifest(root, rows)
     return rows

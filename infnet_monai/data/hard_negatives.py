@@ -75,8 +75,9 @@ def hard_negative_datalist(
         for key in ("image", "label", "edge"):
             if not Path(item[key]).is_file():
                 raise FileNotFoundError(f"{manifest}: '{item[key]}' is missing.")
-        # the keys of a labeled slice, so that both collate in one batch: the empty mask is also an all-background
-        # class map
-        item.update(classes=item["label"], id=f"negative/{r['scan']}/{int(r['slice_index'])}")
+        # the keys of a labeled slice, so that both collate in one batch (the binary training does not read
+        # "classes"; for a negative the empty mask is also an all-background class map)
+        kind = "positive" if r.get("reason") == "positive" else "negative"
+        item.update(classes=item["label"], id=f"{kind}/{r['scan']}/{int(r['slice_index'])}")
         items.append(item)
     return items

@@ -12,7 +12,15 @@ import numpy as np
 import pytest
 import torch
 
-from infnet_monai.apps.hard_negatives import RenderedSlices, firing_pixels, mine_hard_negatives, render_lung_slices, select_hard_negatives
+from infnet_monai.apps.hard_negatives import (
+    RenderedSlices,
+    firing_pixels,
+    mine_hard_negatives,
+    mine_real_positives,
+    render_lung_slices,
+    select_hard_negatives,
+    select_positives,
+)
 from infnet_monai.data import MixedEpochSampler, hard_negative_datalist
 from infnet_monai.data.hard_negatives import MANIFEST
 
@@ -35,6 +43,23 @@ def test_sampler_visits_every_primary_once_and_draws_fresh_extras():
     assert [list(again) for _ in range(3)] == epochs  # reproducible
     again.set_epoch(1)
     assert list(again) == epochs[1]
+
+
+def test_sampler_draws_each_pool_apart():
+    sampler = MixedEpochSampler(num_primary=4, num_extra=[10, 6], extra_per_epoch=[3, 2], seed=5)
+    for _ in range(4):
+        order = list(sampler)
+        assert len(order) == len(sampler) == 9 and sorted(i for i in order if i < 4) == [0, 1, 2, 3]
+        assert len([i for i in order if 4 <= i < 14]) == 3 and len([i for i in order if 14 <= i < 20]) == 2
+        assert len(set(order)) == 9
+    # one pool given as lists, or with an empty second pool: the draws of the plain single pool
+    plain = [list(MixedEpochSampler(5, 12, 4, seed=3)) for _ in range(1)]
+    assert [list(MixedEpochSampler(5, [12], [4], seed=3))] == plain
+    assert [list(MixedEpochSampler(5, [12, 0], [4, 0], seed=3))] == plain
+    with pytest.raises(ValueError, match="same length"):
+        MixedEpochSampler(5, [12, 3], [4])
+    with pytest.raises(ValueError, match="num_extra=3"):
+        MixedEpochSampler(5, [12, 3], [4, 4])
 
 
 def test_sampler_without_extras_is_plain_shuffling():
@@ -151,6 +176,53 @@ def test_mined_negatives_round_trip_through_the_datalist(segmenter, phantom_scan
     Path(items[-1]["image"]).unlink()
     with pytest.raises(FileNotFoundError, match="is missing"):
         hard_negative_datalist(tmp_path)
+
+
+def test_positives_are_the_final_infection_the_network_calls(segmenter, phantom_scan, tmp_path):
+    from PIL import Image
+
+    network_fn = segmenter.predictor.network_fn
+    def network_fn_(x):  # "infection": the pixels darker than mid-grey in one quadrant of each crop
+        called = x[:, :1] < 0
+        called[..., x.shape[-2] // 2 :, :] = False
+        called[..., :, x.shape[-1] // 2 :] = False
+        return called.to(x.dtype)
+
+    segmenter.predictor.network_fn = network_fn_
+    try:
+        rendered = render_lung_slices(segmenter, phantom_scan, with_infection=True)
+        rows = mine_real_positives(segmenter, [("covid", phantom_scan)], tmp_path, max_slices=3, min_infection_share=0.01)
+    finally:
+        segmenter.predictor.network_fn = network_fn
+    n = len(rendered.slice_index)
+    assert rendered.infection.shape == rendered.lung.shape == (n, 64, 64)
+    # the final infection (inside the lung, every gate passed) is the called part of the lung here: rendered where
+    # the lung and the network's call are (a flipped or transposed rendering would not overlap them)
+    called = (rendered.probability >= 0.5) & rendered.lung
+    overlap = 2 * (rendered.infection & called).sum() / (rendered.infection.sum() + called.sum())
+    assert rendered.infection.any() and overlap > 0.9
+    assert render_lung_slices(segmenter, phantom_scan).infection is None
+    assert len(rows) == 3 and all(r["reason"] == "positive" for r in rows)
+    items = hard_negative_datalist(tmp_path)
+    assert [i["id"].split("/")[:2] for i in items] == [["positive", "covid"]] * 3
+    for row, item in zip(rows, items):
+        pos = int(np.flatnonzero(rendered.slice_index == row["slice_index"])[0])
+        label = np.asarray(Image.open(item["label"])) > 0
+        np.testing.assert_array_equal(label, rendered.infection[pos] & (rendered.probability[pos] >= 0.5))
+        assert label.any() and (np.asarray(Image.open(item["edge"])) > 0).any()
+
+
+def test_positive_selection_is_spread_along_the_scan():
+    rendered = _rendered([0] * 10)
+    rendered.infection = np.zeros((10, 20, 20), bool)
+    for k in (1, 2, 3, 4, 5, 6, 7, 8):
+        rendered.infection[k, :5, :5] = True  # 25 of 400 pixels
+    rendered.infection[1, :, :] = False
+    rendered.infection[1, 0, 0] = True  # too little to be a positive
+    assert select_positives(rendered, max_slices=3, min_infection_share=0.05) == [(2, "positive"), (5, "positive"), (8, "positive")]
+    assert [i for i, _ in select_positives(rendered, 10, 0.05)] == [2, 3, 4, 5, 6, 7, 8]
+    with pytest.raises(ValueError, match="with_infection"):
+        select_positives(_rendered([0, 1]))
 
 
 def test_datalist_without_manifest_names_the_folder(tmp_path):
