@@ -197,6 +197,14 @@ def test_train_negatives_fine_tunes_with_real_ct_negatives(tmp_path, data_dir, t
                 Image.fromarray(np.full((40, 40), value, np.uint8)).save(negatives / scan / kind / f"{k}.png")
             rows.append(f"{scan},{k},{k * 2.0},{scan}/images/{k}.png,{scan}/masks/{k}.png,{scan}/edges/{k}.png,5,0.9,firing")
     (negatives / "manifest.csv").write_text("\n".join(rows) + "\n")
+    positives = tmp_path / "positives"  # real-CT positives: their own pool, one drawn per epoch
+    rows = rows[:1]
+    for k in range(3):
+        for kind, value in (("images", 120), ("masks", 255), ("edges", 255)):
+            (positives / "covid" / kind).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(np.pad(np.full((20, 20), value, np.uint8), 10)).save(positives / "covid" / kind / f"{k}.png")
+        rows.append(f"covid,{k},{k * 2.0},covid/images/{k}.png,covid/masks/{k}.png,covid/edges/{k}.png,400,0.9,positive")
+    (positives / "manifest.csv").write_text("\n".join(rows) + "\n")
     tiny = load_checkpoint(tiny_model)["network"]
     out = tmp_path / "fine_tuned"
     run_bundle(
@@ -204,6 +212,7 @@ def test_train_negatives_fine_tunes_with_real_ct_negatives(tmp_path, data_dir, t
         "--dataset_dir", str(data_dir), "--output_dir", str(out), "--init_model", str(tiny_model),
         "--network_kwargs", json.dumps(tiny), "--spatial_size", "64", "--train_rates", "[1.0]",
         "--negatives_dir", str(negatives), "--negatives_exclude", "['held_out']", "--negatives_per_epoch", "2",
+        "--positives_dir", str(positives), "--positives_per_epoch", "1",
         "--epochs", "2", "--batch_size", "6", "--device", "cpu",
     )
     info = load_checkpoint(out / "model.pt")
@@ -211,7 +220,8 @@ def test_train_negatives_fine_tunes_with_real_ct_negatives(tmp_path, data_dir, t
     assert meta["negatives_count"] == 3 and meta["negatives_exclude"] == ["held_out"] and meta["negatives_per_epoch"] == 2
     assert meta["init_model"] == str(tiny_model) and len(meta["init_model_sha256"]) == 64
     assert meta["selected_by"] == "last epoch" and meta["epoch"] == 2
-    assert meta["iteration"] == 2 * 7  # 40 labeled training slices and 2 negatives per epoch, batches of 6
+    assert meta["positives_count"] == 3 and meta["positives_per_epoch"] == 1
+    assert meta["iteration"] == 2 * 8  # 40 labeled training slices, 2 negatives and 1 positive per epoch, batches of 6
     start = {k: v.float() for k, v in load_checkpoint(tiny_model)["state_dict"].items()}
     tuned = info["state_dict"]
     assert any(not torch.allclose(start[k], tuned[k].float(), atol=1e-3) for k in start if start[k].is_floating_point())
