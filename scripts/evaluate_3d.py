@@ -27,7 +27,11 @@ sensitivity figure of the COVID-19 items (rebuilt Dice, P001 slice agreement) mi
 of the lung) of the scans without COVID-19 (1% of false burden weighs as much as a Dice of 1: a false burden of 0.3-3%
 is the size of mild disease); ties go to the setting nearest the shipped one. **Holes** (``--holes``): the open holes
 of each scan's lung (domes and hilar vessels, :func:`~infnet_monai.postprocessing.morphology.fill_enclosed_holes`)
-with their in-plane areas, and the dome threshold chosen in the gap of the other scans.
+with their in-plane areas, and the dome threshold chosen in the gap of the other scans. ``--grid`` compares other
+values of a gate, or the in-plane area gate too (not in :data:`GRID`):
+
+    python scripts/evaluate_3d.py --loso --grid basal_rim_max_share=0.3,0.5,1.1 min_lesion_extent_mm=15,20,25,30 \
+        min_lesion_area_mm2=25,50,100,200
 
     python scripts/evaluate_3d.py --markdown
     python scripts/evaluate_3d.py --loso --holes --markdown
@@ -74,8 +78,27 @@ def _copy(data: dict) -> dict:
     return {k: (v.clone() if isinstance(v, torch.Tensor) else copy.deepcopy(v)) for k, v in data.items()}
 
 
-def _settings() -> list[dict]:
-    return [dict(zip(GRID, values)) for values in itertools.product(*GRID.values())]
+GATES = ("basal_rim_max_share", "min_lesion_extent_mm", "min_lesion_area_mm2")
+"""The gates ``--grid`` may set (keyword arguments of the post-processing and fields of ``SegmentConfig``)."""
+
+
+def _parse_grid(items: list[str], ap: argparse.ArgumentParser) -> dict[str, tuple[float, ...]]:
+    """``["GATE=V1,V2", ...]`` -> ``{GATE: (V1, V2)}``; an unknown gate or a value that is no number is a usage error."""
+    out = {}
+    for item in items:
+        gate, _, values = item.partition("=")
+        if gate not in GATES:
+            ap.error(f"--grid: unknown gate {gate!r} in {item!r}; one of {', '.join(GATES)}")
+        try:
+            out[gate] = tuple(float(v) for v in values.split(","))
+        except ValueError:
+            ap.error(f"--grid: {item!r} must be GATE=V1,V2,... with numbers")
+    return out
+
+
+def _settings(grid: dict | None = None) -> list[dict]:
+    grid = GRID if grid is None else grid
+    return [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
 
 
 def _key(setting: dict) -> str:
@@ -86,10 +109,10 @@ def _finish(seg, data: dict, setting: dict, anatomy: bool):
     from infnet_monai.pipeline.components import ct_postprocessing
 
     cfg = seg.config
+    gates = {"min_lesion_area_mm2": cfg.min_lesion_area_mm2, **setting}  # the area gate too with --grid
     chain = ct_postprocessing(
         seg.predictor.volume_preprocessing, threshold=cfg.threshold, extension_threshold=cfg.extension_threshold,
-        min_lesion_volume_mm3=cfg.min_lesion_volume_mm3, min_lesion_area_mm2=cfg.min_lesion_area_mm2,
-        anatomy_checks=anatomy, **setting,
+        min_lesion_volume_mm3=cfg.min_lesion_volume_mm3, anatomy_checks=anatomy, **gates,
     )
     return seg.finish(_copy(data), postprocessing=chain)
 
@@ -239,8 +262,10 @@ def choose(results: dict, items: list[str], settings: list[dict], default: dict)
         other = [_score(i, results[i]["per_setting"][key]) for i in items if i not in COVID]
         return (sum(covid) / len(covid) if covid else 0.0) + (sum(other) / len(other) if other else 0.0)
 
+    values = {k: sorted({s[k] for s in settings}) for k in default}  # the grid the settings span
+
     def distance(setting: dict) -> int:  # grid steps from the shipped setting
-        return sum(abs(GRID[k].index(setting[k]) - GRID[k].index(default[k])) for k in GRID if default[k] in GRID[k])
+        return sum(abs(values[k].index(setting[k]) - values[k].index(default[k])) for k in values if default[k] in values[k])
 
     best = max(objective(s) for s in settings)
     tied = [s for s in settings if objective(s) >= best - 1e-9]
@@ -271,16 +296,17 @@ def merge(paths: list[Path]) -> dict:
         if "shipped_setting" in result and part["shipped_setting"] != result["shipped_setting"]:
             raise SystemExit(f"{path}: shipped setting {part['shipped_setting']} differs from {result['shipped_setting']}")
         result["shipped_setting"] = part["shipped_setting"]
+        result["grid"] = part.get("grid", GRID)
         for item in PARTS:
             if item in part:
                 if item in result:
                     raise SystemExit(f"{path}: item '{item}' is already given by {result['models'][item]}")
-                if len(part[item]["per_setting"]) < len(_settings()):
+                if len(part[item]["per_setting"]) < len(_settings(part.get("grid", GRID))):
                     raise SystemExit(f"{path}: item '{item}' was not run with --loso")
                 result[item] = part[item]
                 result["models"][item] = f"{part['model']} ({path})"
     default = result["shipped_setting"]
-    result["loso"] = leave_one_out({k: result[k] for k in PARTS if k in result}, _settings(), default)
+    result["loso"] = leave_one_out({k: result[k] for k in PARTS if k in result}, _settings(result["grid"]), default)
     return result
 
 
@@ -376,6 +402,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--split", choices=("validation", "train", "all"), default="validation")
     ap.add_argument("--only", nargs="+", choices=PARTS, default=list(PARTS))
     ap.add_argument("--loso", action="store_true", help="compare the lesion gates (GRID) and choose them leave-one-scan-out")
+    ap.add_argument(
+        "--grid", nargs="+", default=None, metavar="GATE=V1,V2,...",
+        help=f"with --loso, compare these values of a gate instead of GRID's ({', '.join(GATES)}; "
+        "min_lesion_area_mm2 is not in GRID); the shipped value is always added",
+    )
     ap.add_argument("--holes", action="store_true", help="the open holes of each lung and the dome threshold, leave-one-out")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--device", default="cpu")
@@ -401,10 +432,14 @@ def main(argv: list[str] | None = None) -> int:
 
     seg = CTSegmenter(args.model, device=args.device, overview=False, dicom_seg=False)
     default = {"basal_rim_max_share": seg.config.basal_rim_max_share, "min_lesion_extent_mm": seg.config.min_lesion_extent_mm}
-    settings = _settings() if args.loso else [default]
+    grid = dict(GRID)
+    for gate, values in _parse_grid(args.grid or [], ap).items():
+        default[gate] = float(getattr(seg.config, gate))
+        grid[gate] = tuple(sorted({*values, default[gate]}))
+    settings = _settings(grid) if args.loso else [default]
     if default not in settings:
         settings.append(default)
-    result: dict = {"model": str(seg.model_path), "shipped_setting": default}
+    result: dict = {"model": str(seg.model_path), "shipped_setting": default, "grid": grid}
     if "rebuilt" in args.only:
         result["rebuilt"] = evaluate_rebuilt(seg, args.data, args.split, settings)
     for name in SCANS:

@@ -50,3 +50,36 @@ def test_merge_refuses_an_item_given_twice_or_not_run_with_loso(tmp_path):
         evaluate_3d.merge([a, _write(tmp_path / "b.json", "foldB.pt", ["p001"])])
     with pytest.raises(SystemExit, match="not run with --loso"):
         evaluate_3d.merge([a, _write(tmp_path / "c.json", "foldB.pt", ["lidc"], loso=False)])
+
+
+def test_a_third_gate_in_the_grid_is_chosen_and_merged(tmp_path):
+    """``--grid`` adds the in-plane area gate: settings, the tie-break towards the shipped setting and --merge follow
+    the grid the files were run with."""
+    import argparse
+
+    ap = argparse.ArgumentParser()
+    grid = {**evaluate_3d.GRID, **evaluate_3d._parse_grid(["min_lesion_area_mm2=50,100,200"], ap)}
+    shipped = {**SHIPPED, "min_lesion_area_mm2": 100.0}
+    settings = evaluate_3d._settings(grid)
+    assert len(settings) == 4 * 5 * 3 and shipped in settings
+
+    def figures(item, s):  # a larger area gate clears the scans without COVID-19 at 10 mm; nothing else matters
+        f = _figures(item, s)
+        if item not in ("rebuilt", "p001") and s["min_lesion_area_mm2"] >= 200:
+            f = {"infection_percent": 0.0}
+        return f
+
+    out = {"model": "m.pt", "shipped_setting": shipped, "grid": grid}
+    for item in ("rebuilt", "p001", "normal", "lidc"):
+        out[item] = {"per_setting": {evaluate_3d._key(s): figures(item, s) for s in settings}}
+    path = tmp_path / "a.json"
+    path.write_text(json.dumps(out))
+    result = evaluate_3d.merge([path])
+    # with p001, 10-15 mm find more of it; at 10 mm only the 2 cm2 area keeps the other scans clean, and the
+    # nearest tie to the shipped setting is 15 mm at the shipped area
+    chosen = result["loso"]["chosen_on_all"]
+    assert chosen == {"basal_rim_max_share": 0.5, "min_lesion_extent_mm": 15.0, "min_lesion_area_mm2": 100.0}
+    with pytest.raises(SystemExit):
+        evaluate_3d._parse_grid(["min_lesion_area=1"], ap)
+    with pytest.raises(SystemExit):
+        evaluate_3d._parse_grid(["min_lesion_area_mm2=1,x"], ap)
