@@ -114,17 +114,19 @@ def render_lung_slices(segmenter, case, run_network: bool = True, with_infection
         inferer.infer(volume, recorder, lung_t.numpy(), boxes=boxes)
         return recorder
 
-    def mask_crops(mask: np.ndarray) -> np.ndarray:  # (X, Y, Z) on the RAS grid
+    def mask_crops(on_slices: torch.Tensor) -> np.ndarray:  # a mask on the slices' grid (X, Y, Z), cropped alike
         if not index.size:
             return np.zeros((0, *size), bool)
-        t = MetaTensor(torch.from_numpy(np.ascontiguousarray(mask[None] > 0)).float(), meta=dict(data["image"].meta))
-        on_slices = predictor.slice_preprocessing({"image": data["image"], "lung": t})["lung"][0].as_tensor()
         return torch.cat(crops(on_slices.float()[None, None]).inputs).numpy() >= 0.5
 
     with torch.no_grad():
         seen = crops(image.as_tensor()[None], predictor.network_fn if run_network else None)
-        lung_crops = torch.cat(crops(lung_t.float()[None, None]).inputs).numpy() >= 0.5 if index.size else np.zeros((0, *size), bool)
-        infection_crops = mask_crops(infection) if with_infection else None
+        lung_crops = mask_crops(lung_t)
+        infection_crops = None
+        if with_infection:  # the RAS mask through the slice preparation the lung took
+            t = MetaTensor(torch.from_numpy(np.ascontiguousarray(infection[None])).float(), meta=dict(data["image"].meta))
+            on_slices = predictor.slice_preprocessing({"image": data["image"], "lung": t})["lung"][0].as_tensor()
+            infection_crops = mask_crops(on_slices > 0.5)
     spec = segmenter.spec
     images = (torch.cat(seen.inputs).numpy() * spec.std + spec.mean) if index.size else np.zeros((0, *size), np.float32)
     if images.shape[0] != index.size:
@@ -303,9 +305,10 @@ def mine_real_positives(
 
     Each slice's mask is the pipeline's final infection (:func:`render_lung_slices` ``with_infection``) where the
     model itself calls infection on the crop: a pseudo-label that only the lesions which pass every gate of
-    ``segmenter`` make. Fine-tuning with the hard negatives
-    alone teaches the network that real CT is not infection; these slices keep the real-CT look of disease in the
-    training (:func:`select_positives` for ``max_slices`` and ``min_infection_share``).
+    ``segmenter`` make. Fine-tuning with the hard negatives alone teaches the network that real CT is not infection;
+    these slices were meant to keep the real-CT look of disease in the training (:func:`select_positives` for
+    ``max_slices`` and ``min_infection_share``). The whole pipeline and then the first crop pass run the network
+    twice per scan: mining is offline.
     """
     root = Path(folder)
     root.mkdir(parents=True, exist_ok=True)
