@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from infnet_monai.utils.arrays import fortran_order
 from infnet_monai.utils.files import atomic_write
 
 logger = logging.getLogger(__name__)
@@ -171,18 +172,17 @@ def _stack(volume: np.ndarray, index: tuple, axis: int, transposed: bool) -> np.
     return stack.transpose(0, 2, 1) if transposed else stack
 
 
-_TILE = 64
-"""In-plane tile (pixels) in which a stack of frames is filled: a mask stored slice-last (C order, as the pipeline
-holds it) is then read in short runs along its slices, not one scattered pixel at a time (about 3x faster on a
-512 x 512 x 248 mask)."""
+def _fill(outs: Sequence[np.ndarray], volume: np.ndarray, index: tuple, axis: int, transposed: bool, tests) -> None:
+    """``out[...] = test(frames, value)`` for each ``out`` and ``(test, value)`` of ``tests``, where ``frames`` is the
+    ``(frames, rows, columns)`` stack of ``volume`` (:func:`_stack_index`).
 
-
-def _fill(out: np.ndarray, stack: np.ndarray, test: np.ufunc, value: int) -> None:
-    """``out[...] = test(stack, value)`` for a ``(frames, rows, columns)`` view ``stack``, one tile at a time."""
-    rows, cols = stack.shape[1:]
-    for r in range(0, rows, _TILE):
-        for c in range(0, cols, _TILE):
-            test(stack[:, r:r + _TILE, c:c + _TILE], value, out=out[:, r:r + _TILE, c:c + _TILE])
+    The mask is first copied into Fortran order (:func:`~infnet_monai.utils.arrays.fortran_order`, in blocks): held
+    slice-last in C order, as the pipeline holds it, each frame would be read one scattered pixel at a time, once per
+    segment; in Fortran order a frame is one contiguous plane (0.5 s instead of 1.5 s for the five segments of a
+    512 x 512 x 248 scan)."""
+    frames = _stack(fortran_order(volume), index, axis, transposed)
+    for out, (test, value) in zip(outs, tests):
+        test(frames, value, out=out)
 
 
 _TYPE2_ATTRIBUTES = (
@@ -290,13 +290,18 @@ def write_dicom_seg(
     stack = _stack_index(plans)
     # segment-major: each frame highdicom encodes is a contiguous plane, and its overlap check a fast reduction
     planes = np.zeros((len(segments), len(sources), int(sources[0].Rows), int(sources[0].Columns)), dtype=bool)
-    for s, (volume, test, value) in enumerate(segments.values()):
-        if stack is not None:
-            _fill(planes[s], _stack(volume, *stack), test, value)
-            continue
-        for f, (index, transposed) in enumerate(plans):
-            frame = volume[index]
-            test(frame.T if transposed else frame, value, out=planes[s, f])
+    specs = list(segments.values())
+    if stack is not None:
+        groups: dict[int, list[int]] = {}  # the segments of one mask are filled in one pass over it
+        for s, (volume, _, _) in enumerate(specs):
+            groups.setdefault(id(volume), []).append(s)
+        for members in groups.values():
+            _fill([planes[s] for s in members], specs[members[0]][0], *stack, [specs[s][1:] for s in members])
+    else:
+        for s, (volume, test, value) in enumerate(specs):
+            for f, (index, transposed) in enumerate(plans):
+                frame = volume[index]
+                test(frame.T if transposed else frame, value, out=planes[s, f])
     algorithm = hd.AlgorithmIdentificationSequence(
         name="infnet-monai", version=software_version or "unknown", family=hd.sr.CodedConcept("123109", "DCM", "Artificial Intelligence")
     )

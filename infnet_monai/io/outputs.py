@@ -22,6 +22,7 @@ import torch
 from infnet_monai.io.cases import CTCase
 from infnet_monai.stats.burden import BURDEN_FIELDS
 from infnet_monai.stats.zones import ZONE_COLUMNS
+from infnet_monai.utils.arrays import fortran_order
 from infnet_monai.utils.files import atomic_write
 
 __all__ = [
@@ -128,7 +129,7 @@ def reference_header(case: CTCase, affine: np.ndarray | torch.Tensor) -> tuple[n
 
 def like_reference(array: np.ndarray, reference: tuple[np.ndarray, nib.Nifti1Header | None]) -> nib.Nifti1Image:
     affine, header = reference
-    array = np.asarray(array, dtype=np.uint8)
+    array = fortran_order(np.asarray(array, dtype=np.uint8))  # NIfTI's voxel order: nibabel then writes it as it is
     if header is None:
         img = nib.Nifti1Image(array, affine)
         img.set_qform(affine, code=1)

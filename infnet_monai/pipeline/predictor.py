@@ -27,6 +27,7 @@ from monai.transforms import Compose, Invertd, Orientationd, apply_transform
 
 from infnet_monai.inferers.lung_crop import LUNG_CROP_MARGINS, slice_boxes, strided_slices
 from infnet_monai.pipeline.components import split_slicewise
+from infnet_monai.utils.arrays import fortran_order
 from infnet_monai.utils.device import autocast_context
 from infnet_monai.utils.memory import release_memory
 
@@ -280,8 +281,9 @@ class VolumePredictor:
         row["lung_hu_volume_ml"] = lung_hu_ml
         row["slices_inferred"] = run
         row["slices_interpolated"] = with_lung - run  # 0 unless max_slice_gap_mm
+        # in NIfTI's voxel order (first axis fastest), the order the NIfTI files and the DICOM-SEG's frames read them
         masks = {
-            k: np.ascontiguousarray(data[k][0].numpy(), dtype=np.uint8)
+            k: fortran_order(np.asarray(data[k][0].numpy(), dtype=np.uint8))
             for k in ("infection", "nodules", "lung", "classes")
             if k in data
         }
@@ -304,7 +306,7 @@ class VolumePredictor:
         """The infection probability (channel 0 of ``"pred"``) on the input's voxel grid, float32."""
         prob = MetaTensor(torch.from_numpy(data["pred"].numpy()[0:1].astype(np.float32)), meta=dict(data["image"].meta))
         out = self._to_input_grid({"image": data["image"], "probability": prob})["probability"]
-        return np.ascontiguousarray(out[0].numpy())
+        return fortran_order(out[0].numpy())
 
     def probability(self, image: Any) -> MetaTensor:
         """Infection probability on the voxel grid of ``image`` (``(1, X, Y, Z)`` CT in HU with its affine): float32

@@ -260,12 +260,14 @@ def test_one_view_only_for_evenly_spaced_slices_along_one_axis():
     assert dicom_seg._stack_index(plans[:2] + [diagonal]) is None  # a per-pixel index
 
 
-def test_stack_filled_tile_by_tile():
-    stack = np.random.default_rng(2).integers(0, 3, (3, 150, 70)).transpose(0, 2, 1)  # tiles cut in both directions
-    assert stack.shape[1] > dicom_seg._TILE and stack.shape[2] > 2 * dicom_seg._TILE
-    out = np.zeros(stack.shape, dtype=bool)
-    dicom_seg._fill(out, stack, np.equal, 2)
-    np.testing.assert_array_equal(out, stack == 2)
+def test_stack_of_every_segment_filled_from_one_copy():
+    volume = np.random.default_rng(2).integers(0, 3, (70, 150, 9)).astype(np.uint8)  # slice-last, C order
+    for index, transposed in (((slice(None), slice(None), slice(1, 9, 2)), True), ((slice(None, None, -1), slice(None), slice(8, None, -3)), False)):
+        frames = dicom_seg._stack(volume, index, 2, transposed)
+        outs = [np.zeros(frames.shape, dtype=bool) for _ in range(3)]
+        dicom_seg._fill(outs, volume, index, 2, transposed, [(np.equal, 1), (np.equal, 2), (np.greater, 0)])
+        for out, expected in zip(outs, (frames == 1, frames == 2, frames > 0)):
+            np.testing.assert_array_equal(out, expected)
 
 
 def test_overlap_check_agrees_with_highdicom():

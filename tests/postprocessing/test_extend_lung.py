@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import ndimage as ndi
 
 from infnet_monai.postprocessing import (
     LEFT_LUNG_LABEL,
@@ -232,3 +233,22 @@ def test_normal_lung_phantom_false_positives_of_known_kinds_give_no_infection():
     prob[40:46, 26:32, 6:19] = 0.9
     out = postprocess_infection(prob, extended, SPACING, **kwargs)
     assert out[40:46, 26:32, 6:19].all() and out.sum() == 6 * 6 * 13
+
+
+def test_added_voxels_take_the_label_of_the_nearest_lung_voxel_in_mm():
+    from infnet_monai.postprocessing.extension import _nearest_lung_labels
+
+    rng = np.random.default_rng(3)
+    labels = np.zeros((40, 30, 12), dtype=np.uint8)
+    labels[rng.random(labels.shape) > 0.995] = 1  # scattered voxels of both lungs
+    labels[rng.random(labels.shape) > 0.995] = 2
+    where = (labels == 0) & (rng.random(labels.shape) > 0.5)
+    spacing = (0.7, 0.9, 2.5)  # anisotropic: the nearest in voxels is not the nearest in mm
+    right, left = (ndi.distance_transform_edt(labels != lab, sampling=spacing)[where] for lab in (1, 2))
+    tie = np.isclose(right, left, rtol=0, atol=1e-9)
+    assert 0 < tie.sum() < 0.01 * tie.size  # scattered voxels on a grid: a few exact ties
+    found = _nearest_lung_labels(labels, where, spacing)
+    np.testing.assert_array_equal(found[~tie], np.where(right < left, 1, 2)[~tie])
+    assert (found[tie] == 1).all()  # a tie goes to the right lung
+    only_left = np.where(labels == 2, 2, 0).astype(np.uint8)  # one lung absent from the box
+    assert set(np.unique(_nearest_lung_labels(only_left, where & (only_left == 0), spacing))) == {2}

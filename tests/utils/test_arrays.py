@@ -3,7 +3,14 @@
 import numpy as np
 from scipy import ndimage as ndi
 
-from infnet_monai.utils.arrays import SLAB_SLICES, component_sizes, count_where, label_components, slabwise
+from infnet_monai.utils.arrays import (
+    SLAB_SLICES,
+    component_sizes,
+    count_where,
+    fortran_order,
+    label_components,
+    slabwise,
+)
 
 
 def test_slabwise_and_count_where_equal_the_whole_array_expressions():
@@ -33,3 +40,15 @@ def test_labels_fit_uint16_else_int32_and_sizes_match_bincount():
     labels, n = label_components(many, structure)
     assert labels.dtype == np.int32 and n == 90000
     assert component_sizes(labels, n)[1:].tolist() == [1] * n
+
+
+def test_fortran_order_keeps_every_value_and_any_layout():
+    rng = np.random.default_rng(4)
+    for shape in ((130, 70, 5), (65, 129), (3, 66, 70, 2), (7,)):
+        a = rng.random(shape).astype(np.float32)
+        for view in (a, a[::-1], a.T, a[..., ::2] if a.ndim > 1 else a[::3]):
+            out = fortran_order(view)
+            np.testing.assert_array_equal(out, view)
+            assert out.flags.f_contiguous
+    f = np.asfortranarray(rng.random((70, 66, 3)))
+    assert fortran_order(f) is f  # nothing copied
