@@ -42,6 +42,7 @@ import torch
 import torch.nn as nn
 
 from infnet_monai.defaults import BACKENDS, PRECISIONS
+from infnet_monai.inferers.probability import InfectionStage, ShareStage
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +51,7 @@ __all__ = [
     "PRECISIONS",
     "EXACT_TOLERANCE",
     "OpenVINOMaps",
+    "StagedMaps",
     "TorchMaps",
     "backend_cache_dir",
     "check_backend",
@@ -334,6 +336,10 @@ def network_backend(
 ):
     """The network function ``maps`` on the chosen backend (see the module docstring).
 
+    :class:`~infnet_monai.inferers.ProbabilityMaps` with a class head (and without the flip augmentation) come back
+    as :class:`StagedMaps`: the infection and the head are two networks on the backend, so that an inferer can run the
+    head only where its share is used (:class:`~infnet_monai.inferers.LungCropSliceInferer`).
+
     Args:
         maps: a :class:`~infnet_monai.inferers.ProbabilityMaps` (or any module mapping ``(B, C, H, W)`` slices to
             probabilities), in eval mode on ``device``.
@@ -344,8 +350,8 @@ def network_backend(
         use_cache: read and store converted models in :func:`backend_cache_dir`.
 
     Returns:
-        a :class:`TorchMaps` or an :class:`OpenVINOMaps`; both are called like ``maps`` and tell their
-        ``backend``, ``precision`` and ``classes``.
+        a :class:`TorchMaps`, an :class:`OpenVINOMaps` or a :class:`StagedMaps` of two of them; all are called like
+        ``maps`` and tell their ``backend``, ``precision`` and ``classes``.
 
     Raises:
         ValueError: an unknown backend or precision, ``"openvino"`` asked for on CUDA.
@@ -354,6 +360,20 @@ def network_backend(
     name, precision = check_backend(backend, precision)
     device = torch.device(device)
     maps = maps.eval()
+    if not getattr(maps, "staged", False):
+        return _backend(maps, example_shape, device, name, precision, use_cache)
+    _, channels, height, width = (int(s) for s in example_shape)
+    stages = [
+        _backend(InfectionStage(maps).eval(), example_shape, device, name, precision, use_cache),
+        _backend(ShareStage(maps).eval(), (1, channels + 1, height, width), device, name, precision, use_cache),
+    ]
+    if len({s.backend for s in stages}) > 1:  # one stage fell back to torch (auto): both run there, as one backend
+        stages = [TorchMaps(InfectionStage(maps).eval(), device, precision), TorchMaps(ShareStage(maps).eval(), device, precision)]
+    return StagedMaps(maps, *stages)
+
+
+def _backend(maps: nn.Module, example_shape, device: torch.device, name: str, precision: str, use_cache: bool):
+    """One network function on the backend ``name`` (canonical, :func:`check_backend`)."""
     if device.type != "cpu":
         if name == "openvino":
             raise ValueError(f"backend 'openvino' runs on the CPU; device {device} runs the network with torch.")
@@ -380,3 +400,42 @@ def network_backend(
         logger.warning("%s; using torch", message)
         return TorchMaps(maps, device, precision)
     return fast
+
+
+class StagedMaps:
+    """Staged :class:`~infnet_monai.inferers.ProbabilityMaps` on a backend: the infection network and the GGO /
+    consolidation head as two network functions (:class:`~infnet_monai.inferers.InfectionStage`,
+    :class:`~infnet_monai.inferers.ShareStage`).
+
+    Called on ``(B, C, H, W)`` slices it gives what the maps give, ``(B, 2, H, W)``: the infection probability and
+    the head's share of every slice. :attr:`stages` lets an inferer run the head on fewer slices: the pipeline uses
+    the share only inside the infection mask, so a slice whose infection probability stays below the threshold, or a
+    crop that a larger crop replaces, needs no head (the head is a fifth of the network's time).
+
+    Args:
+        maps: the staged maps.
+        infection: the network function of their infection stage.
+        share: the network function of their head stage (input: the slices with the infection as the last channel).
+    """
+
+    def __init__(self, maps: nn.Module, infection, share) -> None:
+        self.maps = maps
+        self.infection = infection
+        self.share = share
+        self.backend = infection.backend
+        self.precision = infection.precision
+
+    @property
+    def classes(self) -> nn.Module | None:
+        """The GGO / consolidation model of the maps."""
+        return getattr(self.maps, "classes", None)
+
+    @property
+    def stages(self) -> tuple:
+        """``(infection, share)``: ``infection(x)`` is ``(B, 1, H, W)`` and ``share(torch.cat([x, p], 1))`` the
+        consolidation share ``(B, 1, H, W)``."""
+        return self.infection, self.share
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        p = self.infection(x)
+        return torch.cat([p, self.share(torch.cat([x.to(p.device, p.dtype), p], dim=1)).to(p.dtype)], dim=1)

@@ -29,9 +29,14 @@ from scipy import ndimage as ndi
 from infnet_monai.defaults import THRESHOLD
 
 __all__ = [
-    "LUNG_CROP_MARGINS", "CropReport", "LungCropSliceInferer", "slice_boxes", "grow_boxes", "strided_slices",
+    "HEAD_MARGIN", "LUNG_CROP_MARGINS", "CropReport", "LungCropSliceInferer", "slice_boxes", "grow_boxes", "strided_slices",
     "interpolate_slices",
 ]
+
+HEAD_MARGIN: float = 0.01
+"""How far below the infection threshold a slice's infection may stay and still get the GGO / consolidation head
+(:attr:`LungCropSliceInferer.head_threshold`): more than the float16 rounding of the stored probability (2.4e-4 at
+0.5), so a voxel the mask takes always has its share."""
 
 LUNG_CROP_MARGINS: tuple[float, float, float, float] = (0.012, 0.010, 0.060, 0.018)
 """Margins around the lungs' bounding box, as fractions of the box's extent, in the order (start, end) of the first
@@ -144,6 +149,9 @@ class CropReport:
         slices_run: slices run in all passes (reruns with grown boxes included).
         rounds: passes made.
         interpolated: slices with lung not run but interpolated between their neighbours (``z_stride`` > 1).
+        head_slices: with a staged network (:class:`~infnet_monai.inferers.backends.StagedMaps`), the slices the
+            GGO / consolidation head ran on (once each, on its last crop); ``None`` when the head ran with the
+            infection on every slice run.
     """
 
     probability: torch.Tensor | None
@@ -152,6 +160,7 @@ class CropReport:
     slices_run: int = 0
     rounds: int = 0
     interpolated: int = 0
+    head_slices: int | None = None
 
 
 def strided_slices(todo: np.ndarray, stride: int, offset: int = 0) -> np.ndarray:
@@ -192,6 +201,9 @@ class LungCropSliceInferer(Inferer):
         margins: crop margins (see :data:`LUNG_CROP_MARGINS`).
         max_rounds: passes at most; rounds after the first rerun only slices whose box grew (see :func:`grow_boxes`).
         grow_threshold: probability taken as infection when deciding to grow a box (the segmentation threshold).
+        head_threshold: with a staged network, the head runs only on the slices whose infection probability reaches
+            this on the last crop (default ``grow_threshold`` - :data:`HEAD_MARGIN`): the pipeline reads the share
+            only inside the infection mask (probability >= the threshold), so elsewhere its 0 changes nothing.
     """
 
     def __init__(
@@ -203,6 +215,7 @@ class LungCropSliceInferer(Inferer):
         margins: Sequence[float] = LUNG_CROP_MARGINS,
         max_rounds: int = 3,
         grow_threshold: float = THRESHOLD,
+        head_threshold: float | None = None,
     ) -> None:
         super().__init__()
         if max_rounds < 1:
@@ -219,6 +232,7 @@ class LungCropSliceInferer(Inferer):
         self.margins = tuple(float(m) for m in margins)
         self.max_rounds = int(max_rounds)
         self.grow_threshold = float(grow_threshold)
+        self.head_threshold = max(0.0, self.grow_threshold - HEAD_MARGIN) if head_threshold is None else float(head_threshold)
 
     def __call__(  # type: ignore[override]
         self,
@@ -276,10 +290,17 @@ class LungCropSliceInferer(Inferer):
         skipped = np.setdiff1d(np.arange(len(boxes)), run) if run.size < with_lung.size else None
         todo = run
         report = CropReport(probability=None, boxes=boxes, first_pass=int(run.size))
+        stages = getattr(network, "stages", None) if skipped is None else None  # the head apart: see StagedMaps
+        crops_p: dict[int, torch.Tensor] | None = None
+        if stages is not None and run.size:
+            network, share = stages
+            crops_p = {}  # each slice's infection on its last crop, for the head
+            out = torch.zeros((1, 2, *inputs.shape[2:]), dtype=torch.float32, device=self.device)
         for round_ in range(self.max_rounds):
             if todo.size == 0:
                 break
-            out = self._run(inputs, self._counted(network, report, progress if round_ == 0 else None), report.boxes, todo, out)
+            counted = self._counted(network, report, progress if round_ == 0 else None)
+            out = self._run(inputs, counted, report.boxes, todo, out, crops_p)
             report.rounds = round_ + 1
             if round_ + 1 == self.max_rounds:
                 break
@@ -288,6 +309,8 @@ class LungCropSliceInferer(Inferer):
                 grown[skipped] = report.boxes[skipped]
             todo = np.flatnonzero((grown != report.boxes).any(axis=1))
             report.boxes = grown
+        if crops_p is not None:
+            report.head_slices = self._run_head(inputs, share, report.boxes, crops_p, out)
         if out is None:  # no slice holds lung: the network is never run, one channel of zeros
             out = torch.zeros((1, 1, *inputs.shape[2:]), dtype=torch.float32, device=self.device)
         elif skipped is not None:
@@ -309,7 +332,10 @@ class LungCropSliceInferer(Inferer):
 
         return run
 
-    def _run(self, inputs, network, boxes: np.ndarray, slices: np.ndarray, out: torch.Tensor | None) -> torch.Tensor:
+    def _run(
+        self, inputs, network, boxes: np.ndarray, slices: np.ndarray, out: torch.Tensor | None,
+        crops_p: dict[int, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
         # the crops are stacked a few batches at a time, so their memory does not grow with the scan's length; they
         # are stacked along the first spatial axis, so that every slice the SliceInferer takes is contiguous memory
         step = self.slice_inferer.sw_batch_size * 4
@@ -323,13 +349,36 @@ class LungCropSliceInferer(Inferer):
             del crops
             if out is None:
                 out = torch.zeros((1, prob.shape[0], *inputs.shape[2:]), dtype=torch.float32, device=self.device)
+            if crops_p is not None:
+                for i, k in enumerate(part):
+                    crops_p[int(k)] = prob[0, i].clone()
             for box, at in groups:
                 x0, x1, y0, y1 = (int(v) for v in box)
                 back = F.interpolate(prob[:, torch.as_tensor(at)].transpose(0, 1).float(), size=(x1 - x0, y1 - y0), mode="bilinear", align_corners=False)
                 index = torch.as_tensor(part[at], device=out.device)
                 out[0, :, :, :, index] = 0.0
-                out[0, :, x0:x1, y0:y1, index] = back.permute(1, 2, 3, 0).to(out.device)  # (K, h, w, m)
+                out[0, : prob.shape[0], x0:x1, y0:y1, index] = back.permute(1, 2, 3, 0).to(out.device)  # (K, h, w, m)
         return out
+
+    def _run_head(self, inputs, share, boxes: np.ndarray, crops_p: dict[int, torch.Tensor], out: torch.Tensor) -> int:
+        """The head ``share`` on the slices of ``crops_p`` (their infection on the last crop) that reach
+        :attr:`head_threshold`, each on its last crop, pasted into channel 1 of ``out``; the slices it ran."""
+        slices = np.array(sorted(k for k, p in crops_p.items() if float(p.max()) >= self.head_threshold), dtype=np.int64)
+        step = self.slice_inferer.sw_batch_size * 4
+        for start in range(0, len(slices), step):
+            part = slices[start : start + step]
+            groups = _same_box_groups(boxes, part)
+            crops = torch.empty((len(part), inputs.shape[1] + 1, *self.roi_size), dtype=torch.float32, device=inputs.device)
+            for box, at in groups:
+                crops[torch.as_tensor(at), :-1] = self._crops(inputs[0], box, part[at])
+            crops[:, -1] = torch.stack([crops_p[int(k)] for k in part]).to(crops.device)
+            q = self.slice_inferer(crops.transpose(0, 1).contiguous()[None], share)[0]  # (1, n, H, W)
+            del crops
+            for box, at in groups:
+                x0, x1, y0, y1 = (int(v) for v in box)
+                back = F.interpolate(q[:, torch.as_tensor(at)].transpose(0, 1).float(), size=(x1 - x0, y1 - y0), mode="bilinear", align_corners=False)
+                out[0, 1:2, x0:x1, y0:y1, torch.as_tensor(part[at], device=out.device)] = back.permute(1, 2, 3, 0).to(out.device)
+        return int(slices.size)
 
     def _crops(self, volume: torch.Tensor, box: np.ndarray, slices: np.ndarray) -> torch.Tensor:
         """``(m, C, H, W)``: the ``box`` of each of ``slices`` of ``volume`` ``(C, X, Y, Z)``, resized to the

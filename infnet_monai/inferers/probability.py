@@ -23,7 +23,7 @@ import torch.nn as nn
 from infnet_monai.transforms.ct import SLICE_AXCODES
 from infnet_monai.utils.validation import check_flag, check_temperature
 
-__all__ = ["LEFT_RIGHT_DIM", "ProbabilityMaps"]
+__all__ = ["LEFT_RIGHT_DIM", "ProbabilityMaps", "InfectionStage", "ShareStage"]
 
 LEFT_RIGHT_DIM: int = -2 + next(i for i, c in enumerate(SLICE_AXCODES[:2]) if c in "LR")
 """Dimension of a ``(B, C, H, W)`` batch of slices that runs along the patient's left-right axis (``-2``, see the
@@ -78,14 +78,56 @@ class ProbabilityMaps(nn.Module):
     def temperature(self, value: float) -> None:
         self._temperature = check_temperature(value)
 
+    def infection(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, 1, H, W)``: the infection probability ``sigmoid(logit / temperature)``, in float32."""
+        return torch.sigmoid(self.network(x).float() / self.temperature)
+
+    def share(self, x: torch.Tensor, infection: torch.Tensor) -> torch.Tensor:
+        """``(B, 1, H, W)``: the head's consolidation share of the slices ``x`` with their infection probability."""
+        return self.classes.consolidation_share(x, infection).float()
+
+    @property
+    def staged(self) -> bool:
+        """Whether the maps can run in two stages, the infection and then the head on the slices that need it
+        (:class:`InfectionStage`, :class:`ShareStage`): with a head and without the flip augmentation, whose share
+        averages the heads of two views."""
+        return self.classes is not None and not self.flip_tta
+
     def _maps(self, x: torch.Tensor) -> torch.Tensor:
-        infection = torch.sigmoid(self.network(x).float() / self.temperature)
+        infection = self.infection(x)
         if self.classes is None:
             return infection
-        return torch.cat([infection, self.classes.consolidation_share(x, infection).float()], dim=1)
+        return torch.cat([infection, self.share(x, infection)], dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         prob = self._maps(x)
         if self.flip_tta:
             prob = 0.5 * (prob + self._maps(x.flip(self.flip_dim)).flip(self.flip_dim))
         return prob
+
+
+class InfectionStage(nn.Module):
+    """The first stage of staged :class:`ProbabilityMaps`: ``(B, C, H, W)`` slices to their infection probability
+    ``(B, 1, H, W)``, what channel 0 of the maps holds."""
+
+    def __init__(self, maps: ProbabilityMaps) -> None:
+        super().__init__()
+        self.maps = maps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.maps.infection(x)
+
+
+class ShareStage(nn.Module):
+    """The second stage of staged :class:`ProbabilityMaps`: ``(B, C + 1, H, W)``, the slices with their infection
+    probability as the last channel, to the consolidation share ``(B, 1, H, W)``, what channel 1 of the maps holds.
+    One input tensor, so that every backend runs it as it runs the maps."""
+
+    def __init__(self, maps: ProbabilityMaps) -> None:
+        super().__init__()
+        if not maps.staged:
+            raise ValueError("ShareStage needs ProbabilityMaps with a class head and without flip_tta.")
+        self.maps = maps
+
+    def forward(self, xp: torch.Tensor) -> torch.Tensor:
+        return self.maps.share(xp[:, :-1], xp[:, -1:])

@@ -100,6 +100,12 @@ class _Timed:
         finally:
             self.seconds[0] += time.perf_counter() - start
 
+    @property
+    def stages(self) -> tuple | None:
+        """The stages of a staged network function (:class:`~infnet_monai.inferers.backends.StagedMaps`), timed."""
+        stages = getattr(self.fn, "stages", None)
+        return None if stages is None else tuple(_Timed(s, self.seconds) for s in stages)
+
 
 class VolumePredictor:
     """Masks and burden statistics of one CT volume, in memory.

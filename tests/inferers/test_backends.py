@@ -17,6 +17,7 @@ from infnet_monai.inferers import backends
 from infnet_monai.inferers.backends import (
     EXACT_TOLERANCE,
     OpenVINOMaps,
+    StagedMaps,
     TorchMaps,
     backend_cache_dir,
     check_backend,
@@ -246,3 +247,32 @@ def test_shipped_models_agree_on_a_real_scan(data_dir, tmp_path):
     assert float(np.abs(ref.probability - fast.probability).max()) <= EXACT_TOLERANCE
     for name in ("infection", "lung", "classes"):
         np.testing.assert_array_equal(getattr(fast, name), getattr(ref, name), err_msg=name)
+
+
+def _maps_with_head(seed: int = 0, flip_tta: bool = False) -> ProbabilityMaps:
+    from monai.networks.nets import UNet
+
+    from infnet_monai.networks import InfNetClasses
+
+    maps = _maps(seed)
+    torch.manual_seed(seed + 1)
+    head = UNet(spatial_dims=2, in_channels=2, out_channels=1, channels=(4, 8), strides=(2,), num_res_units=0).eval()
+    classes = InfNetClasses(maps.network, head, temperature=maps.temperature, head_size=32).eval()
+    return ProbabilityMaps(maps.network, maps.temperature, classes=classes, flip_tta=flip_tta)
+
+
+@pytest.mark.parametrize("backend", ["torch", pytest.param("openvino", marks=needs_openvino)])
+def test_maps_with_a_head_run_in_two_stages_that_give_the_same_maps(backend, cache):
+    maps = _maps_with_head()
+    x = _slices(4)
+    with torch.no_grad():
+        expected = maps(x)
+    fn = network_backend(maps, SHAPE, "cpu", backend=backend)
+    assert isinstance(fn, StagedMaps) and fn.backend == backend and fn.classes is maps.classes
+    torch.testing.assert_close(fn(x), expected, atol=1e-4 if backend == "openvino" else 1e-5, rtol=0)
+    infection, share = fn.stages
+    p = infection(x)
+    torch.testing.assert_close(p, expected[:, :1], atol=1e-4, rtol=0)
+    torch.testing.assert_close(share(torch.cat([x, p], 1)), expected[:, 1:], atol=1e-4, rtol=0)
+    flipped = network_backend(_maps_with_head(flip_tta=True), SHAPE, "cpu", backend=backend)
+    assert not isinstance(flipped, StagedMaps)  # the flip averages the heads of two views: one function

@@ -326,3 +326,53 @@ def test_batched_crops_equal_slice_by_slice_crops():
             got = inferer.infer(x, conv, lung, boxes=boxes).probability
             expected = _per_slice_reference(inferer, x, conv, boxes)
         assert torch.equal(got, expected), batch
+
+
+class _Staged:
+    """A staged network function (as :class:`~infnet_monai.inferers.backends.StagedMaps`): dense tissue is
+    infection, and the share is a function of the slice and the infection; counts the head's slices."""
+
+    def __init__(self) -> None:
+        self.head_batches: list[int] = []
+
+    @staticmethod
+    def infection(t: torch.Tensor) -> torch.Tensor:
+        return (t[:, :1] > 0.5).float()
+
+    def share(self, xp: torch.Tensor) -> torch.Tensor:
+        self.head_batches.append(int(xp.shape[0]))
+        return torch.sigmoid(3.0 * xp[:, :1]) * 0.5 + 0.25 * xp[:, 1:2]
+
+    @property
+    def stages(self):
+        return self.infection, self.share
+
+    def __call__(self, t: torch.Tensor) -> torch.Tensor:
+        p = self.infection(t)
+        return torch.cat([p, torch.sigmoid(3.0 * t[:, :1]) * 0.5 + 0.25 * p], dim=1)
+
+
+def test_a_staged_network_runs_the_head_once_on_each_infected_slice_and_its_last_crop():
+    shape = (64, 64, 6)
+    x = torch.randn(1, 1, *shape) * 0.1
+    lung = np.zeros(shape, dtype=bool)
+    lung[20:40, 20:40, 0:5] = True
+    dense = np.zeros(shape, dtype=bool)
+    dense[40:44, 26:34, 1:3] = True  # cut by the first box on slices 1 and 2: they are run again, larger
+    dense[25:30, 25:30, 3] = True  # inside the box on slice 3
+    x[0, 0][torch.from_numpy(dense)] = 1.0
+    inferer = LungCropSliceInferer(roi_size=(32, 32), sw_batch_size=8, margins=(0.1,) * 4, max_rounds=2)
+    staged = _Staged()
+    fused = inferer.infer(x, staged.__call__, lung)  # the head with the infection, on every slice run
+    assert fused.head_slices is None and fused.slices_run == 5 + 2
+    report = inferer.infer(x, staged, lung)
+    assert report.head_slices == 3 and sum(staged.head_batches) == 3  # slices 1, 2 and 3, once each
+    assert (report.boxes == fused.boxes).all() and report.slices_run == fused.slices_run
+    got, expected = report.probability[0], fused.probability[0]
+    assert torch.equal(got[0], expected[0])  # the infection is the same
+    for k in (1, 2, 3):  # the share of each infected slice is the one of its last crop
+        assert torch.equal(got[1, ..., k], expected[1, ..., k]), k
+    assert (got[1, ..., [0, 4, 5]] == 0).all()  # no head where nothing reaches the threshold
+    with pytest.raises(AssertionError):  # the comparison sees a share from the first, smaller crop
+        first_crop = LungCropSliceInferer(roi_size=(32, 32), sw_batch_size=8, margins=(0.1,) * 4, max_rounds=1)
+        assert torch.equal(got[1, ..., 1], first_crop.infer(x, staged.__call__, lung).probability[0, 1, ..., 1])
