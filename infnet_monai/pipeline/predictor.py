@@ -287,9 +287,10 @@ class VolumePredictor:
         row["lung_hu_volume_ml"] = lung_hu_ml
         row["slices_inferred"] = run
         row["slices_interpolated"] = with_lung - run  # 0 unless max_slice_gap_mm
-        # in NIfTI's voxel order (first axis fastest), the order the NIfTI files and the DICOM-SEG's frames read them
+        # in NIfTI's voxel order (first axis fastest), the order the NIfTI files and the DICOM-SEG's frames read them;
+        # each mask leaves ``data`` as it is copied, so at most one mask is held twice
         masks = {
-            k: fortran_order(np.asarray(data[k][0].numpy(), dtype=np.uint8))
+            k: fortran_order(np.asarray(data.pop(k)[0].numpy(), dtype=np.uint8))
             for k in ("infection", "nodules", "lung", "classes")
             if k in data
         }
