@@ -129,7 +129,7 @@ def reference_header(case: CTCase, affine: np.ndarray | torch.Tensor) -> tuple[n
 
 def like_reference(array: np.ndarray, reference: tuple[np.ndarray, nib.Nifti1Header | None]) -> nib.Nifti1Image:
     affine, header = reference
-    array = fortran_order(np.asarray(array, dtype=np.uint8))  # NIfTI's voxel order: nibabel then writes it as it is
+    array = fortran_order(array, np.uint8)  # NIfTI's voxel order: nibabel then writes it as it is
     if header is None:
         img = nib.Nifti1Image(array, affine)
         img.set_qform(affine, code=1)

@@ -290,7 +290,7 @@ class VolumePredictor:
         # in NIfTI's voxel order (first axis fastest), the order the NIfTI files and the DICOM-SEG's frames read them;
         # each mask leaves ``data`` as it is copied, so at most one mask is held twice
         masks = {
-            k: fortran_order(np.asarray(data.pop(k)[0].numpy(), dtype=np.uint8))
+            k: fortran_order(data.pop(k)[0].numpy(), np.uint8)
             for k in ("infection", "nodules", "lung", "classes")
             if k in data
         }

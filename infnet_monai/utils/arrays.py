@@ -78,19 +78,21 @@ _TILE = 64
 CPU's cache)."""
 
 
-def fortran_order(array: np.ndarray) -> np.ndarray:
-    """``array`` as a Fortran-ordered (first axis fastest) array with the same values: itself when it already is one,
-    else a copy made block by block along the first two axes.
+def fortran_order(array: np.ndarray, dtype=None) -> np.ndarray:
+    """``array`` as a Fortran-ordered (first axis fastest) array with the same values (cast to ``dtype`` when given):
+    itself when it already is one of that type, else one copy made block by block along the first two axes (the cast
+    happens in the same pass: no intermediate copy).
 
     NIfTI stores voxels first axis fastest, so nibabel copies a C-ordered volume into that order as it writes; for a
     512 x 512 x 248 mask numpy's whole-array strided copy takes about twice as long as these blocks (0.45 against
     0.2 s, float32 0.9 against 0.3 s)."""
     array = np.asarray(array)
-    if array.flags.f_contiguous:
+    dtype = array.dtype if dtype is None else np.dtype(dtype)
+    if array.flags.f_contiguous and array.dtype == dtype:
         return array
     if array.ndim < 2:
-        return np.ascontiguousarray(array)
-    out = np.empty(array.shape[::-1], dtype=array.dtype)  # C order, axes reversed: the transpose is Fortran order
+        return np.ascontiguousarray(array, dtype=dtype)
+    out = np.empty(array.shape[::-1], dtype=dtype)  # C order, axes reversed: the transpose is Fortran order
     view = array.T  # the same axes as ``out``
     for i in range(0, array.shape[0], _TILE):
         for j in range(0, array.shape[1], _TILE):

@@ -78,8 +78,6 @@ def to_ras(array: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarra
     """``array`` (3D, voxel grid of ``affine``) reoriented to RAS axes; returns it and its voxel spacing (mm)."""
     ornt = nib.orientations.io_orientation(affine)
     ras = nib.orientations.apply_orientation(np.asarray(array), ornt)
-    if any(step < 0 for step in ras.strides):  # flipped: one copy in the same memory order (numpy's element-wise
-        ras = ras.copy(order="K")  # loops run several times slower backwards along an array's contiguous axis)
     spacing = np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(0))
     return ras, spacing[ornt[:, 0].astype(int)]
 

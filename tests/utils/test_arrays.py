@@ -52,3 +52,12 @@ def test_fortran_order_keeps_every_value_and_any_layout():
             assert out.flags.f_contiguous
     f = np.asfortranarray(rng.random((70, 66, 3)))
     assert fortran_order(f) is f  # nothing copied
+
+
+def test_fortran_order_casts_in_the_same_copy():
+    a = np.random.default_rng(5).integers(0, 3, (70, 66, 4)).astype(np.float32)
+    out = fortran_order(a, np.uint8)
+    assert out.dtype == np.uint8 and out.flags.f_contiguous
+    np.testing.assert_array_equal(out, a.astype(np.uint8))
+    f = np.asfortranarray(a)
+    assert fortran_order(f) is f and fortran_order(f, np.uint8).dtype == np.uint8
