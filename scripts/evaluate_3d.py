@@ -410,6 +410,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--holes", action="store_true", help="the open holes of each lung and the dome threshold, leave-one-out")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument(
+        "--max-slice-gap-mm", type=float, default=None,
+        help="run the network with this opt-in z-subsampling (as segment --max-slice-gap-mm), to see what it costs",
+    )
     ap.add_argument("--markdown", action="store_true")
     ap.add_argument(
         "--merge", nargs="+", type=Path, default=None,
@@ -430,7 +434,9 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     from infnet_monai.pipeline import CTSegmenter
 
-    seg = CTSegmenter(args.model, device=args.device, overview=False, dicom_seg=False)
+    seg = CTSegmenter(
+        args.model, device=args.device, overview=False, dicom_seg=False, max_slice_gap_mm=args.max_slice_gap_mm
+    )
     default = {"basal_rim_max_share": seg.config.basal_rim_max_share, "min_lesion_extent_mm": seg.config.min_lesion_extent_mm}
     grid = dict(GRID)
     for gate, values in _parse_grid(args.grid or [], ap).items():
@@ -440,6 +446,8 @@ def main(argv: list[str] | None = None) -> int:
     if default not in settings:
         settings.append(default)
     result: dict = {"model": str(seg.model_path), "shipped_setting": default, "grid": grid}
+    if args.max_slice_gap_mm is not None:
+        result["max_slice_gap_mm"] = args.max_slice_gap_mm
     if "rebuilt" in args.only:
         result["rebuilt"] = evaluate_rebuilt(seg, args.data, args.split, settings)
     for name in SCANS:

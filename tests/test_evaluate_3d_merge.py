@@ -83,3 +83,27 @@ def test_a_third_gate_in_the_grid_is_chosen_and_merged(tmp_path):
         evaluate_3d._parse_grid(["min_lesion_area=1"], ap)
     with pytest.raises(SystemExit):
         evaluate_3d._parse_grid(["min_lesion_area_mm2=1,x"], ap)
+
+
+def test_the_scans_are_run_with_the_z_subsampling_asked_for(monkeypatch, capsys):
+    """``--max-slice-gap-mm`` reaches the segmenter and the output says so (what the option costs is measured with
+    it, docs/performance.md)."""
+    import infnet_monai.pipeline as pipeline
+
+    made = []
+
+    class Segmenter:
+        def __init__(self, *args, **options):
+            made.append(options)
+            from infnet_monai.pipeline.segment import SegmentConfig
+
+            self.config = SegmentConfig()
+            self.model_path = "model.pt"
+
+    monkeypatch.setattr(pipeline, "CTSegmenter", Segmenter)
+    monkeypatch.setattr(evaluate_3d, "evaluate_scan", lambda seg, name, data, settings, default: {"per_setting": {}})
+    assert evaluate_3d.main(["--only", "lidc", "--max-slice-gap-mm", "5"]) == 0
+    assert made[0]["max_slice_gap_mm"] == 5.0
+    assert json.loads(capsys.readouterr().out)["max_slice_gap_mm"] == 5.0
+    evaluate_3d.main(["--only", "lidc"])
+    assert made[1]["max_slice_gap_mm"] is None  # off unless asked for
