@@ -264,7 +264,11 @@ class LungCropSliceInferer(Inferer):
         Args:
             inputs: ``(1, C, X, Y, Z)`` prepared volume (intensity-normalised, slices along Z), or a slab of one.
             network: maps ``(B, C, H, W)`` to ``(B, K, H, W)`` probabilities; channel 0 is the infection, which
-                decides the box growth (further channels, e.g. the consolidation share, are carried along).
+                decides the box growth (further channels, e.g. the consolidation share, are carried along). A staged
+                network (with ``stages``, :class:`~infnet_monai.inferers.backends.StagedMaps`) runs its head after the
+                reruns, on :attr:`head_threshold`'s slices (channel 1 is 0 elsewhere); until then each slice's
+                infection on its last crop is kept (``H x W`` float32 a slice), so give long volumes in slabs, as
+                :class:`~infnet_monai.pipeline.predictor.VolumePredictor` does.
             lung: ``(X, Y, Z)`` lung mask on the same grid.
             boxes: ``(Z, 4)`` first-pass crop boxes (default :func:`slice_boxes` of ``lung``); a slab of a volume
                 passes its rows of the whole volume's boxes, so that slabs give what the whole volume gives.
