@@ -29,8 +29,8 @@ from scipy import ndimage as ndi
 from infnet_monai.defaults import THRESHOLD
 
 __all__ = [
-    "HEAD_BATCH_SLICES", "HEAD_MARGIN", "LUNG_CROP_MARGINS", "CropReport", "LungCropSliceInferer", "slice_boxes", "grow_boxes", "strided_slices",
-    "interpolate_slices",
+    "HEAD_BATCH_SLICES", "HEAD_MARGIN", "LUNG_CROP_MARGINS", "CropReport", "LungCropSliceInferer", "slice_boxes",
+    "grow_boxes", "strided_slices", "interpolate_slices",
 ]
 
 HEAD_MARGIN: float = 0.01
@@ -361,12 +361,7 @@ class LungCropSliceInferer(Inferer):
             if crops_p is not None:
                 for i, k in enumerate(part):
                     crops_p[int(k)] = prob[0, i].clone()
-            for box, at in groups:
-                x0, x1, y0, y1 = (int(v) for v in box)
-                back = F.interpolate(prob[:, torch.as_tensor(at)].transpose(0, 1).float(), size=(x1 - x0, y1 - y0), mode="bilinear", align_corners=False)
-                index = _slice_index(part[at], out.device)
-                out[0, :, :, :, index] = 0.0
-                out[0, : prob.shape[0], x0:x1, y0:y1, index] = back.permute(1, 2, 3, 0).to(out.device)  # (K, h, w, m)
+            _paste(out, slice(0, prob.shape[0]), prob, groups, part, clear=True)
         return out
 
     def _run_head(self, inputs, share, boxes: np.ndarray, crops_p: dict[int, torch.Tensor], out: torch.Tensor) -> int:
@@ -383,10 +378,7 @@ class LungCropSliceInferer(Inferer):
             crops[:, -1] = torch.stack([crops_p[int(k)] for k in part]).to(crops.device)
             q = self.slice_inferer(crops.transpose(0, 1).contiguous()[None], _in_batches(share, HEAD_BATCH_SLICES))[0]
             del crops
-            for box, at in groups:
-                x0, x1, y0, y1 = (int(v) for v in box)
-                back = F.interpolate(q[:, torch.as_tensor(at)].transpose(0, 1).float(), size=(x1 - x0, y1 - y0), mode="bilinear", align_corners=False)
-                out[0, 1:2, x0:x1, y0:y1, _slice_index(part[at], out.device)] = back.permute(1, 2, 3, 0).to(out.device)
+            _paste(out, slice(1, 2), q, groups, part)
         return int(slices.size)
 
     def _crops(self, volume: torch.Tensor, box: np.ndarray, slices: np.ndarray) -> torch.Tensor:
@@ -395,6 +387,19 @@ class LungCropSliceInferer(Inferer):
         x0, x1, y0, y1 = (int(v) for v in box)
         crop = volume[:, x0:x1, y0:y1, torch.as_tensor(slices, device=volume.device)].permute(3, 0, 1, 2).float()
         return F.interpolate(crop, size=self.roi_size, mode="bilinear", align_corners=False)
+
+
+def _paste(out: torch.Tensor, channels: slice, maps: torch.Tensor, groups, part: np.ndarray, clear: bool = False) -> None:
+    """Resize the ``(K, n, H, W)`` crop ``maps`` of the slices ``part`` back to their boxes (``groups``, from
+    :func:`_same_box_groups`) and write them into ``channels`` of ``out`` ``(1, C, X, Y, Z)``; with ``clear`` the
+    slices' every channel is zeroed first (a rerun replaces the whole slice)."""
+    for box, at in groups:
+        x0, x1, y0, y1 = (int(v) for v in box)
+        back = F.interpolate(maps[:, torch.as_tensor(at)].transpose(0, 1).float(), size=(x1 - x0, y1 - y0), mode="bilinear", align_corners=False)
+        index = _slice_index(part[at], out.device)
+        if clear:
+            out[0, :, :, :, index] = 0.0
+        out[0, channels, x0:x1, y0:y1, index] = back.permute(1, 2, 3, 0).to(out.device)  # (K, h, w, m)
 
 
 def _slice_index(slices: np.ndarray, device) -> slice | torch.Tensor:
