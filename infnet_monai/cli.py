@@ -101,6 +101,7 @@ def _segment_kwargs(args: argparse.Namespace) -> dict:
         "min_lesion_volume_mm3": args.min_lesion_mm3,
         "min_lesion_extent_mm": args.min_lesion_extent_mm,
         "min_lesion_area_mm2": args.min_lesion_area_mm2,
+        "through_plane_mm": args.through_plane_mm,
         "max_slices": args.max_slices,
         "flip_tta": args.tta,
         "temperature": args.temperature,
@@ -255,6 +256,7 @@ def _add_segment_options(p: argparse.ArgumentParser) -> None:
     from infnet_monai.defaults import BACKENDS, DEFAULT_MAX_SLICES, DEFAULT_MIN_LESION_MM3, PRECISIONS, THRESHOLD
     from infnet_monai.defaults import MIN_LESION_AREA_MM2 as DEFAULT_MIN_LESION_AREA_MM2
     from infnet_monai.defaults import MIN_LESION_EXTENT_MM as DEFAULT_MIN_LESION_EXTENT_MM
+    from infnet_monai.defaults import THROUGH_PLANE_MM as DEFAULT_THROUGH_PLANE_MM
 
     _add_io_options(p, "output folder (created if missing)")
     numeric = (  # flag, type, default, help
@@ -263,6 +265,7 @@ def _add_segment_options(p: argparse.ArgumentParser) -> None:
         ("--min-lesion-mm3", float, DEFAULT_MIN_LESION_MM3, "drop connected lesions smaller than this (mm3)"),
         ("--min-lesion-extent-mm", float, DEFAULT_MIN_LESION_EXTENT_MM, "drop lesions spanning fewer axial mm (slices x spacing)"),
         ("--min-lesion-area-mm2", float, DEFAULT_MIN_LESION_AREA_MM2, "drop in-plane pieces of infection smaller than this on a slice (mm2)"),
+        ("--through-plane-mm", float, DEFAULT_THROUGH_PLANE_MM, "keep a voxel only where its mean probability over the axial slices within this window (mm) also reaches the threshold (0: off)"),
         ("--max-slices", int, DEFAULT_MAX_SLICES, "refuse volumes longer than this, a guard against a mistaken input"),
     )
     _add_numeric_options(p, numeric)

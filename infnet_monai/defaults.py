@@ -12,6 +12,7 @@ __all__ = [
     "MIN_LESION_EXTENT_MM",
     "MIN_LESION_AREA_MM2",
     "BASAL_RIM_MAX_SHARE",
+    "THROUGH_PLANE_MM",
     "CALIBRATION_TEMPERATURES",
     "DEFAULT_SPATIAL_SIZE",
     "SLICE_MEAN",
@@ -49,6 +50,10 @@ BASAL_RIM_MAX_SHARE = 0.5
 and spleen domes and the heart, whose partial volume looks like ground glass) is removed
 (:func:`~infnet_monai.postprocessing.infection.basal_rim_shares`). Chosen leave-one-scan-out
 (``scripts/evaluate_3d.py --loso``)."""
+THROUGH_PLANE_MM = 0.0
+"""Length (mm) of the axial window in which a voxel's mean infection probability must also reach the threshold
+(:func:`~infnet_monai.postprocessing.infection.infection_and_nodules`, step 1); 0 is off. Compared
+leave-one-scan-out (``scripts/evaluate_3d.py --loso --grid through_plane_mm=...``)."""
 MIN_LESION_AREA_MM2 = 100.0
 """Pieces of infection smaller than this in-plane area (mm^2, 1 cm^2) on an axial slice are removed: the thin tails
 of lesions at the lung bases and partial volume at the diaphragm, which otherwise mark slices as infected that

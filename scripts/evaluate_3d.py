@@ -23,15 +23,17 @@ setting of the lesion gates finishes a copy, :meth:`~CTSegmenter.finish`):
 **Leave-one-scan-out** (``--loso``): the lesion gates (``basal_rim_max_share`` and ``min_lesion_extent_mm``, the
 grid :data:`GRID`) are chosen on all items but one, and the held-out item's figure is reported from that choice,
 next to its figure at the shipped setting and at the setting chosen on all items. The choice maximises the mean
-sensitivity figure of the COVID-19 items (rebuilt Dice, P001 slice agreement) minus the mean false infection (in %
+sensitivity figure of the COVID-19 items (rebuilt Dice, P001's per-lung slice agreement: each lung against its
+lobes' labels, so a lung's lesions lost or infection in the wrong lung count) minus the mean false infection (in %
 of the lung) of the scans without COVID-19 (1% of false burden weighs as much as a Dice of 1: a false burden of 0.3-3%
 is the size of mild disease); ties go to the setting nearest the shipped one. **Holes** (``--holes``): the open holes
 of each scan's lung (domes and hilar vessels, :func:`~infnet_monai.postprocessing.morphology.fill_enclosed_holes`)
 with their in-plane areas, and the dome threshold chosen in the gap of the other scans. ``--grid`` compares other
-values of a gate, or the in-plane area gate too (not in :data:`GRID`):
+values of a gate, or the in-plane area gate or the through-plane window too (not in :data:`GRID`):
 
     python scripts/evaluate_3d.py --loso --grid basal_rim_max_share=0.3,0.5,1.1 min_lesion_extent_mm=15,20,25,30 \
         min_lesion_area_mm2=25,50,100,200
+    python scripts/evaluate_3d.py --loso --grid through_plane_mm=0,6 --markdown
 
     python scripts/evaluate_3d.py --markdown
     python scripts/evaluate_3d.py --loso --holes --markdown
@@ -78,7 +80,7 @@ def _copy(data: dict) -> dict:
     return {k: (v.clone() if isinstance(v, torch.Tensor) else copy.deepcopy(v)) for k, v in data.items()}
 
 
-GATES = ("basal_rim_max_share", "min_lesion_extent_mm", "min_lesion_area_mm2")
+GATES = ("basal_rim_max_share", "min_lesion_extent_mm", "min_lesion_area_mm2", "through_plane_mm")
 """The gates ``--grid`` may set (keyword arguments of the post-processing and fields of ``SegmentConfig``)."""
 
 
@@ -109,7 +111,7 @@ def _finish(seg, data: dict, setting: dict, anatomy: bool):
     from infnet_monai.pipeline.components import ct_postprocessing
 
     cfg = seg.config
-    gates = {"min_lesion_area_mm2": cfg.min_lesion_area_mm2, **setting}  # the area gate too with --grid
+    gates = {"min_lesion_area_mm2": cfg.min_lesion_area_mm2, "through_plane_mm": cfg.through_plane_mm, **setting}
     chain = ct_postprocessing(
         seg.predictor.volume_preprocessing, threshold=cfg.threshold, extension_threshold=cfg.extension_threshold,
         min_lesion_volume_mm3=cfg.min_lesion_volume_mm3, anatomy_checks=anatomy, **gates,
@@ -129,7 +131,7 @@ def _p001_agreement(result, labels_csv: Path) -> dict:
     lung = np.asarray(result.lung)
     per_side = {side: (inf & (lung == value)).any(axis=others) for side, value in (("R", 1), ("L", 2))}
     z_of_index = affine[2, 3] + affine[2, axial] * np.arange(inf.shape[axial])
-    pred, truth, lobes = [], [], {}
+    pred, truth, lobes, side_pred, side_truth = [], [], {}, [], []
     for lab in labels:
         z = float(lab["image_position_z_mm"])
         k = int(np.argmin(np.abs(z_of_index - z)))
@@ -137,14 +139,21 @@ def _p001_agreement(result, labels_csv: Path) -> dict:
             raise RuntimeError(f"{labels_csv}: no slice of the mask at z = {z} mm")
         pred.append(bool(per_index[k]))
         truth.append(lab["infected"] == "1")
+        for side in ("R", "L"):  # each lung on its own: infected when one of its lobes is labelled
+            side_pred.append(bool(per_side[side][k]))
+            side_truth.append(any(lab.get(lobe) == "1" for lobe in LOBES if lobe[0] == side))
         for lobe in LOBES:
             if lab.get(lobe) == "1":  # a slice labelled for this lobe: found when its lung holds infection there
                 lobes.setdefault(lobe, []).append(bool(per_side[lobe[0]][k]))
     p, t = np.array(pred), np.array(truth)
+    sp, st = np.array(side_pred), np.array(side_truth)
     return {
         "agreement": float((p == t).mean()),
         "sensitivity": float((p & t).sum() / max(t.sum(), 1)),
         "specificity": float((~p & ~t).sum() / max((~t).sum(), 1)),
+        "lung_agreement": float((sp == st).mean()),
+        "lung_sensitivity": float((sp & st).sum() / max(st.sum(), 1)),
+        "lung_specificity": float((~sp & ~st).sum() / max((~st).sum(), 1)),
         "lobe_slice_sensitivity": {lobe: round(float(np.mean(found)), 3) for lobe, found in sorted(lobes.items())},
     }
 
@@ -248,8 +257,8 @@ def _score(item: str, figures: dict) -> float:
     """The item's figure for the choice: sensitivity of a COVID-19 item, minus the false % of the others."""
     if item == "rebuilt":
         return figures["dice"]
-    if item == "p001":
-        return figures["agreement"]
+    if item == "p001":  # per lung (issue 31): infection in the wrong lung, or a lung's lesions lost, counts
+        return figures.get("lung_agreement", figures["agreement"])
     pct = figures.get("infection_percent")
     return -(pct if pct == pct and pct is not None else 0.0)
 
@@ -363,7 +372,7 @@ def markdown(result: dict, default_key: str) -> str:
         if item == "rebuilt":
             name, fig = "infection Dice", "dice"
         elif item == "p001":
-            name, fig = "slice agreement", "agreement"
+            name, fig = "per-lung slice agreement", "lung_agreement"
         else:
             name, fig = "false infection %", "infection_percent"
         held_cell = f"{f(held['held_out_figures'].get(fig))} ({_key(held['chosen'])})" if held else "-"
@@ -388,7 +397,9 @@ def markdown(result: dict, default_key: str) -> str:
         lobes = ", ".join(f"{k} {f(v, 2)}" for k, v in p.get("lobe_slice_sensitivity", {}).items())
         lines.append(
             f"P001: agreement {f(p['agreement'])} (sensitivity {f(p['sensitivity'], 2)}, specificity "
-            f"{f(p['specificity'], 2)}); labelled slices of each lobe found in its lung: {lobes}"
+            f"{f(p['specificity'], 2)}); per lung {f(p.get('lung_agreement'))} (sensitivity "
+            f"{f(p.get('lung_sensitivity'), 2)}, specificity {f(p.get('lung_specificity'), 2)}); labelled slices of "
+            f"each lobe found in its lung: {lobes}"
         )
     if "abdomen" in result:
         lines.append(f"abdomen_3mm lung Dice {f(result['abdomen']['per_setting'][default_key].get('lung_dice'))}")

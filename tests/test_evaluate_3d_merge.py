@@ -107,3 +107,29 @@ def test_the_scans_are_run_with_the_z_subsampling_asked_for(monkeypatch, capsys)
     assert json.loads(capsys.readouterr().out)["max_slice_gap_mm"] == 5.0
     evaluate_3d.main(["--only", "lidc"])
     assert made[1]["max_slice_gap_mm"] is None  # off unless asked for
+
+
+def test_p001_figures_per_lung_count_the_wrong_lung_and_a_lost_lung(tmp_path):
+    """Each lung is scored against its own lobes' labels, so infection found only in the other lung is no hit; the
+    choice of the gates uses that per-lung agreement (issue 31)."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    labels = tmp_path / "labels.csv"
+    rows = ["image_position_z_mm,infected,LLL,LUL,RLL,RML,RUL"]
+    rows += ["0.0,1,1,0,0,0,0", "2.0,1,0,0,1,0,0", "4.0,0,0,0,0,0,0", "6.0,0,0,0,0,0,0"]
+    labels.write_text("\n".join(rows) + "\n")
+    lung = np.zeros((4, 4, 4), dtype=np.uint8)
+    lung[:2], lung[2:] = 1, 2  # right lung on the first two rows, left on the others
+    infection = np.zeros_like(lung)
+    infection[0, 0, 0] = 1  # slice 0: the left lower lobe is labelled, the infection is in the right lung
+    infection[0, 0, 1] = 1  # slice 1: right lower lobe, found in the right lung
+    result = SimpleNamespace(affine=np.diag([1.0, 1.0, 2.0, 1.0]), infection=infection, lung=lung)
+    fig = evaluate_3d._p001_agreement(result, labels)
+    assert fig["agreement"] == 1.0 and fig["sensitivity"] == 1.0  # per slice, everything is found
+    # per lung (8 lung-slices): slice 0 misses the left lung and calls the right one; the rest agree
+    assert fig["lung_agreement"] == 6 / 8 and fig["lung_sensitivity"] == 0.5 and fig["lung_specificity"] == 5 / 6
+    assert fig["lobe_slice_sensitivity"] == {"LLL": 0.0, "RLL": 1.0}
+    assert evaluate_3d._score("p001", fig) == 6 / 8
+    assert evaluate_3d._score("p001", {"agreement": 0.9}) == 0.9  # outputs made before per-lung figures

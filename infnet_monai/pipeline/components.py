@@ -49,7 +49,13 @@ from monai.transforms import (
     ScaleIntensityRanged,
 )
 
-from infnet_monai.defaults import BASAL_RIM_MAX_SHARE, DEFAULT_MAX_SLICES, DEFAULT_MIN_LESION_MM3, THRESHOLD
+from infnet_monai.defaults import (
+    BASAL_RIM_MAX_SHARE,
+    DEFAULT_MAX_SLICES,
+    DEFAULT_MIN_LESION_MM3,
+    THRESHOLD,
+    THROUGH_PLANE_MM,
+)
 from infnet_monai.postprocessing import (
     MIN_LESION_AREA_MM2,
     MIN_LESION_EXTENT_MM,
@@ -95,6 +101,7 @@ def ct_postprocessing(
     min_lesion_area_mm2: float = MIN_LESION_AREA_MM2,
     basal_rim_max_share: float = BASAL_RIM_MAX_SHARE,
     anatomy_checks: bool = True,
+    through_plane_mm: float = THROUGH_PLANE_MM,
 ) -> Compose:
     """The default ``postprocessing`` (see the module docstring); ``volume_preprocessing`` is the whole-volume part of
     the preprocessing (its orientation is inverted at the end); ``anatomy_checks=False`` leaves out the self-checks
@@ -108,7 +115,7 @@ def ct_postprocessing(
                 "pred", lung_key="lung", output_key="infection", image_key="image", nodules_key="nodules",
                 threshold=threshold, min_lesion_volume_mm3=min_lesion_volume_mm3,
                 min_lesion_extent_mm=min_lesion_extent_mm, min_lesion_area_mm2=min_lesion_area_mm2,
-                basal_rim_max_share=basal_rim_max_share,
+                basal_rim_max_share=basal_rim_max_share, through_plane_mm=through_plane_mm,
             ),
             InfectionClassesd("infection", share_key="share", output_key="classes"),
             DeleteItemsd(["pred", "share"]),

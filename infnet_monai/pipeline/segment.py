@@ -47,6 +47,7 @@ from infnet_monai.defaults import (
     MIN_LESION_AREA_MM2,
     MIN_LESION_EXTENT_MM,
     THRESHOLD,
+    THROUGH_PLANE_MM,
 )
 from infnet_monai.inferers.backends import check_backend, network_backend
 from infnet_monai.inferers.lung_crop import LungCropSliceInferer
@@ -113,6 +114,8 @@ class SegmentConfig:
             filters, so every lesion of the output passes them).
         basal_rim_max_share: lesions with at least this share of their voxels in the slice of lung over the
             diaphragm and the heart are removed; above 1 none is.
+        through_plane_mm: a voxel is infection only where the mean probability over the axial slices within this
+            window (mm) also reaches ``threshold``; 0 is off (on slices thicker than the window it has no effect).
         extension_threshold: probability at or above which infection against the lung joins the lung mask
             (:func:`~infnet_monai.postprocessing.extend_lung`); default the smaller of ``threshold`` and
             :data:`~infnet_monai.postprocessing.EXTENSION_THRESHOLD`.
@@ -149,6 +152,7 @@ class SegmentConfig:
     min_lesion_extent_mm: float = MIN_LESION_EXTENT_MM
     min_lesion_area_mm2: float = MIN_LESION_AREA_MM2
     basal_rim_max_share: float = BASAL_RIM_MAX_SHARE
+    through_plane_mm: float = THROUGH_PLANE_MM
     extension_threshold: float | None = None
     classes: bool = True
     class_model_path: str | os.PathLike | None = None
@@ -300,6 +304,7 @@ class CTSegmenter:
             split_slicewise(preprocessing)[0], threshold=cfg.threshold, extension_threshold=cfg.extension_threshold,
             min_lesion_volume_mm3=cfg.min_lesion_volume_mm3, min_lesion_extent_mm=cfg.min_lesion_extent_mm,
             min_lesion_area_mm2=cfg.min_lesion_area_mm2, basal_rim_max_share=cfg.basal_rim_max_share,
+            through_plane_mm=cfg.through_plane_mm,
         )
 
     # ------------------------------------------------------------------ provenance

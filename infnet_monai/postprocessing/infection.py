@@ -27,6 +27,7 @@ __all__ = [
     "CONSOLIDATION_SHARE_THRESHOLD",
     "BASAL_RIM_MM",
     "infection_classes",
+    "through_plane_slices",
     "basal_rim_shares",
     "postprocess_infection",
     "infection_and_nodules",
@@ -95,6 +96,30 @@ def _drop_small_pieces(mask: np.ndarray, pixel_mm2: float, min_area_mm2: float) 
     return mask
 
 
+def through_plane_slices(through_plane_mm: float, slice_mm: float) -> int:
+    """The number of axial slices in the through-plane window of :func:`infection_and_nodules`: the odd number
+    nearest to ``through_plane_mm / slice_mm``, at least 1 (1: no window). A 6 mm window is 3 slices at 2 or 2.5 mm,
+    5 at 1.25 mm and 1 at 5 mm: on thick slices the neighbours are too far apart to say anything about each other."""
+    if through_plane_mm <= 0:
+        return 1
+    return max(1, 2 * int(np.floor((through_plane_mm / slice_mm - 1.0) / 2.0 + 0.5)) + 1)
+
+
+def _through_plane(sub: np.ndarray, probability: np.ndarray, box: tuple, threshold: float, n: int) -> np.ndarray:
+    """``sub`` (the mask inside ``box``, changed in place) where the mean probability over ``n`` axial slices centred
+    on each voxel also reaches ``threshold`` (the scan's first and last slices repeat at its ends). ``SLAB_SLICES``
+    rows of the box at a time, in float32: bounded memory on long scans."""
+    half = n // 2
+    z0, z1 = box[2].start, box[2].stop
+    lo, hi = max(z0 - half, 0), min(z1 + half, probability.shape[2])
+    for x in range(box[0].start, box[0].stop, SLAB_SLICES):
+        rows = slice(x, min(x + SLAB_SLICES, box[0].stop))
+        p = np.asarray(probability[rows, box[1], lo:hi], dtype=np.float32)
+        mean = ndi.uniform_filter1d(p, n, axis=2, mode="nearest")
+        sub[rows.start - box[0].start : rows.stop - box[0].start] &= mean[:, :, z0 - lo : z1 - lo] >= threshold
+    return sub
+
+
 def _axial_extents_mm(labels: np.ndarray, n: int, slice_mm: float) -> np.ndarray:
     """Per label (index 0 unused), the axial extent in mm: the number of slices it spans times the slice spacing."""
     extents = np.zeros(n + 1)
@@ -146,6 +171,7 @@ def infection_and_nodules(
     basal_rim_max_share: float = 1.0,
     basal_rim_mm: float = BASAL_RIM_MM,
     volume_hu: np.ndarray | None = None,
+    through_plane_mm: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Binary infection mask from a probability map: threshold, restrict to the lung, drop what is not a lesion; and
     the nodule-like lesions it kept out (step 2).
@@ -153,7 +179,10 @@ def infection_and_nodules(
     In this order, so that every 3D component of the result passes every filter (the counts of
     :func:`~infnet_monai.stats.infection_burden` are those of the filtered lesions):
 
-    1. ``probability >= threshold`` inside ``lung``;
+    1. ``probability >= threshold`` inside ``lung``, and with ``through_plane_mm`` also the mean probability over
+       the axial slices within that window (:func:`through_plane_slices`): a voxel the network calls on its slice but
+       not on the neighbouring ones is not kept. The window only removes voxels, so the result stays inside what the
+       network calls on each slice;
     2. with ``volume_hu``, nodule-like 3D components (26-connected) of at least ``min_lesion_volume_mm3``
        (:func:`~infnet_monai.postprocessing.nodules.nodule_like`: solid, compact, in aerated lung) are removed: a
        nodule or small mass is not infection (returned apart);
@@ -178,6 +207,7 @@ def infection_and_nodules(
             1 removes only lesions entirely inside it, and a value above 1 none.
         basal_rim_mm: depth of the basal rim (mm); at least one slice spacing is used.
         volume_hu: the CT in HU, for the nodule-like test; ``None`` skips it.
+        through_plane_mm: length (mm) of the axial window of step 1; 0 (or a window of one slice) skips it.
 
     Returns:
         ``(infection, nodules)``, ``uint8`` 0 / 1 arrays of shape ``(X, Y, Z)``; ``nodules`` is empty without
@@ -193,11 +223,11 @@ def infection_and_nodules(
     if volume_hu is not None and np.shape(volume_hu) != lung.shape:
         raise ValueError(f"volume_hu must have the lung's shape {lung.shape}, got {np.shape(volume_hu)}.")
     spacing = check_spacing_mm(spacing_mm)
-    if min(min_lesion_volume_mm3, min_lesion_extent_mm, min_lesion_area_mm2, basal_rim_mm) < 0 or basal_rim_max_share <= 0:
+    if min(min_lesion_volume_mm3, min_lesion_extent_mm, min_lesion_area_mm2, basal_rim_mm, through_plane_mm) < 0 or basal_rim_max_share <= 0:
         raise ValueError(
-            "min_lesion_volume_mm3, min_lesion_extent_mm, min_lesion_area_mm2 and basal_rim_mm must be >= 0 and "
-            f"basal_rim_max_share > 0, got {min_lesion_volume_mm3}, {min_lesion_extent_mm}, {min_lesion_area_mm2}, "
-            f"{basal_rim_mm} and {basal_rim_max_share}."
+            "min_lesion_volume_mm3, min_lesion_extent_mm, min_lesion_area_mm2, basal_rim_mm and through_plane_mm must "
+            f"be >= 0 and basal_rim_max_share > 0, got {min_lesion_volume_mm3}, {min_lesion_extent_mm}, "
+            f"{min_lesion_area_mm2}, {basal_rim_mm}, {through_plane_mm} and {basal_rim_max_share}."
         )
     mask = rowwise(lambda p, lu: (p >= threshold) & (lu > 0), probability, lung)  # no full-size temporaries
     nodules = np.zeros(mask.shape, dtype=np.uint8)
@@ -205,6 +235,9 @@ def infection_and_nodules(
         return mask.view(np.uint8), nodules
     box = bounding_box(mask)  # label only around the lesions: bounded memory on long scans
     sub = np.ascontiguousarray(mask[box])
+    window = through_plane_slices(through_plane_mm, spacing[2])
+    if window > 1:
+        _through_plane(sub, probability, box, threshold, window)
     voxel_mm3 = float(np.prod(spacing))
     if volume_hu is not None:  # nodules as the network draws them, before the clean-up cuts them into pieces
         labels, n = connected_components(sub, 26)

@@ -23,6 +23,8 @@ def runs(tmp_path_factory, data_dir, tiny_model, tiny_class_model):
         "threshold": ["--threshold", "0.9", "--save-prob"],
         "min_lesion": ["--min-lesion-mm3", "1e9"],
         "no_min_lesion": ["--min-lesion-mm3", "0", "--min-lesion-extent-mm", "0", "--min-lesion-area-mm2", "0"],
+        "through_plane": ["--min-lesion-mm3", "0", "--min-lesion-extent-mm", "0", "--min-lesion-area-mm2", "0",
+                          "--through-plane-mm", "1000"],
     }
     out = {}
     for name, extra in options.items():
@@ -61,6 +63,19 @@ def test_min_lesion_volume_filters_lesions(runs):
     assert runs["min_lesion"]["stats"]["lesion_count"] == 0 and not runs["min_lesion"]["infection"].any()
     assert runs["no_min_lesion"]["stats"]["lesion_count"] >= runs["default"]["stats"]["lesion_count"] > 0
     assert (runs["no_min_lesion"]["infection"] >= runs["default"]["infection"]).all()  # the filters only remove
+
+
+def test_through_plane_window_only_removes(runs):
+    """``--through-plane-mm`` reaches the post-processing: a window longer than the scan averages every slice, and
+    the window never adds a voxel (its behaviour: tests/postprocessing/test_infection_postprocess.py)."""
+    window, plain = runs["through_plane"]["infection"] > 0, runs["no_min_lesion"]["infection"] > 0
+    assert not (window & ~plain).any()
+    from infnet_monai.cli import _segment_kwargs, build_parser
+    from infnet_monai.pipeline.segment import SegmentConfig
+
+    args = build_parser().parse_args(["segment", "in", "-o", "out", "--through-plane-mm", "6"])
+    assert SegmentConfig(**_segment_kwargs(args)).through_plane_mm == 6.0
+    assert SegmentConfig().through_plane_mm == build_parser().parse_args(["segment", "in", "-o", "out"]).through_plane_mm
 
 
 def test_tta_averages_with_the_flipped_slices(tmp_path, data_dir):

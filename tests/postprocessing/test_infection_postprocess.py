@@ -114,3 +114,27 @@ def test_min_lesion_area_removes_small_in_plane_pieces_only():
     assert not small.any()
     with pytest.raises(ValueError):
         postprocess_infection(prob, lung, (1.0, 1.0, 2.0), min_lesion_area_mm2=-1)
+
+
+def test_through_plane_window_drops_what_the_neighbouring_slices_do_not_see():
+    from infnet_monai.postprocessing.infection import infection_and_nodules, through_plane_slices
+
+    assert [through_plane_slices(6.0, dz) for dz in (1.0, 1.25, 2.0, 2.5, 5.0)] == [7, 5, 3, 3, 1]
+    assert through_plane_slices(0.0, 2.0) == 1
+    prob = np.zeros((24, 24, 12), dtype=np.float32)
+    prob[4:14, 4:14, 2:10] = 0.9  # a lesion seen on 8 slices
+    prob[4:14, 4:14, 6] = 0.3  # that one slice calls weakly: its neighbours do not lift it
+    prob[18:21, 18:21, 5] = 0.95  # a call on one slice only
+    lung = np.ones(prob.shape, dtype=np.uint8)
+    kwargs = {"min_lesion_volume_mm3": 0.0}
+    off, _ = infection_and_nodules(prob, lung, (1.0, 1.0, 2.0), **kwargs)
+    on, _ = infection_and_nodules(prob, lung, (1.0, 1.0, 2.0), through_plane_mm=6.0, **kwargs)
+    assert off[18:21, 18:21, 5].all() and not on[18:21, 18:21, 5].any()
+    assert on[4:14, 4:14, 2:6].all() and on[4:14, 4:14, 7:10].all()  # the lesion's end slices too: (0 + 0.9 + 0.9) / 3
+    assert not on[:, :, 6].any()  # the window never adds a voxel the slice itself does not call
+    assert not (on & ~off).any()
+    # 5-mm slices: the neighbours are too far apart for a 6-mm window, nothing changes
+    thick, _ = infection_and_nodules(prob, lung, (1.0, 1.0, 5.0), through_plane_mm=6.0, **kwargs)
+    assert np.array_equal(thick, infection_and_nodules(prob, lung, (1.0, 1.0, 5.0), **kwargs)[0])
+    with pytest.raises(ValueError, match="through_plane_mm"):
+        infection_and_nodules(prob, lung, (1.0, 1.0, 2.0), through_plane_mm=-1.0)
