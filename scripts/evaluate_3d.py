@@ -33,7 +33,10 @@ values of a gate, or the in-plane area gate or the through-plane window too (not
 
     python scripts/evaluate_3d.py --loso --grid basal_rim_max_share=0.3,0.5,1.1 min_lesion_extent_mm=15,20,25,30 \
         min_lesion_area_mm2=25,50,100,200
-    python scripts/evaluate_3d.py --loso --grid through_plane_mm=0,6 --markdown
+    python scripts/evaluate_3d.py --loso --grid through_plane_mm=0,6,10 --thick --markdown
+
+``--thick`` adds the development scans thinned to every second slice (:data:`THICK`), each held out with its source
+scan.
 
     python scripts/evaluate_3d.py --markdown
     python scripts/evaluate_3d.py --loso --holes --markdown
@@ -63,8 +66,13 @@ from infnet_monai.metrics.paper import mask_dice
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = shared_data_dir()
 SCANS = {name: DEVELOPMENT_SCANS[name] for name in ("p001", "normal", "lidc", "cancer", "abdomen")}
-PARTS = ("rebuilt", *SCANS)
-COVID = ("rebuilt", "p001")
+THICK = {"p001_4mm": ("p001", 2), "lidc_5mm": ("lidc", 2), "normal_4mm": ("normal", 2)}
+"""``--thick``: items made of every second axial slice of a development scan (4-5 mm apart), so that a setting in
+millimetres that acts differently on thick slices (the through-plane window) is chosen on more than one scan with
+thick slices. Each is held out together with the scan it comes from (one patient, one fold)."""
+BASE_PARTS = ("rebuilt", *SCANS)
+PARTS = (*BASE_PARTS, *THICK)
+COVID = ("rebuilt", "p001", "p001_4mm")
 LOBES = ("LLL", "LUL", "RLL", "RML", "RUL")
 """The lobe columns of P001's slice labels; the first letter is the lung (left, right)."""
 GRID = {"basal_rim_max_share": (0.3, 0.5, 0.7, 1.1), "min_lesion_extent_mm": (10.0, 15.0, 20.0, 25.0, 30.0)}
@@ -119,7 +127,9 @@ def _finish(seg, data: dict, setting: dict, anatomy: bool):
     return seg.finish(_copy(data), postprocessing=chain)
 
 
-def _p001_agreement(result, labels_csv: Path) -> dict:
+def _p001_agreement(result, labels_csv: Path, kept_only: bool = False) -> dict:
+    """P001's figures against the radiologists' slice labels; ``kept_only``: only the labelled slices the mask's grid
+    holds (within a quarter of its spacing), for a thinned scan (:data:`THICK`)."""
     import numpy as np
 
     with open(labels_csv, newline="") as f:
@@ -135,6 +145,8 @@ def _p001_agreement(result, labels_csv: Path) -> dict:
     for lab in labels:
         z = float(lab["image_position_z_mm"])
         k = int(np.argmin(np.abs(z_of_index - z)))
+        if kept_only and abs(z_of_index[k] - z) > 0.25 * abs(affine[2, axial]):
+            continue
         if abs(z_of_index[k] - z) > 0.5 * abs(affine[2, axial]):
             raise RuntimeError(f"{labels_csv}: no slice of the mask at z = {z} mm")
         pred.append(bool(per_index[k]))
@@ -163,8 +175,8 @@ def _scan_figures(name: str, result, data_dir: Path) -> dict:
 
     row = result.row
     out = {k: row.get(k) for k in ("infection_percent", "infection_volume_ml", "lesion_count", "lung_volume_ml", "nodule_like_lesion_count", "nodule_like_volume_ml", "trachea_in_lung_percent", "infection_outside_thorax_ml", "qc_flags") if k in row}
-    if name == "p001":
-        out.update(_p001_agreement(result, data_dir / "ct" / "covid_ct_md_P001_slice_labels.csv"))
+    if name in ("p001", "p001_4mm"):
+        out.update(_p001_agreement(result, data_dir / "ct" / "covid_ct_md_P001_slice_labels.csv", name != "p001"))
     if name == "abdomen":
         ref = nib.load(str(data_dir / "ct" / "abdomen_3mm_lung.nii.gz"))
         out["lung_dice"] = mask_dice(result.lung, ref.dataobj)
@@ -176,8 +188,9 @@ def evaluate_scan(seg, name: str, data_dir: Path, settings: list[dict], default:
     from infnet_monai.io.cases import discover_cases
 
     t0 = time.perf_counter()
-    case = discover_cases(data_dir / "ct" / SCANS[name])[0]
-    data = seg.prepare(case)
+    source, step = THICK.get(name, (name, 1))
+    case = discover_cases(data_dir / "ct" / SCANS[source])[0]
+    data = seg.prepare(case if step == 1 else _thinned(case, step))
     per, domes_ml = {}, None
     for setting in settings:
         result = _finish(seg, data, setting, anatomy=setting == default)
@@ -185,6 +198,23 @@ def evaluate_scan(seg, name: str, data_dir: Path, settings: list[dict], default:
         if setting == default:
             domes_ml = _domes_in_lung_ml(data, result)
     return {"per_setting": per, "domes_in_lung_ml": domes_ml, "seconds": round(time.perf_counter() - t0, 1)}
+
+
+def _thinned(case, step: int):
+    """The scan of ``case`` in Hounsfield units with every ``step``-th axial slice only (its affine follows)."""
+    import numpy as np
+    import torch
+    from monai.data import MetaTensor
+
+    from infnet_monai.transforms import LoadCTd
+
+    image = LoadCTd("image")({"image": case})["image"]
+    affine = np.array(image.affine, dtype=np.float64)
+    axial = int(np.argmax(np.abs(affine[2, :3])))
+    index = [slice(None)] * 4
+    index[axial + 1] = slice(None, None, step)
+    affine[:3, axial] *= step
+    return MetaTensor(torch.as_tensor(np.ascontiguousarray(np.asarray(image)[tuple(index)])), affine=torch.as_tensor(affine))
 
 
 def _domes_in_lung_ml(data: dict, result) -> float:
@@ -281,11 +311,17 @@ def choose(results: dict, items: list[str], settings: list[dict], default: dict)
     return min(tied, key=distance)
 
 
+def _patient(item: str) -> str:
+    return THICK.get(item, (item, 1))[0]
+
+
 def leave_one_out(results: dict, settings: list[dict], default: dict) -> dict:
+    """Each item's figure at the setting chosen without it and without the other items of its patient
+    (:data:`THICK`)."""
     items = list(results)
     out = {"chosen_on_all": choose(results, items, settings, default), "held_out": {}}
     for held in items:
-        chosen = choose(results, [i for i in items if i != held], settings, default)
+        chosen = choose(results, [i for i in items if _patient(i) != _patient(held)], settings, default)
         per = results[held]["per_setting"]
         out["held_out"][held] = {
             "chosen": chosen,
@@ -371,14 +407,14 @@ def markdown(result: dict, default_key: str) -> str:
         held = loso.get(item)
         if item == "rebuilt":
             name, fig = "infection Dice", "dice"
-        elif item == "p001":
+        elif item in ("p001", "p001_4mm"):
             name, fig = "per-lung slice agreement", "lung_agreement"
         else:
             name, fig = "false infection %", "infection_percent"
         held_cell = f"{f(held['held_out_figures'].get(fig))} ({_key(held['chosen'])})" if held else "-"
         lines.append(f"| {item} | {name} | {f(shipped.get(fig))} | {held_cell} |")
     lines += ["", "| scan | infection mL (lesions) | nodule-like (mL) | trachea in lung % | infection outside the bony thorax mL | organ domes in the lung mL | flags |", "| --- | --- | --- | --- | --- | --- | --- |"]
-    for item in SCANS:
+    for item in (*SCANS, *THICK):
         if item in result:
             s = result[item]["per_setting"][default_key]
             lines.append(
@@ -411,7 +447,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA, help="shared data folder (default ../shared/data)")
     ap.add_argument("--model", default=None, help="checkpoint (default: the shipped model)")
     ap.add_argument("--split", choices=("validation", "train", "all"), default="validation")
-    ap.add_argument("--only", nargs="+", choices=PARTS, default=list(PARTS))
+    ap.add_argument("--only", nargs="+", choices=PARTS, default=list(BASE_PARTS))
+    ap.add_argument(
+        "--thick", action="store_true",
+        help=f"also the thinned scans ({', '.join(THICK)}: every second slice), each held out with its source scan",
+    )
     ap.add_argument("--loso", action="store_true", help="compare the lesion gates (GRID) and choose them leave-one-scan-out")
     ap.add_argument(
         "--grid", nargs="+", default=None, metavar="GATE=V1,V2,...",
@@ -461,8 +501,8 @@ def main(argv: list[str] | None = None) -> int:
         result["max_slice_gap_mm"] = args.max_slice_gap_mm
     if "rebuilt" in args.only:
         result["rebuilt"] = evaluate_rebuilt(seg, args.data, args.split, settings)
-    for name in SCANS:
-        if name in args.only:
+    for name in (*SCANS, *THICK):
+        if name in args.only or (args.thick and name in THICK):
             result[name] = evaluate_scan(seg, name, args.data, settings, default)
     if args.loso:
         result["loso"] = leave_one_out({k: result[k] for k in PARTS if k in result}, settings, default)

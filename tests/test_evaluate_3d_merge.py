@@ -133,3 +133,20 @@ def test_p001_figures_per_lung_count_the_wrong_lung_and_a_lost_lung(tmp_path):
     assert fig["lobe_slice_sensitivity"] == {"LLL": 0.0, "RLL": 1.0}
     assert evaluate_3d._score("p001", fig) == 6 / 8
     assert evaluate_3d._score("p001", {"agreement": 0.9}) == 0.9  # outputs made before per-lung figures
+
+
+def test_a_thinned_scan_is_held_out_with_its_source_scan():
+    """``--thick``: P001 thinned to every second slice is the same patient, so the gates that score P001 held out are
+    chosen without it too (else P001 would choose its own gates through its copy)."""
+    settings = evaluate_3d._settings()
+    results = {}
+    for item in ("rebuilt", "p001", "p001_4mm", "lidc"):
+        results[item] = {"per_setting": {evaluate_3d._key(s): _figures(item.replace("_4mm", ""), s) for s in settings}}
+    held = evaluate_3d.leave_one_out(results, settings, SHIPPED)["held_out"]
+    # without both P001 items nothing rewards a small extent: the shipped 25 mm
+    assert held["p001"]["chosen"]["min_lesion_extent_mm"] == 25.0
+    assert held["p001_4mm"]["chosen"]["min_lesion_extent_mm"] == 25.0
+    # LIDC held out: both P001 items reward 15 mm
+    assert held["lidc"]["chosen"]["min_lesion_extent_mm"] == 15.0
+    assert evaluate_3d._patient("p001_4mm") == "p001" and evaluate_3d._patient("cancer") == "cancer"
+    assert "p001_4mm" in evaluate_3d.COVID
