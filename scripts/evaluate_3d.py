@@ -287,7 +287,7 @@ def _score(item: str, figures: dict) -> float:
     """The item's figure for the choice: sensitivity of a COVID-19 item, minus the false % of the others."""
     if item == "rebuilt":
         return figures["dice"]
-    if item == "p001":  # per lung (issue 31): infection in the wrong lung, or a lung's lesions lost, counts
+    if item in ("p001", "p001_4mm"):  # per lung (issue 31): infection in the wrong lung, or a lung's lesions lost
         return figures.get("lung_agreement", figures["agreement"])
     pct = figures.get("infection_percent")
     return -(pct if pct == pct and pct is not None else 0.0)

@@ -150,3 +150,5 @@ def test_a_thinned_scan_is_held_out_with_its_source_scan():
     assert held["lidc"]["chosen"]["min_lesion_extent_mm"] == 15.0
     assert evaluate_3d._patient("p001_4mm") == "p001" and evaluate_3d._patient("cancer") == "cancer"
     assert "p001_4mm" in evaluate_3d.COVID
+    fig = {"agreement": 0.9, "lung_agreement": 0.8, "infection_percent": 2.0}
+    assert evaluate_3d._score("p001_4mm", fig) == evaluate_3d._score("p001", fig) == 0.8  # scored as P001, per lung
