@@ -53,7 +53,7 @@ and spleen domes and the heart, whose partial volume looks like ground glass) is
 (``scripts/evaluate_3d.py --loso``)."""
 THROUGH_PLANE_MM = 10.0
 """Length (mm) of the axial window in which a voxel's mean infection probability must also reach the threshold
-(:func:`~infnet_monai.postprocessing.infection.infection_and_nodules`, step 1; 5 slices at 2-2.5 mm, 3 at 5 mm);
+(:func:`~infnet_monai.postprocessing.infection.infection_and_nodules`, step 3; 5 slices at 2-2.5 mm, 3 at 5 mm);
 0 is off. Chosen leave-one-scan-out from 0 / 6 / 10 mm with :data:`MIN_LESION_EXTENT_MM` (docs/validation.md)."""
 MIN_LESION_AREA_MM2 = 100.0
 """Pieces of infection smaller than this in-plane area (mm^2, 1 cm^2) on an axial slice are removed: the thin tails

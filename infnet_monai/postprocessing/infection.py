@@ -179,15 +179,17 @@ def infection_and_nodules(
     In this order, so that every 3D component of the result passes every filter (the counts of
     :func:`~infnet_monai.stats.infection_burden` are those of the filtered lesions):
 
-    1. ``probability >= threshold`` inside ``lung``, and with ``through_plane_mm`` also the mean probability over
-       the axial slices within that window (:func:`through_plane_slices`): a voxel the network calls on its slice but
-       not on the neighbouring ones is not kept. The window only removes voxels, so the result stays inside what the
-       network calls on each slice;
+    1. ``probability >= threshold`` inside ``lung``;
     2. with ``volume_hu``, nodule-like 3D components (26-connected) of at least ``min_lesion_volume_mm3``
        (:func:`~infnet_monai.postprocessing.nodules.nodule_like`: solid, compact, in aerated lung) are removed: a
-       nodule or small mass is not infection (returned apart);
-    3. in-plane 8-connected pieces smaller than ``min_lesion_area_mm2`` on an axial slice are removed;
-    4. 3D 26-connected lesions smaller than ``min_lesion_volume_mm3`` are removed, those with at least
+       nodule or small mass is not infection (returned apart, as the network draws it: before the window and the
+       gates cut it);
+    3. with ``through_plane_mm``, voxels whose mean probability over the axial slices within that window
+       (:func:`through_plane_slices`) stays below ``threshold`` are removed: a call the network makes on one slice
+       but not on its neighbours. The window only removes voxels, so the result stays inside what the network calls
+       on each slice;
+    4. in-plane 8-connected pieces smaller than ``min_lesion_area_mm2`` on an axial slice are removed;
+    5. 3D 26-connected lesions smaller than ``min_lesion_volume_mm3`` are removed, those with at least
        ``basal_rim_max_share`` of their voxels in the basal rim (:func:`basal_rim_shares`, the partial volume of the
        lung with the diaphragm and the organs beneath it), and those spanning fewer axial millimetres than
        ``min_lesion_extent_mm``.
@@ -207,7 +209,7 @@ def infection_and_nodules(
             1 removes only lesions entirely inside it, and a value above 1 none.
         basal_rim_mm: depth of the basal rim (mm); at least one slice spacing is used.
         volume_hu: the CT in HU, for the nodule-like test; ``None`` skips it.
-        through_plane_mm: length (mm) of the axial window of step 1; 0 (or a window of one slice) skips it.
+        through_plane_mm: length (mm) of the axial window of step 3; 0 (or a window of one slice) skips it.
 
     Returns:
         ``(infection, nodules)``, ``uint8`` 0 / 1 arrays of shape ``(X, Y, Z)``; ``nodules`` is empty without
@@ -235,9 +237,6 @@ def infection_and_nodules(
         return mask.view(np.uint8), nodules
     box = bounding_box(mask)  # label only around the lesions: bounded memory on long scans
     sub = np.ascontiguousarray(mask[box])
-    window = through_plane_slices(through_plane_mm, spacing[2])
-    if window > 1:
-        _through_plane(sub, probability, box, threshold, window)
     voxel_mm3 = float(np.prod(spacing))
     if volume_hu is not None:  # nodules as the network draws them, before the clean-up cuts them into pieces
         labels, n = connected_components(sub, 26)
@@ -249,6 +248,9 @@ def infection_and_nodules(
             nodules[box] = found
             sub &= ~found
         del labels
+    window = through_plane_slices(through_plane_mm, spacing[2])
+    if window > 1:
+        _through_plane(sub, probability, box, threshold, window)
     if min_lesion_area_mm2 > 0:
         sub = _drop_small_pieces(sub, spacing[0] * spacing[1], min_lesion_area_mm2)
     labels, n = connected_components(sub, 26)
