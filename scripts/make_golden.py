@@ -7,7 +7,7 @@ z = -249 mm, which hold the upper-lobe lesion that the shipped models find on th
 links to those 19 files (:func:`crop_case`), so nothing of the shared data is copied or rewritten, and the pipeline
 reads the cut as it reads any DICOM series. The network sees each slice cropped to the lungs' box of the whole
 volume, which is narrower on the cut than on the full scan, so the cut's infection differs from the same slices of
-the full scan (79.2 mL against 43.1 mL on the commit the stored files came from); it is a different input, not a
+the full scan (90 mL against 51 mL on the commit the stored files came from); it is a different input, not a
 different pipeline.
 
 :func:`segment_crop` runs ``infnet-covid segment``'s defaults through :func:`infnet_monai.pipeline.segment_cohort`:
