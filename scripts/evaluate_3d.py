@@ -175,8 +175,8 @@ def _scan_figures(name: str, result, data_dir: Path) -> dict:
 
     row = result.row
     out = {k: row.get(k) for k in ("infection_percent", "infection_volume_ml", "lesion_count", "lung_volume_ml", "nodule_like_lesion_count", "nodule_like_volume_ml", "trachea_in_lung_percent", "infection_outside_thorax_ml", "qc_flags") if k in row}
-    if name in ("p001", "p001_4mm"):
-        out.update(_p001_agreement(result, data_dir / "ct" / "covid_ct_md_P001_slice_labels.csv", name != "p001"))
+    if _patient(name) == "p001":  # P001 or a thinned copy of it (only the labelled slices it keeps)
+        out.update(_p001_agreement(result, data_dir / "ct" / "covid_ct_md_P001_slice_labels.csv", name in THICK))
     if name == "abdomen":
         ref = nib.load(str(data_dir / "ct" / "abdomen_3mm_lung.nii.gz"))
         out["lung_dice"] = mask_dice(result.lung, ref.dataobj)
@@ -287,7 +287,7 @@ def _score(item: str, figures: dict) -> float:
     """The item's figure for the choice: sensitivity of a COVID-19 item, minus the false % of the others."""
     if item == "rebuilt":
         return figures["dice"]
-    if item in ("p001", "p001_4mm"):  # per lung (issue 31): infection in the wrong lung, or a lung's lesions lost
+    if _patient(item) == "p001":  # per lung (issue 31): infection in the wrong lung, or a lung's lesions lost
         return figures.get("lung_agreement", figures["agreement"])
     pct = figures.get("infection_percent")
     return -(pct if pct == pct and pct is not None else 0.0)
@@ -407,7 +407,7 @@ def markdown(result: dict, default_key: str) -> str:
         held = loso.get(item)
         if item == "rebuilt":
             name, fig = "infection Dice", "dice"
-        elif item in ("p001", "p001_4mm"):
+        elif _patient(item) == "p001":
             name, fig = "per-lung slice agreement", "lung_agreement"
         else:
             name, fig = "false infection %", "infection_percent"
