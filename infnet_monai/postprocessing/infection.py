@@ -155,6 +155,20 @@ def basal_rim_shares(labels: np.ndarray, n: int, lung: np.ndarray, spacing, rim_
     return shares
 
 
+def _lesion_gates(labels: np.ndarray, n: int, voxel_mm3: float, min_lesion_volume_mm3: float, lung: np.ndarray,
+                  spacing, basal_rim_max_share: float, basal_rim_mm: float, offset: Sequence[int],
+                  min_extent_mm: float) -> np.ndarray:
+    """Per 3D lesion label (index 0 unused, ``False``), whether it passes the volume, basal-rim and axial-extent gates
+    of :func:`infection_and_nodules` (step 4); ``labels`` covers the box of ``lung`` that starts at ``offset``."""
+    keep = label_counts(labels, n) * voxel_mm3 >= min_lesion_volume_mm3
+    keep[0] = False
+    if basal_rim_max_share <= 1.0 and keep.any():
+        keep &= basal_rim_shares(labels, n, lung, spacing, basal_rim_mm, offset) < basal_rim_max_share
+    if min_extent_mm > 0:
+        keep &= _axial_extents_mm(labels, n, spacing[2]) >= min_extent_mm - 1e-6
+    return keep
+
+
 def postprocess_infection(probability: np.ndarray, lung: np.ndarray, spacing_mm: Sequence[float], **options) -> np.ndarray:
     """The infection mask of :func:`infection_and_nodules` (``options`` are its keyword arguments), ``uint8`` 0 / 1."""
     return infection_and_nodules(probability, lung, spacing_mm, **options)[0]
@@ -184,15 +198,16 @@ def infection_and_nodules(
        (:func:`~infnet_monai.postprocessing.nodules.nodule_like`: solid, compact, in aerated lung) are removed: a
        nodule or small mass is not infection (returned apart, as the network draws it: before the window and the
        gates cut it);
-    3. with ``through_plane_mm``, voxels whose mean probability over the axial slices within that window
-       (:func:`through_plane_slices`) stays below ``threshold`` are removed: a call the network makes on one slice
-       but not on its neighbours. The window only removes voxels, so the result stays inside what the network calls
-       on each slice;
-    4. in-plane 8-connected pieces smaller than ``min_lesion_area_mm2`` on an axial slice are removed;
-    5. 3D 26-connected lesions smaller than ``min_lesion_volume_mm3`` are removed, those with at least
+    3. in-plane 8-connected pieces smaller than ``min_lesion_area_mm2`` on an axial slice are removed;
+    4. 3D 26-connected lesions smaller than ``min_lesion_volume_mm3`` are removed, those with at least
        ``basal_rim_max_share`` of their voxels in the basal rim (:func:`basal_rim_shares`, the partial volume of the
        lung with the diaphragm and the organs beneath it), and those spanning fewer axial millimetres than
-       ``min_lesion_extent_mm``.
+       ``min_lesion_extent_mm``;
+    5. with ``through_plane_mm``, a lesion of step 4 stays only if it holds a lesion that passes steps 3 and 4 as
+       seen through an axial window: in the mask where the mean probability over the slices within that window (:func:`through_plane_slices`) reaches
+       ``threshold`` as well. A call the network makes on one slice but not on its neighbours is seen there as
+       shorter and smaller, and fails the gates. A lesion that passes stays whole, as the network draws it on each
+       slice: the window decides which lesions count, it does not trim their ends.
 
     Args:
         probability: infection probability (0-1) or any score, shape ``(X, Y, Z)`` (RAS, as
@@ -209,7 +224,7 @@ def infection_and_nodules(
             1 removes only lesions entirely inside it, and a value above 1 none.
         basal_rim_mm: depth of the basal rim (mm); at least one slice spacing is used.
         volume_hu: the CT in HU, for the nodule-like test; ``None`` skips it.
-        through_plane_mm: length (mm) of the axial window of step 3; 0 (or a window of one slice) skips it.
+        through_plane_mm: length (mm) of the axial window of step 5; 0 (or a window of one slice) skips it.
 
     Returns:
         ``(infection, nodules)``, ``uint8`` 0 / 1 arrays of shape ``(X, Y, Z)``; ``nodules`` is empty without
@@ -248,18 +263,29 @@ def infection_and_nodules(
             nodules[box] = found
             sub &= ~found
         del labels
-    window = through_plane_slices(through_plane_mm, spacing[2])
-    if window > 1:
-        _through_plane(sub, probability, box, threshold, window)
     if min_lesion_area_mm2 > 0:
         sub = _drop_small_pieces(sub, spacing[0] * spacing[1], min_lesion_area_mm2)
-    labels, n = connected_components(sub, 26)
-    keep = label_counts(labels, n) * voxel_mm3 >= min_lesion_volume_mm3
+    gates = dict(voxel_mm3=voxel_mm3, min_lesion_volume_mm3=min_lesion_volume_mm3, lung=lung, spacing=spacing,
+                 basal_rim_max_share=basal_rim_max_share, basal_rim_mm=basal_rim_mm, offset=[b.start for b in box],
+                 min_extent_mm=min(min_lesion_extent_mm, mask.shape[2] * spacing[2]) if min_lesion_extent_mm > 0 else 0.0)
+    window = through_plane_slices(through_plane_mm, spacing[2])
+    if window > 1:  # judge the lesions on the windowed mask; keep the ones that pass whole, as the network draws them
+        judged = _through_plane(sub.copy(), probability, box, threshold, window)
+        if min_lesion_area_mm2 > 0:
+            judged = _drop_small_pieces(judged, spacing[0] * spacing[1], min_lesion_area_mm2)
+        labels, n = connected_components(judged, 26)
+        passed = _lesion_gates(labels, n, **gates)[labels]
+        del labels, judged
+        labels, n = connected_components(sub, 26)
+        keep = np.zeros(n + 1, dtype=bool)
+        keep[np.unique(labels[passed])] = True
+        del passed
+    else:
+        labels, n = connected_components(sub, 26)
+        keep = np.ones(n + 1, dtype=bool)
     keep[0] = False
-    if basal_rim_max_share <= 1.0 and keep.any():
-        keep &= basal_rim_shares(labels, n, lung, spacing, basal_rim_mm, [b.start for b in box]) < basal_rim_max_share
-    if min_lesion_extent_mm > 0:
-        keep &= _axial_extents_mm(labels, n, spacing[2]) >= min(min_lesion_extent_mm, mask.shape[2] * spacing[2]) - 1e-6
+    if keep.any():
+        keep &= _lesion_gates(labels, n, **gates)
     sub = keep[labels]
     del labels
     mask[...] = False  # the result takes the mask's memory: no second full-size array on long scans

@@ -116,7 +116,7 @@ def test_min_lesion_area_removes_small_in_plane_pieces_only():
         postprocess_infection(prob, lung, (1.0, 1.0, 2.0), min_lesion_area_mm2=-1)
 
 
-def test_through_plane_window_drops_what_the_neighbouring_slices_do_not_see():
+def test_through_plane_window_judges_lesions_by_what_the_neighbouring_slices_see():
     from infnet_monai.postprocessing.infection import infection_and_nodules, through_plane_slices
 
     assert [through_plane_slices(6.0, dz) for dz in (1.0, 1.25, 2.0, 2.5, 5.0)] == [7, 5, 3, 3, 1]
@@ -133,6 +133,18 @@ def test_through_plane_window_drops_what_the_neighbouring_slices_do_not_see():
     assert on[4:14, 4:14, 2:6].all() and on[4:14, 4:14, 7:10].all()  # the lesion's end slices too: (0 + 0.9 + 0.9) / 3
     assert not on[:, :, 6].any()  # the window never adds a voxel the slice itself does not call
     assert not (on & ~off).any()
+    # a lesion that passes stays whole: its weak top and bottom slices are not trimmed, though the window alone
+    # would not reach the threshold there ((0 + 0.6 + 0.6) / 3)
+    weak = np.zeros_like(prob)
+    weak[4:14, 4:14, 2:8] = 0.6
+    weak[18:21, 18:21, 4] = 0.95  # one slice: (0 + 0.95 + 0) / 3 in the window
+    whole, _ = infection_and_nodules(weak, lung, (1.0, 1.0, 2.0), through_plane_mm=6.0, **kwargs)
+    assert whole[4:14, 4:14, 2:8].all() and not whole[18:21, 18:21].any()
+    # the window judges with the gates: seen through it this lesion spans 4 slices (8 mm), so a 10-mm extent gate
+    # drops it whole, which 12 mm as drawn would pass
+    assert infection_and_nodules(weak, lung, (1.0, 1.0, 2.0), min_lesion_extent_mm=10.0, **kwargs)[0][4:14, 4:14, 2:8].all()
+    assert not infection_and_nodules(weak, lung, (1.0, 1.0, 2.0), min_lesion_extent_mm=10.0, through_plane_mm=6.0,
+                                     **kwargs)[0].any()
     # 5-mm slices: the neighbours are too far apart for a 6-mm window, nothing changes
     thick, _ = infection_and_nodules(prob, lung, (1.0, 1.0, 5.0), through_plane_mm=6.0, **kwargs)
     assert np.array_equal(thick, infection_and_nodules(prob, lung, (1.0, 1.0, 5.0), **kwargs)[0])
