@@ -265,7 +265,7 @@ def _add_segment_options(p: argparse.ArgumentParser) -> None:
         ("--min-lesion-mm3", float, DEFAULT_MIN_LESION_MM3, "drop connected lesions smaller than this (mm3)"),
         ("--min-lesion-extent-mm", float, DEFAULT_MIN_LESION_EXTENT_MM, "drop lesions spanning fewer axial mm (slices x spacing)"),
         ("--min-lesion-area-mm2", float, DEFAULT_MIN_LESION_AREA_MM2, "drop in-plane pieces of infection smaller than this on a slice (mm2)"),
-        ("--through-plane-mm", float, DEFAULT_THROUGH_PLANE_MM, "keep a voxel only where its mean probability over the axial slices within this window (mm) also reaches the threshold (0: off)"),
+        ("--through-plane-mm", float, DEFAULT_THROUGH_PLANE_MM, "judge each lesion through an axial window of this length (mm): it stays, whole, only if the lesion seen where the mean probability over the window also reaches the threshold passes the gates (0: off)"),
         ("--max-slices", int, DEFAULT_MAX_SLICES, "refuse volumes longer than this, a guard against a mistaken input"),
     )
     _add_numeric_options(p, numeric)

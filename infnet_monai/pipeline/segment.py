@@ -114,8 +114,9 @@ class SegmentConfig:
             filters, so every lesion of the output passes them).
         basal_rim_max_share: lesions with at least this share of their voxels in the slice of lung over the
             diaphragm and the heart are removed; above 1 none is.
-        through_plane_mm: a voxel is infection only where the mean probability over the axial slices within this
-            window (mm) also reaches ``threshold``; 0 is off (on slices thicker than the window it has no effect).
+        through_plane_mm: a lesion stays only if, seen through an axial window of this length (mm) (where the mean
+            probability over the window's slices also reaches ``threshold``), it still passes the lesion gates; a
+            lesion that passes stays whole. 0 is off (on slices thicker than the window it has no effect).
         extension_threshold: probability at or above which infection against the lung joins the lung mask
             (:func:`~infnet_monai.postprocessing.extend_lung`); default the smaller of ``threshold`` and
             :data:`~infnet_monai.postprocessing.EXTENSION_THRESHOLD`.
