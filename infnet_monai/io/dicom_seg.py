@@ -204,6 +204,8 @@ _REQUIRED = (
 
 
 def _check_headers(sources, files) -> None:
+    if len(sources) != len(files):
+        raise ValueError(f"{len(sources)} source headers given for {len(files)} source files")
     for ds, f in zip(sources, files):
         missing = [name for name in _REQUIRED if name not in ds or ds.get(name) in (None, "")]
         if missing:
@@ -273,15 +275,19 @@ def write_dicom_seg(
     infection: np.ndarray,
     classes: np.ndarray | None = None,
     software_version: str = "",
+    source_headers: Sequence | None = None,
 ) -> Path:
     """Write the masks (all on the grid of ``affine``) as a binary DICOM-SEG that references ``source_files``.
+
+    ``source_headers``: the headers of ``source_files`` as :func:`read_source_headers` gives them, when the caller
+    has read them already (the SR of the same case uses them too); read here when ``None``. They are not changed.
 
     Raises:
         ValueError: the source headers lack the geometry or identifiers a DICOM-SEG needs, or do not match the masks.
     """
     import highdicom as hd
 
-    sources = read_source_headers(source_files)
+    sources = read_source_headers(source_files) if source_headers is None else list(source_headers)
     _check_headers(sources, source_files)
     lung = np.asarray(lung)
     segments = _segments(lung, np.asarray(infection), None if classes is None else np.asarray(classes))

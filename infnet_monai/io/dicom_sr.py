@@ -188,6 +188,7 @@ def write_dicom_sr(
     row: Mapping[str, Any],
     software_version: str,
     model_name: str | None = None,
+    source_headers: Sequence | None = None,
 ) -> Path:
     """Write the case's burden figures as a TID 1500 Measurement Report (Comprehensive 3D SR) referencing the SEG.
 
@@ -204,6 +205,8 @@ def write_dicom_sr(
         row: the case's stats row (keys of :data:`SR_MEASUREMENTS`; missing, null or NaN values are left out).
         software_version: infnet-monai version, recorded as the algorithm version.
         model_name: the model (checkpoint) name, recorded as an algorithm parameter ``model=<name>`` when given.
+        source_headers: the headers of ``source_files`` as :func:`~infnet_monai.io.dicom_seg.read_source_headers`
+            gives them, when the caller has read them already (for the SEG); read here when ``None``.
 
     Returns:
         ``path``.
@@ -219,7 +222,9 @@ def write_dicom_sr(
     if not source_files:
         raise ValueError("write_dicom_sr needs the source series' files (none given)")
     seg, name = _read_segmentation(segmentation)
-    sources = read_source_headers(source_files)
+    sources = read_source_headers(source_files) if source_headers is None else list(source_headers)
+    if len(sources) != len(source_files):
+        raise ValueError(f"{len(sources)} source headers given for {len(source_files)} source files")
     numbers = _check_segmentation(seg, name, sources, source_files)
     for label in SEGMENT_LABELS[3:]:
         needed = [k for k in SR_MEASUREMENTS[label].values() if _value(row, k) is not None]

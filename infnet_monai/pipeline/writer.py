@@ -24,7 +24,7 @@ import nibabel as nib
 import numpy as np
 
 from infnet_monai.io.cases import CTCase, instance_numbers_by_z
-from infnet_monai.io.dicom_seg import DICOM_SEG_FILE, write_dicom_seg
+from infnet_monai.io.dicom_seg import DICOM_SEG_FILE, read_source_headers, write_dicom_seg
 from infnet_monai.io.dicom_sr import DICOM_SR_FILE, write_dicom_sr
 from infnet_monai.io.outputs import (
     CLASSES_FILE,
@@ -90,6 +90,23 @@ class MaskVolumes:
         row.update(write_case_volumes(case_dir, reference, result.infection, result.lung, result.classes, result.probability))
 
 
+class SourceHeaders:
+    """The full headers of a DICOM case's source files (:func:`~infnet_monai.io.dicom_seg.read_source_headers`),
+    read once for the DICOM-SEG and the SR of the same case: the last case's are kept, nothing more."""
+
+    def __init__(self) -> None:
+        self._files: tuple = ()
+        self._headers: list = []
+
+    def __call__(self, files) -> list:
+        files = tuple(files)
+        if files != self._files:
+            self._files, self._headers = (), []  # a failed read leaves nothing stale behind
+            self._headers = read_source_headers(files)
+            self._files = files
+        return self._headers
+
+
 class DicomSegmentation:
     """``segmentation.dcm``: a DICOM-SEG referencing the source series, for DICOM inputs (a failure, e.g. on
     stripped headers, is a note)."""
@@ -97,8 +114,9 @@ class DicomSegmentation:
     files = (DICOM_SEG_FILE,)
     required = False
 
-    def __init__(self, software_version: str) -> None:
+    def __init__(self, software_version: str, headers: SourceHeaders | None = None) -> None:
         self.software_version = software_version
+        self.headers = SourceHeaders() if headers is None else headers
 
     def write(self, case: CTCase, result: CaseResult, case_dir: Path, row: dict) -> None:
         if case.kind != "dicom":
@@ -106,7 +124,7 @@ class DicomSegmentation:
         affine = reference_header(case, result.affine)[0]
         path = write_dicom_seg(
             case_dir / DICOM_SEG_FILE, case.files, affine, result.lung, result.infection, result.classes,
-            software_version=self.software_version,
+            software_version=self.software_version, source_headers=self.headers(case.files),
         )
         row["dicom_seg_path"] = str(path)
 
@@ -118,9 +136,10 @@ class DicomMeasurementReport:
     files = (DICOM_SR_FILE,)
     required = False
 
-    def __init__(self, software_version: str, model_name: str | None = None) -> None:
+    def __init__(self, software_version: str, model_name: str | None = None, headers: SourceHeaders | None = None) -> None:
         self.software_version = software_version
         self.model_name = model_name
+        self.headers = SourceHeaders() if headers is None else headers
 
     def write(self, case: CTCase, result: CaseResult, case_dir: Path, row: dict) -> None:
         if case.kind != "dicom":
@@ -128,7 +147,8 @@ class DicomMeasurementReport:
         if not row.get("dicom_seg_path"):  # the SEG failed with its own note: this one gets a note too (--resume)
             raise RuntimeError(f"the {DICOM_SEG_FILE} it references was not written")
         path = write_dicom_sr(
-            case_dir / DICOM_SR_FILE, row["dicom_seg_path"], case.files, row, self.software_version, self.model_name
+            case_dir / DICOM_SR_FILE, row["dicom_seg_path"], case.files, row, self.software_version, self.model_name,
+            source_headers=self.headers(case.files),
         )
         row["dicom_sr_path"] = str(path)
 
@@ -208,9 +228,10 @@ class CaseWriter:
         off)."""
         outputs: list[Any] = [MaskVolumes(), LesionTable()]
         if dicom_seg:
-            outputs.append(DicomSegmentation(software_version))
+            headers = SourceHeaders()  # read once, for both
+            outputs.append(DicomSegmentation(software_version, headers))
             if dicom_sr:
-                outputs.append(DicomMeasurementReport(software_version, model_name))
+                outputs.append(DicomMeasurementReport(software_version, model_name, headers))
         if overview:
             outputs.append(OverviewPicture(software_version))
         return cls(outputs)

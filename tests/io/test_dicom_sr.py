@@ -438,3 +438,48 @@ def test_dciodvfy_finds_no_error(case):
     result = subprocess.run(["dciodvfy", str(case[3])], capture_output=True, text=True, timeout=60)
     errors = [line for line in (result.stdout + result.stderr).splitlines() if line.startswith("Error")]
     assert errors == [], "\n".join(errors)
+
+
+def test_headers_read_once_for_seg_and_sr(tmp_path, monkeypatch):
+    """The pipeline's writers read the source headers once for the SEG and the SR of a case: both objects are the
+    ones written from headers read apart (UIDs and times aside), and the shared headers come back unchanged."""
+    from infnet_monai.io import dicom_seg as seg_module
+    from infnet_monai.pipeline import writer as writer_module
+
+    files = _write_series(tmp_path / "series")
+    lung, infection, classes = _masks()
+    row = _row(lung, infection, classes)
+    apart_seg = write_dicom_seg(tmp_path / "apart" / "segmentation.dcm", files, AFFINE, lung, infection, classes, VERSION)
+    apart_sr = write_dicom_sr(tmp_path / "apart" / DICOM_SR_FILE, apart_seg, files, row, VERSION, MODEL)
+
+    reads = []
+    monkeypatch.setattr(writer_module, "read_source_headers", lambda f: reads.append(f) or seg_module.read_source_headers(f))
+    headers = writer_module.SourceHeaders()
+    shared = headers(files)
+    before = [ds.to_json_dict() for ds in shared]
+    seg = write_dicom_seg(tmp_path / "shared" / "segmentation.dcm", files, AFFINE, lung, infection, classes, VERSION,
+                          source_headers=headers(files))
+    sr = write_dicom_sr(tmp_path / "shared" / DICOM_SR_FILE, seg, files, row, VERSION, MODEL, source_headers=headers(files))
+    assert len(reads) == 1
+    assert [ds.to_json_dict() for ds in headers(files)] == before
+    outputs = writer_module.CaseWriter.default(VERSION).outputs  # the pipeline's SEG and SR share one reader
+    seg_out, sr_out = (next(o for o in outputs if isinstance(o, k))
+                       for k in (writer_module.DicomSegmentation, writer_module.DicomMeasurementReport))
+    assert seg_out.headers is sr_out.headers
+
+    def content(path):
+        ds = pydicom.dcmread(path)
+        skip = {"SOPInstanceUID", "SeriesInstanceUID", "ContentDate", "ContentTime", "SeriesDate", "SeriesTime",
+                "InstanceCreationDate", "InstanceCreationTime", "UID", "ReferencedSOPInstanceUID", "DateTime",
+                "MediaStorageSOPInstanceUID", "DimensionOrganizationUID", "ContributionDateTime"}
+
+        def walk(d):
+            return {e.keyword: ([walk(i) for i in e.value] if e.VR == "SQ" else e.value)
+                    for e in d if e.keyword not in skip}
+
+        return walk(ds)
+
+    assert content(seg) == content(apart_seg)
+    assert content(sr) == content(apart_sr)
+    with pytest.raises(ValueError, match="source headers given"):
+        write_dicom_sr(tmp_path / "short.dcm", seg, files, row, VERSION, MODEL, source_headers=shared[:-1])
