@@ -24,7 +24,7 @@ def runs(tmp_path_factory, data_dir, tiny_model, tiny_class_model):
         "min_lesion": ["--min-lesion-mm3", "1e9"],
         "no_min_lesion": ["--min-lesion-mm3", "0", "--min-lesion-extent-mm", "0", "--min-lesion-area-mm2", "0"],
         "through_plane": ["--min-lesion-mm3", "0", "--min-lesion-extent-mm", "0", "--min-lesion-area-mm2", "0",
-                          "--through-plane-mm", "1000"],
+                          "--through-plane-mm", "6"],
     }
     out = {}
     for name, extra in options.items():
@@ -66,10 +66,16 @@ def test_min_lesion_volume_filters_lesions(runs):
 
 
 def test_through_plane_window_only_removes(runs):
-    """``--through-plane-mm`` reaches the post-processing: a window longer than the scan averages every slice, and
-    the window never adds a voxel (its behaviour: tests/postprocessing/test_infection_postprocess.py)."""
+    """``--through-plane-mm`` reaches the post-processing (6 mm: 3 slices of this 3-mm scan): the window never adds
+    a voxel and keeps each lesion whole or not at all (its behaviour: tests/postprocessing/test_infection_postprocess.py)."""
+    from scipy import ndimage as ndi
+
     window, plain = runs["through_plane"]["infection"] > 0, runs["no_min_lesion"]["infection"] > 0
     assert not (window & ~plain).any()
+    assert window.any()  # something to keep whole
+    labels, n = ndi.label(plain, np.ones((3, 3, 3)))
+    kept = np.bincount(labels[window], minlength=n + 1)[1:]
+    assert np.array_equal(kept[kept > 0], np.bincount(labels.ravel(), minlength=n + 1)[1:][kept > 0])
     from infnet_monai.cli import _segment_kwargs, build_parser
     from infnet_monai.pipeline.segment import SegmentConfig
 
