@@ -106,18 +106,20 @@ def through_plane_slices(through_plane_mm: float, slice_mm: float) -> int:
 
 
 def _through_plane(sub: np.ndarray, probability: np.ndarray, box: tuple, threshold: float, n: int) -> np.ndarray:
-    """``sub`` (the mask inside ``box``, changed in place) where the mean probability over ``n`` axial slices centred
-    on each voxel also reaches ``threshold`` (the scan's first and last slices repeat at its ends). ``SLAB_SLICES``
-    rows of the box at a time, in float32: bounded memory on long scans."""
+    """A new mask: ``sub`` (the mask inside ``box``) where the mean probability over ``n`` axial slices centred on
+    each voxel also reaches ``threshold`` (the scan's first and last slices repeat at its ends). ``SLAB_SLICES`` rows
+    of the box at a time, in float32: bounded memory on long scans."""
     half = n // 2
     z0, z1 = box[2].start, box[2].stop
     lo, hi = max(z0 - half, 0), min(z1 + half, probability.shape[2])
+    out = np.empty_like(sub)
     for x in range(box[0].start, box[0].stop, SLAB_SLICES):
         rows = slice(x, min(x + SLAB_SLICES, box[0].stop))
+        local = slice(rows.start - box[0].start, rows.stop - box[0].start)
         p = np.asarray(probability[rows, box[1], lo:hi], dtype=np.float32)
         mean = ndi.uniform_filter1d(p, n, axis=2, mode="nearest")
-        sub[rows.start - box[0].start : rows.stop - box[0].start] &= mean[:, :, z0 - lo : z1 - lo] >= threshold
-    return sub
+        np.logical_and(sub[local], mean[:, :, z0 - lo : z1 - lo] >= threshold, out=out[local])
+    return out
 
 
 def _axial_extents_mm(labels: np.ndarray, n: int, slice_mm: float) -> np.ndarray:
@@ -270,7 +272,7 @@ def infection_and_nodules(
                  min_extent_mm=min(min_lesion_extent_mm, mask.shape[2] * spacing[2]) if min_lesion_extent_mm > 0 else 0.0)
     window = through_plane_slices(through_plane_mm, spacing[2])
     if window > 1:  # judge the lesions on the windowed mask; keep the ones that pass whole, as the network draws them
-        judged = _through_plane(sub.copy(), probability, box, threshold, window)
+        judged = _through_plane(sub, probability, box, threshold, window)
         if min_lesion_area_mm2 > 0:
             judged = _drop_small_pieces(judged, spacing[0] * spacing[1], min_lesion_area_mm2)
         labels, n = connected_components(judged, 26)
