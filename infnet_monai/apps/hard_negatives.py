@@ -35,8 +35,16 @@ from infnet_monai.utils.files import atomic_write
 
 __all__ = [
     "RenderedSlices", "render_lung_slices", "firing_pixels", "select_hard_negatives", "mine_hard_negatives",
-    "select_positives", "mine_real_positives",
+    "select_positives", "mine_real_positives", "positive_ignore_mask", "POSITIVE_IGNORE_PROBABILITY",
+    "POSITIVE_IGNORE_RIM_PIXELS",
 ]
+
+POSITIVE_IGNORE_PROBABILITY = 0.2
+"""A real-CT positive's loss ignores the pixels outside its label where the model gives at least this probability
+(:func:`positive_ignore_mask`). Set before measuring, not tuned: well under the 0.5 of a call and the 0.3 of the lung
+extension, so that nothing the model half-sees is taught as clear lung."""
+POSITIVE_IGNORE_RIM_PIXELS = 4
+"""... and a rim this wide (pixels of the network's 352-pixel crop, about 1 mm on a chest CT) around the label."""
 
 
 @dataclass
@@ -215,21 +223,42 @@ def _write_png(array: np.ndarray, path: Path) -> None:
     atomic_write(path, lambda tmp: Image.fromarray(array).save(tmp, format="PNG"))
 
 
+def positive_ignore_mask(
+    label: np.ndarray,
+    infection: np.ndarray,
+    probability: np.ndarray,
+    min_probability: float = POSITIVE_IGNORE_PROBABILITY,
+    rim_pixels: int = POSITIVE_IGNORE_RIM_PIXELS,
+) -> np.ndarray:
+    """Where a real-CT positive's pseudo-label ``label`` is not known, so that its loss ignores it: everything the
+    model gives at least ``min_probability`` or the pipeline keeps as infection (``infection``) outside the label
+    (calls the lesion gates dropped, the dense lung only the lung extension claims, the uncertain fringe), and a rim
+    of ``rim_pixels`` around the label (where the pseudo-label's border is a guess). The rest of the slice is taught
+    as not infection, the label as infection. 2D arrays of one crop."""
+    label = np.asarray(label, dtype=bool)
+    rim = ndi.binary_dilation(label, iterations=int(rim_pixels)) if rim_pixels > 0 and label.any() else label
+    return (rim | np.asarray(infection, dtype=bool) | (np.asarray(probability) >= float(min_probability))) & ~label
+
+
 def _write_slices(
     root: Path, name: str, rendered: RenderedSlices, chosen: list[tuple[int, str]], threshold: float = THRESHOLD
 ) -> list[dict]:
-    """Write the chosen slices of one scan (image, mask, edge) and return their manifest rows. A negative's mask is
-    empty; a positive's is where the rendered final infection and the model's own first-pass call
-    (``probability >= threshold``) agree: the dense lung that only the lung extension claims is left unlabelled,
-    so the network is not taught to call soft tissue infection."""
+    """Write the chosen slices of one scan (image, mask, edge; a positive's ignore mask too) and return their manifest
+    rows. A negative's mask is empty; a positive's is where the rendered final infection and the model's own
+    first-pass call (``probability >= threshold``) agree, and the loss ignores what is uncertain around it
+    (:func:`positive_ignore_mask`): the label is not taught as the whole truth, so the network is neither taught to
+    shrink its lesions nor to call soft tissue infection."""
     near = firing_pixels(rendered)
     rows = []
     for pos, reason in chosen:
         k = int(rendered.slice_index[pos])
         stem = f"{name}_z{k:04d}.png"
-        files = {key: f"{name}/{key}s/{stem}" for key in ("image", "mask", "edge")}
-        if reason == "positive":  # what the network calls on this crop and the pipeline keeps as infection
+        positive = reason == "positive"
+        files = {key: f"{name}/{key}s/{stem}" for key in ("image", "mask", "edge", *(("ignore",) if positive else ()))}
+        if positive:  # what the network calls on this crop and the pipeline keeps as infection
             mask = rendered.infection[pos] & (rendered.probability[pos] >= threshold)
+            ignore = positive_ignore_mask(mask, rendered.infection[pos], rendered.probability[pos])
+            _write_png(ignore.astype(np.uint8) * 255, root / files["ignore"])
         else:
             mask = np.zeros(rendered.images.shape[1:], dtype=bool)
         _write_png(np.round(rendered.images[pos] * 255.0).astype(np.uint8), root / files["image"])
@@ -240,7 +269,7 @@ def _write_slices(
                 "scan": name, "slice_index": k, "z_mm": round(float(rendered.z_mm[pos]), 3),
                 "image": files["image"], "label": files["mask"], "edge": files["edge"],
                 "firing_pixels": int(near[pos]), "max_probability": round(float(rendered.probability[pos].max()), 4),
-                "reason": reason,
+                "reason": reason, "ignore": files.get("ignore", ""),
             }
         )
     return rows

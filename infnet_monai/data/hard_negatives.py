@@ -30,18 +30,22 @@ MANIFEST_FIELDS = (
     "firing_pixels",
     "max_probability",
     "reason",
+    "ignore",
 )
 """Columns of ``manifest.csv``: the scan's name, the slice's index on the network's slice grid and its world z (mm,
 RAS), the three files (relative to the folder), the pixels the mining model called infection (probability >= 0.5) in
 or next to the lung and
-its largest probability on the slice, and why the slice was taken (``firing`` or ``random``)."""
+its largest probability on the slice, why the slice was taken (``firing``, ``random`` or ``positive``), and for a
+positive the mask of pixels its loss ignores (empty for negatives; manifests written before 0.18.0 lack the column)."""
 
 
 def hard_negative_datalist(
     folder: str | os.PathLike, exclude_scans: Iterable[str] = (), scans: Iterable[str] | None = None
 ) -> list[dict]:
     """The hard negatives of ``folder`` as datalist entries ``{"image", "label", "edge", "classes", "id"}``, the keys
-    of :func:`~infnet_monai.data.labeled_datalist`'s entries (``id`` is ``negative/<scan>/<slice index>``).
+    of :func:`~infnet_monai.data.labeled_datalist`'s entries (``id`` is ``negative/<scan>/<slice index>``, or
+    ``positive/...`` for a real-CT positive). A positive with an ignore mask also gets ``"ignore"`` (its path), which
+    :func:`~infnet_monai.transforms.train_slice_transforms` with ``loss_mask=True`` turns into the loss mask.
 
     Args:
         folder: written by :func:`~infnet_monai.apps.hard_negatives.mine_hard_negatives`.
@@ -71,8 +75,9 @@ def hard_negative_datalist(
     for r in rows:
         if r["scan"] in exclude or (only is not None and r["scan"] not in only):
             continue
-        item = {key: str(root / r[key]) for key in ("image", "label", "edge")}
-        for key in ("image", "label", "edge"):
+        keys = ("image", "label", "edge", *(("ignore",) if r.get("ignore") else ()))
+        item = {key: str(root / r[key]) for key in keys}
+        for key in keys:
             if not Path(item[key]).is_file():
                 raise FileNotFoundError(f"{manifest}: '{item[key]}' is missing.")
         # the keys of a labeled slice, so that both collate in one batch (the binary training does not read

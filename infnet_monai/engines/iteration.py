@@ -26,14 +26,17 @@ class MultiScaleIteration:
 
     For each rate (0.75, 1, 1.25 in the paper) the batch is resized (bilinear; sizes rounded to multiples of 32), the
     network runs in training mode and returns all its supervised outputs, the loss function is called as
-    ``loss_function(outputs, label, edge)`` (see :class:`~infnet_monai.losses.DeepSupervisionLoss`), gradients are
-    clipped by value, and the optimizer steps. AMP on CUDA follows the trainer's ``amp`` flag.
+    ``loss_function(outputs, label, edge)`` (see :class:`~infnet_monai.losses.DeepSupervisionLoss`), or
+    ``loss_function(outputs, label, edge, mask=loss_mask)`` when the batch holds a per-pixel loss mask (``mask_key``,
+    made by :class:`~infnet_monai.transforms.LossMaskd`; resized with the batch), gradients are clipped by value, and
+    the optimizer steps. AMP on CUDA follows the trainer's ``amp`` flag.
 
     Args:
         rates: training scales relative to the loaded size.
         clip_value: gradient values are clamped to ``[-clip_value, clip_value]`` (0.5 in the paper; ``None`` or 0 to
             disable).
         edge_key: batch key of the edge maps (absent keys are passed as ``None``).
+        mask_key: batch key of the loss masks (1 counts, 0 ignored); absent: the loss is called without one.
         multiple: sizes are rounded to multiples of this (the network's total stride).
 
     The engine output holds ``image``, ``label``, ``pred`` (the finest map's logits at the last scale) and ``loss``
@@ -46,12 +49,14 @@ class MultiScaleIteration:
         clip_value: float | None = 0.5,
         edge_key: str = "edge",
         multiple: int = 32,
+        mask_key: str = "loss_mask",
     ) -> None:
         if not rates:
             raise ValueError("rates must not be empty.")
         self.rates = tuple(float(r) for r in rates)
         self.clip_value = clip_value
         self.edge_key = edge_key
+        self.mask_key = mask_key
         self.multiple = multiple
 
     def __call__(self, engine, batchdata: dict) -> dict:
@@ -63,6 +68,9 @@ class MultiScaleIteration:
         edge = batchdata.get(self.edge_key)
         if edge is not None:
             edge = edge.to(device, non_blocking=engine.non_blocking)
+        mask = batchdata.get(self.mask_key)
+        if mask is not None:
+            mask = torch.as_tensor(mask.to(device, non_blocking=engine.non_blocking))
         image, label = torch.as_tensor(image), torch.as_tensor(label)
         edge = torch.as_tensor(edge) if edge is not None else None
         engine.state.output = {Keys.IMAGE: image, Keys.LABEL: label}
@@ -71,18 +79,19 @@ class MultiScaleIteration:
         losses = []
         for rate in self.rates:
             new_size = scaled_size(size, rate, self.multiple)
-            x, y, e = image, label, edge
+            x, y, e, m = image, label, edge, mask
             if tuple(new_size) != tuple(size):
-                x = F.interpolate(image, size=new_size, mode="bilinear", align_corners=True)
-                y = F.interpolate(label, size=new_size, mode="bilinear", align_corners=True)
-                e = F.interpolate(edge, size=new_size, mode="bilinear", align_corners=True) if edge is not None else None
+                x, y, e, m = (
+                    F.interpolate(t, size=new_size, mode="bilinear", align_corners=True) if t is not None else None
+                    for t in (image, label, edge, mask)
+                )
             engine.optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
             use_amp = bool(engine.amp and engine.scaler is not None)
             with torch.autocast("cuda", enabled=use_amp, **(engine.amp_kwargs if use_amp else {})):
                 outputs = engine.network(x)
                 engine.state.output[Keys.PRED] = outputs.stage2_map
                 engine.fire_event(IterationEvents.FORWARD_COMPLETED)
-                loss = engine.loss_function(outputs, y, e).mean()
+                loss = (engine.loss_function(outputs, y, e) if m is None else engine.loss_function(outputs, y, e, mask=m)).mean()
                 engine.state.output[Keys.LOSS] = loss
                 engine.fire_event(IterationEvents.LOSS_COMPLETED)
             if use_amp:

@@ -99,7 +99,7 @@ class StructureLoss(_Loss):
             weight = boundary_weight(target, self.kernel_size, self.strength)
         dims = tuple(range(2, input.ndim))
         bce = F.binary_cross_entropy_with_logits(input, target, reduction="none")
-        wbce = (weight * bce).sum(dims) / weight.sum(dims)
+        wbce = (weight * bce).sum(dims) / weight.sum(dims).clamp_min(1e-12)  # an all-ignored image gives 0
         prob = torch.sigmoid(input)
         inter = (prob * target * weight).sum(dims)
         union = ((prob + target) * weight).sum(dims)
@@ -120,11 +120,17 @@ class EdgeLoss(_Loss):
     def __init__(self, reduction: LossReduction | str = LossReduction.MEAN) -> None:
         super().__init__(reduction=LossReduction(reduction).value)
 
-    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    def forward(self, input: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """``mask`` (broadcastable to ``input``, 1 counts, 0 ignored): the mean is over the pixels it keeps (an image
+        it keeps nothing of contributes 0)."""
         if input.shape != target.shape:
             raise ValueError(f"input and target shapes differ: {tuple(input.shape)} vs {tuple(target.shape)}.")
         bce = F.binary_cross_entropy_with_logits(input, target.to(input.dtype), reduction="none")
-        return _reduce(bce.mean(tuple(range(2, input.ndim))), self.reduction)
+        dims = tuple(range(2, input.ndim))
+        if mask is None:
+            return _reduce(bce.mean(dims), self.reduction)
+        mask = torch.broadcast_to(mask.to(bce.dtype), bce.shape)
+        return _reduce((mask * bce).sum(dims) / mask.sum(dims).clamp_min(1e-6), self.reduction)
 
 
 class DeepSupervisionLoss(_Loss):
@@ -141,9 +147,12 @@ class DeepSupervisionLoss(_Loss):
         reduction: ``"mean"`` | ``"sum"`` | ``"none"`` over the per-image losses (``"none"``: ``(B, C)``).
 
     Call:
-        ``loss(outputs, target, edge)`` with ``outputs`` an :class:`~infnet_monai.networks.nets.InfNetOutput` (or
-        any object with ``segmentation_maps()`` and ``edge_map``), ``target`` ``(B, C, *S)`` and ``edge``
-        ``(B, 1, *S)`` or ``None``.
+        ``loss(outputs, target, edge, mask=None)`` with ``outputs`` an :class:`~infnet_monai.networks.nets.InfNetOutput`
+        (or any object with ``segmentation_maps()`` and ``edge_map``), ``target`` ``(B, C, *S)``, ``edge``
+        ``(B, 1, *S)`` or ``None``, and ``mask`` ``(B, 1, *S)`` in [0, 1] or ``None``: pixels where it is 0 are
+        ignored by every term (the boundary weights of the structure loss are multiplied by it, the edge loss
+        averages over what it keeps). Used for real-CT positives, whose pseudo-label is known only where the final
+        lesions are sure (:func:`infnet_monai.apps.hard_negatives.mine_real_positives`).
     """
 
     def __init__(
@@ -160,14 +169,20 @@ class DeepSupervisionLoss(_Loss):
         self.structure = StructureLoss(kernel_size, strength, reduction=LossReduction.NONE)
         self.edge = EdgeLoss(reduction=LossReduction.NONE)
 
-    def forward(self, outputs, target: torch.Tensor, edge: torch.Tensor | None = None) -> torch.Tensor:  # type: ignore[override]
+    def forward(  # type: ignore[override]
+        self, outputs, target: torch.Tensor, edge: torch.Tensor | None = None, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         maps = outputs.segmentation_maps()
         if len(maps) != len(self.map_weights):
             raise ValueError(f"expected {len(self.map_weights)} segmentation maps, got {len(maps)}.")
         target = target.to(maps[-1].dtype)
         weight = boundary_weight(target, self.structure.kernel_size, self.structure.strength)  # shared by all maps
+        if mask is not None:
+            if mask.shape[0] != target.shape[0] or mask.shape[2:] != target.shape[2:]:
+                raise ValueError(f"mask shape {tuple(mask.shape)} does not match the target's {tuple(target.shape)}.")
+            weight = weight * mask.to(weight.dtype)
         total = sum(w * self.structure(m, target, weight) for w, m in zip(self.map_weights, maps))
         if self.edge_weight and edge is not None:
             # the edge map has one channel; broadcast its per-image loss over the target's channels
-            total = total + self.edge_weight * self.edge(outputs.edge_map, edge)
+            total = total + self.edge_weight * self.edge(outputs.edge_map, edge, mask)
         return _reduce(total, self.reduction)

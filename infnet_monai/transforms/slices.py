@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from monai.data import PILReader
 
+from monai.config import KeysCollection
 from monai.transforms import (
     AsDiscreted,
     Compose,
@@ -22,6 +23,7 @@ from monai.transforms import (
     EnsureChannelFirstd,
     EnsureTyped,
     LoadImaged,
+    MapTransform,
     NormalizeIntensityd,
     RandAdjustContrastd,
     RandAffined,
@@ -53,7 +55,18 @@ __all__ = [
     "slice_inference_transforms",
     "intensity_normalization",
     "pretrain_slice_transforms",
+    "IgnoreMaskd",
+    "LossMaskd",
+    "IGNORE_KEY",
+    "LOSS_MASK_KEY",
 ]
+
+IGNORE_KEY = "ignore"
+"""Datalist key of an optional 8-bit mask of pixels the loss ignores (255): the uncertain rims and dropped calls of a
+real-CT positive's pseudo-label (:func:`infnet_monai.apps.hard_negatives.mine_real_positives`)."""
+LOSS_MASK_KEY = "loss_mask"
+"""Batch key of the per-pixel loss mask (1 counts, 0 ignored) that :class:`LossMaskd` makes and
+:class:`~infnet_monai.engines.MultiScaleIteration` passes to the loss."""
 
 # in-plane size of the GGO / consolidation head
 DEFAULT_CLASS_SIZE = 256
@@ -148,11 +161,61 @@ CLASS_AUGMENTATION = SliceAugmentation(intensity_scale=(-0.1, 0.1), intensity_sh
 :func:`train_class_transforms`)."""
 
 
+class IgnoreMaskd(MapTransform):
+    """Give every entry an ignore mask (1 ignored, 0 counted) under ``keys``: its own, binarised at 0.5, or all zeros
+    (the shape of ``like``) when it has none, so that every entry of a batch has the same keys, whatever mix of
+    labeled slices, hard negatives and real-CT positives it holds. Runs on loaded [0, 1] arrays, before resizing; the
+    spatial augmentation's zero padding then counts the padded border, as the label's zero padding teaches it.
+
+    Args:
+        keys: the ignore mask's key (:data:`IGNORE_KEY`); missing or ``None`` means nothing is ignored.
+        like: key whose shape an all-zeros mask takes.
+    """
+
+    def __init__(self, keys: KeysCollection = IGNORE_KEY, like: str = "label") -> None:
+        super().__init__(keys, allow_missing_keys=True)
+        self.like = like
+
+    def __call__(self, data):
+        d = dict(data)
+        like = d[self.like]
+        for key in self.keys:
+            ignore = d.get(key)
+            if ignore is None:
+                d[key] = like * 0
+                continue
+            if tuple(ignore.shape) != tuple(like.shape):
+                raise ValueError(f"'{key}' has shape {tuple(ignore.shape)}, '{self.like}' {tuple(like.shape)}: they must match.")
+            d[key] = (ignore > 0.5) * 1.0
+        return d
+
+
+class LossMaskd(MapTransform):
+    """``output_key = 1 - ignore`` (1 counts, 0 ignored), the ignore mask dropped: the last step of a chain that
+    carries :class:`IgnoreMaskd`'s mask through resizing and augmentation.
+
+    Args:
+        keys: the ignore mask's key (:data:`IGNORE_KEY`).
+        output_key: where the loss mask goes (:data:`LOSS_MASK_KEY`).
+    """
+
+    def __init__(self, keys: KeysCollection = IGNORE_KEY, output_key: str = LOSS_MASK_KEY) -> None:
+        super().__init__(keys)
+        self.output_key = output_key
+
+    def __call__(self, data):
+        d = dict(data)
+        for key in self.keys:
+            d[self.output_key] = 1.0 - d.pop(key)
+        return d
+
+
 def train_slice_transforms(
     spatial_size: int | Sequence[int] = DEFAULT_SPATIAL_SIZE,
     in_channels: int = 1,
     label_keys: Sequence[str] = ("label", "edge"),
     augmentation: SliceAugmentation = SliceAugmentation(),
+    loss_mask: bool = False,
 ) -> Compose:
     """Training chain: load, [0, 1] scaling, resize, spatial and intensity augmentation, standardisation.
 
@@ -166,20 +229,28 @@ def train_slice_transforms(
         in_channels: network input channels (the slice is replicated).
         label_keys: keys resized and augmented with the image (missing keys are skipped, e.g. no edge map).
         augmentation: the random ranges (default: the binary model's, :class:`SliceAugmentation`'s defaults).
+        loss_mask: also load each entry's optional ignore mask (:data:`IGNORE_KEY`; :class:`IgnoreMaskd`), resize
+            and augment it with the label, and hand it on as the loss mask :data:`LOSS_MASK_KEY` (:class:`LossMaskd`);
+            an entry without one counts every pixel.
 
     Returns:
         a :class:`monai.transforms.Compose` mapping ``{"image": path, "label": path, "edge": path}`` to tensors
-        ``image (in_channels, H, W)``, ``label (1, H, W)`` and ``edge (1, H, W)`` in [0, 1].
+        ``image (in_channels, H, W)``, ``label (1, H, W)`` and ``edge (1, H, W)`` in [0, 1] (and ``loss_mask
+        (1, H, W)`` with ``loss_mask``).
     """
-    keys = ["image", *label_keys]
+    keys = ["image", *label_keys, *([IGNORE_KEY] if loss_mask else [])]
     xforms: list = [
         *_load(keys, allow_missing_keys=True),
         _to_unit(keys, allow_missing_keys=True),
+        *([IgnoreMaskd(IGNORE_KEY, like="label")] if loss_mask else []),
         Resized(keys, spatial_size=check_spatial_size(spatial_size), mode="bilinear", allow_missing_keys=True),
         *augmentation.spatial(keys),
         *augmentation.intensity("image"),
         *intensity_normalization("image", in_channels),
-        EnsureTyped(keys, track_meta=False, allow_missing_keys=True),
+        *([LossMaskd(IGNORE_KEY, output_key=LOSS_MASK_KEY)] if loss_mask else []),
+        EnsureTyped(
+            ["image", *label_keys, *([LOSS_MASK_KEY] if loss_mask else [])], track_meta=False, allow_missing_keys=True
+        ),
     ]
     return Compose(xforms)
 

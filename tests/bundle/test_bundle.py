@@ -198,12 +198,16 @@ def test_train_negatives_fine_tunes_with_real_ct_negatives(tmp_path, data_dir, t
             rows.append(f"{scan},{k},{k * 2.0},{scan}/images/{k}.png,{scan}/masks/{k}.png,{scan}/edges/{k}.png,5,0.9,firing")
     (negatives / "manifest.csv").write_text("\n".join(rows) + "\n")
     positives = tmp_path / "positives"  # real-CT positives: their own pool, one drawn per epoch
-    rows = rows[:1]
+    rows = [rows[0] + ",ignore"]  # with the loss's ignore masks: every batch mixes entries with and without one
     for k in range(3):
-        for kind, value in (("images", 120), ("masks", 255), ("edges", 255)):
+        for kind, value, around in (("images", 120, 0), ("masks", 255, 0), ("edges", 255, 0), ("ignores", 0, 255)):
             (positives / "covid" / kind).mkdir(parents=True, exist_ok=True)
-            Image.fromarray(np.pad(np.full((20, 20), value, np.uint8), 10)).save(positives / "covid" / kind / f"{k}.png")
-        rows.append(f"covid,{k},{k * 2.0},covid/images/{k}.png,covid/masks/{k}.png,covid/edges/{k}.png,400,0.9,positive")
+            image = np.pad(np.full((20, 20), value, np.uint8), 10, constant_values=around)  # ignored: the outside
+            Image.fromarray(image).save(positives / "covid" / kind / f"{k}.png")
+        rows.append(
+            f"covid,{k},{k * 2.0},covid/images/{k}.png,covid/masks/{k}.png,covid/edges/{k}.png,400,0.9,positive,"
+            f"{'covid/ignores/%d.png' % k if k else ''}"
+        )
     (positives / "manifest.csv").write_text("\n".join(rows) + "\n")
     tiny = load_checkpoint(tiny_model)["network"]
     out = tmp_path / "fine_tuned"

@@ -17,6 +17,7 @@ from infnet_monai.apps.hard_negatives import (
     firing_pixels,
     mine_hard_negatives,
     mine_real_positives,
+    positive_ignore_mask,
     render_lung_slices,
     select_hard_negatives,
     select_positives,
@@ -210,6 +211,12 @@ def test_positives_are_the_final_infection_the_network_calls(segmenter, phantom_
         label = np.asarray(Image.open(item["label"])) > 0
         np.testing.assert_array_equal(label, rendered.infection[pos] & (rendered.probability[pos] >= 0.5))
         assert label.any() and (np.asarray(Image.open(item["edge"])) > 0).any()
+        # the loss ignores what is uncertain around the label: written, listed, never overlapping the label
+        ignore = np.asarray(Image.open(item["ignore"])) > 0
+        np.testing.assert_array_equal(
+            ignore, positive_ignore_mask(label, rendered.infection[pos], rendered.probability[pos])
+        )
+        assert ignore.any() and not (ignore & label).any() and row["ignore"] in item["ignore"]
 
 
 def test_positive_selection_is_spread_along_the_scan():
@@ -243,3 +250,40 @@ def test_p001_negatives_keep_a_slice_away_from_the_disease(tmp_path):
     negative = script.labelled_negatives(labels)
     rendered = RenderedSlices(*(np.zeros((9, 2, 2)),) * 3, np.arange(9), np.r_[np.arange(8) * 2.0, 40.0])
     assert negative(rendered).tolist() == [True, True, False, False, False, False, True, True, False]
+
+
+def test_positive_ignore_mask_leaves_out_what_the_label_is_unsure_of():
+    label = np.zeros((20, 20), bool)
+    label[8:12, 8:12] = True
+    infection = label.copy()
+    infection[0:2, 0:2] = True  # kept by the pipeline, not called on this crop (the lung extension's dense lung)
+    probability = np.zeros((20, 20))
+    probability[label] = 0.9
+    probability[15:18, 15:18] = 0.25  # a half-seen call the gates dropped
+    probability[0:2, 18:20] = 0.1  # too faint to matter: taught as not infection
+    ignore = positive_ignore_mask(label, infection, probability, min_probability=0.2, rim_pixels=2)
+    assert not (ignore & label).any()
+    assert ignore[0:2, 0:2].all() and ignore[15:18, 15:18].all() and not ignore[0:2, 18:20].any()
+    # the rim: within 2 pixels of the label, in city-block distance (2 dilations with the cross element)
+    rows, cols = np.mgrid[0:20, 0:20]
+    distance = np.maximum(8 - rows, 0) + np.maximum(rows - 11, 0) + np.maximum(8 - cols, 0) + np.maximum(cols - 11, 0)
+    rim = (distance <= 2) & ~label
+    np.testing.assert_array_equal(ignore[4:15, 4:15], rim[4:15, 4:15])
+    assert positive_ignore_mask(np.zeros((5, 5), bool), np.zeros((5, 5), bool), np.zeros((5, 5))).sum() == 0
+
+
+def test_datalist_reads_an_ignore_column_only_where_it_is_filled(tmp_path):
+    from PIL import Image
+
+    rows = ["scan,slice_index,z_mm,image,label,edge,firing_pixels,max_probability,reason,ignore"]
+    for k, (reason, ignore) in enumerate((("firing", ""), ("positive", "s/ignores/1.png"))):
+        for kind in ("images", "masks", "edges", "ignores"):
+            (tmp_path / "s" / kind).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "s" / kind / f"{k}.png")
+        rows.append(f"s,{k},0,s/images/{k}.png,s/masks/{k}.png,s/edges/{k}.png,0,0.5,{reason},{ignore}")
+    (tmp_path / MANIFEST).write_text("\n".join(rows) + "\n")
+    negative, positive = hard_negative_datalist(tmp_path)
+    assert "ignore" not in negative and positive["ignore"] == str(tmp_path / "s" / "ignores" / "1.png")
+    (tmp_path / "s" / "ignores" / "1.png").unlink()
+    with pytest.raises(FileNotFoundError, match="1.png"):
+        hard_negative_datalist(tmp_path)

@@ -56,3 +56,28 @@ def test_one_step_per_scale_with_clipping():
     assert all(g <= 0.01 + 1e-8 for g in seen_grad_max)
     assert any(not torch.equal(a, b) for a, b in zip(before, net.parameters()))
     assert torch.isfinite(trainer.state.output["loss"])
+
+
+class RecordingLoss(DeepSupervisionLoss):
+    def __init__(self):
+        super().__init__()
+        self.masks = []
+
+    def forward(self, outputs, target, edge=None, mask=None):
+        self.masks.append(None if mask is None else tuple(mask.shape))
+        return super().forward(outputs, target, edge, mask=mask)
+
+
+def test_loss_mask_reaches_the_loss_at_every_scale():
+    torch.manual_seed(0)
+    net = InfNet(in_channels=1, **TINY)
+    item = {"image": torch.rand(1, 64, 64), "label": torch.zeros(1, 64, 64), "edge": torch.zeros(1, 64, 64)}
+    for with_mask, expected in ((False, [None, None]), (True, [(2, 1, 32, 32), (2, 1, 64, 64)])):
+        data = [dict(item, loss_mask=torch.ones(1, 64, 64)) if with_mask else dict(item) for _ in range(2)]
+        loss = RecordingLoss()
+        SupervisedTrainer(
+            device=torch.device("cpu"), max_epochs=1, train_data_loader=torch.utils.data.DataLoader(data, batch_size=2),
+            network=net, optimizer=torch.optim.SGD(net.parameters(), lr=0.0), loss_function=loss,
+            iteration_update=MultiScaleIteration(rates=(0.5, 1.0)), decollate=False,
+        ).run()
+        assert loss.masks == expected

@@ -124,3 +124,32 @@ def test_soft_targets_supported():
     x = torch.zeros(1, 1, 8, 8)
     g = torch.full((1, 1, 8, 8), 0.5)
     assert torch.isfinite(StructureLoss(kernel_size=3)(x, g))
+
+
+def test_loss_mask_ignores_pixels_in_every_term():
+    torch.manual_seed(2)
+    maps = [torch.randn(2, 1, 32, 32, requires_grad=True) for _ in range(4)]
+    edge_logits = torch.randn(2, 1, 32, 32, requires_grad=True)
+    out = InfNetOutput(*maps, edge_logits)
+    g = (torch.rand(2, 1, 32, 32) > 0.5).float()
+    e = (torch.rand(2, 1, 32, 32) > 0.9).float()
+    loss = DeepSupervisionLoss()
+    ones = torch.ones(2, 1, 32, 32)
+    assert loss(out, g, e, mask=ones).item() == pytest.approx(loss(out, g, e).item(), rel=1e-6)
+    mask = ones.clone()
+    mask[:, :, :16] = 0.0
+    masked = loss(out, g, e, mask=mask)
+    # what the ignored half predicts, and its edge target, change nothing (its segmentation target still shapes the
+    # boundary weights of the counted pixels within 15 of it, as the kernel reaches)
+    shifted = InfNetOutput(*(m.detach() + 5.0 * (1.0 - mask) for m in maps), edge_logits.detach() - 3.0 * (1.0 - mask))
+    e2 = e.clone()
+    e2[:, :, :16] = 1.0 - e2[:, :, :16]
+    assert loss(shifted, g, e2, mask=mask).item() == pytest.approx(masked.item(), rel=1e-6)
+    masked.backward()
+    for t in (*maps, edge_logits):
+        assert t.grad[:, :, :16].abs().max().item() == 0.0 and t.grad[:, :, 16:].abs().max().item() > 0.0
+    # an image whose every pixel is ignored gives 0, not NaN
+    assert EdgeLoss(reduction="none")(edge_logits, e, torch.zeros(2, 1, 32, 32)).abs().max().item() == 0.0
+    assert torch.isfinite(loss(out, g, e, mask=torch.zeros(2, 1, 32, 32)))
+    with pytest.raises(ValueError, match="mask shape"):
+        loss(out, g, e, mask=torch.ones(2, 1, 16, 16))
