@@ -15,10 +15,11 @@ The scan names are those of ``scripts/evaluate_3d.py``, so a leave-one-scan-out 
     python scripts/mine_hard_negatives.py --out runs/hard_negatives
 
 ``--positives-out`` also writes real-CT positives of the COVID-19 CT without labels (``ricord``): its slices with
-the pipeline's final infection as the pseudo-label (:func:`infnet_monai.apps.hard_negatives.mine_real_positives`),
-which ``configs/train_negatives.json`` mixes in with ``--positives_dir``:
+the pipeline's final infection as the pseudo-label and, since 0.18.0, a mask of what the loss ignores around it
+(:func:`infnet_monai.apps.hard_negatives.mine_real_positives`), which ``configs/train_negatives.json`` mixes in with
+``--positives_dir``:
 
-    python scripts/mine_hard_negatives.py --out runs/hard_negatives --positives-out runs/real_positives
+    python scripts/mine_hard_negatives.py --out runs/hard_negatives --positives-out runs/real_positives --max-positives 40
 """
 
 from __future__ import annotations

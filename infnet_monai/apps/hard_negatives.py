@@ -334,8 +334,11 @@ def mine_real_positives(
 
     Each slice's mask is the pipeline's final infection (:func:`render_lung_slices` ``with_infection``) where the
     model itself calls infection on the crop: a pseudo-label that only the lesions which pass every gate of
-    ``segmenter`` make. Fine-tuning with the hard negatives alone teaches the network that real CT is not infection;
-    these slices were meant to keep the real-CT look of disease in the training (:func:`select_positives` for
+    ``segmenter`` make. Since that label is a strict subset of the model's calls, each slice also gets an ignore
+    mask (:func:`positive_ignore_mask`: the label's rim, the dropped calls, the lung extension's dense lung) that the
+    loss leaves out (``train_slice_transforms(loss_mask=True)``), so the network is not taught to shrink its
+    lesions. Fine-tuning with the hard negatives alone teaches the network that real CT is not infection; these
+    slices were meant to keep the real-CT look of disease in the training (:func:`select_positives` for
     ``max_slices`` and ``min_infection_share``). The whole pipeline and then the first crop pass run the network
     twice per scan: mining is offline.
     """
