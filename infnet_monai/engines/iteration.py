@@ -91,7 +91,8 @@ class MultiScaleIteration:
                 outputs = engine.network(x)
                 engine.state.output[Keys.PRED] = outputs.stage2_map
                 engine.fire_event(IterationEvents.FORWARD_COMPLETED)
-                loss = (engine.loss_function(outputs, y, e) if m is None else engine.loss_function(outputs, y, e, mask=m)).mean()
+                extra = {} if m is None else {"mask": m}  # loss functions without a mask keep working
+                loss = engine.loss_function(outputs, y, e, **extra).mean()
                 engine.state.output[Keys.LOSS] = loss
                 engine.fire_event(IterationEvents.LOSS_COMPLETED)
             if use_amp:

@@ -130,7 +130,7 @@ class EdgeLoss(_Loss):
         if mask is None:
             return _reduce(bce.mean(dims), self.reduction)
         mask = torch.broadcast_to(mask.to(bce.dtype), bce.shape)
-        return _reduce((mask * bce).sum(dims) / mask.sum(dims).clamp_min(1e-6), self.reduction)
+        return _reduce((mask * bce).sum(dims) / mask.sum(dims).clamp_min(1e-12), self.reduction)
 
 
 class DeepSupervisionLoss(_Loss):

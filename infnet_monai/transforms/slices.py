@@ -185,7 +185,9 @@ class IgnoreMaskd(MapTransform):
                 d[key] = like * 0
                 continue
             if tuple(ignore.shape) != tuple(like.shape):
-                raise ValueError(f"'{key}' has shape {tuple(ignore.shape)}, '{self.like}' {tuple(like.shape)}: they must match.")
+                raise ValueError(
+                    f"'{key}' has shape {tuple(ignore.shape)}, '{self.like}' {tuple(like.shape)}: they must match."
+                )
             d[key] = (ignore > 0.5) * 1.0
         return d
 

@@ -31,12 +31,13 @@ def test_loss_mask_follows_the_ignore_mask_through_the_chain(tmp_path):
     assert mask.shape == (1, 48, 64) and isinstance(mask, torch.Tensor)
     assert float(mask[:, :12].max()) == 0.0 and float(mask[:, 12:].min()) == 1.0
     # an entry without an ignore mask counts every pixel, also where a zoom or rotation pads the border
-    moving = train_slice_transforms(spatial_size=(48, 64), loss_mask=True, augmentation=SliceAugmentation(rotate_degrees=30.0))
+    turning = SliceAugmentation(rotate_degrees=30.0)
+    moving = train_slice_transforms(spatial_size=(48, 64), loss_mask=True, augmentation=turning)
     for seed in range(3):
         moving.set_random_state(seed=seed)
         assert float(moving(without)["loss_mask"].min()) == 1.0
     # the mask draws nothing from the random state: image and label are those of the chain without it
-    plain = train_slice_transforms(spatial_size=(48, 64), augmentation=SliceAugmentation(rotate_degrees=30.0))
+    plain = train_slice_transforms(spatial_size=(48, 64), augmentation=turning)
     for seed in range(3):
         moving.set_random_state(seed=seed)
         plain.set_random_state(seed=seed)
