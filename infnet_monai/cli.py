@@ -102,6 +102,7 @@ def _segment_kwargs(args: argparse.Namespace) -> dict:
         "min_lesion_extent_mm": args.min_lesion_extent_mm,
         "min_lesion_area_mm2": args.min_lesion_area_mm2,
         "through_plane_mm": args.through_plane_mm,
+        "min_lesion_depth_mm": args.min_lesion_depth_mm,
         "max_slices": args.max_slices,
         "flip_tta": args.tta,
         "temperature": args.temperature,
@@ -255,6 +256,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def _add_segment_options(p: argparse.ArgumentParser) -> None:
     from infnet_monai.defaults import BACKENDS, DEFAULT_MAX_SLICES, DEFAULT_MIN_LESION_MM3, PRECISIONS, THRESHOLD
     from infnet_monai.defaults import MIN_LESION_AREA_MM2 as DEFAULT_MIN_LESION_AREA_MM2
+    from infnet_monai.defaults import MIN_LESION_DEPTH_MM as DEFAULT_MIN_LESION_DEPTH_MM
     from infnet_monai.defaults import MIN_LESION_EXTENT_MM as DEFAULT_MIN_LESION_EXTENT_MM
     from infnet_monai.defaults import THROUGH_PLANE_MM as DEFAULT_THROUGH_PLANE_MM
 
@@ -266,6 +268,7 @@ def _add_segment_options(p: argparse.ArgumentParser) -> None:
         ("--min-lesion-extent-mm", float, DEFAULT_MIN_LESION_EXTENT_MM, "drop lesions spanning fewer axial mm (slices x spacing)"),
         ("--min-lesion-area-mm2", float, DEFAULT_MIN_LESION_AREA_MM2, "drop in-plane pieces of infection smaller than this on a slice (mm2)"),
         ("--through-plane-mm", float, DEFAULT_THROUGH_PLANE_MM, "judge each lesion through an axial window of this length (mm): it stays, whole, only if the lesion seen where the mean probability over the window also reaches the threshold passes the gates (0: off)"),
+        ("--min-lesion-depth-mm", float, DEFAULT_MIN_LESION_DEPTH_MM, "drop lesions that reach less than this far into the lung (mm from the chest wall, the mediastinum and the diaphragm): bands along the lung's edge (0: off)"),
         ("--max-slices", int, DEFAULT_MAX_SLICES, "refuse volumes longer than this, a guard against a mistaken input"),
     )
     _add_numeric_options(p, numeric)

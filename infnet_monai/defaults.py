@@ -11,6 +11,7 @@ __all__ = [
     "DEFAULT_MIN_LESION_MM3",
     "MIN_LESION_EXTENT_MM",
     "MIN_LESION_AREA_MM2",
+    "MIN_LESION_DEPTH_MM",
     "BASAL_RIM_MAX_SHARE",
     "THROUGH_PLANE_MM",
     "CALIBRATION_TEMPERATURES",
@@ -62,6 +63,12 @@ MIN_LESION_AREA_MM2 = 100.0
 """Pieces of infection smaller than this in-plane area (mm^2, 1 cm^2) on an axial slice are removed: the thin tails
 of lesions at the lung bases and partial volume at the diaphragm, which otherwise mark slices as infected that
 radiologists call normal (``scripts/evaluate_3d.py`` measures the slice agreement with and without)."""
+MIN_LESION_DEPTH_MM = 0.0
+"""A lesion none of whose voxels lies at least this far (mm) inside the lung, from the chest wall, the mediastinum
+and the diaphragm, is removed (``--min-lesion-depth-mm``;
+:func:`~infnet_monai.postprocessing.infection.lesions_reaching_depth`): a band along the pleura or over the
+diaphragm, however long, never reaches deep, a pneumonia patch does. 0 is off. Compared leave-one-scan-out with the
+extent gate (docs/validation.md, lesion depth)."""
 CALIBRATION_TEMPERATURES: tuple[float, ...] = (1.0, 0.5, 0.25, 0.125, 0.0625)
 """Logit temperatures that ``infnet-covid calibrate`` (:func:`infnet_monai.apps.calibration.calibrate_model`) tries
 by default, from the raw sigmoid down to a 16-fold logit scale."""

@@ -34,6 +34,8 @@ values of a gate, or the in-plane area gate or the through-plane window too (not
     python scripts/evaluate_3d.py --loso --grid basal_rim_max_share=0.3,0.5,1.1 min_lesion_extent_mm=15,20,25,30 \
         min_lesion_area_mm2=25,50,100,200
     python scripts/evaluate_3d.py --loso --grid through_plane_mm=0,6,10 --thick --markdown
+    python scripts/evaluate_3d.py --loso --thick --grid basal_rim_max_share=0.5 min_lesion_extent_mm=15,20,25,30 \
+        min_lesion_depth_mm=0,4,8,12 --markdown
 
 ``--thick`` adds the development scans thinned to every second slice (:data:`THICK`), each held out with its source
 scan.
@@ -88,7 +90,7 @@ def _copy(data: dict) -> dict:
     return {k: (v.clone() if isinstance(v, torch.Tensor) else copy.deepcopy(v)) for k, v in data.items()}
 
 
-GATES = ("basal_rim_max_share", "min_lesion_extent_mm", "min_lesion_area_mm2", "through_plane_mm")
+GATES = ("basal_rim_max_share", "min_lesion_extent_mm", "min_lesion_area_mm2", "through_plane_mm", "min_lesion_depth_mm")
 """The gates ``--grid`` may set (keyword arguments of the post-processing and fields of ``SegmentConfig``)."""
 
 
@@ -119,7 +121,10 @@ def _finish(seg, data: dict, setting: dict, anatomy: bool):
     from infnet_monai.pipeline.components import ct_postprocessing
 
     cfg = seg.config
-    gates = {"min_lesion_area_mm2": cfg.min_lesion_area_mm2, "through_plane_mm": cfg.through_plane_mm, **setting}
+    gates = {
+        "min_lesion_area_mm2": cfg.min_lesion_area_mm2, "through_plane_mm": cfg.through_plane_mm,
+        "min_lesion_depth_mm": cfg.min_lesion_depth_mm, **setting,
+    }
     chain = ct_postprocessing(
         seg.predictor.volume_preprocessing, threshold=cfg.threshold, extension_threshold=cfg.extension_threshold,
         min_lesion_volume_mm3=cfg.min_lesion_volume_mm3, anatomy_checks=anatomy, **gates,
@@ -456,7 +461,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--grid", nargs="+", default=None, metavar="GATE=V1,V2,...",
         help=f"with --loso, compare these values of a gate instead of GRID's ({', '.join(GATES)}; "
-        "min_lesion_area_mm2 is not in GRID); the shipped value is always added",
+        "the last three are not in GRID); the shipped value is always added",
     )
     ap.add_argument("--holes", action="store_true", help="the open holes of each lung and the dome threshold, leave-one-out")
     ap.add_argument("--threads", type=int, default=None)

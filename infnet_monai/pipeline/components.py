@@ -58,6 +58,7 @@ from infnet_monai.defaults import (
 )
 from infnet_monai.postprocessing import (
     MIN_LESION_AREA_MM2,
+    MIN_LESION_DEPTH_MM,
     MIN_LESION_EXTENT_MM,
     ExtendLungd,
     InfectionClassesd,
@@ -102,6 +103,7 @@ def ct_postprocessing(
     basal_rim_max_share: float = BASAL_RIM_MAX_SHARE,
     anatomy_checks: bool = True,
     through_plane_mm: float = THROUGH_PLANE_MM,
+    min_lesion_depth_mm: float = MIN_LESION_DEPTH_MM,
 ) -> Compose:
     """The default ``postprocessing`` (see the module docstring); ``volume_preprocessing`` is the whole-volume part of
     the preprocessing (its orientation is inverted at the end); ``anatomy_checks=False`` leaves out the self-checks
@@ -116,6 +118,7 @@ def ct_postprocessing(
                 threshold=threshold, min_lesion_volume_mm3=min_lesion_volume_mm3,
                 min_lesion_extent_mm=min_lesion_extent_mm, min_lesion_area_mm2=min_lesion_area_mm2,
                 basal_rim_max_share=basal_rim_max_share, through_plane_mm=through_plane_mm,
+                min_lesion_depth_mm=min_lesion_depth_mm,
             ),
             InfectionClassesd("infection", share_key="share", output_key="classes"),
             DeleteItemsd(["pred", "share"]),

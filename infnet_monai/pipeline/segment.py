@@ -45,6 +45,7 @@ from infnet_monai.defaults import (
     DEFAULT_MAX_SLICES,
     DEFAULT_MIN_LESION_MM3,
     MIN_LESION_AREA_MM2,
+    MIN_LESION_DEPTH_MM,
     MIN_LESION_EXTENT_MM,
     THRESHOLD,
     THROUGH_PLANE_MM,
@@ -117,6 +118,8 @@ class SegmentConfig:
         through_plane_mm: a lesion stays only if, seen through an axial window of this length (mm) (where the mean
             probability over the window's slices also reaches ``threshold``), it still passes the lesion gates; a
             lesion that passes stays whole. 0 is off (on slices thicker than the window it has no effect).
+        min_lesion_depth_mm: lesions none of whose voxels lies this far (mm) inside the lung (from the pleura, the
+            mediastinum, the diaphragm) are removed: bands along the lung's edge. 0 is off.
         extension_threshold: probability at or above which infection against the lung joins the lung mask
             (:func:`~infnet_monai.postprocessing.extend_lung`); default the smaller of ``threshold`` and
             :data:`~infnet_monai.postprocessing.EXTENSION_THRESHOLD`.
@@ -154,6 +157,7 @@ class SegmentConfig:
     min_lesion_area_mm2: float = MIN_LESION_AREA_MM2
     basal_rim_max_share: float = BASAL_RIM_MAX_SHARE
     through_plane_mm: float = THROUGH_PLANE_MM
+    min_lesion_depth_mm: float = MIN_LESION_DEPTH_MM
     extension_threshold: float | None = None
     classes: bool = True
     class_model_path: str | os.PathLike | None = None
@@ -305,7 +309,7 @@ class CTSegmenter:
             split_slicewise(preprocessing)[0], threshold=cfg.threshold, extension_threshold=cfg.extension_threshold,
             min_lesion_volume_mm3=cfg.min_lesion_volume_mm3, min_lesion_extent_mm=cfg.min_lesion_extent_mm,
             min_lesion_area_mm2=cfg.min_lesion_area_mm2, basal_rim_max_share=cfg.basal_rim_max_share,
-            through_plane_mm=cfg.through_plane_mm,
+            through_plane_mm=cfg.through_plane_mm, min_lesion_depth_mm=cfg.min_lesion_depth_mm,
         )
 
     # ------------------------------------------------------------------ provenance

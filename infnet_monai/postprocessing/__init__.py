@@ -31,7 +31,7 @@ from .extension import (
     extend_lung,
     extension_slices,
 )
-from infnet_monai.defaults import MIN_LESION_AREA_MM2, MIN_LESION_EXTENT_MM
+from infnet_monai.defaults import MIN_LESION_AREA_MM2, MIN_LESION_DEPTH_MM, MIN_LESION_EXTENT_MM
 from .lung import (
     AIRWAY_DILATION_MM,
     BODY_HU,
@@ -82,6 +82,7 @@ __all__ = [
     "EXTENSION_EDGE_RISE",
     "EXTENSION_EDGE_RISE_MM",
     "MIN_LESION_AREA_MM2",
+    "MIN_LESION_DEPTH_MM",
     "MIN_LESION_EXTENT_MM",
     "INTERIOR_DEPTH_MM",
     "LEFT_LUNG_LABEL",

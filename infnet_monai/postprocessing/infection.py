@@ -29,6 +29,7 @@ __all__ = [
     "infection_classes",
     "through_plane_slices",
     "basal_rim_shares",
+    "lesions_reaching_depth",
     "postprocess_infection",
     "infection_and_nodules",
 ]
@@ -157,17 +158,50 @@ def basal_rim_shares(labels: np.ndarray, n: int, lung: np.ndarray, spacing, rim_
     return shares
 
 
+def lesions_reaching_depth(labels: np.ndarray, n: int, lung: np.ndarray, spacing, depth_mm: float,
+                           offset: Sequence[int], candidates: np.ndarray | None = None) -> np.ndarray:
+    """Per lesion label (index 0 unused, ``False``), whether it reaches ``depth_mm`` into the lung: whether one of its
+    voxels lies at least ``depth_mm`` from every voxel outside ``lung`` (exact Euclidean distance in mm, with the
+    voxel spacing; the chest wall, the mediastinum, the diaphragm and the scan's edge are outside).
+
+    A band along the pleura or the diaphragm (dependent atelectasis, pleural thickening, partial volume with the
+    chest wall) never does, however long it is; a pneumonia patch does. Each lesion's distances are computed in its
+    bounding box grown by ``depth_mm`` and one voxel, whose border counts as outside: a voxel nearer than
+    ``depth_mm`` to the outside has that outside voxel in the box, and the border is farther than ``depth_mm`` from
+    the lesion, so the answer is exact. ``labels`` covers the box of ``lung`` that starts at ``offset``; only the
+    ``candidates`` labels (default all) are measured, the others are ``False``.
+    """
+    import edt
+
+    out = np.zeros(n + 1, dtype=bool)
+    pad = [int(np.ceil(depth_mm / s)) + 1 for s in spacing]
+    anisotropy = tuple(float(s) for s in spacing)
+    for i, sl in enumerate(ndi.find_objects(labels), start=1):
+        if sl is None or (candidates is not None and not candidates[i]):
+            continue
+        box = tuple(slice(max(o + b.start - p, 0), min(o + b.stop + p, size)) for o, b, p, size in zip(offset, sl, pad, lung.shape))
+        inside = np.ascontiguousarray(np.asarray(lung[box]) > 0)
+        depth = edt.edtsq(inside, anisotropy=anisotropy, black_border=True, parallel=1)
+        local = tuple(slice(o + b.start - bb.start, o + b.stop - bb.start) for o, b, bb in zip(offset, sl, box))
+        lesion = labels[sl] == i
+        out[i] = bool((depth[local][lesion] >= depth_mm * depth_mm * (1 - 1e-6)).any())
+    return out
+
+
 def _lesion_gates(labels: np.ndarray, n: int, voxel_mm3: float, min_lesion_volume_mm3: float, lung: np.ndarray,
                   spacing, basal_rim_max_share: float, basal_rim_mm: float, offset: Sequence[int],
-                  min_extent_mm: float) -> np.ndarray:
-    """Per 3D lesion label (index 0 unused, ``False``), whether it passes the volume, basal-rim and axial-extent gates
-    of :func:`infection_and_nodules` (step 4); ``labels`` covers the box of ``lung`` that starts at ``offset``."""
+                  min_extent_mm: float, min_depth_mm: float = 0.0) -> np.ndarray:
+    """Per 3D lesion label (index 0 unused, ``False``), whether it passes the volume, basal-rim, axial-extent and
+    depth gates of :func:`infection_and_nodules` (step 4); ``labels`` covers the box of ``lung`` that starts at
+    ``offset``."""
     keep = label_counts(labels, n) * voxel_mm3 >= min_lesion_volume_mm3
     keep[0] = False
     if basal_rim_max_share <= 1.0 and keep.any():
         keep &= basal_rim_shares(labels, n, lung, spacing, basal_rim_mm, offset) < basal_rim_max_share
     if min_extent_mm > 0:
         keep &= _axial_extents_mm(labels, n, spacing[2]) >= min_extent_mm - 1e-6
+    if min_depth_mm > 0 and keep.any():  # last: the distances are only computed for lesions still kept
+        keep &= lesions_reaching_depth(labels, n, lung, spacing, min_depth_mm, offset, keep)
     return keep
 
 
@@ -188,6 +222,7 @@ def infection_and_nodules(
     basal_rim_mm: float = BASAL_RIM_MM,
     volume_hu: np.ndarray | None = None,
     through_plane_mm: float = 0.0,
+    min_lesion_depth_mm: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Binary infection mask from a probability map: threshold, restrict to the lung, drop what is not a lesion; and
     the nodule-like lesions it kept out (step 2).
@@ -203,8 +238,9 @@ def infection_and_nodules(
     3. in-plane 8-connected pieces smaller than ``min_lesion_area_mm2`` on an axial slice are removed;
     4. 3D 26-connected lesions smaller than ``min_lesion_volume_mm3`` are removed, those with at least
        ``basal_rim_max_share`` of their voxels in the basal rim (:func:`basal_rim_shares`, the partial volume of the
-       lung with the diaphragm and the organs beneath it), and those spanning fewer axial millimetres than
-       ``min_lesion_extent_mm``;
+       lung with the diaphragm and the organs beneath it), those spanning fewer axial millimetres than
+       ``min_lesion_extent_mm``, and those that reach less than ``min_lesion_depth_mm`` into the lung
+       (:func:`lesions_reaching_depth`: bands along the pleura or the diaphragm);
     5. with ``through_plane_mm``, a lesion of step 4 stays only if it holds a lesion that passes steps 3 and 4 as
        seen through an axial window: in the mask where the mean probability over the slices within that window (:func:`through_plane_slices`) reaches
        ``threshold`` as well. A call the network makes on one slice but not on its neighbours is seen there as
@@ -227,13 +263,16 @@ def infection_and_nodules(
         basal_rim_mm: depth of the basal rim (mm); at least one slice spacing is used.
         volume_hu: the CT in HU, for the nodule-like test; ``None`` skips it.
         through_plane_mm: length (mm) of the axial window of step 5; 0 (or a window of one slice) skips it.
+        min_lesion_depth_mm: lesions none of whose voxels lies this far (mm) from the outside of ``lung`` are
+            removed; 0 keeps all.
 
     Returns:
         ``(infection, nodules)``, ``uint8`` 0 / 1 arrays of shape ``(X, Y, Z)``; ``nodules`` is empty without
         ``volume_hu``.
 
     Raises:
-        ValueError: on shape mismatch, non-3D input, non-positive spacing or negative volume / extent / area.
+        ValueError: on shape mismatch, non-3D input, non-positive spacing or negative volume / extent / area /
+            depth.
     """
     probability = check_volume(probability, "probability")
     lung = check_volume(lung, "lung")
@@ -242,11 +281,12 @@ def infection_and_nodules(
     if volume_hu is not None and np.shape(volume_hu) != lung.shape:
         raise ValueError(f"volume_hu must have the lung's shape {lung.shape}, got {np.shape(volume_hu)}.")
     spacing = check_spacing_mm(spacing_mm)
-    if min(min_lesion_volume_mm3, min_lesion_extent_mm, min_lesion_area_mm2, basal_rim_mm, through_plane_mm) < 0 or basal_rim_max_share <= 0:
+    sizes = (min_lesion_volume_mm3, min_lesion_extent_mm, min_lesion_area_mm2, basal_rim_mm, through_plane_mm, min_lesion_depth_mm)
+    if min(sizes) < 0 or basal_rim_max_share <= 0:
         raise ValueError(
-            "min_lesion_volume_mm3, min_lesion_extent_mm, min_lesion_area_mm2, basal_rim_mm and through_plane_mm must "
-            f"be >= 0 and basal_rim_max_share > 0, got {min_lesion_volume_mm3}, {min_lesion_extent_mm}, "
-            f"{min_lesion_area_mm2}, {basal_rim_mm}, {through_plane_mm} and {basal_rim_max_share}."
+            "min_lesion_volume_mm3, min_lesion_extent_mm, min_lesion_area_mm2, basal_rim_mm, through_plane_mm and "
+            f"min_lesion_depth_mm must be >= 0 and basal_rim_max_share > 0, got {', '.join(map(str, sizes))} and "
+            f"{basal_rim_max_share}."
         )
     mask = rowwise(lambda p, lu: (p >= threshold) & (lu > 0), probability, lung)  # no full-size temporaries
     nodules = np.zeros(mask.shape, dtype=np.uint8)
@@ -269,7 +309,8 @@ def infection_and_nodules(
         sub = _drop_small_pieces(sub, spacing[0] * spacing[1], min_lesion_area_mm2)
     gates = dict(voxel_mm3=voxel_mm3, min_lesion_volume_mm3=min_lesion_volume_mm3, lung=lung, spacing=spacing,
                  basal_rim_max_share=basal_rim_max_share, basal_rim_mm=basal_rim_mm, offset=[b.start for b in box],
-                 min_extent_mm=min(min_lesion_extent_mm, mask.shape[2] * spacing[2]) if min_lesion_extent_mm > 0 else 0.0)
+                 min_extent_mm=min(min_lesion_extent_mm, mask.shape[2] * spacing[2]) if min_lesion_extent_mm > 0 else 0.0,
+                 min_depth_mm=float(min_lesion_depth_mm))
     window = through_plane_slices(through_plane_mm, spacing[2])
     if window > 1:  # judge the lesions on the windowed mask; keep the ones that pass whole, as the network draws them
         judged = _through_plane(sub, probability, box, threshold, window)

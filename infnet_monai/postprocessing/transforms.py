@@ -180,24 +180,26 @@ class InfectionMask(Transform):
         spacing_mm: voxel size (mm) along the three axes; ``None`` (default): the probability MetaTensor's.
         channel: the channel of the probability map that holds the infection probability.
         threshold, min_lesion_volume_mm3, min_lesion_extent_mm, min_lesion_area_mm2, basal_rim_max_share,
-            basal_rim_mm, through_plane_mm: as :func:`~infnet_monai.postprocessing.infection.infection_and_nodules`
-            takes them, checked when the transform runs.
+            basal_rim_mm, through_plane_mm, min_lesion_depth_mm: as
+            :func:`~infnet_monai.postprocessing.infection.infection_and_nodules` takes them, checked when the
+            transform runs.
 
     Attributes:
-        kwargs: those seven keyword arguments, as passed to ``infection_and_nodules``.
+        kwargs: those eight keyword arguments, as passed to ``infection_and_nodules``.
     """
 
     def __init__(self, spacing_mm: Sequence[float] | None = None, channel: int = 0, *, threshold: float = 0.5,
                  min_lesion_volume_mm3: float = 10.0, min_lesion_extent_mm: float = 0.0,
                  min_lesion_area_mm2: float = 0.0, basal_rim_max_share: float = 1.0,
-                 basal_rim_mm: float = BASAL_RIM_MM, through_plane_mm: float = 0.0) -> None:
+                 basal_rim_mm: float = BASAL_RIM_MM, through_plane_mm: float = 0.0,
+                 min_lesion_depth_mm: float = 0.0) -> None:
         self.spacing_mm = spacing_mm
         self.channel = int(channel)
         self.kwargs = {
             "threshold": threshold, "min_lesion_volume_mm3": min_lesion_volume_mm3,
             "min_lesion_extent_mm": min_lesion_extent_mm, "min_lesion_area_mm2": min_lesion_area_mm2,
             "basal_rim_max_share": basal_rim_max_share, "basal_rim_mm": basal_rim_mm,
-            "through_plane_mm": through_plane_mm,
+            "through_plane_mm": through_plane_mm, "min_lesion_depth_mm": min_lesion_depth_mm,
         }
 
     def __call__(self, probability: Any, lung: Any, image: Any = None) -> torch.Tensor:
@@ -223,12 +225,14 @@ class InfectionMaskd(MapTransform):
                  channel: int = 0, allow_missing_keys=False, image_key: str | None = None, nodules_key: str = "nodules",
                  *, threshold: float = 0.5, min_lesion_volume_mm3: float = 10.0, min_lesion_extent_mm: float = 0.0,
                  min_lesion_area_mm2: float = 0.0, basal_rim_max_share: float = 1.0,
-                 basal_rim_mm: float = BASAL_RIM_MM, through_plane_mm: float = 0.0) -> None:
+                 basal_rim_mm: float = BASAL_RIM_MM, through_plane_mm: float = 0.0,
+                 min_lesion_depth_mm: float = 0.0) -> None:
         super().__init__(keys, allow_missing_keys)
         self.transform = InfectionMask(
             spacing_mm, channel, threshold=threshold, min_lesion_volume_mm3=min_lesion_volume_mm3,
             min_lesion_extent_mm=min_lesion_extent_mm, min_lesion_area_mm2=min_lesion_area_mm2,
             basal_rim_max_share=basal_rim_max_share, basal_rim_mm=basal_rim_mm, through_plane_mm=through_plane_mm,
+            min_lesion_depth_mm=min_lesion_depth_mm,
         )
         self.lung_key, self.output_key = lung_key, output_key
         self.image_key, self.nodules_key = image_key, nodules_key

@@ -150,3 +150,47 @@ def test_through_plane_window_judges_lesions_by_what_the_neighbouring_slices_see
     assert np.array_equal(thick, infection_and_nodules(prob, lung, (1.0, 1.0, 5.0), **kwargs)[0])
     with pytest.raises(ValueError, match="through_plane_mm"):
         infection_and_nodules(prob, lung, (1.0, 1.0, 2.0), through_plane_mm=-1.0)
+
+
+def test_min_lesion_depth_removes_bands_along_the_lung_edge_however_long():
+    spacing = (0.8, 0.8, 2.0)
+    lung = np.zeros((60, 60, 30), dtype=np.uint8)
+    lung[5:55, 5:55, 2:28] = 1
+    prob = np.zeros(lung.shape, dtype=np.float32)
+    prob[5:9, 10:50, 4:26] = 1.0  # a band 4 voxels (3.2 mm) thick on the pleura, 44 mm long: reaches 3.2 mm
+    prob[22:38, 22:38, 10:18] = 1.0  # a patch in the middle of the lung: reaches 12.8 mm (in-plane) and 18 mm in z
+    band, patch = np.zeros(lung.shape, bool), np.zeros(lung.shape, bool)
+    band[5:9, 10:50, 4:26], patch[22:38, 22:38, 10:18] = True, True
+    gates = dict(min_lesion_volume_mm3=0.0, min_lesion_extent_mm=0.0)
+    off = postprocess_infection(prob, lung, spacing, **gates).astype(bool)
+    np.testing.assert_array_equal(off, band | patch)
+    out = postprocess_infection(prob, lung, spacing, min_lesion_depth_mm=6.0, **gates).astype(bool)
+    np.testing.assert_array_equal(out, patch)  # the band goes whole, the patch stays whole
+    # the band's deepest voxel lies 4 voxels of 0.8 mm from the chest wall: kept at 3.2 mm, not a hair beyond
+    np.testing.assert_array_equal(postprocess_infection(prob, lung, spacing, min_lesion_depth_mm=3.2, **gates), off)
+    np.testing.assert_array_equal(postprocess_infection(prob, lung, spacing, min_lesion_depth_mm=3.3, **gates), patch)
+    assert not postprocess_infection(prob, lung, spacing, min_lesion_depth_mm=21.0, **gates).any()
+    with pytest.raises(ValueError, match="min_lesion_depth_mm"):
+        postprocess_infection(prob, lung, spacing, min_lesion_depth_mm=-1)
+
+
+def test_lesions_reaching_depth_agrees_with_a_whole_volume_distance_transform():
+    from infnet_monai.postprocessing.infection import lesions_reaching_depth
+
+    rng = np.random.default_rng(0)
+    spacing = (0.7, 0.9, 2.5)
+    lung = ndi.binary_opening(rng.random((48, 40, 20)) > 0.25, iterations=1)
+    lung[0], lung[:, :, -1] = False, False
+    lesions = ndi.binary_dilation(rng.random(lung.shape) > 0.97, iterations=1) & lung
+    labels, n = ndi.label(lesions, np.ones((3, 3, 3)))
+    depth = ndi.distance_transform_edt(np.pad(lung, 1), sampling=spacing)[1:-1, 1:-1, 1:-1]
+    for depth_mm in (0.5, 1.0, 2.0, 3.0, 5.0):
+        expected = np.zeros(n + 1, dtype=bool)
+        for i in range(1, n + 1):
+            expected[i] = depth[labels == i].max() >= depth_mm
+        np.testing.assert_array_equal(lesions_reaching_depth(labels, n, lung, spacing, depth_mm, (0, 0, 0)), expected)
+    box = (slice(3, 45), slice(2, 38), slice(1, 19))  # labels on a box of the lung, as the post-processing passes them
+    sub, m = ndi.label(lesions[box], np.ones((3, 3, 3)))
+    got = lesions_reaching_depth(sub, m, lung, spacing, 2.0, [b.start for b in box])
+    for i in range(1, m + 1):
+        assert got[i] == (depth[box][sub == i].max() >= 2.0)
