@@ -162,7 +162,8 @@ def lesions_reaching_depth(labels: np.ndarray, n: int, lung: np.ndarray, spacing
                            offset: Sequence[int], candidates: np.ndarray | None = None) -> np.ndarray:
     """Per lesion label (index 0 unused, ``False``), whether it reaches ``depth_mm`` into the lung: whether one of its
     voxels lies at least ``depth_mm`` from every voxel outside ``lung`` (exact Euclidean distance in mm, with the
-    voxel spacing; the chest wall, the mediastinum, the diaphragm and the scan's edge are outside).
+    voxel spacing; the chest wall, the mediastinum, the diaphragm). The scan's edge is not outside: where a scan cuts
+    the lung, the lung is taken to go on as its edge slice shows it.
 
     A band along the pleura or the diaphragm (dependent atelectasis, pleural thickening, partial volume with the
     chest wall) never does, however long it is; a pneumonia patch does. Each lesion's distances are computed in its
@@ -180,9 +181,12 @@ def lesions_reaching_depth(labels: np.ndarray, n: int, lung: np.ndarray, spacing
         if sl is None or (candidates is not None and not candidates[i]):
             continue
         box = tuple(slice(max(o + b.start - p, 0), min(o + b.stop + p, size)) for o, b, p, size in zip(offset, sl, pad, lung.shape))
-        inside = np.ascontiguousarray(np.asarray(lung[box]) > 0)
+        # where the box meets the scan's edge the lung goes on as the edge slice shows it: the scan's edge is no pleura
+        grow = [(p if bb.start == 0 else 0, p if bb.stop == size else 0) for bb, p, size in zip(box, pad, lung.shape)]
+        inside = np.ascontiguousarray(np.pad(np.asarray(lung[box]) > 0, grow, mode="edge"))
         depth = edt.edtsq(inside, anisotropy=anisotropy, black_border=True, parallel=1)
-        local = tuple(slice(o + b.start - bb.start, o + b.stop - bb.start) for o, b, bb in zip(offset, sl, box))
+        local = tuple(slice(o + b.start - bb.start + g[0], o + b.stop - bb.start + g[0])
+                      for o, b, bb, g in zip(offset, sl, box, grow))
         lesion = labels[sl] == i
         out[i] = bool((depth[local][lesion] >= depth_mm * depth_mm * (1 - 1e-6)).any())
     return out

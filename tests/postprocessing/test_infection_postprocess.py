@@ -174,16 +174,31 @@ def test_min_lesion_depth_removes_bands_along_the_lung_edge_however_long():
         postprocess_infection(prob, lung, spacing, min_lesion_depth_mm=-1)
 
 
+def test_min_lesion_depth_does_not_take_the_scan_edge_for_the_pleura():
+    """A scan of three slices through the middle of a lung (a slice rebuilt as a volume, or a scan that cuts the lung):
+    a patch 10 mm from the chest wall reaches 10 mm, although no voxel is more than 1.5 slices from the scan's edge."""
+    lung = np.zeros((40, 40, 3), dtype=np.uint8)
+    lung[2:38, 2:38, :] = 1
+    prob = np.zeros(lung.shape, dtype=np.float32)
+    prob[8:20, 8:20, :] = 1.0  # deepest voxel 18 voxels of 1 mm from the chest wall
+    gates = dict(min_lesion_volume_mm3=0.0, min_lesion_extent_mm=0.0)
+    kept = postprocess_infection(prob, lung, (1.0, 1.0, 5.0), min_lesion_depth_mm=10.0, **gates)
+    np.testing.assert_array_equal(kept, prob >= 0.5)
+    assert not postprocess_infection(prob, lung, (1.0, 1.0, 5.0), min_lesion_depth_mm=18.5, **gates).any()
+
+
 def test_lesions_reaching_depth_agrees_with_a_whole_volume_distance_transform():
     from infnet_monai.postprocessing.infection import lesions_reaching_depth
 
     rng = np.random.default_rng(0)
     spacing = (0.7, 0.9, 2.5)
     lung = ndi.binary_opening(rng.random((48, 40, 20)) > 0.25, iterations=1)
-    lung[0], lung[:, :, -1] = False, False
+    lung[0] = False  # one face with no lung on it; the others cut the lung
     lesions = ndi.binary_dilation(rng.random(lung.shape) > 0.97, iterations=1) & lung
     labels, n = ndi.label(lesions, np.ones((3, 3, 3)))
-    depth = ndi.distance_transform_edt(np.pad(lung, 1), sampling=spacing)[1:-1, 1:-1, 1:-1]
+    reach = 9  # voxels: beyond the largest depth tried along every axis (9 x 0.7 mm > 5 mm)
+    grown = np.pad(np.pad(lung, reach, mode="edge"), 1)  # the scan's edge is not outside: the lung goes on
+    depth = ndi.distance_transform_edt(grown, sampling=spacing)[reach + 1 : -reach - 1, reach + 1 : -reach - 1, reach + 1 : -reach - 1]
     for depth_mm in (0.5, 1.0, 2.0, 3.0, 5.0):
         expected = np.zeros(n + 1, dtype=bool)
         for i in range(1, n + 1):
