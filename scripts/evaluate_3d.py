@@ -179,7 +179,7 @@ def _scan_figures(name: str, result, data_dir: Path) -> dict:
     import nibabel as nib
 
     row = result.row
-    out = {k: row.get(k) for k in ("infection_percent", "infection_volume_ml", "lesion_count", "lung_volume_ml", "nodule_like_lesion_count", "nodule_like_volume_ml", "trachea_in_lung_percent", "infection_outside_thorax_ml", "qc_flags") if k in row}
+    out = {k: row.get(k) for k in ("infection_percent", "infection_volume_ml", "lesion_count", "lung_volume_ml", "nodule_like_lesion_count", "nodule_like_volume_ml", "trachea_in_lung_percent", "infection_outside_thorax_ml", "band_like_infection_ml", "qc_flags") if k in row}
     if _patient(name) == "p001":  # P001 or a thinned copy of it (only the labelled slices it keeps)
         out.update(_p001_agreement(result, data_dir / "ct" / "covid_ct_md_P001_slice_labels.csv", name in THICK))
     if name == "abdomen":

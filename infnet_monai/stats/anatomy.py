@@ -9,6 +9,10 @@
 - ``infection_outside_thorax_ml``: the infection outside the bony thorax, the per-slice convex hull of the bone
   (:func:`~infnet_monai.postprocessing.thorax.bony_thorax`). Lung infection is always inside it; slices without
   bone (a volume rebuilt from a slice) are not counted.
+- ``band_like_infection_ml``: the infection in lesions that never reach :data:`BAND_DEPTH_MM` into the lung (no
+  voxel that far from the chest wall, the mediastinum or the diaphragm): bands along the lung's edge, where
+  dependent atelectasis and pleural thickening lie and where the network's false calls on unseen scans were found.
+  The lesions are counted, not removed (``--min-lesion-depth-mm`` removes them); a case with any is flagged for review.
 - ``lungs_cut_by_scan``: the lungs still have at least :data:`CUT_AREA_FRACTION` of their largest area on the first
   or the last slice: the scan does not hold the whole lungs, and the burden is that of the part it holds.
 
@@ -22,8 +26,15 @@ from collections.abc import Sequence
 import numpy as np
 
 from infnet_monai.postprocessing.airway import TRACHEA_AIR_HU, Airway, find_airway
+from infnet_monai.postprocessing.infection import lesions_reaching_depth
 from infnet_monai.postprocessing.lung import body_mask, working_factors
-from infnet_monai.postprocessing.morphology import block_mean, convex_hull_spans, row_slabs
+from infnet_monai.postprocessing.morphology import (
+    block_mean,
+    connected_components,
+    convex_hull_spans,
+    label_counts,
+    row_slabs,
+)
 from infnet_monai.postprocessing.thorax import BONE_HU
 from infnet_monai.stats.burden import MM3_PER_ML
 from infnet_monai.utils.arrays import SLAB_SLICES, bounding_box
@@ -33,10 +44,12 @@ __all__ = [
     "TRACHEA_IN_LUNG_MAX_PERCENT",
     "OUTSIDE_THORAX_MAX_ML",
     "CUT_AREA_FRACTION",
+    "BAND_DEPTH_MM",
     "ANATOMY_KEYS",
     "QC_FLAGS",
     "trachea_in_lung_percent",
     "infection_outside_thorax_ml",
+    "band_like_infection_ml",
     "lungs_cut_by_scan",
     "largest_axial_section_cm2",
     "anatomy_checks",
@@ -50,11 +63,20 @@ CUT_AREA_FRACTION = 0.25
 """Lungs with at least this fraction of their largest axial area on the first or last slice are cut by the scan
 (``lungs_cut_by_scan``); a whole chest CT starts above the apices and ends below the costophrenic recesses."""
 
-ANATOMY_KEYS: tuple[str, ...] = ("trachea_in_lung_percent", "infection_outside_thorax_ml", "lungs_cut_by_scan", "qc_flags")
+BAND_DEPTH_MM = 12.0
+"""Infection in lesions that reach less than this (mm) into the lung is band-like (``band_like_infection``): the depth
+that the lesion depth gate's leave-one-scan-out run chose on all development items (docs/validation.md, lesion
+depth), at which no lesion of a development scan's final mask is band-like."""
+
+ANATOMY_KEYS: tuple[str, ...] = (
+    "trachea_in_lung_percent", "infection_outside_thorax_ml", "band_like_infection_ml", "lungs_cut_by_scan", "qc_flags",
+)
 """Keys of the dict returned by :func:`anatomy_checks`, in CSV column order."""
 QC_FLAGS: dict[str, str] = {
     "trachea_in_lung": f"the lung mask covers more than {TRACHEA_IN_LUNG_MAX_PERCENT:g}% of the trachea",
     "infection_outside_thorax": f"more than {OUTSIDE_THORAX_MAX_ML:g} mL of infection outside the bony thorax",
+    "band_like_infection": f"infection in lesions that never reach {BAND_DEPTH_MM:g} mm into the lung (bands along the "
+    "pleura or the diaphragm, where dependent atelectasis lies): review them",
     "lungs_cut_by_scan": "the scan cuts the lungs: the burden covers only the part it holds",
 }
 """The flags a case can carry in ``qc_flags``, with what they mean (shown in the report)."""
@@ -148,6 +170,22 @@ def lungs_cut_by_scan(lung: np.ndarray) -> bool:
     return bool(max(area[0], area[-1]) >= CUT_AREA_FRACTION * area.max())
 
 
+def band_like_infection_ml(
+    lung: np.ndarray, infection: np.ndarray, spacing_mm: Sequence[float], depth_mm: float = BAND_DEPTH_MM
+) -> float:
+    """Infection (mL) in lesions (26-connected) none of whose voxels lies ``depth_mm`` inside ``lung > 0``
+    (:func:`~infnet_monai.postprocessing.infection.lesions_reaching_depth`; the scan's edge is not the pleura)."""
+    spacing = check_spacing_mm(spacing_mm)
+    infection = np.asarray(infection) > 0
+    if not infection.any():
+        return 0.0
+    box = bounding_box(infection)
+    labels, n = connected_components(np.ascontiguousarray(infection[box]), 26)
+    band = ~lesions_reaching_depth(labels, n, np.asarray(lung), spacing, depth_mm, [b.start for b in box])
+    band[0] = False
+    return float(label_counts(labels, n)[band].sum() * np.prod(spacing) / MM3_PER_ML)
+
+
 def largest_axial_section_cm2(mask: np.ndarray, affine: np.ndarray) -> float:
     """The largest area (cm2) that ``mask > 0`` covers on one axial slice, on any voxel grid: the slices are taken
     along the voxel axis closest to the patient's head-foot direction of ``affine`` (voxel -> world mm)."""
@@ -181,17 +219,21 @@ def anatomy_checks(
     """
     trachea = trachea_in_lung_percent(volume_hu, lung, spacing_mm, airway)
     outside = infection_outside_thorax_ml(volume_hu, infection, spacing_mm)
+    band = band_like_infection_ml(lung, infection, spacing_mm)
     cut = lungs_cut_by_scan(lung)
     flags = []
     if trachea == trachea and trachea > TRACHEA_IN_LUNG_MAX_PERCENT:  # nan (no trachea) passes
         flags.append("trachea_in_lung")
     if outside > OUTSIDE_THORAX_MAX_ML:
         flags.append("infection_outside_thorax")
+    if band > 0:
+        flags.append("band_like_infection")
     if cut:
         flags.append("lungs_cut_by_scan")
     return {
         "trachea_in_lung_percent": trachea,
         "infection_outside_thorax_ml": outside,
+        "band_like_infection_ml": band,
         "lungs_cut_by_scan": cut,
         "qc_flags": flags,
     }

@@ -89,6 +89,7 @@ BURDEN_FIELDS: tuple[str, ...] = (
     *_ZONE_FIELDS,
     "trachea_in_lung_percent",
     "infection_outside_thorax_ml",
+    "band_like_infection_ml",
     "lungs_cut_by_scan",
     "qc_flags",
     "dropped_files",

@@ -272,3 +272,30 @@ def test_infection_outside_thorax_counts_the_pixels_outside_each_slices_bone_hul
             expected += int((infection[:, :, k] & ~hull).sum())
     assert expected > 0
     assert infection_outside_thorax_ml(hu, infection, (1.0, 1.0, 1.0)) == pytest.approx(expected / 1000.0)
+
+
+# ---------------------------------------------------------------------------------------------------- bands
+def test_band_like_infection_is_counted_and_flagged_not_removed():
+    """A band along the posterior pleura (4 mm deep, 40 mm long) counts as band-like; a patch that reaches 24 mm into
+    the lung does not; the flag goes up only with the band."""
+    from infnet_monai.stats.anatomy import BAND_DEPTH_MM, band_like_infection_ml
+
+    spacing = (1.0, 1.0, 2.0)
+    lung = np.zeros((80, 80, 30), dtype=np.uint8)
+    lung[10:70, 10:70, 3:27] = 1
+    band = np.zeros(lung.shape, dtype=bool)
+    band[20:60, 10:14, 5:25] = True  # against the posterior wall: its deepest voxel is 4 mm in
+    patch = np.zeros(lung.shape, dtype=bool)
+    patch[30:50, 30:50, 10:16] = True  # its deepest voxel is 24 mm from the nearest wall (12 slices of 2 mm)
+    voxel_ml = np.prod(spacing) / 1000.0
+    assert band_like_infection_ml(lung, band | patch, spacing) == pytest.approx(band.sum() * voxel_ml)
+    assert band_like_infection_ml(lung, patch, spacing) == 0.0
+    assert band_like_infection_ml(lung, np.zeros_like(band), spacing) == 0.0
+    assert band_like_infection_ml(lung, patch, spacing, depth_mm=24.5) == pytest.approx(patch.sum() * voxel_ml)
+    assert BAND_DEPTH_MM > 4.0
+    hu = np.where(lung > 0, -850.0, 40.0).astype(np.float32)
+    with_band = anatomy_checks(hu, lung, band | patch, spacing)
+    assert "band_like_infection" in with_band["qc_flags"]
+    assert with_band["band_like_infection_ml"] == pytest.approx(band.sum() * voxel_ml)
+    without = anatomy_checks(hu, lung, patch, spacing)
+    assert "band_like_infection" not in without["qc_flags"] and without["band_like_infection_ml"] == 0.0

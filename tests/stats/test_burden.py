@@ -41,7 +41,7 @@ def test_keys_and_field_order():
         "zone_score", "zones_withheld",
         "right_upper_infection_percent", "right_middle_infection_percent", "right_lower_infection_percent",
         "left_upper_infection_percent", "left_middle_infection_percent", "left_lower_infection_percent",
-        "trachea_in_lung_percent", "infection_outside_thorax_ml", "lungs_cut_by_scan", "qc_flags", "dropped_files",
+        "trachea_in_lung_percent", "infection_outside_thorax_ml", "band_like_infection_ml", "lungs_cut_by_scan", "qc_flags", "dropped_files",
         "infection_mask_path", "infection_classes_path", "lung_mask_path", "seconds",
     )  # fmt: skip
 
