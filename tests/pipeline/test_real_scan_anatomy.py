@@ -30,7 +30,9 @@ def test_lung_cancer_ct_lesions_pass_the_filters_and_checks_are_written(tmp_path
     # the anatomical self-checks: the trachea found and outside the lung mask, no infection outside the bony thorax
     assert stats["trachea_in_lung_percent"] is not None and stats["trachea_in_lung_percent"] <= 2.0
     assert stats["infection_outside_thorax_ml"] <= 0.5
+    assert stats["band_like_infection_ml"] == 0.0  # its one lesion, the tumour region, reaches 18 mm into the lung
     assert stats["qc_flags"] == [] and stats["lungs_cut_by_scan"] is False
     assert {"nodule_like_lesion_count", "nodule_like_volume_ml"} <= set(stats)
     header = (tmp_path / "burden.csv").read_text().splitlines()[0].split(",")
-    assert {"trachea_in_lung_percent", "infection_outside_thorax_ml", "qc_flags", "nodule_like_lesion_count"} <= set(header)
+    assert {"trachea_in_lung_percent", "infection_outside_thorax_ml", "band_like_infection_ml", "qc_flags",
+            "nodule_like_lesion_count"} <= set(header)
