@@ -31,8 +31,9 @@ import numpy as np
 from scipy.spatial import ConvexHull, QhullError
 from scipy.spatial.distance import pdist
 
-from infnet_monai.postprocessing.infection import CONSOLIDATION_LABEL, GGO_LABEL
+from infnet_monai.postprocessing.infection import CONSOLIDATION_LABEL, GGO_LABEL, lesions_reaching_depth
 from infnet_monai.postprocessing.lung import LEFT_LUNG_LABEL, RIGHT_LUNG_LABEL
+from infnet_monai.stats.anatomy import BAND_DEPTH_MM
 from infnet_monai.stats.burden import MM3_PER_ML
 from infnet_monai.stats.zones import (
     ZONE_KEYS,
@@ -77,6 +78,7 @@ LESION_COLUMNS: tuple[str, ...] = (
     "largest_axial_diameter_mm",
     "slices",
     "peripheral_share",
+    "band_like",
 )
 """Keys of each :func:`lesion_table` row, in CSV column order."""
 
@@ -190,6 +192,10 @@ def lesion_table(
         - ``slices``: number of axial slices it spans.
         - ``peripheral_share``: fraction (0-1) of its voxels that are peripheral
           (:func:`~infnet_monai.stats.zones.peripheral_mask`).
+        - ``band_like``: ``True`` when none of its voxels lies
+          :data:`~infnet_monai.stats.anatomy.BAND_DEPTH_MM` inside the lung (a band along the pleura or the
+          diaphragm; :func:`~infnet_monai.postprocessing.infection.lesions_reaching_depth`). The infection rows that
+          are band-like add up to the case's ``band_like_infection_ml``.
 
     Raises:
         ValueError: when the arrays are not 3D of the same shape, ``lung`` holds labels other than 0, 1, 2,
@@ -225,6 +231,7 @@ def lesion_table(
         if np.shape(peripheral) != lung.shape:
             raise ValueError(f"peripheral must have the lung's shape {lung.shape}, got {np.shape(peripheral)}.")
         peripheral = np.asarray(peripheral)[box][idx]
+    deep = lesions_reaching_depth(labels, n, lung, spacing, BAND_DEPTH_MM, [b.start for b in box])
 
     rows = []
     sizes = np.diff(starts)
@@ -261,6 +268,7 @@ def lesion_table(
                 "largest_axial_diameter_mm": _largest_axial_diameter(voxels, (spacing[0], spacing[1])),
                 "slices": int(voxels[:, 2].max() - voxels[:, 2].min() + 1),
                 "peripheral_share": float(np.count_nonzero(peripheral[part])) / int(sizes[c]),
+                "band_like": not bool(deep[c + 1]),
             }
         )
     return rows

@@ -78,6 +78,7 @@ def test_rows_exact():
     assert [r["slices"] for r in rows] == [2, 2, 1]
     assert [r["mean_hu"] for r in rows] == pytest.approx([-280.0, -580.0, -800.0])
     assert [r["peripheral_share"] for r in rows] == pytest.approx([1 / 3, 3 / 5, 0.0])
+    assert [r["band_like"] for r in rows] == [True] * 3  # lungs 6 mm across: nothing reaches 12 mm in
     assert a["ggo_volume_ml"] is None and a["consolidation_volume_ml"] is None
 
     # centroid of A: mean index (9, 4, 6.5)
@@ -234,3 +235,21 @@ def test_equal_volumes_keep_the_order_of_their_first_voxel():
     first_z = [2.5 * np.unravel_index(np.flatnonzero(labels.ravel() == i)[0], labels.shape)[2] + 30.0 for i in range(1, n + 1)]
     assert [row["bbox_lps_min_z_mm"] for row in table] == pytest.approx(first_z)
     assert first_z == [30.0 + 2.5 * 6, 30.0 + 2.5 * 1, 30.0 + 2.5 * 5]
+
+
+def test_band_like_rows_add_up_to_the_cases_band_like_infection():
+    """A band on the posterior chest wall is band-like, a patch deep in the lung is not, and the band-like rows' volumes
+    are the case's ``band_like_infection_ml`` (the same lesions, the same depth)."""
+    from infnet_monai.stats.anatomy import band_like_infection_ml
+
+    lung = np.zeros((90, 80, 24), dtype=np.uint8)
+    lung[5:45, 5:75, 2:22] = 1
+    lung[45:85, 5:75, 2:22] = 2
+    infection = np.zeros_like(lung)
+    infection[50:82, 5:10, 4:20] = 1  # against the wall at y 5: 5 voxels of 0.8 mm deep (the larger lesion)
+    infection[15:35, 30:50, 8:14] = 1  # reaches 14 mm (20 voxels of 0.7 mm to the wall at x 5) and 15 mm in z
+    image = np.full(lung.shape, -700.0, dtype=np.float32)
+    rows = lesion_table(infection, lung, image, AFFINE)
+    assert [(r["lung_side"], r["band_like"]) for r in rows] == [("left", True), ("right", False)]
+    spacing = np.linalg.norm(AFFINE[:3, :3], axis=0)
+    assert band_like_infection_ml(lung, infection, spacing) == pytest.approx(rows[0]["volume_ml"], rel=1e-12)
