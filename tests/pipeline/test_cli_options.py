@@ -26,7 +26,7 @@ def runs(tmp_path_factory, data_dir, tiny_model, tiny_class_model):
         "through_plane": ["--min-lesion-mm3", "0", "--min-lesion-extent-mm", "0", "--min-lesion-area-mm2", "0",
                           "--through-plane-mm", "6"],
         "depth": ["--min-lesion-mm3", "0", "--min-lesion-extent-mm", "0", "--min-lesion-area-mm2", "0",
-                  "--min-lesion-depth-mm", "9"],
+                  "--min-lesion-depth-mm", "12"],
     }
     out = {}
     for name, extra in options.items():
@@ -88,8 +88,8 @@ def test_through_plane_window_only_removes(runs):
 
 
 def test_min_lesion_depth_removes_whole_lesions_that_stay_near_the_lung_edge(runs):
-    """``--min-lesion-depth-mm 9`` reaches the post-processing: of the ungated lesions, exactly those with a voxel at
-    least 9 mm inside the written lung mask (distances in the output's own voxel spacing) stay, whole."""
+    """``--min-lesion-depth-mm 12`` reaches the post-processing: of the ungated lesions, exactly those with a voxel at
+    least 12 mm inside the written lung mask (distances in the output's own voxel spacing) stay, whole."""
     from scipy import ndimage as ndi
 
     from infnet_monai.cli import _segment_kwargs, build_parser
@@ -98,14 +98,16 @@ def test_min_lesion_depth_removes_whole_lesions_that_stay_near_the_lung_edge(run
     deep, plain = runs["depth"]["infection"] > 0, runs["no_min_lesion"]["infection"] > 0
     lung_img = runs["no_min_lesion"]["lung"]
     spacing = lung_img.header.get_zooms()[:3]
-    depth = ndi.distance_transform_edt(np.pad(np.asarray(lung_img.dataobj) > 0, 1), sampling=spacing)[1:-1, 1:-1, 1:-1]
+    r = int(np.ceil(12.0 / min(spacing))) + 1  # the scan's edge is not the pleura: the lung goes on beyond it
+    grown = np.pad(np.pad(np.asarray(lung_img.dataobj) > 0, r, mode="edge"), 1)
+    depth = ndi.distance_transform_edt(grown, sampling=spacing)[r + 1 : -r - 1, r + 1 : -r - 1, r + 1 : -r - 1]
     labels, n = ndi.label(plain, np.ones((3, 3, 3)))
     reaches = np.zeros(n + 1, dtype=bool)
-    np.maximum.at(reaches, labels[plain], depth[plain] >= 9.0 * (1 - 1e-6))
+    np.maximum.at(reaches, labels[plain], depth[plain] >= 12.0 * (1 - 1e-6))
     assert reaches[1:].any() and not reaches[1:].all()  # the option has something to keep and something to remove
     np.testing.assert_array_equal(deep, reaches[labels] & plain)
-    args = build_parser().parse_args(["segment", "in", "-o", "out", "--min-lesion-depth-mm", "5"])
-    assert SegmentConfig(**_segment_kwargs(args)).min_lesion_depth_mm == 5.0
+    args = build_parser().parse_args(["segment", "in", "-o", "out", "--min-lesion-depth-mm", "12"])
+    assert SegmentConfig(**_segment_kwargs(args)).min_lesion_depth_mm == 12.0
     assert SegmentConfig().min_lesion_depth_mm == build_parser().parse_args(["segment", "in", "-o", "out"]).min_lesion_depth_mm
 
 
