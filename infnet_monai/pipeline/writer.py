@@ -40,6 +40,7 @@ from infnet_monai.io.outputs import (
 )
 from infnet_monai.io.volume import CaseError, load_ct
 from infnet_monai.pipeline.predictor import CaseResult
+from infnet_monai.stats.anatomy import band_like_mask
 from infnet_monai.stats.lesions import LESIONS_FILE, write_lesion_csv
 from infnet_monai.visualize.overview import overview, write_overview
 from infnet_monai.visualize.report import OVERVIEW_FILE
@@ -169,8 +170,8 @@ class LesionTable:
 
 class OverviewPicture:
     """``overview.png``: axial tiles from the lung apex to the base and coronal and sagittal views with the masks
-    (and the nodule-like lesions kept out of the infection, when the result has them), titled with the case and the
-    figures. Adds to the row where the axial tiles lie: ``overview_axial_z_mm`` (world z of each tile in mm, apex
+    (and the nodule-like lesions kept out of the infection, when the result has them, and the band-like lesions when
+    the row counts some, ``band_like_infection_ml``), titled with the case and the figures. Adds to the row where the axial tiles lie: ``overview_axial_z_mm`` (world z of each tile in mm, apex
     first, as printed on the tiles), ``lung_apex_z_mm`` and ``lung_base_z_mm`` (world z in mm of the lungs' top and
     bottom axial slices; ``None`` without lung)."""
 
@@ -182,9 +183,13 @@ class OverviewPicture:
 
     def write(self, case: CTCase, result: CaseResult, case_dir: Path, row: dict) -> None:
         numbers = instance_numbers_by_z(case) if case.kind == "dicom" else None
+        affine = np.asarray(result.affine)
+        band = None
+        if float(row.get("band_like_infection_ml") or 0.0) > 0:  # only a flagged case pays for the outline
+            band = band_like_mask(result.lung, result.infection, np.sqrt((affine[:3, :3] ** 2).sum(axis=0)))
         picture = overview(
-            result.image, result.lung, result.infection, np.asarray(result.affine), result.classes, row, case.case_id,
-            self.software_version, numbers, nodules=getattr(result, "nodules", None),
+            result.image, result.lung, result.infection, affine, result.classes, row, case.case_id,
+            self.software_version, numbers, nodules=getattr(result, "nodules", None), band_like=band,
         )
         write_overview(case_dir / OVERVIEW_FILE, picture.image)
         row.update(picture.row_fields())  # only once the picture is written: the row never names tiles not there

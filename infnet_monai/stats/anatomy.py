@@ -50,6 +50,7 @@ __all__ = [
     "trachea_in_lung_percent",
     "infection_outside_thorax_ml",
     "band_like_infection_ml",
+    "band_like_mask",
     "lungs_cut_by_scan",
     "largest_axial_section_cm2",
     "anatomy_checks",
@@ -171,20 +172,44 @@ def lungs_cut_by_scan(lung: np.ndarray) -> bool:
     return bool(max(area[0], area[-1]) >= CUT_AREA_FRACTION * area.max())
 
 
+def _band_like_lesions(lung, infection, spacing, depth_mm: float):
+    """``(labels, band, box)``: the 26-connected lesions of ``infection`` on its bounding box ``box`` and, per label
+    (index 0 ``False``), whether the lesion is band-like; ``None`` without infection. Any voxel order: the distances
+    use each axis's spacing."""
+    infection = np.asarray(infection) > 0
+    if not infection.any():
+        return None
+    box = bounding_box(infection)
+    labels, n = connected_components(np.ascontiguousarray(infection[box]), 26)
+    band = ~lesions_reaching_depth(labels, n, np.asarray(lung), spacing, depth_mm, [b.start for b in box])
+    band[0] = False
+    return labels, band, box
+
+
 def band_like_infection_ml(
     lung: np.ndarray, infection: np.ndarray, spacing_mm: Sequence[float], depth_mm: float = BAND_DEPTH_MM
 ) -> float:
     """Infection (mL) in lesions (26-connected) none of whose voxels lies ``depth_mm`` inside ``lung > 0``
     (:func:`~infnet_monai.postprocessing.infection.lesions_reaching_depth`; the scan's edge is not the pleura)."""
     spacing = check_spacing_mm(spacing_mm)
-    infection = np.asarray(infection) > 0
-    if not infection.any():
+    found = _band_like_lesions(lung, infection, spacing, depth_mm)
+    if found is None:
         return 0.0
-    box = bounding_box(infection)
-    labels, n = connected_components(np.ascontiguousarray(infection[box]), 26)
-    band = ~lesions_reaching_depth(labels, n, np.asarray(lung), spacing, depth_mm, [b.start for b in box])
-    band[0] = False
-    return float(label_counts(labels, n)[band].sum() * np.prod(spacing) / MM3_PER_ML)
+    labels, band, _ = found
+    return float(label_counts(labels, len(band) - 1)[band].sum() * np.prod(spacing) / MM3_PER_ML)
+
+
+def band_like_mask(
+    lung: np.ndarray, infection: np.ndarray, spacing_mm: Sequence[float], depth_mm: float = BAND_DEPTH_MM
+) -> np.ndarray:
+    """The voxels of the lesions that :func:`band_like_infection_ml` counts, a boolean array of ``infection``'s
+    shape (the overview outlines them)."""
+    out = np.zeros(np.shape(infection), dtype=bool)
+    found = _band_like_lesions(lung, infection, check_spacing_mm(spacing_mm), depth_mm)
+    if found is not None:
+        labels, band, box = found
+        out[box] = band[labels]
+    return out
 
 
 def largest_axial_section_cm2(mask: np.ndarray, affine: np.ndarray) -> float:

@@ -194,8 +194,8 @@ def lesion_table(
           (:func:`~infnet_monai.stats.zones.peripheral_mask`).
         - ``band_like``: ``True`` when none of its voxels lies
           :data:`~infnet_monai.stats.anatomy.BAND_DEPTH_MM` inside the lung (a band along the pleura or the
-          diaphragm; :func:`~infnet_monai.postprocessing.infection.lesions_reaching_depth`). The infection rows that
-          are band-like add up to the case's ``band_like_infection_ml``.
+          diaphragm; :func:`~infnet_monai.postprocessing.infection.lesions_reaching_depth`), ``None`` for nodule-like
+          rows. The band-like rows add up to the case's ``band_like_infection_ml``.
 
     Raises:
         ValueError: when the arrays are not 3D of the same shape, ``lung`` holds labels other than 0, 1, 2,
@@ -231,7 +231,7 @@ def lesion_table(
         if np.shape(peripheral) != lung.shape:
             raise ValueError(f"peripheral must have the lung's shape {lung.shape}, got {np.shape(peripheral)}.")
         peripheral = np.asarray(peripheral)[box][idx]
-    deep = lesions_reaching_depth(labels, n, lung, spacing, BAND_DEPTH_MM, [b.start for b in box])
+    deep = None if kind == "nodule_like" else lesions_reaching_depth(labels, n, lung, spacing, BAND_DEPTH_MM, [b.start for b in box])
 
     rows = []
     sizes = np.diff(starts)
@@ -268,7 +268,7 @@ def lesion_table(
                 "largest_axial_diameter_mm": _largest_axial_diameter(voxels, (spacing[0], spacing[1])),
                 "slices": int(voxels[:, 2].max() - voxels[:, 2].min() + 1),
                 "peripheral_share": float(np.count_nonzero(peripheral[part])) / int(sizes[c]),
-                "band_like": not bool(deep[c + 1]),
+                "band_like": None if deep is None else not bool(deep[c + 1]),
             }
         )
     return rows

@@ -9,8 +9,9 @@ spans fewer than :data:`MIN_REFORMAT_SLICES` slices or under :data:`MIN_REFORMAT
 pixels high, so they are left out and a line of text in the picture says why. Everything is in radiological display
 convention (the patient's right on the image's left, anterior up on axial slices, superior up on reformats, anterior
 on the left of the sagittal view), with physical aspect ratio. The CT is shown in a lung window; the right and left
-lung contours and the infection (GGO and consolidation when the class map exists) are drawn over it, and the
-nodule-like lesions kept out of the infection, when given, as outlines of their own colour. A header holds the case
+lung contours and the infection (GGO and consolidation when the class map exists) are drawn over it, and, when
+given, the nodule-like lesions kept out of the infection and the band-like lesions of the infection (flagged
+``band_like_infection`` for review) as outlines of their own colours. A header holds the case
 id, the burden figures and the model version, and a legend.
 
 :func:`overview` also says where the axial tiles lie (world z in mm, apex first) and where the lungs' top and bottom
@@ -34,7 +35,7 @@ from scipy import ndimage as ndi
 from infnet_monai.utils.files import atomic_write
 
 __all__ = [
-    "DISPLAY_WINDOW_HU", "COLOURS", "NODULE_LEGEND", "Overview", "overview", "overview_image", "write_overview",
+    "DISPLAY_WINDOW_HU", "COLOURS", "NODULE_LEGEND", "BAND_LEGEND", "Overview", "overview", "overview_image", "write_overview",
     "to_ras", "mosaic_slices", "slice_namer", "axial_z_mm",
 ]
 
@@ -43,6 +44,12 @@ DISPLAY_WINDOW_HU: tuple[float, float] = (-1350.0, 150.0)
 
 NODULE_LEGEND = "nodule-like (not counted)"
 """Legend entry of the nodule-like lesions kept out of the infection (shown only when the case has some)."""
+BAND_LEGEND = "band-like (review)"
+"""Legend entry of the infection's band-like lesions (:func:`~infnet_monai.stats.anatomy.band_like_mask`; shown only
+when the case has some)."""
+OUTLINES: tuple[str, ...] = (NODULE_LEGEND, BAND_LEGEND)
+"""The outlined layers, by value in the outline map (1, 2): drawn as outlines, so the CT and the overlay inside stay
+visible."""
 
 COLOURS: dict[str, tuple[int, int, int]] = {
     "right lung": (0, 200, 255),
@@ -51,6 +58,7 @@ COLOURS: dict[str, tuple[int, int, int]] = {
     "GGO": (255, 150, 0),
     "consolidation": (230, 0, 90),
     NODULE_LEGEND: (255, 0, 255),  # magenta: cyan would read as the right lung's contour
+    BAND_LEGEND: (0, 255, 0),
 }
 """Overlay colours (RGB)."""
 
@@ -123,9 +131,9 @@ def _edge(mask: np.ndarray) -> np.ndarray:
     return mask & ~ndi.binary_erosion(mask, iterations=1)
 
 
-def _view(hu, lung, labels, size_wh, nodules=None) -> Image.Image:
-    """One tile: grey CT, infection overlay, lung contours and nodule-like outlines, resized to ``size_wh``
-    (physical aspect)."""
+def _view(hu, lung, labels, size_wh, outlines=None) -> Image.Image:
+    """One tile: grey CT, infection overlay, lung contours and the outlines of :data:`OUTLINES` (``outlines``: 0
+    none, else the layer's number), resized to ``size_wh`` (physical aspect)."""
     grey = np.asarray(Image.fromarray(_grey(hu)).resize(size_wh, Image.BILINEAR)).astype(np.float32)
     rgb = np.repeat(grey[..., None], 3, axis=2)
     lung = np.asarray(Image.fromarray(lung.astype(np.uint8)).resize(size_wh, Image.NEAREST))
@@ -135,9 +143,10 @@ def _view(hu, lung, labels, size_wh, nodules=None) -> Image.Image:
         rgb[where] = (1.0 - ALPHA) * rgb[where] + ALPHA * np.asarray(COLOURS[name], np.float32)
     for value, name in ((1, "right lung"), (2, "left lung")):
         rgb[_edge(lung == value)] = COLOURS[name]
-    if nodules is not None and nodules.any():
-        nodules = np.asarray(Image.fromarray((nodules > 0).astype(np.uint8)).resize(size_wh, Image.NEAREST)) > 0
-        rgb[_edge(nodules)] = COLOURS[NODULE_LEGEND]  # an outline: the CT inside stays visible
+    if outlines is not None and outlines.any():
+        outlines = np.asarray(Image.fromarray(outlines.astype(np.uint8)).resize(size_wh, Image.NEAREST))
+        for value, name in enumerate(OUTLINES, start=1):
+            rgb[_edge(outlines == value)] = COLOURS[name]  # an outline: the CT inside stays visible
     return Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8))
 
 
@@ -230,14 +239,14 @@ def mosaic_slices(lung: np.ndarray, labels: np.ndarray, n: int = N_AXIAL) -> np.
     return np.array(sorted(chosen), dtype=int)
 
 
-def _axial_mosaic(hu, lung, labels, spacing, box, slice_names, nodules=None) -> tuple[Image.Image, np.ndarray]:
+def _axial_mosaic(hu, lung, labels, spacing, box, slice_names, outlines=None) -> tuple[Image.Image, np.ndarray]:
     """The mosaic, apex first (top left), and its slices (RAS indices, in the mosaic's order)."""
     zs = mosaic_slices(lung, labels)[::-1]
     sx, sy = box[0], box[1]
     size = _fit(((sy.stop - sy.start) * spacing[1], (sx.stop - sx.start) * spacing[0]), (TILE_PX, TILE_PX))
     row_h = size[1] + 2
     mosaic = Image.new("RGB", (WIDTH_PX, row_h * math.ceil(len(zs) / 4)), "black")
-    stack = [hu, lung, labels] + ([] if nodules is None else [nodules])
+    stack = [hu, lung, labels] + ([] if outlines is None else [outlines])
     for i, z in enumerate(zs):
         shown = [display_plane(a[sx, sy, z]) for a in stack]
         tile = _view(*shown[:3], size, shown[3] if len(shown) > 3 else None)
@@ -252,7 +261,7 @@ def _note(text: str) -> Image.Image:
     return out
 
 
-def reformat_views(hu, lung, labels, spacing, box, nodules=None) -> Image.Image:
+def reformat_views(hu, lung, labels, spacing, box, outlines=None) -> Image.Image:
     """Coronal and sagittal reformats through the lungs, side by side; on a short scan (the region shown spans fewer
     than :data:`MIN_REFORMAT_SLICES` slices or under :data:`MIN_REFORMAT_MM` mm) a line saying they are left out."""
     sx, sy, sz = box
@@ -266,7 +275,7 @@ def reformat_views(hu, lung, labels, spacing, box, nodules=None) -> Image.Image:
         )
     centre = [int(round(np.mean(np.flatnonzero(lung.any(axis=tuple(b for b in range(3) if b != a)))))) if lung.any()
               else lung.shape[a] // 2 for a in range(3)]
-    stack = [hu, lung, labels] + ([] if nodules is None else [nodules])
+    stack = [hu, lung, labels] + ([] if outlines is None else [outlines])
     views = [  # coronal through the lungs' antero-posterior centre, sagittal through the right lung's centre
         ("coronal", [a[sx, centre[1], sz] for a in stack], (sz, sx), (2, 0)),
     ]
@@ -350,14 +359,13 @@ def slice_namer(affine: np.ndarray, shape, instance_numbers: dict[float, int] | 
     return name
 
 
-def _legend(classes: bool, nodules: bool = False) -> Image.Image:
-    names = ["right lung", "left lung"] + (["GGO", "consolidation"] if classes else ["infection"])
-    names += [NODULE_LEGEND] if nodules else []
+def _legend(classes: bool, outlined: tuple[str, ...] = ()) -> Image.Image:
+    names = ["right lung", "left lung"] + (["GGO", "consolidation"] if classes else ["infection"]) + list(outlined)
     out = Image.new("RGB", (WIDTH_PX, LEGEND_PX), (24, 24, 24))
     draw = ImageDraw.Draw(out)
     x = 8
     for name in names:
-        if name == NODULE_LEGEND:  # drawn as an outline in the picture: an outlined square here
+        if name in OUTLINES:  # drawn as an outline in the picture: an outlined square here
             draw.rectangle((x, 7, x + 14, 19), outline=COLOURS[name], width=2)
         else:
             draw.rectangle((x, 7, x + 14, 19), fill=COLOURS[name])
@@ -404,6 +412,7 @@ def overview(
     version: str = "",
     instance_numbers: dict[float, int] | None = None,
     nodules: np.ndarray | None = None,
+    band_like: np.ndarray | None = None,
 ) -> Overview:
     """The overview picture of one case, with the positions of its axial tiles and of the lungs' ends.
 
@@ -421,6 +430,9 @@ def overview(
             number from the top; always with z in mm).
         nodules: optional, same grid, > 0 the nodule-like lesions kept out of the infection: outlined in their own
             colour, with a legend entry when there are any.
+        band_like: optional, same grid, > 0 the band-like lesions of the infection
+            (:func:`~infnet_monai.stats.anatomy.band_like_mask`): outlined in their own colour, with a legend entry
+            when there are any.
 
     Returns:
         The picture (RGB, 1024 pixels wide) and the world z of its axial tiles (apex first) and of the lungs' top
@@ -430,24 +442,29 @@ def overview(
         ValueError: the arrays are not 3D arrays of one shape.
     """
     arrays = [np.asarray(hu), np.asarray(lung), _labels(infection, classes)]
-    if nodules is not None:
-        arrays.append((np.asarray(nodules) > 0).astype(np.uint8))
-    if any(a.shape != arrays[0].shape or a.ndim != 3 for a in arrays):
-        raise ValueError(f"overview: CT and masks must be 3D arrays of one shape, got {[a.shape for a in arrays]}.")
+    layers = [np.asarray(m) for m in (nodules, band_like) if m is not None]
+    if any(a.shape != arrays[0].shape or a.ndim != 3 for a in arrays + layers):
+        raise ValueError(
+            f"overview: CT and masks must be 3D arrays of one shape, got {[a.shape for a in arrays + layers]}."
+        )
+    outlines = np.zeros(arrays[0].shape, dtype=np.uint8)  # 0 none, else the layer's number in OUTLINES
+    for value, mask in ((1, nodules), (2, band_like)):
+        if mask is not None:
+            outlines[np.asarray(mask) > 0] = value
+    shown = tuple(name for value, name in enumerate(OUTLINES, start=1) if (outlines == value).any())
     ras = [to_ras(a, affine) for a in arrays]
-    (hu_r, spacing), (lung_r, _), (lab_r, _) = ras[:3]
-    nod_r = ras[3][0] if nodules is not None else None
-    has_nodules = nod_r is not None and bool(nod_r.any())
+    (hu_r, spacing), (lung_r, _), (lab_r, _) = ras
+    out_r = to_ras(outlines, affine)[0] if shown else None
+    del outlines
     box = lung_box(lung_r > 0)
     mosaic, zs = _axial_mosaic(
-        hu_r, lung_r, lab_r, spacing, box, slice_namer(affine, arrays[0].shape, instance_numbers),
-        nod_r if has_nodules else None,
+        hu_r, lung_r, lab_r, spacing, box, slice_namer(affine, arrays[0].shape, instance_numbers), out_r
     )
     parts = [
         _header(title, row or {}, version, classes is not None),
-        _legend(classes is not None, has_nodules),
+        _legend(classes is not None, shown),
         mosaic,
-        reformat_views(hu_r, lung_r, lab_r, spacing, box, nod_r if has_nodules else None),
+        reformat_views(hu_r, lung_r, lab_r, spacing, box, out_r),
     ]
     out = Image.new("RGB", (WIDTH_PX, sum(p.height for p in parts)), "black")
     y = 0

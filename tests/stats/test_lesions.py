@@ -101,9 +101,9 @@ def test_kind_first_id_and_a_withheld_zone():
     nodules = lesion_table(infection, lung, image, AFFINE, kind="nodule_like", first_id=8, with_zone=False)
     assert [r["lesion_id"] for r in nodules] == [8, 9, 10] and [r["kind"] for r in nodules] == ["nodule_like"] * 3
     assert [r["zone"] for r in nodules] == [None] * 3
-    assert [{**r, "lesion_id": None, "kind": None, "zone": None} for r in nodules] == [
-        {**r, "lesion_id": None, "kind": None, "zone": None} for r in rows
-    ]  # the same figures otherwise
+    assert [r["band_like"] for r in nodules] == [None] * 3  # a nodule is not judged as a band
+    blank = {"lesion_id": None, "kind": None, "zone": None, "band_like": None}
+    assert [{**r, **blank} for r in nodules] == [{**r, **blank} for r in rows]  # the same figures otherwise
     with pytest.raises(ValueError, match="kind must be one of infection, nodule_like"):
         lesion_table(infection, lung, image, AFFINE, kind="nodule")
 

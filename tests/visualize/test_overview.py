@@ -247,6 +247,49 @@ def test_nodule_like_lesions_are_outlined_in_their_colour_only_when_given():
         overview_image(hu, lung, infection, affine, nodules=nodules[:, :, :3])
 
 
+def test_band_like_lesions_are_outlined_when_the_row_counts_some(tmp_path):
+    """The writer outlines the band-like lesions (the ones ``band_like_infection_ml`` counts) in their own colour, with
+    a legend entry, only when the row counts some; nodule-like and band-like outlines do not mix."""
+    import nibabel as nib
+    from PIL import Image
+
+    from infnet_monai.io.cases import CTCase
+    from infnet_monai.pipeline.predictor import CaseResult
+    from infnet_monai.pipeline.writer import CaseWriter, MaskVolumes, OverviewPicture
+    from infnet_monai.stats.anatomy import band_like_infection_ml, band_like_mask
+    from infnet_monai.visualize.overview import BAND_LEGEND, HEADER_PX, LEGEND_PX, NODULE_LEGEND
+
+    lung = np.zeros((80, 70, 40), dtype=np.uint8)
+    lung[5:38, 5:65, 3:37] = 1
+    lung[42:75, 5:65, 3:37] = 2
+    hu = np.where(lung > 0, -850.0, 40.0).astype(np.float32)
+    infection = np.zeros_like(lung)
+    infection[15:28, 25:45, 15:25] = 1  # reaches 25 mm into the right lung
+    band = np.zeros_like(lung)
+    band[45:70, 5:7, 10:30] = 1  # along the left lung's posterior wall, 2 voxels (3 mm) deep
+    infection = np.maximum(infection, band)
+    affine = RAS_AFFINE
+    spacing = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+    assert band_like_infection_ml(lung, infection, spacing) > 0
+    assert (band_like_mask(lung, infection, spacing) == (band > 0)).all()  # the band, not the deep lesions
+    assert len(set(COLOURS.values())) == len(COLOURS)  # every layer its own colour
+    source = tmp_path / "c.nii.gz"
+    nib.save(nib.Nifti1Image(hu, affine), str(source))
+    case = CTCase(case_id="c", source_path=source, kind="nifti", files=(source,))
+    pictures = {}
+    for name, figure in (("flagged", band_like_infection_ml(lung, infection, spacing)), ("not", 0.0)):
+        result = CaseResult(row={}, infection=infection, lung=lung, image=hu, affine=affine)
+        CaseWriter([MaskVolumes(), OverviewPicture("v")]).write(
+            case, result, tmp_path / name, {"case_id": "c", "band_like_infection_ml": figure}
+        )
+        pictures[name] = Image.open(tmp_path / name / "overview.png").convert("RGB")
+    flagged = pictures["flagged"]
+    legend = flagged.crop((0, HEADER_PX, flagged.width, HEADER_PX + LEGEND_PX))
+    below = flagged.crop((0, HEADER_PX + LEGEND_PX, flagged.width, flagged.height))
+    assert len(_pixels(legend, COLOURS[BAND_LEGEND])) and len(_pixels(below, COLOURS[BAND_LEGEND])) > 20
+    assert len(_pixels(pictures["not"], COLOURS[BAND_LEGEND])) == 0
+
+
 def test_overview_picture_puts_the_tiles_positions_in_stats_json(tmp_path):
     import json
 
