@@ -91,6 +91,10 @@ MAX_PURE_AIR_FRACTION = 0.4
 """An air-like component whose interior has more than this fraction of voxels below :data:`PURE_AIR_HU` is taken
 as gas (stomach, colon, a detached trachea) and not as lung. On the project's abdomen scan the lung bases measure
 0.0 and the stomach / colon gas 0.93 / 0.98 (0.5 to 0.8 after a 5x linear upsampling)."""
+GAS_POCKET_MAX_BENEATH_SHARE = 0.5
+"""A gas pocket joined to the lung (:func:`_joined_gas_pockets`) is dropped only when lung lies beneath it in less
+than this share of its columns: the stomach or the colon under the diaphragm has none, an airway or a bulla inside the
+lung has lung below it."""
 MIN_LUNG_COMPONENT_ML = 2.0
 """Absolute floor (mL) on the volume of a connected component kept as lung."""
 MIN_RELATIVE_COMPONENT_VOLUME = 0.1
@@ -231,6 +235,45 @@ def _pure_air_fraction(
     return num / den
 
 
+def _joined_gas_pockets(candidate: np.ndarray, volume_hu: np.ndarray, spacing: tuple[float, float, float],
+                        opts: LungMaskOptions) -> np.ndarray:
+    """Gas under the lung joined to it through partial volume (a stomach or colon bubble under a thin diaphragm):
+    what to take out of ``candidate`` (the lung components, a boolean array on ``volume_hu``'s grid).
+
+    The candidate's interior (deeper than :data:`INTERIOR_DEPTH_MM`, the box of :func:`_pure_air_fraction`) falls
+    apart at such a bridge. A piece of it is gas by the rule that rejects a separate component (more than
+    ``max_pure_air_fraction`` of its voxels below ``pure_air_hu``, at least ``min_component_ml``) when, besides, lung
+    lies beneath it in less than :data:`GAS_POCKET_MAX_BENEATH_SHARE` of its columns: an airway or a bulla has lung
+    below it, a bubble under the diaphragm does not. Such a piece is returned with its rim (the piece grown by the
+    same box, within the candidate)."""
+    out = np.zeros(candidate.shape, dtype=bool)
+    size = [2 * max(1, int(round(INTERIOR_DEPTH_MM / s))) + 1 for s in spacing]
+    box = bounding_box(candidate, [z // 2 for z in size])
+    cand = candidate[box]
+    labels, n = connected_components(ndi.minimum_filter(cand, size=size, mode="nearest"), 6)
+    if n < 2:  # one interior: nothing is joined through a bridge
+        return out
+    counts = label_counts(labels, n)
+    pure = label_counts(labels, n, volume_hu[box] < opts.pure_air_hu)
+    voxel_ml = float(np.prod(spacing)) / 1000.0
+    gas = (pure > opts.max_pure_air_fraction * counts) & (counts * voxel_ml >= opts.min_component_ml)
+    gas[0] = False
+    objects = ndi.find_objects(labels)
+    for i in np.flatnonzero(gas):
+        sl = objects[i - 1]
+        piece = np.zeros(cand.shape, dtype=bool)
+        piece[sl] = labels[sl] == i
+        grown = ndi.maximum_filter(piece, size=size, mode="constant") & cand
+        rest = cand & ~grown
+        columns = piece.any(axis=2)
+        bottom = np.argmax(piece, axis=2)  # the piece's lowest slice in each of its columns (RAS: axis 2 superior)
+        rest_low = np.where(rest.any(axis=2), np.argmax(rest, axis=2), cand.shape[2])
+        beneath = float(np.mean(rest_low[columns] < bottom[columns]))
+        if beneath < GAS_POCKET_MAX_BENEATH_SHARE:
+            out[box] |= grown
+    return out
+
+
 def _split_joined(
     component: np.ndarray, spacing: tuple[float, float, float], body_centre: float, max_erosion_mm: float
 ) -> np.ndarray:
@@ -326,6 +369,16 @@ def _lung_mask_working(
     else:
         labels, n = connected_components(candidate, 6)
         kept = list(range(1, n + 1))
+    gas = _joined_gas_pockets(candidate, volume_hu, spacing, opts)
+    if gas.any():  # a stomach or colon bubble joined to a lung base through a thin diaphragm
+        logger.debug("lung_mask: removed %.1f mL of gas joined to the lung.", gas.sum() * voxel_ml)
+        candidate &= ~gas
+        labels, n = connected_components(candidate, 6)
+        kept = _select_components(labels, n, voxel_ml, opts.min_component_ml, opts.min_relative_volume)
+        if not kept:
+            logger.info("lung_mask: nothing left after removing the gas joined to it; empty mask.")
+            return out, found
+    del gas
 
     sides = _assign_sides(labels, kept, spacing, body_centre)
     del labels
@@ -418,7 +471,10 @@ def lung_mask(volume_hu: np.ndarray, spacing_mm: Sequence[float], **options: Any
        largest; both must reach ``min_component_ml``.
     4. Trachea / main bronchi (``remove_airway``): found in 3D from the tracheal air column
        (:func:`~infnet_monai.postprocessing.airway.find_airway`), dilated by :data:`AIRWAY_DILATION_MM` and removed
-       (nothing happens when there is none, e.g. an abdominal scan). Step 3's selection is redone.
+       (nothing happens when there is none, e.g. an abdominal scan). Then gas joined to a lung through partial volume
+       (a stomach or colon bubble under a thin diaphragm) is removed: a piece of the components' interior that step
+       3's rule calls gas, with no lung beneath it in most of its columns (:func:`_joined_gas_pockets`). Step 3's
+       selection is redone after each.
     5. Right / left: a component lies on the side of the body centre (mean axis-0 index of the body in the slices
        with lung) holding most of its voxels; larger axis-0 index is the patient's right. A component with at least
        :data:`MIN_SIDE_FRACTION` of its voxels on each side holds both lungs joined at a junction line: it is

@@ -299,3 +299,49 @@ def test_band_like_infection_is_counted_and_flagged_not_removed():
     assert with_band["band_like_infection_ml"] == pytest.approx(band.sum() * voxel_ml)
     without = anatomy_checks(hu, lung, patch, spacing)
     assert "band_like_infection" not in without["qc_flags"] and without["band_like_infection_ml"] == 0.0
+
+
+# ---------------------------------------------------------------------------------------------------- stomach
+def _stomach_volume(bridge: bool, bulla: bool = False):
+    """2-mm voxels: two box lungs; under the left one a stomach bubble (pure gas) that a thin diaphragm separates from
+    the lung base, except (``bridge``) for a 2 x 2-voxel gap of partial volume; optionally a bulla (pure gas) inside
+    the right lung with lung beneath it."""
+    hu = np.full((70, 50, 60), 40.0, dtype=np.float32)
+    hu[8:30, 10:40, 20:55] = -850.0  # left lung (RAS: smaller axis-0 indices)
+    hu[40:62, 10:40, 20:55] = -850.0  # right lung
+    hu[10:28, 12:38, 6:19] = -1000.0  # stomach gas under the left lung; z 19 is the diaphragm
+    if bridge:
+        hu[18:20, 24:26, 19] = -600.0  # partial volume through the diaphragm
+    if bulla:  # a bulla inside the right lung, lung beneath it (z 20-30), walled off but for the same gap
+        hu[43:57, 15:33, 31:45] = 40.0
+        hu[44:56, 16:32, 32:44] = -1000.0
+        hu[49:51, 23:25, 31] = -600.0
+    return hu
+
+
+@pytest.mark.parametrize("bridge", [False, True])
+def test_stomach_joined_to_the_lung_base_through_the_diaphragm_is_not_lung(bridge):
+    from infnet_monai.postprocessing.lung import LEFT_LUNG_LABEL
+
+    hu = _stomach_volume(bridge)
+    lung = lung_mask(hu, (2.0, 2.0, 2.0))
+    stomach = hu < -950.0
+    assert not (lung[stomach] > 0).any()  # not a voxel of the gas
+    left = lung == LEFT_LUNG_LABEL
+    assert left[8:30, 10:40, 20:55].mean() > 0.97  # the lung base above it is kept
+
+
+def test_joined_gas_is_the_bubble_under_the_lung_not_a_bulla_with_lung_beneath():
+    """Both are pure gas joined to a lung through a 2 x 2-voxel gap; only the one with no lung beneath it is gas."""
+    from infnet_monai.postprocessing.lung import LungMaskOptions, _joined_gas_pockets
+
+    hu = _stomach_volume(bridge=True, bulla=True)
+    candidate = (hu < -320.0) & (body_mask(hu) > 0)
+    gas = _joined_gas_pockets(candidate, hu, (2.0, 2.0, 2.0), LungMaskOptions())
+    stomach = np.zeros(hu.shape, dtype=bool)
+    stomach[10:28, 12:38, 6:19] = True
+    assert gas[stomach].all()  # the bubble and its rim
+    assert not gas[44:56, 16:32, 32:44].any()  # the bulla: lung beneath it
+    assert not gas[:, :, 20:].any()  # nothing of the lungs
+    lung = lung_mask(hu, (2.0, 2.0, 2.0))
+    assert (lung[44:56, 16:32, 32:44] > 0).all() and not (lung[stomach] > 0).any()
