@@ -91,10 +91,12 @@ MAX_PURE_AIR_FRACTION = 0.4
 """An air-like component whose interior has more than this fraction of voxels below :data:`PURE_AIR_HU` is taken
 as gas (stomach, colon, a detached trachea) and not as lung. On the project's abdomen scan the lung bases measure
 0.0 and the stomach / colon gas 0.93 / 0.98 (0.5 to 0.8 after a 5x linear upsampling)."""
-GAS_POCKET_MAX_BENEATH_SHARE = 0.5
-"""A gas pocket joined to the lung (:func:`_joined_gas_pockets`) is dropped only when lung lies beneath it in less
-than this share of its columns: the stomach or the colon under the diaphragm has none, an airway or a bulla inside the
-lung has lung below it."""
+GAS_UNDER_LUNG_SHARE = 0.5
+"""A gas pocket joined to the lung (:func:`_joined_gas_pockets`) is dropped only when it lies under the lung: lung
+above it in at least this share of its columns, and beneath it in less. A stomach or colon bubble under the
+diaphragm has the lung base above it and nothing beneath; a bulla or an airway inside the lung has lung beneath it,
+and a whole emphysematous lung joined to the other one has none above it. On the thin-slice COVID-19 CT of
+``shared/`` the stomach has lung above it in 96% of its columns and beneath it in 1%."""
 MIN_LUNG_COMPONENT_ML = 2.0
 """Absolute floor (mL) on the volume of a connected component kept as lung."""
 MIN_RELATIVE_COMPONENT_VOLUME = 0.1
@@ -242,9 +244,8 @@ def _joined_gas_pockets(candidate: np.ndarray, volume_hu: np.ndarray, spacing: t
 
     The candidate's interior (deeper than :data:`INTERIOR_DEPTH_MM`, the box of :func:`_pure_air_fraction`) falls
     apart at such a bridge. A piece of it is gas by the rule that rejects a separate component (more than
-    ``max_pure_air_fraction`` of its voxels below ``pure_air_hu``, at least ``min_component_ml``) when, besides, lung
-    lies beneath it in less than :data:`GAS_POCKET_MAX_BENEATH_SHARE` of its columns: an airway or a bulla has lung
-    below it, a bubble under the diaphragm does not. Such a piece is returned with its rim (the piece grown by the
+    ``max_pure_air_fraction`` of its voxels below ``pure_air_hu``, at least ``min_component_ml``) when, besides, it
+    lies under the lung (:data:`GAS_UNDER_LUNG_SHARE`). Such a piece is returned with its rim (the piece grown by the
     same box, within the candidate)."""
     out = np.zeros(candidate.shape, dtype=bool)
     size = [2 * max(1, int(round(INTERIOR_DEPTH_MM / s))) + 1 for s in spacing]
@@ -265,11 +266,14 @@ def _joined_gas_pockets(candidate: np.ndarray, volume_hu: np.ndarray, spacing: t
         piece[sl] = labels[sl] == i
         grown = ndi.maximum_filter(piece, size=size, mode="constant") & cand
         rest = cand & ~grown
-        columns = piece.any(axis=2)
-        bottom = np.argmax(piece, axis=2)  # the piece's lowest slice in each of its columns (RAS: axis 2 superior)
-        rest_low = np.where(rest.any(axis=2), np.argmax(rest, axis=2), cand.shape[2])
-        beneath = float(np.mean(rest_low[columns] < bottom[columns]))
-        if beneath < GAS_POCKET_MAX_BENEATH_SHARE:
+        columns, in_rest = piece.any(axis=2), rest.any(axis=2)
+        top = cand.shape[2] - 1 - np.argmax(piece[:, :, ::-1], axis=2)  # per column (RAS: axis 2 superior)
+        bottom = np.argmax(piece, axis=2)
+        rest_top = np.where(in_rest, cand.shape[2] - 1 - np.argmax(rest[:, :, ::-1], axis=2), -1)
+        rest_bottom = np.where(in_rest, np.argmax(rest, axis=2), cand.shape[2])
+        above = float(np.mean(rest_top[columns] > top[columns]))
+        beneath = float(np.mean(rest_bottom[columns] < bottom[columns]))
+        if above >= GAS_UNDER_LUNG_SHARE > beneath:
             out[box] |= grown
     return out
 

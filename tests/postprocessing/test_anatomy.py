@@ -332,7 +332,8 @@ def test_stomach_joined_to_the_lung_base_through_the_diaphragm_is_not_lung(bridg
 
 
 def test_joined_gas_is_the_bubble_under_the_lung_not_a_bulla_with_lung_beneath():
-    """Both are pure gas joined to a lung through a 2 x 2-voxel gap; only the one with no lung beneath it is gas."""
+    """Both are pure gas joined to a lung through a 2 x 2-voxel gap; only the one under the lung (lung above, none
+    beneath) is gas."""
     from infnet_monai.postprocessing.lung import LungMaskOptions, _joined_gas_pockets
 
     hu = _stomach_volume(bridge=True, bulla=True)
@@ -345,3 +346,17 @@ def test_joined_gas_is_the_bubble_under_the_lung_not_a_bulla_with_lung_beneath()
     assert not gas[:, :, 20:].any()  # nothing of the lungs
     lung = lung_mask(hu, (2.0, 2.0, 2.0))
     assert (lung[44:56, 16:32, 32:44] > 0).all() and not (lung[stomach] > 0).any()
+
+
+def test_an_emphysematous_lung_joined_to_the_other_is_not_taken_for_gas():
+    """A whole lung of pure gas (a small emphysematous left lung) joined to a normal right lung through a gap at the
+    junction: it is gas by the pure-gas rule, but nothing of the lung lies above it, so it stays lung."""
+    from infnet_monai.postprocessing.lung import LungMaskOptions, _joined_gas_pockets
+
+    hu = np.full((70, 50, 60), 40.0, dtype=np.float32)
+    hu[40:66, 6:44, 10:56] = -850.0  # right lung
+    hu[14:30, 14:36, 24:44] = -1000.0  # left lung, emphysematous, a quarter of the right one's volume
+    hu[30:40, 24:26, 33:35] = -600.0  # the junction's partial volume
+    candidate = (hu < -320.0) & (body_mask(hu) > 0)
+    assert not _joined_gas_pockets(candidate, hu, (2.0, 2.0, 2.0), LungMaskOptions()).any()
+    assert (lung_mask(hu, (2.0, 2.0, 2.0))[14:30, 14:36, 24:44] > 0).mean() > 0.9  # kept as lung
