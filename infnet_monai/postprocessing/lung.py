@@ -278,6 +278,18 @@ def _joined_gas_pockets(candidate: np.ndarray, volume_hu: np.ndarray, spacing: t
     return out
 
 
+def _reselect(candidate: np.ndarray, removed: np.ndarray, what: str, voxel_ml: float, opts: LungMaskOptions):
+    """Step 3's selection redone on ``candidate`` less ``removed``: ``(candidate, labels, kept)``, or ``None``
+    (logged, naming ``what`` was removed) when no lung component is left."""
+    candidate = candidate & ~removed
+    labels, n = connected_components(candidate, 6)
+    kept = _select_components(labels, n, voxel_ml, opts.min_component_ml, opts.min_relative_volume)
+    if not kept:
+        logger.info("lung_mask: nothing left after removing the %s; empty mask.", what)
+        return None
+    return np.isin(labels, kept), labels, kept
+
+
 def _split_joined(
     component: np.ndarray, spacing: tuple[float, float, float], body_centre: float, max_erosion_mm: float
 ) -> np.ndarray:
@@ -363,25 +375,20 @@ def _lung_mask_working(
         found, airway = _central_airway(volume_hu, spacing, body, candidate, int(np.flatnonzero(z_has)[-1]))
     if airway is not None:
         logger.debug("lung_mask: removed %.1f mL of trachea / main bronchi.", airway.sum() * voxel_ml)
-        candidate &= ~airway
-        labels, n = connected_components(candidate, 6)
-        kept = _select_components(labels, n, voxel_ml, opts.min_component_ml, opts.min_relative_volume)
-        if not kept:
-            logger.info("lung_mask: nothing left after airway removal; empty mask.")
+        selected = _reselect(candidate, airway, "trachea / main bronchi", voxel_ml, opts)
+        if selected is None:
             return out, found
-        candidate = np.isin(labels, kept)
+        candidate, labels, kept = selected
     else:
         labels, n = connected_components(candidate, 6)
         kept = list(range(1, n + 1))
     gas = _joined_gas_pockets(candidate, volume_hu, spacing, opts)
     if gas.any():  # a stomach or colon bubble joined to a lung base through a thin diaphragm
         logger.debug("lung_mask: removed %.1f mL of gas joined to the lung.", gas.sum() * voxel_ml)
-        candidate &= ~gas
-        labels, n = connected_components(candidate, 6)
-        kept = _select_components(labels, n, voxel_ml, opts.min_component_ml, opts.min_relative_volume)
-        if not kept:
-            logger.info("lung_mask: nothing left after removing the gas joined to it; empty mask.")
+        selected = _reselect(candidate, gas, "gas joined to the lung", voxel_ml, opts)
+        if selected is None:
             return out, found
+        candidate, labels, kept = selected
     del gas
 
     sides = _assign_sides(labels, kept, spacing, body_centre)
