@@ -171,9 +171,10 @@ class LesionTable:
 class OverviewPicture:
     """``overview.png``: axial tiles from the lung apex to the base and coronal and sagittal views with the masks
     (and the nodule-like lesions kept out of the infection, when the result has them, and the band-like lesions when
-    the row counts some, ``band_like_infection_ml``), titled with the case and the figures. Adds to the row where the axial tiles lie: ``overview_axial_z_mm`` (world z of each tile in mm, apex
-    first, as printed on the tiles), ``lung_apex_z_mm`` and ``lung_base_z_mm`` (world z in mm of the lungs' top and
-    bottom axial slices; ``None`` without lung)."""
+    the row counts some, ``band_like_infection_ml``), titled with the case and the figures. Adds to the row where the
+    axial tiles lie: ``overview_axial_z_mm`` (world z of each tile in mm, apex first, as printed on the tiles),
+    ``lung_apex_z_mm`` and ``lung_base_z_mm`` (world z in mm of the lungs' top and bottom axial slices; ``None``
+    without lung)."""
 
     files = (OVERVIEW_FILE,)
     required = False

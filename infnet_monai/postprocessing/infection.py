@@ -180,7 +180,8 @@ def lesions_reaching_depth(labels: np.ndarray, n: int, lung: np.ndarray, spacing
     for i, sl in enumerate(ndi.find_objects(labels), start=1):
         if sl is None or (candidates is not None and not candidates[i]):
             continue
-        box = tuple(slice(max(o + b.start - p, 0), min(o + b.stop + p, size)) for o, b, p, size in zip(offset, sl, pad, lung.shape))
+        box = tuple(slice(max(o + b.start - p, 0), min(o + b.stop + p, size))
+                    for o, b, p, size in zip(offset, sl, pad, lung.shape))
         # where the box meets the scan's edge the lung goes on as the edge slice shows it: the scan's edge is no pleura
         grow = [(p if bb.start == 0 else 0, p if bb.stop == size else 0) for bb, p, size in zip(box, pad, lung.shape)]
         inside = np.ascontiguousarray(np.pad(np.asarray(lung[box]) > 0, grow, mode="edge"))
