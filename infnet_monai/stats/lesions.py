@@ -154,6 +154,7 @@ def lesion_table(
     kind: str = "infection",
     first_id: int = 1,
     with_zone: bool = True,
+    band_like_ml: float | None = None,
 ) -> list[dict]:
     """One row per 3D lesion of the infection (or of the nodule-like lesions) inside the lung, largest first.
 
@@ -173,6 +174,9 @@ def lesion_table(
         first_id: the ``lesion_id`` of the first row (the nodule-like rows continue the ids of the infection rows).
         with_zone: ``False`` leaves ``zone`` empty (``None``): on a scan that cuts the lungs the zones by lung height
             are withheld (:data:`~infnet_monai.stats.zones.ZONES_WITHHELD_LUNGS_CUT`).
+        band_like_ml: the case's ``band_like_infection_ml`` when the self-check already measured it
+            (:func:`~infnet_monai.stats.anatomy.band_like_infection_ml`, same masks): at 0 no lesion is band-like and
+            the depths are not measured again; ``None`` (default) measures them.
 
     Returns:
         list of dicts with the keys of :data:`LESION_COLUMNS`, ordered by volume, largest first (equal volumes in the
@@ -231,7 +235,12 @@ def lesion_table(
         if np.shape(peripheral) != lung.shape:
             raise ValueError(f"peripheral must have the lung's shape {lung.shape}, got {np.shape(peripheral)}.")
         peripheral = np.asarray(peripheral)[box][idx]
-    deep = None if kind == "nodule_like" else lesions_reaching_depth(labels, n, lung, spacing, BAND_DEPTH_MM, [b.start for b in box])
+    if kind == "nodule_like":
+        deep = None
+    elif band_like_ml == 0:  # the self-check found none on these masks: every lesion reaches deep enough
+        deep = np.ones(n + 1, dtype=bool)
+    else:
+        deep = lesions_reaching_depth(labels, n, lung, spacing, BAND_DEPTH_MM, [b.start for b in box])
 
     rows = []
     sizes = np.diff(starts)

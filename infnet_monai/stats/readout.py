@@ -33,7 +33,7 @@ def to_ras(arrays: list[np.ndarray | None], affine: np.ndarray) -> tuple[list[np
 
 def case_readout(infection: np.ndarray, lung: np.ndarray, image: np.ndarray, affine: np.ndarray, *,
                  classes: np.ndarray | None = None, nodules: np.ndarray | None = None,
-                 lungs_cut_by_scan: bool = False) -> tuple[dict, list[dict]]:
+                 lungs_cut_by_scan: bool = False, band_like_ml: float | None = None) -> tuple[dict, list[dict]]:
     """The zone figures of a case's row and its lesion rows.
 
     Args:
@@ -44,6 +44,8 @@ def case_readout(infection: np.ndarray, lung: np.ndarray, image: np.ndarray, aff
         lungs_cut_by_scan: whether the scan cuts the lungs (the anatomical self-check of that name,
             :func:`~infnet_monai.stats.anatomy.lungs_cut_by_scan`): the zones by lung height are then withheld and not
             computed.
+        band_like_ml: the self-check's ``band_like_infection_ml`` of these masks, if measured
+            (:func:`~infnet_monai.stats.lesions.lesion_table` does not measure the depths again when it is 0).
 
     Returns:
         ``(fields, lesions)``: ``fields`` holds ``zones`` and ``distribution`` (dicts, for ``stats.json``), the flat
@@ -64,7 +66,8 @@ def case_readout(infection: np.ndarray, lung: np.ndarray, image: np.ndarray, aff
         **zone_columns(zones),
         "zones_withheld": None if by_height else ZONES_WITHHELD_LUNGS_CUT,
     }
-    lesions = lesion_table(inf, lu, img, ras_affine, cls, peripheral=peripheral, with_zone=by_height)
+    lesions = lesion_table(inf, lu, img, ras_affine, cls, peripheral=peripheral, with_zone=by_height,
+                           band_like_ml=band_like_ml)
     if nod is not None:
         nodule_rows = lesion_table(
             nod, lu, img, ras_affine, peripheral=peripheral, kind="nodule_like", first_id=len(lesions) + 1,

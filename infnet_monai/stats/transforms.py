@@ -108,7 +108,7 @@ class CaseReadout(Transform):
 
     def __call__(
         self, infection: Any, lung: Any, image: Any, classes: Any = None, nodules: Any = None,
-        lungs_cut_by_scan: bool = False,
+        lungs_cut_by_scan: bool = False, band_like_ml: float | None = None,
     ) -> tuple[dict, list[dict]]:
         if not isinstance(image, MetaTensor):
             raise ValueError("image must be a MetaTensor: the lesion positions need its affine.")
@@ -117,7 +117,7 @@ class CaseReadout(Transform):
             channel_volume(infection, "infection"), channel_volume(lung, "lung"), channel_volume(image, "image"), affine,
             classes=None if classes is None else channel_volume(classes, "classes"),
             nodules=None if nodules is None else channel_volume(nodules, "nodules"),
-            lungs_cut_by_scan=lungs_cut_by_scan,
+            lungs_cut_by_scan=lungs_cut_by_scan, band_like_ml=band_like_ml,
         )
 
 
@@ -125,7 +125,8 @@ class CaseReadoutd(MapTransform):
     """Dictionary version of :class:`CaseReadout`: ``keys`` hold the infection mask, ``lung_key`` the lung,
     ``image_key`` the CT, ``classes_key`` and ``nodules_key`` the optional class map and nodule-like lesions. The zone
     fields are added to the dictionary at ``output_key`` (the burden statistics, whose ``lungs_cut_by_scan`` from
-    :class:`AnatomyChecksd` withholds the zones by height) and the lesion rows go to ``lesions_key``."""
+    :class:`AnatomyChecksd` withholds the zones by height, and whose ``band_like_infection_ml`` of 0 spares the lesion
+    table the depths) and the lesion rows go to ``lesions_key``."""
 
     def __init__(self, keys: KeysCollection, lung_key: str = "lung", image_key: str = "image",
                  classes_key: str = "classes", nodules_key: str = "nodules", output_key: str = "burden",
@@ -142,6 +143,7 @@ class CaseReadoutd(MapTransform):
             fields, lesions = self.transform(
                 d[key], d[self.lung_key], d[self.image_key], d.get(self.classes_key), d.get(self.nodules_key),
                 lungs_cut_by_scan=bool(burden.get("lungs_cut_by_scan", False)),
+                band_like_ml=burden.get("band_like_infection_ml"),  # from AnatomyChecksd on the same masks
             )
             d[self.output_key] = {**burden, **fields}
             d[self.lesions_key] = lesions

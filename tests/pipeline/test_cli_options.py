@@ -37,6 +37,7 @@ def runs(tmp_path_factory, data_dir, tiny_model, tiny_class_model):
             "stats": json.loads((case / "stats.json").read_text()),
             "infection": np.asarray(nib.load(str(case / "infection.nii.gz")).dataobj),
             "lung": nib.load(str(case / "lung.nii.gz")),
+            "lesions_csv": case / "lesions.csv",
             "probability": nib.load(str(case / "probability.nii.gz")) if (case / "probability.nii.gz").exists() else None,
         }
     return out
@@ -106,6 +107,17 @@ def test_min_lesion_depth_removes_whole_lesions_that_stay_near_the_lung_edge(run
     np.maximum.at(reaches, labels[plain], depth[plain] >= 12.0 * (1 - 1e-6))
     assert reaches[1:].any() and not reaches[1:].all()  # the option has something to keep and something to remove
     np.testing.assert_array_equal(deep, reaches[labels] & plain)
+    # without the gate the same lesions are counted, flagged and marked instead: the self-check and lesions.csv agree
+    voxel_ml = float(np.prod(spacing)) / 1000.0
+    band_ml = float(np.count_nonzero(plain & ~reaches[labels])) * voxel_ml
+    stats = runs["no_min_lesion"]["stats"]
+    assert stats["band_like_infection_ml"] == pytest.approx(band_ml) and "band_like_infection" in stats["qc_flags"]
+    import csv
+
+    with open(runs["no_min_lesion"]["lesions_csv"], newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r["kind"] == "infection"]
+    assert sum(float(r["volume_ml"]) for r in rows if r["band_like"] == "True") == pytest.approx(band_ml, abs=1e-3)
+    assert {r["band_like"] for r in rows} == {"True", "False"}
     args = build_parser().parse_args(["segment", "in", "-o", "out", "--min-lesion-depth-mm", "12"])
     assert SegmentConfig(**_segment_kwargs(args)).min_lesion_depth_mm == 12.0
     assert SegmentConfig().min_lesion_depth_mm == build_parser().parse_args(["segment", "in", "-o", "out"]).min_lesion_depth_mm

@@ -253,3 +253,15 @@ def test_band_like_rows_add_up_to_the_cases_band_like_infection():
     assert [(r["lung_side"], r["band_like"]) for r in rows] == [("left", True), ("right", False)]
     spacing = np.linalg.norm(AFFINE[:3, :3], axis=0)
     assert band_like_infection_ml(lung, infection, spacing) == pytest.approx(rows[0]["volume_ml"], rel=1e-12)
+
+
+def test_a_case_without_band_like_infection_spares_the_depths():
+    """Given the self-check's 0 mL the rows say no lesion is band-like without measuring, and are otherwise the same;
+    given anything else (or nothing) the depths are measured."""
+    infection, lung, image = _case()
+    measured = lesion_table(infection, lung, image, AFFINE)
+    assert [r["band_like"] for r in measured] == [True] * 3
+    spared = lesion_table(infection, lung, image, AFFINE, band_like_ml=0.0)
+    assert [r["band_like"] for r in spared] == [False] * 3
+    assert [{**r, "band_like": None} for r in spared] == [{**r, "band_like": None} for r in measured]
+    assert lesion_table(infection, lung, image, AFFINE, band_like_ml=0.05) == measured
