@@ -28,15 +28,10 @@ import numpy as np
 from infnet_monai.postprocessing.airway import TRACHEA_AIR_HU, Airway, find_airway
 from infnet_monai.postprocessing.infection import lesions_reaching_depth
 from infnet_monai.postprocessing.lung import body_mask, working_factors
-from infnet_monai.postprocessing.morphology import (
-    block_mean,
-    connected_components,
-    convex_hull_spans,
-    label_counts,
-    row_slabs,
-)
+from infnet_monai.postprocessing.morphology import block_mean, convex_hull_spans, label_counts, row_slabs
 from infnet_monai.postprocessing.thorax import BONE_HU
 from infnet_monai.stats.burden import MM3_PER_ML
+from infnet_monai.stats.zones import infection_components
 from infnet_monai.utils.arrays import SLAB_SLICES, bounding_box
 from infnet_monai.utils.validation import check_spacing_mm
 
@@ -173,14 +168,13 @@ def lungs_cut_by_scan(lung: np.ndarray) -> bool:
 
 
 def _band_like_lesions(lung, infection, spacing, depth_mm: float):
-    """``(labels, band, box)``: the 26-connected lesions of ``infection`` on its bounding box ``box`` and, per label
-    (index 0 ``False``), whether the lesion is band-like; ``None`` without infection. Any voxel order: the distances
-    use each axis's spacing."""
-    infection = np.asarray(infection) > 0
-    if not infection.any():
+    """``(labels, band, box)``: the lesions of :func:`~infnet_monai.stats.zones.infection_components` (those of the
+    lesion table) and, per label (index 0 ``False``), whether the lesion is band-like; ``None`` without infection in
+    the lung. Any voxel order: the distances use each axis's spacing."""
+    found = infection_components(infection, lung)
+    if found is None:
         return None
-    box = bounding_box(infection)
-    labels, n = connected_components(np.ascontiguousarray(infection[box]), 26)
+    labels, n, box = found
     band = ~lesions_reaching_depth(labels, n, np.asarray(lung), spacing, depth_mm, [b.start for b in box])
     band[0] = False
     return labels, band, box
