@@ -182,7 +182,7 @@ def test_semi_supervised_config_runs_and_resumes(tmp_path, data_dir, tiny_model)
     assert len(list(csv.DictReader((out / "train_log.csv").open()))) == 1
 
 
-def test_train_negatives_fine_tunes_with_real_ct_negatives(tmp_path, data_dir, tiny_model):
+def test_train_negatives_fine_tunes_or_trains_from_scratch_with_real_ct_negatives(tmp_path, data_dir, tiny_model):
     import numpy as np
     from PIL import Image
 
@@ -210,15 +210,23 @@ def test_train_negatives_fine_tunes_with_real_ct_negatives(tmp_path, data_dir, t
         )
     (positives / "manifest.csv").write_text("\n".join(rows) + "\n")
     tiny = load_checkpoint(tiny_model)["network"]
-    out = tmp_path / "fine_tuned"
-    run_bundle(
+    out, scratch = tmp_path / "fine_tuned", tmp_path / "scratch"
+    common = [
         "run", "--config_file", json.dumps([str(CONFIGS / "train.json"), str(CONFIGS / "train_negatives.json")]),
-        "--dataset_dir", str(data_dir), "--output_dir", str(out), "--init_model", str(tiny_model),
-        "--network_kwargs", json.dumps(tiny), "--spatial_size", "64", "--train_rates", "[1.0]",
-        "--negatives_dir", str(negatives), "--negatives_exclude", "['held_out']", "--negatives_per_epoch", "2",
-        "--positives_dir", str(positives), "--positives_per_epoch", "1",
-        "--epochs", "2", "--batch_size", "6", "--device", "cpu",
+        "--dataset_dir", str(data_dir), "--network_kwargs", json.dumps(tiny), "--spatial_size", "64",
+        "--train_rates", "[1.0]", "--negatives_dir", str(negatives), "--negatives_exclude", "['held_out']",
+        "--device", "cpu",
+    ]
+    run_bundle_steps(
+        [*common, "--output_dir", str(out), "--init_model", str(tiny_model), "--negatives_per_epoch", "2",
+         "--positives_dir", str(positives), "--positives_per_epoch", "1", "--epochs", "2", "--batch_size", "6"],
+        # an empty init model trains the negatives in from the start: train.json's fresh network, no checksum
+        [*common, "--output_dir", str(scratch), "--init_model", "", "--negatives_per_epoch", "2", "--epochs", "1",
+         "--epoch_length", "1", "--batch_size", "2", "--validate#handlers#2#select", "best"],
     )
+    meta = load_checkpoint(scratch / "model.pt")["metadata"]
+    assert meta["init_model"] == "" and meta["init_model_sha256"] is None
+    assert meta["negatives_count"] == 3 and meta["selected_by"] == "dice" and meta["epoch"] == 1
     info = load_checkpoint(out / "model.pt")
     meta = info["metadata"]
     assert meta["negatives_count"] == 3 and meta["negatives_exclude"] == ["held_out"] and meta["negatives_per_epoch"] == 2
@@ -230,31 +238,3 @@ def test_train_negatives_fine_tunes_with_real_ct_negatives(tmp_path, data_dir, t
     tuned = info["state_dict"]
     assert any(not torch.allclose(start[k], tuned[k].float(), atol=1e-3) for k in start if start[k].is_floating_point())
 
-
-def test_train_negatives_from_scratch_with_an_empty_init_model(tmp_path, data_dir, tiny_model):
-    """``--init_model ""`` trains the negatives in from the start: train.json's fresh network, no checksum."""
-    import numpy as np
-    from PIL import Image
-
-    from infnet_monai.io import load_checkpoint
-
-    negatives = tmp_path / "negatives"
-    rows = ["scan,slice_index,z_mm,image,label,edge,firing_pixels,max_probability,reason"]
-    for k in range(2):
-        for kind, value in (("images", 120), ("masks", 0), ("edges", 0)):
-            (negatives / "normal" / kind).mkdir(parents=True, exist_ok=True)
-            Image.fromarray(np.full((40, 40), value, np.uint8)).save(negatives / "normal" / kind / f"{k}.png")
-        rows.append(f"normal,{k},{k * 2.0},normal/images/{k}.png,normal/masks/{k}.png,normal/edges/{k}.png,5,0.9,firing")
-    (negatives / "manifest.csv").write_text("\n".join(rows) + "\n")
-    out = tmp_path / "scratch"
-    run_bundle(
-        "run", "--config_file", json.dumps([str(CONFIGS / "train.json"), str(CONFIGS / "train_negatives.json")]),
-        "--dataset_dir", str(data_dir), "--output_dir", str(out), "--init_model", "",
-        "--network_kwargs", json.dumps(load_checkpoint(tiny_model)["network"]), "--spatial_size", "64",
-        "--train_rates", "[1.0]", "--negatives_dir", str(negatives), "--negatives_per_epoch", "2",
-        "--epochs", "1", "--epoch_length", "1", "--batch_size", "2", "--validate#handlers#2#select", "best",
-        "--device", "cpu",
-    )
-    meta = load_checkpoint(out / "model.pt")["metadata"]
-    assert meta["init_model"] == "" and meta["init_model_sha256"] is None
-    assert meta["negatives_count"] == 2 and meta["selected_by"] == "dice" and meta["epoch"] == 1
