@@ -237,4 +237,3 @@ def test_train_negatives_fine_tunes_or_trains_from_scratch_with_real_ct_negative
     start = {k: v.float() for k, v in load_checkpoint(tiny_model)["state_dict"].items()}
     tuned = info["state_dict"]
     assert any(not torch.allclose(start[k], tuned[k].float(), atol=1e-3) for k in start if start[k].is_floating_point())
-
